@@ -1,0 +1,17 @@
+/// A pool that adds chunks of slots when it runs out, by its growth strategy, up to its maximum.
+///
+/// It never shrinks and never moves a slot: a new chunk is added beside the old ones, so every
+/// address handed out stays valid. Each growth is recorded with its time and capacities.
+/// Use it from one thread; see `ThreadSafePool` for sharing.
+public final class GrowingPool<Element>: UnsynchronizedPool<Element> {
+    public init(config: PoolConfig<Element>) throws(PoolConfigError) {
+        try config.validate()
+        super.init(validated: config, kind: "GrowingPool")
+    }
+
+    /// Every growth so far, oldest first.
+    public var growthEvents: [GrowthEvent] { _core.pointee.slots.events }
+
+    /// Chunks allocated so far (1 + growth events).
+    public var chunkCount: Int { _core.pointee.slots.chunks.count }
+}

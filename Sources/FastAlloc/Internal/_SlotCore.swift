@@ -1,0 +1,343 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// One contiguous block of slots. Chunks are never moved or freed while their pool lives.
+@usableFromInline
+struct _Chunk {
+    @usableFromInline let base: UnsafeMutableRawPointer
+    @usableFromInline let firstIndex: Int
+    @usableFromInline let count: Int
+}
+
+/// The untyped heart of every pool: chunks of equally sized slots, a free list (LIFO) or a free
+/// bitmap (lowest first), a bump region of never-used slots, growth, counters and the debug
+/// checks. It knows nothing of the values in the slots and nothing of threads: callers
+/// serialise access (one owner thread, or a lock).
+///
+/// Slot states: a slot is *fresh* (never handed out; it lies in the bump region
+/// `bumpNext..<bumpEnd` of the newest chunk, or beyond it in no chunk at all), *in use* (a handle
+/// owns it), or *free* (on the free list or set in the bitmap). Chunks only ever grow in number,
+/// and the bump region is always in the newest chunk: a pool grows only when it has neither a
+/// free nor a fresh slot.
+///
+/// Each slot carries a link word at `linkOffset` (8-byte aligned): while the slot is free it
+/// holds the next free slot (an intrusive free list); while it is in use, its owner may use it
+/// (a batch chains its slots through it). Typed pools put the link after the value, so a free
+/// slot keeps its value for reuse; raw byte pools may put it at offset 0, over the bytes.
+@usableFromInline
+struct _SlotCore {
+    // MARK: Hot: touched by every acquire and release.
+    @usableFromInline var freeHead: UnsafeMutableRawPointer?
+    @usableFromInline var bumpNext: UnsafeMutableRawPointer
+    @usableFromInline var bumpEnd: UnsafeMutableRawPointer
+    @usableFromInline var inUse: Int = 0
+    @usableFromInline var highWater: Int = 0
+    @usableFromInline var acquisitions: UInt64 = 0
+    @usableFromInline let stride: Int
+    @usableFromInline let linkOffset: Int
+    @usableFromInline let lowestFirst: Bool
+    /// Set when the pool object died while handles were still out (release builds): the last
+    /// handle to come back frees the storage.
+    @usableFromInline var orphaned = false
+
+    // MARK: Cold: growth, statistics, the bitmap, debug state.
+    @usableFromInline var failedAcquisitions: UInt64 = 0
+    @usableFromInline var capacity: Int
+    @usableFromInline let maxCapacity: Int
+    let growth: GrowthStrategy
+    let chunkAlignment: Int
+    @usableFromInline let name: String
+    @usableFromInline var chunks: [_Chunk] = []
+    var growthEvents: [GrowthEvent] = []
+    /// `.lowestFirst` only: bit `i` set means slot `i` is free (and was used before).
+    @usableFromInline var bitmap: UnsafeMutablePointer<UInt64>?
+    @usableFromInline var bitmapWords = 0
+    /// No word below this index has a set bit.
+    @usableFromInline var bitmapHint = 0
+    #if DEBUG
+    /// Debug builds only: which slots are in use, to catch double and foreign releases.
+    var slotInUse: [Bool] = []
+    /// Debug builds only: the one thread allowed to use this core, if confined.
+    var ownerThread: pthread_t?
+    #endif
+
+    /// - Parameters:
+    ///   - valueSize: bytes of the value stored at offset 0 of each slot.
+    ///   - alignment: slot alignment, a power of two (validated by `PoolConfig`).
+    ///   - linkAfterValue: put the link word after the value (typed pools, which keep a released
+    ///     value for reuse) rather than over it (raw byte pools).
+    init(valueSize: Int, alignment: Int, linkAfterValue: Bool, capacity: Int, maxCapacity: Int,
+         growth: GrowthStrategy, order: AllocationOrder, name: String) {
+        let linkSize = MemoryLayout<UnsafeMutableRawPointer?>.size
+        let align = max(alignment, MemoryLayout<UnsafeMutableRawPointer?>.alignment)
+        let linkOffset = linkAfterValue ? _roundUp(max(valueSize, 0), to: linkSize) : 0
+        self.linkOffset = linkOffset
+        self.stride = _roundUp(max(linkOffset + linkSize, valueSize), to: align)
+        self.chunkAlignment = max(align, 16)
+        self.lowestFirst = order == .lowestFirst
+        self.growth = growth
+        if case .none = growth { self.maxCapacity = capacity } else { self.maxCapacity = maxCapacity }
+        self.name = name
+        self.capacity = 0
+        let first = _SlotCore.allocateChunk(count: capacity, stride: stride, alignment: chunkAlignment, name: name)
+        self.bumpNext = first
+        self.bumpEnd = first + capacity * stride
+        addChunk(base: first, count: capacity)
+    }
+
+    // MARK: Acquire and release
+
+    /// Takes a slot: the most recently freed (LIFO) or the lowest free one, else a fresh one, else
+    /// grows. `fresh` is true when the slot never held a value. Nil when exhausted at maximum.
+    @inlinable @inline(__always)
+    mutating func take() -> (slot: UnsafeMutableRawPointer, fresh: Bool)? {
+        if let slot = freeHead {  // always nil in lowest-first order
+            // Safe: every slot on the free list lies in a live chunk, and its link word
+            // (8-byte aligned, inside the slot) holds the next free slot or nil.
+            freeHead = (slot + linkOffset).load(as: UnsafeMutableRawPointer?.self)
+            noteAcquired(slot)
+            return (slot, false)
+        }
+        return takeSlow()
+    }
+
+    @inlinable @inline(__always)
+    mutating func noteAcquired(_ slot: UnsafeMutableRawPointer) {
+        acquisitions &+= 1
+        inUse &+= 1
+        if inUse > highWater { highWater = inUse }
+        #if DEBUG
+        debugNoteAcquired(slot)
+        #endif
+    }
+
+    /// Gives an in-use slot back. The caller has already run the release hooks.
+    @inlinable @inline(__always)
+    mutating func put(_ slot: UnsafeMutableRawPointer) {
+        #if DEBUG
+        debugCheckRelease(slot)
+        #endif
+        inUse &-= 1
+        if lowestFirst {
+            putLowest(slot)
+            return
+        }
+        // Safe: `slot` is an in-use slot of this core (checked in debug builds), so its link word
+        // is ours to overwrite now that the slot becomes free.
+        (slot + linkOffset).storeBytes(of: freeHead, as: UnsafeMutableRawPointer?.self)
+        freeHead = slot
+    }
+
+    /// The bitmap, the bump region and growth: everything but a LIFO free-list hit.
+    @usableFromInline
+    mutating func takeSlow() -> (slot: UnsafeMutableRawPointer, fresh: Bool)? {
+        if lowestFirst, let index = takeLowestFreeIndex() {
+            let slot = pointer(at: index)
+            noteAcquired(slot)
+            return (slot, false)
+        }
+        if bumpNext < bumpEnd || grow() {
+            let slot = bumpNext
+            // Safe: bumpNext < bumpEnd, both in the newest chunk, so the slot is fresh and inside it.
+            bumpNext += stride
+            noteAcquired(slot)
+            return (slot, true)
+        }
+        failedAcquisitions &+= 1
+        return nil
+    }
+
+    /// Slots that can still be handed out, counting growth up to the maximum.
+    @usableFromInline
+    var obtainable: Int { maxCapacity - inUse }
+
+    // MARK: Lowest-first bitmap
+
+    @usableFromInline
+    mutating func takeLowestFreeIndex() -> Int? {
+        guard let bitmap else { return nil }
+        var word = bitmapHint
+        while word < bitmapWords {
+            let bits = bitmap[word]
+            if bits != 0 {
+                bitmap[word] = bits & (bits &- 1)  // clear the lowest set bit
+                bitmapHint = word
+                return word << 6 | bits.trailingZeroBitCount
+            }
+            word += 1
+        }
+        bitmapHint = bitmapWords
+        return nil
+    }
+
+    @usableFromInline
+    mutating func putLowest(_ slot: UnsafeMutableRawPointer) {
+        guard let index = index(of: slot), let bitmap else {
+            fatalError("FastAlloc: pool '\(name)': released a pointer that is not one of its slots")
+        }
+        let word = index >> 6
+        bitmap[word] |= 1 << UInt64(index & 63)
+        if word < bitmapHint { bitmapHint = word }
+    }
+
+    // MARK: Slots, indices and chunks
+
+    /// The slot index of `slot`, or nil when it is not the start of one of this core's slots.
+    @usableFromInline
+    func index(of slot: UnsafeMutableRawPointer) -> Int? {
+        for chunk in chunks {
+            let offset = slot - chunk.base
+            if offset >= 0 && offset < chunk.count * stride {
+                return offset % stride == 0 ? chunk.firstIndex + offset / stride : nil
+            }
+        }
+        return nil
+    }
+
+    /// The slot with this index; the index must be below `capacity`.
+    @usableFromInline
+    func pointer(at index: Int) -> UnsafeMutableRawPointer {
+        var low = 0
+        var high = chunks.count - 1
+        while low < high {  // the last chunk whose firstIndex <= index
+            let mid = (low + high + 1) / 2
+            if chunks[mid].firstIndex <= index { low = mid } else { high = mid - 1 }
+        }
+        let chunk = chunks[low]
+        // Safe: firstIndex <= index < firstIndex + count, so the slot lies inside this chunk.
+        return chunk.base + (index - chunk.firstIndex) * stride
+    }
+
+    /// Adds one growth step if the strategy and the maximum allow it.
+    @usableFromInline
+    mutating func grow() -> Bool {
+        let before = capacity
+        let after = growth.nextCapacity(after: before, maximum: maxCapacity)
+        guard after > before else { return false }
+        let added = after - before
+        let base = _SlotCore.allocateChunk(count: added, stride: stride, alignment: chunkAlignment, name: name)
+        bumpNext = base
+        bumpEnd = base + added * stride
+        addChunk(base: base, count: added)
+        growthEvents.append(GrowthEvent(
+            monotonicNanoseconds: _monotonicNanoseconds(), capacityBefore: before, capacityAfter: after))
+        return true
+    }
+
+    private mutating func addChunk(base: UnsafeMutableRawPointer, count: Int) {
+        chunks.append(_Chunk(base: base, firstIndex: capacity, count: count))
+        capacity += count
+        if lowestFirst {
+            let words = (capacity + 63) / 64
+            if words > bitmapWords {
+                let grown = UnsafeMutablePointer<UInt64>.allocate(capacity: words)
+                // Safe: both buffers hold at least bitmapWords initialised words; the tail is zeroed.
+                if let bitmap {
+                    grown.update(from: bitmap, count: bitmapWords)
+                    bitmap.deallocate()
+                }
+                (grown + bitmapWords).initialize(repeating: 0, count: words - bitmapWords)
+                bitmap = grown
+                bitmapWords = words
+            }
+        }
+        #if DEBUG
+        slotInUse.append(contentsOf: repeatElement(false, count: count))
+        #endif
+    }
+
+    private static func allocateChunk(count: Int, stride: Int, alignment: Int, name: String) -> UnsafeMutableRawPointer {
+        let (bytes, overflow) = count.multipliedReportingOverflow(by: stride)
+        if overflow {
+            fatalError("FastAlloc: pool '\(name)': \(count) slots of \(stride) bytes overflow Int")
+        }
+        return UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: alignment)
+    }
+
+    /// Calls `body` with each free slot that held a value (not the fresh ones).
+    func forEachFreeUsedSlot(_ body: (UnsafeMutableRawPointer) -> Void) {
+        if lowestFirst {
+            guard let bitmap else { return }
+            for word in 0..<bitmapWords {
+                var bits = bitmap[word]
+                while bits != 0 {
+                    body(pointer(at: word << 6 | bits.trailingZeroBitCount))
+                    bits &= bits &- 1
+                }
+            }
+        } else {
+            var next = freeHead
+            while let slot = next {
+                // Safe: free-list slots lie in live chunks and their link word holds the next one.
+                next = (slot + linkOffset).load(as: UnsafeMutableRawPointer?.self)
+                body(slot)
+            }
+        }
+    }
+
+    /// Frees every chunk and the bitmap. Values must have been deinitialised first.
+    mutating func freeStorage() {
+        for chunk in chunks { chunk.base.deallocate() }
+        chunks = []
+        bitmap?.deallocate()
+        bitmap = nil
+    }
+
+    var statistics: PoolStatistics {
+        PoolStatistics(
+            name: name, capacity: capacity, maxCapacity: maxCapacity, inUse: inUse, highWater: highWater,
+            acquisitions: acquisitions, releases: acquisitions - UInt64(inUse),
+            failedAcquisitions: failedAcquisitions, growthEvents: growthEvents.count)
+    }
+
+    var events: [GrowthEvent] { growthEvents }
+
+    // MARK: Debug checks (compiled only in debug builds)
+
+    #if DEBUG
+    @usableFromInline
+    mutating func debugNoteAcquired(_ slot: UnsafeMutableRawPointer) {
+        debugCheckThread("acquire from")
+        guard let index = index(of: slot) else {
+            fatalError("FastAlloc: pool '\(name)': internal error, handed out a slot outside its chunks")
+        }
+        slotInUse[index] = true
+    }
+
+    @usableFromInline
+    mutating func debugCheckRelease(_ slot: UnsafeMutableRawPointer) {
+        debugCheckThread("release to")
+        guard let index = index(of: slot) else {
+            fatalError("FastAlloc: pool '\(name)': released \(slot), which is not one of its slots (out of range or misaligned)")
+        }
+        guard slotInUse[index] else {
+            fatalError("FastAlloc: pool '\(name)': double release of slot \(index)")
+        }
+        slotInUse[index] = false
+    }
+
+    func debugCheckThread(_ verb: String) {
+        if let ownerThread, pthread_equal(ownerThread, pthread_self()) == 0 {
+            fatalError("FastAlloc: pool '\(name)' belongs to another thread: \(verb) it only on the thread that made it")
+        }
+    }
+    #endif
+}
+
+@usableFromInline
+func _roundUp(_ value: Int, to alignment: Int) -> Int {
+    (value + alignment - 1) & ~(alignment - 1)
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds.
+@usableFromInline
+func _monotonicNanoseconds() -> UInt64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
+}

@@ -1,0 +1,56 @@
+/// Slots acquired together from an unsynchronised pool, all or nothing.
+///
+/// The batch chains its slots through their link words, so it needs no storage of its own: no
+/// allocation however many slots it holds. Take handles out with `popFirst()`, or work on all
+/// values in place with `forEach`; whatever is still in the batch when it dies goes back.
+public struct PoolBatch<Element>: ~Copyable {
+    @usableFromInline let _core: UnsafeMutablePointer<_TypedCore<Element>>
+    @usableFromInline var _head: UnsafeMutableRawPointer?
+    /// Slots still in the batch.
+    public private(set) var count: Int
+
+    init(core: UnsafeMutablePointer<_TypedCore<Element>>, head: UnsafeMutableRawPointer?, count: Int) {
+        _core = core
+        _head = head
+        self.count = count
+    }
+
+    deinit {
+        let linkOffset = _core.pointee.slots.linkOffset
+        var next = _head
+        while let slot = next {
+            // Safe: batch slots are in use and owned by this batch; their link word holds the
+            // next one, read before the slot is given back.
+            next = (slot + linkOffset).load(as: UnsafeMutableRawPointer?.self)
+            _TypedCore.prepareRelease(slot.assumingMemoryBound(to: Element.self), of: _core)
+            _core.pointee.slots.put(slot)
+        }
+        _TypedCore.destroyIfOrphanedAndEmpty(_core)
+    }
+
+    /// Whether the batch is empty.
+    public var isEmpty: Bool { count == 0 }
+
+    /// Moves the first slot out of the batch into its own handle.
+    public mutating func popFirst() -> PoolHandle<Element>? {
+        guard let slot = _head else { return nil }
+        // Safe: batch slots are in use and owned by this batch; their link word holds the next one.
+        _head = (slot + _core.pointee.slots.linkOffset).load(as: UnsafeMutableRawPointer?.self)
+        count -= 1
+        // Safe: an in-use slot holds an initialised Element.
+        return PoolHandle(core: _core, pointer: slot.assumingMemoryBound(to: Element.self))
+    }
+
+    /// Calls `body` with each value in place, first to last.
+    public mutating func forEach<Failure: Error>(_ body: (inout Element) throws(Failure) -> Void) throws(Failure) {
+        var next = _head
+        while let slot = next {
+            // Safe: as in popFirst; the slots stay owned by the batch during the walk.
+            next = (slot + _core.pointee.slots.linkOffset).load(as: UnsafeMutableRawPointer?.self)
+            try body(&slot.assumingMemoryBound(to: Element.self).pointee)
+        }
+    }
+}
+
+@available(*, unavailable, message: "a PoolBatch must be released on its pool's thread")
+extension PoolBatch: Sendable {}

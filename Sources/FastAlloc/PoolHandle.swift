@@ -1,0 +1,79 @@
+/// Owns one slot of a `FixedPool`, `GrowingPool` or `ThreadLocalPool` and the value in it.
+///
+/// A handle cannot be copied, so exactly one owner returns the slot: its `deinit` does, or an
+/// explicit `release()`. Reach the value through `value`, `withValue { }` or
+/// `withUnsafeMutableBytes { }`; no pointer escapes. A handle is not `Sendable`: it must be
+/// released on the thread of its (unsynchronised) pool.
+///
+/// The pool must outlive its handles: debug builds trap when a pool is destroyed with handles
+/// still out; release builds keep the storage until the last of them comes back.
+public struct PoolHandle<Element>: ~Copyable {
+    @usableFromInline let _core: UnsafeMutablePointer<_TypedCore<Element>>
+    @usableFromInline let _pointer: UnsafeMutablePointer<Element>
+
+    @inlinable
+    init(core: UnsafeMutablePointer<_TypedCore<Element>>, pointer: UnsafeMutablePointer<Element>) {
+        _core = core
+        _pointer = pointer
+    }
+
+    @inlinable
+    deinit {
+        // Safe: this handle owns the in-use slot at `_pointer`, which holds an initialised
+        // Element, and the core outlives every handle (see `_TypedCore.retire`).
+        _TypedCore.prepareRelease(_pointer, of: _core)
+        _core.pointee.slots.put(UnsafeMutableRawPointer(_pointer))
+        _TypedCore.destroyIfOrphanedAndEmpty(_core)
+    }
+
+    /// Returns the slot to its pool now (the value stays there for reuse).
+    @inlinable
+    public consuming func release() {}
+
+    /// The value in the slot.
+    @inlinable
+    public var value: Element {
+        // Safe: the slot is in use and owned by this handle, so it holds an initialised Element.
+        get { _pointer.pointee }
+        set { _pointer.pointee = newValue }
+    }
+
+    /// Calls `body` with the value in place.
+    @inlinable
+    public mutating func withValue<Result, Failure: Error>(
+        _ body: (inout Element) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        // Safe: the slot is owned by this handle, and `mutating` keeps other accesses out.
+        try body(&_pointer.pointee)
+    }
+
+    /// Calls `body` with the value's bytes (`MemoryLayout<Element>.size` of them), valid only inside.
+    @inlinable
+    public mutating func withUnsafeMutableBytes<Result, Failure: Error>(
+        _ body: (UnsafeMutableRawBufferPointer) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        // Safe: the slot holds `MemoryLayout<Element>.size` initialised bytes owned by this handle.
+        try body(UnsafeMutableRawBufferPointer(start: _pointer, count: MemoryLayout<Element>.size))
+    }
+
+    /// Calls `body` with the value's bytes, read-only, valid only inside.
+    @inlinable
+    public func withUnsafeBytes<Result, Failure: Error>(
+        _ body: (UnsafeRawBufferPointer) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        // Safe: as in withUnsafeMutableBytes, read-only.
+        try body(UnsafeRawBufferPointer(start: _pointer, count: MemoryLayout<Element>.size))
+    }
+
+    /// Whether the slot's address is a multiple of `alignment` (for tests and diagnostics).
+    public func isAligned(to alignment: Int) -> Bool {
+        Int(bitPattern: _pointer) & (alignment - 1) == 0
+    }
+
+    /// The slot's address, for identity checks (is it the same slot as before, did it move).
+    /// Not a way to reach the value: use `withValue`.
+    public var address: UInt { UInt(bitPattern: _pointer) }
+}
+
+@available(*, unavailable, message: "a PoolHandle must be released on its pool's thread; use ThreadSafePool for handles that cross threads")
+extension PoolHandle: Sendable {}

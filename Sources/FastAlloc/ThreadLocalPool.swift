@@ -1,0 +1,25 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A growing pool that belongs to the thread that made it: no locks, no atomics.
+///
+/// Make one per worker thread (each worker of a server owns one). It is not `Sendable`, nor are
+/// its handles, so the compiler keeps them on their thread in Swift 6 code; debug builds also
+/// trap when it is used from another thread through unchecked code.
+public final class ThreadLocalPool<Element>: UnsynchronizedPool<Element> {
+    public init(config: PoolConfig<Element>) throws(PoolConfigError) {
+        try config.validate()
+        super.init(validated: config, kind: "ThreadLocalPool")
+        #if DEBUG
+        _core.pointee.slots.ownerThread = pthread_self()
+        #endif
+    }
+
+    /// Every growth so far, oldest first.
+    public var growthEvents: [GrowthEvent] { _core.pointee.slots.events }
+}

@@ -1,0 +1,316 @@
+/// The state of a `ThreadSafePool`: a lock and the core it guards, at one fixed address.
+@usableFromInline
+struct _LockedCore<Element> {
+    @usableFromInline var lock: _ContentionLock
+    /// Guarded by `lock`, except `core.pointee.hooks`, which never changes after init.
+    @usableFromInline let core: UnsafeMutablePointer<_TypedCore<Element>>
+    @usableFromInline var orphaned = false
+
+    init(core: UnsafeMutablePointer<_TypedCore<Element>>) {
+        lock = _ContentionLock()
+        self.core = core
+    }
+
+    /// The lock's address inside the locked core.
+    @inlinable @inline(__always)
+    static func lockPointer(_ shared: UnsafeMutablePointer<_LockedCore<Element>>) -> UnsafeMutablePointer<_ContentionLock> {
+        // Safe: `lock` is a stored property of a struct at a fixed heap address that lives as
+        // long as the pool's storage; the offset of a stored property is static.
+        UnsafeMutableRawPointer(shared).advanced(by: _lockOffset).assumingMemoryBound(to: _ContentionLock.self)
+    }
+
+    @usableFromInline
+    static var _lockOffset: Int { MemoryLayout<_LockedCore<Element>>.offset(of: \.lock)! }
+
+    /// Gives back a slot whose release hooks have run; frees everything if the pool is gone and
+    /// this was its last slot.
+    @inlinable @inline(__always)
+    static func put(_ slot: UnsafeMutableRawPointer, into shared: UnsafeMutablePointer<_LockedCore<Element>>) {
+        let lock = lockPointer(shared)
+        _ContentionLock.lock(lock)
+        let core = shared.pointee.core
+        core.pointee.slots.put(slot)
+        let last = _slowPath(core.pointee.slots.orphaned) && core.pointee.slots.inUse == 0
+        _ContentionLock.unlock(lock)
+        if last { destroy(shared) }
+    }
+
+    @usableFromInline
+    static func destroy(_ shared: UnsafeMutablePointer<_LockedCore<Element>>) {
+        _TypedCore.destroy(shared.pointee.core)
+        shared.pointee.lock.destroy()
+        shared.deinitialize(count: 1)
+        shared.deallocate()
+    }
+}
+
+/// A growing pool shared by many threads behind one lock, which counts its own contention.
+///
+/// The pool, its handles and its batches are `Sendable`: a handle acquired on one thread may be
+/// released on any other. Only the slot bookkeeping happens under the lock; values are placed
+/// and the hooks run outside it, on the slot the caller now owns alone.
+///
+/// ```swift
+/// let pool = try ThreadSafePool<Request>(config: .init(capacity: 64, growth: .linear(64)))
+/// let handle = pool.acquire(Request())
+/// Task.detached { handle.release() }   // released on another thread: fine
+/// ```
+public final class ThreadSafePool<Element: Sendable>: @unchecked Sendable {
+    // @unchecked Sendable: all mutable state lives behind `_shared.lock`; hooks are @Sendable.
+    @usableFromInline let _shared: UnsafeMutablePointer<_LockedCore<Element>>
+
+    public init(config: PoolConfig<Element>) throws(PoolConfigError) {
+        try config.validate()
+        _shared = .allocate(capacity: 1)
+        _shared.initialize(to: _LockedCore(core: _TypedCore.make(config)))
+    }
+
+    deinit {
+        let lock = _LockedCore.lockPointer(_shared)
+        _ContentionLock.lock(lock)
+        let core = _shared.pointee.core
+        let inUse = core.pointee.slots.inUse
+        if inUse > 0 {
+            #if DEBUG
+            fatalError("FastAlloc: ThreadSafePool '\(core.pointee.slots.name)' was destroyed while \(inUse) handle(s) still hold slots: a handle outlived its pool")
+            #else
+            core.pointee.slots.orphaned = true
+            _ContentionLock.unlock(lock)
+            return
+            #endif
+        }
+        _ContentionLock.unlock(lock)
+        _LockedCore.destroy(_shared)
+    }
+
+    public typealias Handle = SharedPoolHandle<Element>
+
+    /// Puts `value` in a free slot (growing if allowed) and returns its handle. Traps, naming
+    /// the pool, when it is exhausted and cannot grow; see `tryAcquire(_:)`.
+    @inlinable
+    public func acquire(_ value: consuming Element) -> SharedPoolHandle<Element> {
+        guard let handle = tryAcquire(value) else { _exhausted() }
+        return handle
+    }
+
+    /// Like `acquire(_:)`, but returns nil (and counts a failed acquisition) when exhausted.
+    @inlinable
+    public func tryAcquire(_ value: consuming Element) -> SharedPoolHandle<Element>? {
+        guard let taken = _take() else { return nil }
+        let core = _shared.pointee.core
+        // Outside the lock: the slot is now owned by this caller alone.
+        return SharedPoolHandle(shared: _shared, pointer: _TypedCore.place(value, in: taken.slot, fresh: taken.fresh, of: core))
+    }
+
+    /// Hands out a retained value (reset by the hooks) or a new one from `initialize`.
+    @inlinable
+    public func acquire() -> SharedPoolHandle<Element> {
+        guard let handle = tryAcquire() else { _exhausted() }
+        return handle
+    }
+
+    /// Like `acquire()`, but returns nil when exhausted.
+    @inlinable
+    public func tryAcquire() -> SharedPoolHandle<Element>? {
+        let core = _shared.pointee.core
+        if core.pointee.hooks.initialize == nil { _noInitializer() }
+        guard let taken = _take() else { return nil }
+        return SharedPoolHandle(shared: _shared, pointer: _TypedCore.reuse(taken.slot, fresh: taken.fresh, of: core))
+    }
+
+    @inlinable @inline(__always)
+    func _take() -> (slot: UnsafeMutableRawPointer, fresh: Bool)? {
+        let lock = _LockedCore.lockPointer(_shared)
+        _ContentionLock.lock(lock)
+        let taken = _shared.pointee.core.pointee.slots.take()
+        _ContentionLock.unlock(lock)
+        return taken
+    }
+
+    /// Acquires `count` slots under one lock acquisition, all or nothing; nil when the pool,
+    /// grown to its maximum, could not supply them all (nothing is taken then).
+    public func tryAcquire(count: Int, _ value: (Int) -> Element) -> SharedPoolBatch<Element>? {
+        precondition(count >= 0, "FastAlloc: acquire(count:) needs count >= 0")
+        let lock = _LockedCore.lockPointer(_shared)
+        let core = _shared.pointee.core
+        _ContentionLock.lock(lock)
+        guard core.pointee.slots.obtainable >= count else {
+            core.pointee.slots.failedAcquisitions &+= 1
+            _ContentionLock.unlock(lock)
+            return nil
+        }
+        // Under the lock only the bookkeeping: chain the slots through their link words, each
+        // link tagged in bit 0 with whether its own slot is fresh (slots are 8-byte aligned).
+        let linkOffset = core.pointee.slots.linkOffset
+        var head: UnsafeMutableRawPointer?
+        for _ in 0..<count {
+            let taken = core.pointee.slots.take()!  // obtainable >= count was checked under the lock
+            let tagged = UInt(bitPattern: head) | (taken.fresh ? 1 : 0)
+            // Safe: the slot is in use and owned by this batch, so its link word is ours.
+            (taken.slot + linkOffset).storeBytes(of: tagged, as: UInt.self)
+            head = taken.slot
+        }
+        _ContentionLock.unlock(lock)
+        // Outside the lock: place the values and clear the tags; the slots are ours alone.
+        var next = head
+        for index in 0..<count {
+            let slot = next!
+            let tagged = (slot + linkOffset).load(as: UInt.self)
+            next = UnsafeMutableRawPointer(bitPattern: tagged & ~1)
+            (slot + linkOffset).storeBytes(of: next, as: UnsafeMutableRawPointer?.self)
+            _ = _TypedCore.place(value(index), in: slot, fresh: tagged & 1 == 1, of: core)
+        }
+        return SharedPoolBatch(shared: _shared, head: head, count: count)
+    }
+
+    /// Like `tryAcquire(count:_:)`, but traps when the slots are not all available.
+    public func acquire(count: Int, _ value: (Int) -> Element) -> SharedPoolBatch<Element> {
+        guard let batch = tryAcquire(count: count, value) else { _exhausted(wanted: count) }
+        return batch
+    }
+
+    /// A snapshot of the pool's counters (taken under the lock).
+    public var statistics: PoolStatistics { _withLock { $0.slots.statistics } }
+
+    /// Every growth so far, oldest first.
+    public var growthEvents: [GrowthEvent] { _withLock { $0.slots.events } }
+
+    /// The lock's counters: acquisitions, contended acquisitions, total wait.
+    public var lockStatistics: LockStatistics {
+        let lock = _LockedCore.lockPointer(_shared)
+        _ContentionLock.lock(lock)
+        defer { _ContentionLock.unlock(lock) }
+        return lock.pointee.statistics
+    }
+
+    private func _withLock<R>(_ body: (inout _TypedCore<Element>) -> R) -> R {
+        let lock = _LockedCore.lockPointer(_shared)
+        _ContentionLock.lock(lock)
+        defer { _ContentionLock.unlock(lock) }
+        return body(&_shared.pointee.core.pointee)
+    }
+
+    @usableFromInline
+    func _exhausted(wanted: Int = 1) -> Never {
+        let stats = statistics
+        fatalError("FastAlloc: ThreadSafePool '\(stats.name)' is exhausted: \(stats.inUse) of \(stats.capacity) slots in use (maximum \(stats.maxCapacity)), \(wanted) wanted; use tryAcquire to handle exhaustion")
+    }
+
+    @usableFromInline
+    func _noInitializer() -> Never {
+        fatalError("FastAlloc: ThreadSafePool '\(statistics.name)' has no initializer: give PoolConfig an `initialize` closure, or call acquire(_:) with a value")
+    }
+}
+
+/// Owns one slot of a `ThreadSafePool`; `Sendable`, so it may be released on any thread.
+public struct SharedPoolHandle<Element: Sendable>: ~Copyable, @unchecked Sendable {
+    // @unchecked Sendable: the handle owns its slot alone; returning it takes the pool's lock.
+    @usableFromInline let _shared: UnsafeMutablePointer<_LockedCore<Element>>
+    @usableFromInline let _pointer: UnsafeMutablePointer<Element>
+
+    @inlinable
+    init(shared: UnsafeMutablePointer<_LockedCore<Element>>, pointer: UnsafeMutablePointer<Element>) {
+        _shared = shared
+        _pointer = pointer
+    }
+
+    @inlinable
+    deinit {
+        // Safe: this handle owns the in-use slot at `_pointer`; hooks run outside the lock on
+        // the value only this handle can reach, then the slot goes back under the lock.
+        _TypedCore.prepareRelease(_pointer, of: _shared.pointee.core)
+        _LockedCore.put(UnsafeMutableRawPointer(_pointer), into: _shared)
+    }
+
+    /// Returns the slot to its pool now, from any thread.
+    @inlinable
+    public consuming func release() {}
+
+    /// The value in the slot.
+    @inlinable
+    public var value: Element {
+        // Safe: the slot is owned by this handle and holds an initialised Element.
+        get { _pointer.pointee }
+        set { _pointer.pointee = newValue }
+    }
+
+    /// Calls `body` with the value in place.
+    @inlinable
+    public mutating func withValue<Result, Failure: Error>(
+        _ body: (inout Element) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        // Safe: the slot is owned by this handle, and `mutating` keeps other accesses out.
+        try body(&_pointer.pointee)
+    }
+
+    /// Calls `body` with the value's bytes, valid only inside.
+    @inlinable
+    public mutating func withUnsafeMutableBytes<Result, Failure: Error>(
+        _ body: (UnsafeMutableRawBufferPointer) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        // Safe: the slot holds `MemoryLayout<Element>.size` initialised bytes owned by this handle.
+        try body(UnsafeMutableRawBufferPointer(start: _pointer, count: MemoryLayout<Element>.size))
+    }
+
+    /// The slot's address, for identity checks only.
+    public var address: UInt { UInt(bitPattern: _pointer) }
+}
+
+/// Slots acquired together from a `ThreadSafePool`; returned together under one lock.
+public struct SharedPoolBatch<Element: Sendable>: ~Copyable, @unchecked Sendable {
+    // @unchecked Sendable: the batch owns its slots alone; returning them takes the pool's lock.
+    let _shared: UnsafeMutablePointer<_LockedCore<Element>>
+    var _head: UnsafeMutableRawPointer?
+    /// Slots still in the batch.
+    public private(set) var count: Int
+
+    init(shared: UnsafeMutablePointer<_LockedCore<Element>>, head: UnsafeMutableRawPointer?, count: Int) {
+        _shared = shared
+        _head = head
+        self.count = count
+    }
+
+    deinit {
+        guard _head != nil else { return }
+        let core = _shared.pointee.core
+        let linkOffset = core.pointee.slots.linkOffset
+        var next = _head
+        while let slot = next {  // hooks outside the lock
+            // Safe: batch slots are owned by the batch; their link word holds the next one.
+            next = (slot + linkOffset).load(as: UnsafeMutableRawPointer?.self)
+            _TypedCore.prepareRelease(slot.assumingMemoryBound(to: Element.self), of: core)
+        }
+        let lock = _LockedCore.lockPointer(_shared)
+        _ContentionLock.lock(lock)
+        next = _head
+        while let slot = next {
+            next = (slot + linkOffset).load(as: UnsafeMutableRawPointer?.self)
+            core.pointee.slots.put(slot)
+        }
+        let last = core.pointee.slots.orphaned && core.pointee.slots.inUse == 0
+        _ContentionLock.unlock(lock)
+        if last { _LockedCore.destroy(_shared) }
+    }
+
+    public var isEmpty: Bool { count == 0 }
+
+    /// Moves the first slot out of the batch into its own handle.
+    public mutating func popFirst() -> SharedPoolHandle<Element>? {
+        guard let slot = _head else { return nil }
+        // Safe: batch slots are in use and owned by this batch; their link word holds the next one.
+        _head = (slot + _shared.pointee.core.pointee.slots.linkOffset).load(as: UnsafeMutableRawPointer?.self)
+        count -= 1
+        return SharedPoolHandle(shared: _shared, pointer: slot.assumingMemoryBound(to: Element.self))
+    }
+
+    /// Calls `body` with each value in place, first to last.
+    public mutating func forEach<Failure: Error>(_ body: (inout Element) throws(Failure) -> Void) throws(Failure) {
+        let linkOffset = _shared.pointee.core.pointee.slots.linkOffset
+        var next = _head
+        while let slot = next {
+            // Safe: as in popFirst; the slots stay owned by the batch during the walk.
+            next = (slot + linkOffset).load(as: UnsafeMutableRawPointer?.self)
+            try body(&slot.assumingMemoryBound(to: Element.self).pointee)
+        }
+    }
+}

@@ -1,0 +1,145 @@
+/// What `FixedPool`, `GrowingPool` and `ThreadLocalPool` share: a pool used from one thread at a
+/// time with no locks and no atomics. Each counter has one writer, the owning thread.
+///
+/// Pools keep a released value in its slot for the next user (see `Poolable`); it is
+/// deinitialised when the slot is reused with a new value or when the pool is destroyed.
+public class UnsynchronizedPool<Element> {
+    @usableFromInline let _core: UnsafeMutablePointer<_TypedCore<Element>>
+    let kind: String
+
+    init(validated config: PoolConfig<Element>, kind: String) {
+        _core = _TypedCore.make(config)
+        self.kind = kind
+    }
+
+    deinit {
+        _TypedCore.retire(_core, kind: kind)
+    }
+
+    /// A handle to one slot of this pool.
+    public typealias Handle = PoolHandle<Element>
+
+    // MARK: One slot
+
+    /// Puts `value` in a free slot (growing if the strategy allows) and returns its handle.
+    /// Traps, naming the pool, when it is exhausted and cannot grow; see `tryAcquire(_:)`.
+    @inlinable
+    public final func acquire(_ value: consuming Element) -> PoolHandle<Element> {
+        guard let taken = _core.pointee.slots.take() else { _exhausted() }
+        return PoolHandle(core: _core, pointer: _TypedCore.place(value, in: taken.slot, fresh: taken.fresh, of: _core))
+    }
+
+    /// Like `acquire(_:)`, but returns nil (and counts a failed acquisition) when exhausted.
+    @inlinable
+    public final func tryAcquire(_ value: consuming Element) -> PoolHandle<Element>? {
+        guard let taken = _core.pointee.slots.take() else { return nil }
+        return PoolHandle(core: _core, pointer: _TypedCore.place(value, in: taken.slot, fresh: taken.fresh, of: _core))
+    }
+
+    /// Hands out a slot's retained value (reset by the acquire hooks), or a new value from the
+    /// configured `initialize` closure for a slot never used. Traps without an initialiser.
+    @inlinable
+    public final func acquire() -> PoolHandle<Element> {
+        guard let handle = tryAcquire() else { _exhausted() }
+        return handle
+    }
+
+    /// Like `acquire()`, but returns nil when exhausted.
+    @inlinable
+    public final func tryAcquire() -> PoolHandle<Element>? {
+        if _core.pointee.hooks.initialize == nil { _noInitializer() }
+        guard let taken = _core.pointee.slots.take() else { return nil }
+        return PoolHandle(core: _core, pointer: _TypedCore.reuse(taken.slot, fresh: taken.fresh, of: _core))
+    }
+
+    // MARK: Batches
+
+    /// Acquires `count` slots at once, all or nothing, with `value(i)` in the i-th. Traps when
+    /// the pool cannot supply them all.
+    public final func acquire(count: Int, _ value: (Int) -> Element) -> PoolBatch<Element> {
+        guard let batch = tryAcquire(count: count, value) else { _exhausted(wanted: count) }
+        return batch
+    }
+
+    /// Acquires `count` slots at once, all or nothing; nil (one failed acquisition counted) when
+    /// the pool, grown to its maximum, could not supply them all. Nothing is taken then.
+    public final func tryAcquire(count: Int, _ value: (Int) -> Element) -> PoolBatch<Element>? {
+        precondition(count >= 0, "FastAlloc: acquire(count:) needs count >= 0")
+        guard _core.pointee.slots.obtainable >= count else {
+            _core.pointee.slots.failedAcquisitions &+= 1
+            return nil
+        }
+        let linkOffset = _core.pointee.slots.linkOffset
+        var head: UnsafeMutableRawPointer?
+        var tail: UnsafeMutableRawPointer?
+        for index in 0..<count {
+            guard let taken = _core.pointee.slots.take() else {
+                fatalError("FastAlloc: pool '\(_core.pointee.slots.name)': internal error, batch slot \(index) missing")
+            }
+            _ = _TypedCore.place(value(index), in: taken.slot, fresh: taken.fresh, of: _core)
+            // Safe: the slot is in use and owned by the batch being built, so its link word is ours.
+            (taken.slot + linkOffset).storeBytes(of: nil, as: UnsafeMutableRawPointer?.self)
+            if let tail {
+                (tail + linkOffset).storeBytes(of: taken.slot, as: UnsafeMutableRawPointer?.self)
+            } else {
+                head = taken.slot
+            }
+            tail = taken.slot
+        }
+        return PoolBatch(core: _core, head: head, count: count)
+    }
+
+    // MARK: Raw slots
+
+    /// Takes a slot holding `value` and returns its address, for code that must hand an address
+    /// to C and take it back later; nil when exhausted.
+    ///
+    /// Rules: pass the pointer to `unsafeRelease(_:)` exactly once, on this pool's thread, and
+    /// do not use it afterwards. Debug builds trap on a double release or a foreign pointer;
+    /// release builds do not check. Prefer `acquire(_:)`, whose handle enforces all this.
+    @inlinable
+    public final func unsafeAcquire(_ value: consuming Element) -> UnsafeMutablePointer<Element>? {
+        guard let taken = _core.pointee.slots.take() else { return nil }
+        return _TypedCore.place(value, in: taken.slot, fresh: taken.fresh, of: _core)
+    }
+
+    /// Returns a slot taken with `unsafeAcquire(_:)`. See its rules.
+    @inlinable
+    public final func unsafeRelease(_ pointer: UnsafeMutablePointer<Element>) {
+        _TypedCore.prepareRelease(pointer, of: _core)
+        _core.pointee.slots.put(UnsafeMutableRawPointer(pointer))
+    }
+
+    // MARK: Statistics
+
+    /// A snapshot of the counters.
+    public final var statistics: PoolStatistics { _core.pointee.slots.statistics }
+
+    /// Slots the pool holds now.
+    public final var capacity: Int { _core.pointee.slots.capacity }
+
+    /// Slots free now without growing.
+    public final var available: Int { _core.pointee.slots.capacity - _core.pointee.slots.inUse }
+
+    /// The pool's name, as traps and statistics give it.
+    public final var name: String { _core.pointee.slots.name }
+
+    /// Bytes from one slot to the next (value, link word and alignment padding).
+    public final var slotStride: Int { _core.pointee.slots.stride }
+
+    // MARK: Traps
+
+    @usableFromInline
+    final func _exhausted(wanted: Int = 1) -> Never {
+        let slots = _core.pointee.slots
+        fatalError("FastAlloc: \(kind) '\(slots.name)' is exhausted: \(slots.inUse) of \(slots.capacity) slots in use (maximum \(slots.maxCapacity)), \(wanted) wanted; use tryAcquire to handle exhaustion")
+    }
+
+    @usableFromInline
+    final func _noInitializer() -> Never {
+        fatalError("FastAlloc: \(kind) '\(_core.pointee.slots.name)' has no initializer: give PoolConfig an `initialize` closure, or call acquire(_:) with a value")
+    }
+}
+
+@available(*, unavailable, message: "an unsynchronised pool belongs to one thread; use ThreadSafePool to share one")
+extension UnsynchronizedPool: Sendable {}

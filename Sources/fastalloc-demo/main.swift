@@ -1,0 +1,2 @@
+import FastAlloc
+print("placeholder")
