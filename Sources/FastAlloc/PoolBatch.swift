@@ -28,6 +28,9 @@ public struct PoolBatch<Element>: ~Copyable {
         _TypedCore.destroyIfOrphanedAndEmpty(_core)
     }
 
+    /// Returns every slot still in the batch now.
+    public consuming func release() {}
+
     /// Whether the batch is empty.
     public var isEmpty: Bool { count == 0 }
 

@@ -53,6 +53,12 @@ public struct PoolConfigError: Error, Sendable, Hashable, CustomStringConvertibl
     /// The rule the value broke.
     public let expected: String
 
+    public init(field: String, value: String, expected: String) {
+        self.field = field
+        self.value = value
+        self.expected = expected
+    }
+
     public var description: String { "\(field): \(value) (expected: \(expected))" }
 }
 

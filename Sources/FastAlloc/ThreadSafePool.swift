@@ -292,6 +292,9 @@ public struct SharedPoolBatch<Element: Sendable>: ~Copyable, @unchecked Sendable
         if last { _LockedCore.destroy(_shared) }
     }
 
+    /// Returns every slot still in the batch now.
+    public consuming func release() {}
+
     public var isEmpty: Bool { count == 0 }
 
     /// Moves the first slot out of the batch into its own handle.
