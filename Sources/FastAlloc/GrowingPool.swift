@@ -10,8 +10,8 @@ public final class GrowingPool<Element>: UnsynchronizedPool<Element> {
     }
 
     /// Every growth so far, oldest first.
-    public var growthEvents: [GrowthEvent] { _core.pointee.slots.events }
+    public var growthEvents: [GrowthEvent] { _core.pointee.slots.pointee.events }
 
     /// Chunks allocated so far (1 + growth events).
-    public var chunkCount: Int { _core.pointee.slots.chunks.count }
+    public var chunkCount: Int { _core.pointee.slots.pointee.chunks.count }
 }

@@ -4,8 +4,8 @@
 /// allocation however many slots it holds. Take handles out with `popFirst()`, or work on all
 /// values in place with `forEach`; whatever is still in the batch when it dies goes back.
 public struct PoolBatch<Element>: ~Copyable {
+    @usableFromInline var _head: UnsafeMutableRawPointer?  // first: see PoolHandle
     @usableFromInline let _core: UnsafeMutablePointer<_TypedCore<Element>>
-    @usableFromInline var _head: UnsafeMutableRawPointer?
     /// Slots still in the batch.
     public private(set) var count: Int
 
@@ -16,14 +16,14 @@ public struct PoolBatch<Element>: ~Copyable {
     }
 
     deinit {
-        let linkOffset = _core.pointee.slots.linkOffset
+        let linkOffset = _core.pointee.slots.pointee.linkOffset
         var next = _head
         while let slot = next {
             // Safe: batch slots are in use and owned by this batch; their link word holds the
             // next one, read before the slot is given back.
             next = (slot + linkOffset).load(as: UnsafeMutableRawPointer?.self)
             _TypedCore.prepareRelease(slot.assumingMemoryBound(to: Element.self), of: _core)
-            _core.pointee.slots.put(slot)
+            _core.pointee.slots.pointee.put(slot)
         }
         _TypedCore.destroyIfOrphanedAndEmpty(_core)
     }
@@ -38,7 +38,7 @@ public struct PoolBatch<Element>: ~Copyable {
     public mutating func popFirst() -> PoolHandle<Element>? {
         guard let slot = _head else { return nil }
         // Safe: batch slots are in use and owned by this batch; their link word holds the next one.
-        _head = (slot + _core.pointee.slots.linkOffset).load(as: UnsafeMutableRawPointer?.self)
+        _head = (slot + _core.pointee.slots.pointee.linkOffset).load(as: UnsafeMutableRawPointer?.self)
         count -= 1
         // Safe: an in-use slot holds an initialised Element.
         return PoolHandle(core: _core, pointer: slot.assumingMemoryBound(to: Element.self))
@@ -49,7 +49,7 @@ public struct PoolBatch<Element>: ~Copyable {
         var next = _head
         while let slot = next {
             // Safe: as in popFirst; the slots stay owned by the batch during the walk.
-            next = (slot + _core.pointee.slots.linkOffset).load(as: UnsafeMutableRawPointer?.self)
+            next = (slot + _core.pointee.slots.pointee.linkOffset).load(as: UnsafeMutableRawPointer?.self)
             try body(&slot.assumingMemoryBound(to: Element.self).pointee)
         }
     }

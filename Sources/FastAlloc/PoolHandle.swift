@@ -8,8 +8,10 @@
 /// The pool must outlive its handles: debug builds trap when a pool is destroyed with handles
 /// still out; release builds keep the storage until the last of them comes back.
 public struct PoolHandle<Element>: ~Copyable {
-    @usableFromInline let _core: UnsafeMutablePointer<_TypedCore<Element>>
+    // The slot pointer first, as in SharedPoolHandle (ThreadSanitizer reports `mutating`
+    // accesses at the address the first word holds).
     @usableFromInline let _pointer: UnsafeMutablePointer<Element>
+    @usableFromInline let _core: UnsafeMutablePointer<_TypedCore<Element>>
 
     @inlinable
     init(core: UnsafeMutablePointer<_TypedCore<Element>>, pointer: UnsafeMutablePointer<Element>) {
@@ -22,7 +24,7 @@ public struct PoolHandle<Element>: ~Copyable {
         // Safe: this handle owns the in-use slot at `_pointer`, which holds an initialised
         // Element, and the core outlives every handle (see `_TypedCore.retire`).
         _TypedCore.prepareRelease(_pointer, of: _core)
-        _core.pointee.slots.put(UnsafeMutableRawPointer(_pointer))
+        _core.pointee.slots.pointee.put(UnsafeMutableRawPointer(_pointer))
         _TypedCore.destroyIfOrphanedAndEmpty(_core)
     }
 

@@ -16,10 +16,10 @@ public final class ThreadLocalPool<Element>: UnsynchronizedPool<Element> {
         try config.validate()
         super.init(validated: config, kind: "ThreadLocalPool")
         #if DEBUG
-        _core.pointee.slots.ownerThread = pthread_self()
+        _core.pointee.slots.pointee.ownerThread = pthread_self()
         #endif
     }
 
     /// Every growth so far, oldest first.
-    public var growthEvents: [GrowthEvent] { _core.pointee.slots.events }
+    public var growthEvents: [GrowthEvent] { _core.pointee.slots.pointee.events }
 }

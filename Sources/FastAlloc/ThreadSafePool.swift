@@ -1,46 +1,22 @@
-/// The state of a `ThreadSafePool`: a lock and the core it guards, at one fixed address.
-@usableFromInline
-struct _LockedCore<Element> {
-    @usableFromInline var lock: _ContentionLock
-    /// Guarded by `lock`, except `core.pointee.hooks`, which never changes after init.
-    @usableFromInline let core: UnsafeMutablePointer<_TypedCore<Element>>
-    @usableFromInline var orphaned = false
-
-    init(core: UnsafeMutablePointer<_TypedCore<Element>>) {
-        lock = _ContentionLock()
-        self.core = core
-    }
-
-    /// The lock's address inside the locked core.
+extension _TypedCore {
+    /// The lock of a thread-safe pool's header.
     @inlinable @inline(__always)
-    static func lockPointer(_ shared: UnsafeMutablePointer<_LockedCore<Element>>) -> UnsafeMutablePointer<_ContentionLock> {
-        // Safe: `lock` is a stored property of a struct at a fixed heap address that lives as
-        // long as the pool's storage; the offset of a stored property is static.
-        UnsafeMutableRawPointer(shared).advanced(by: _lockOffset).assumingMemoryBound(to: _ContentionLock.self)
+    static func lock(of core: UnsafeMutablePointer<_TypedCore<Element>>) -> _ContentionLock {
+        // Safe: only ThreadSafePool makes headers with a lock, and only it calls this.
+        core.pointee.lock.unsafelyUnwrapped
     }
 
-    @usableFromInline
-    static var _lockOffset: Int { MemoryLayout<_LockedCore<Element>>.offset(of: \.lock)! }
-
-    /// Gives back a slot whose release hooks have run; frees everything if the pool is gone and
-    /// this was its last slot.
+    /// Gives back a slot whose release hooks have run, under the lock; frees everything if the
+    /// pool is gone and this was its last slot.
     @inlinable @inline(__always)
-    static func put(_ slot: UnsafeMutableRawPointer, into shared: UnsafeMutablePointer<_LockedCore<Element>>) {
-        let lock = lockPointer(shared)
-        _ContentionLock.lock(lock)
-        let core = shared.pointee.core
-        core.pointee.slots.put(slot)
-        let last = _slowPath(core.pointee.slots.orphaned) && core.pointee.slots.inUse == 0
-        _ContentionLock.unlock(lock)
-        if last { destroy(shared) }
-    }
-
-    @usableFromInline
-    static func destroy(_ shared: UnsafeMutablePointer<_LockedCore<Element>>) {
-        _TypedCore.destroy(shared.pointee.core)
-        shared.pointee.lock.destroy()
-        shared.deinitialize(count: 1)
-        shared.deallocate()
+    static func lockedPut(_ slot: UnsafeMutableRawPointer, into core: UnsafeMutablePointer<_TypedCore<Element>>) {
+        let lock = lock(of: core)
+        let slots = core.pointee.slots
+        lock.lock()
+        slots.pointee.put(slot)
+        let last = _slowPath(slots.pointee.orphaned) && slots.pointee.inUse == 0
+        lock.unlock()
+        if last { destroy(core) }
     }
 }
 
@@ -57,30 +33,29 @@ struct _LockedCore<Element> {
 /// ```
 public final class ThreadSafePool<Element: Sendable>: @unchecked Sendable {
     // @unchecked Sendable: all mutable state lives behind `_shared.lock`; hooks are @Sendable.
-    @usableFromInline let _shared: UnsafeMutablePointer<_LockedCore<Element>>
+    @usableFromInline let _shared: UnsafeMutablePointer<_TypedCore<Element>>
 
     public init(config: PoolConfig<Element>) throws(PoolConfigError) {
         try config.validate()
-        _shared = .allocate(capacity: 1)
-        _shared.initialize(to: _LockedCore(core: _TypedCore.make(config)))
+        _shared = _TypedCore.make(config, locked: true)
     }
 
     deinit {
-        let lock = _LockedCore.lockPointer(_shared)
-        _ContentionLock.lock(lock)
-        let core = _shared.pointee.core
-        let inUse = core.pointee.slots.inUse
+        let lock = _TypedCore.lock(of: _shared)
+        let slots = _shared.pointee.slots
+        lock.lock()
+        let inUse = slots.pointee.inUse
         if inUse > 0 {
             #if DEBUG
-            fatalError("FastAlloc: ThreadSafePool '\(core.pointee.slots.name)' was destroyed while \(inUse) handle(s) still hold slots: a handle outlived its pool")
+            fatalError("FastAlloc: ThreadSafePool '\(slots.pointee.name)' was destroyed while \(inUse) handle(s) still hold slots: a handle outlived its pool")
             #else
-            core.pointee.slots.orphaned = true
-            _ContentionLock.unlock(lock)
+            slots.pointee.orphaned = true
+            lock.unlock()
             return
             #endif
         }
-        _ContentionLock.unlock(lock)
-        _LockedCore.destroy(_shared)
+        lock.unlock()
+        _TypedCore.destroy(_shared)
     }
 
     public typealias Handle = SharedPoolHandle<Element>
@@ -97,7 +72,7 @@ public final class ThreadSafePool<Element: Sendable>: @unchecked Sendable {
     @inlinable
     public func tryAcquire(_ value: consuming Element) -> SharedPoolHandle<Element>? {
         guard let taken = _take() else { return nil }
-        let core = _shared.pointee.core
+        let core = _shared
         // Outside the lock: the slot is now owned by this caller alone.
         return SharedPoolHandle(shared: _shared, pointer: _TypedCore.place(value, in: taken.slot, fresh: taken.fresh, of: core))
     }
@@ -112,7 +87,7 @@ public final class ThreadSafePool<Element: Sendable>: @unchecked Sendable {
     /// Like `acquire()`, but returns nil when exhausted.
     @inlinable
     public func tryAcquire() -> SharedPoolHandle<Element>? {
-        let core = _shared.pointee.core
+        let core = _shared
         if core.pointee.hooks.initialize == nil { _noInitializer() }
         guard let taken = _take() else { return nil }
         return SharedPoolHandle(shared: _shared, pointer: _TypedCore.reuse(taken.slot, fresh: taken.fresh, of: core))
@@ -120,10 +95,11 @@ public final class ThreadSafePool<Element: Sendable>: @unchecked Sendable {
 
     @inlinable @inline(__always)
     func _take() -> (slot: UnsafeMutableRawPointer, fresh: Bool)? {
-        let lock = _LockedCore.lockPointer(_shared)
-        _ContentionLock.lock(lock)
-        let taken = _shared.pointee.core.pointee.slots.take()
-        _ContentionLock.unlock(lock)
+        let lock = _TypedCore.lock(of: _shared)
+        let slots = _shared.pointee.slots
+        lock.lock()
+        let taken = slots.pointee.take()
+        lock.unlock()
         return taken
     }
 
@@ -131,26 +107,26 @@ public final class ThreadSafePool<Element: Sendable>: @unchecked Sendable {
     /// grown to its maximum, could not supply them all (nothing is taken then).
     public func tryAcquire(count: Int, _ value: (Int) -> Element) -> SharedPoolBatch<Element>? {
         precondition(count >= 0, "FastAlloc: acquire(count:) needs count >= 0")
-        let lock = _LockedCore.lockPointer(_shared)
-        let core = _shared.pointee.core
-        _ContentionLock.lock(lock)
-        guard core.pointee.slots.obtainable >= count else {
-            core.pointee.slots.failedAcquisitions &+= 1
-            _ContentionLock.unlock(lock)
+        let lock = _TypedCore.lock(of: _shared)
+        let core = _shared
+        lock.lock()
+        guard core.pointee.slots.pointee.obtainable >= count else {
+            core.pointee.slots.pointee.failedAcquisitions &+= 1
+            lock.unlock()
             return nil
         }
         // Under the lock only the bookkeeping: chain the slots through their link words, each
         // link tagged in bit 0 with whether its own slot is fresh (slots are 8-byte aligned).
-        let linkOffset = core.pointee.slots.linkOffset
+        let linkOffset = core.pointee.slots.pointee.linkOffset
         var head: UnsafeMutableRawPointer?
         for _ in 0..<count {
-            let taken = core.pointee.slots.take()!  // obtainable >= count was checked under the lock
+            let taken = core.pointee.slots.pointee.take()!  // obtainable >= count was checked under the lock
             let tagged = UInt(bitPattern: head) | (taken.fresh ? 1 : 0)
             // Safe: the slot is in use and owned by this batch, so its link word is ours.
             (taken.slot + linkOffset).storeBytes(of: tagged, as: UInt.self)
             head = taken.slot
         }
-        _ContentionLock.unlock(lock)
+        lock.unlock()
         // Outside the lock: place the values and clear the tags; the slots are ours alone.
         var next = head
         for index in 0..<count {
@@ -170,24 +146,24 @@ public final class ThreadSafePool<Element: Sendable>: @unchecked Sendable {
     }
 
     /// A snapshot of the pool's counters (taken under the lock).
-    public var statistics: PoolStatistics { _withLock { $0.slots.statistics } }
+    public var statistics: PoolStatistics { _withLock { $0.statistics } }
 
     /// Every growth so far, oldest first.
-    public var growthEvents: [GrowthEvent] { _withLock { $0.slots.events } }
+    public var growthEvents: [GrowthEvent] { _withLock { $0.events } }
 
     /// The lock's counters: acquisitions, contended acquisitions, total wait.
     public var lockStatistics: LockStatistics {
-        let lock = _LockedCore.lockPointer(_shared)
-        _ContentionLock.lock(lock)
-        defer { _ContentionLock.unlock(lock) }
-        return lock.pointee.statistics
+        let lock = _TypedCore.lock(of: _shared)
+        lock.lock()
+        defer { lock.unlock() }
+        return lock.statistics
     }
 
-    private func _withLock<R>(_ body: (inout _TypedCore<Element>) -> R) -> R {
-        let lock = _LockedCore.lockPointer(_shared)
-        _ContentionLock.lock(lock)
-        defer { _ContentionLock.unlock(lock) }
-        return body(&_shared.pointee.core.pointee)
+    private func _withLock<R>(_ body: (inout _SlotCore) -> R) -> R {
+        let lock = _TypedCore.lock(of: _shared)
+        lock.lock()
+        defer { lock.unlock() }
+        return body(&_shared.pointee.slots.pointee)
     }
 
     @usableFromInline
@@ -205,11 +181,14 @@ public final class ThreadSafePool<Element: Sendable>: @unchecked Sendable {
 /// Owns one slot of a `ThreadSafePool`; `Sendable`, so it may be released on any thread.
 public struct SharedPoolHandle<Element: Sendable>: ~Copyable, @unchecked Sendable {
     // @unchecked Sendable: the handle owns its slot alone; returning it takes the pool's lock.
-    @usableFromInline let _shared: UnsafeMutablePointer<_LockedCore<Element>>
+    // The slot pointer comes first on purpose: ThreadSanitizer reports a `mutating` access to a
+    // noncopyable struct at the address its first word holds, and the slot is this handle's
+    // alone, while the header is read by every thread.
     @usableFromInline let _pointer: UnsafeMutablePointer<Element>
+    @usableFromInline let _shared: UnsafeMutablePointer<_TypedCore<Element>>
 
     @inlinable
-    init(shared: UnsafeMutablePointer<_LockedCore<Element>>, pointer: UnsafeMutablePointer<Element>) {
+    init(shared: UnsafeMutablePointer<_TypedCore<Element>>, pointer: UnsafeMutablePointer<Element>) {
         _shared = shared
         _pointer = pointer
     }
@@ -218,8 +197,8 @@ public struct SharedPoolHandle<Element: Sendable>: ~Copyable, @unchecked Sendabl
     deinit {
         // Safe: this handle owns the in-use slot at `_pointer`; hooks run outside the lock on
         // the value only this handle can reach, then the slot goes back under the lock.
-        _TypedCore.prepareRelease(_pointer, of: _shared.pointee.core)
-        _LockedCore.put(UnsafeMutableRawPointer(_pointer), into: _shared)
+        _TypedCore.prepareRelease(_pointer, of: _shared)
+        _TypedCore.lockedPut(UnsafeMutableRawPointer(_pointer), into: _shared)
     }
 
     /// Returns the slot to its pool now, from any thread.
@@ -259,12 +238,13 @@ public struct SharedPoolHandle<Element: Sendable>: ~Copyable, @unchecked Sendabl
 /// Slots acquired together from a `ThreadSafePool`; returned together under one lock.
 public struct SharedPoolBatch<Element: Sendable>: ~Copyable, @unchecked Sendable {
     // @unchecked Sendable: the batch owns its slots alone; returning them takes the pool's lock.
-    let _shared: UnsafeMutablePointer<_LockedCore<Element>>
+    // `_head` first, for ThreadSanitizer's sake: see SharedPoolHandle.
     var _head: UnsafeMutableRawPointer?
+    let _shared: UnsafeMutablePointer<_TypedCore<Element>>
     /// Slots still in the batch.
     public private(set) var count: Int
 
-    init(shared: UnsafeMutablePointer<_LockedCore<Element>>, head: UnsafeMutableRawPointer?, count: Int) {
+    init(shared: UnsafeMutablePointer<_TypedCore<Element>>, head: UnsafeMutableRawPointer?, count: Int) {
         _shared = shared
         _head = head
         self.count = count
@@ -272,24 +252,25 @@ public struct SharedPoolBatch<Element: Sendable>: ~Copyable, @unchecked Sendable
 
     deinit {
         guard _head != nil else { return }
-        let core = _shared.pointee.core
-        let linkOffset = core.pointee.slots.linkOffset
+        let core = _shared
+        let slots = core.pointee.slots
+        let linkOffset = slots.pointee.linkOffset
         var next = _head
         while let slot = next {  // hooks outside the lock
             // Safe: batch slots are owned by the batch; their link word holds the next one.
             next = (slot + linkOffset).load(as: UnsafeMutableRawPointer?.self)
             _TypedCore.prepareRelease(slot.assumingMemoryBound(to: Element.self), of: core)
         }
-        let lock = _LockedCore.lockPointer(_shared)
-        _ContentionLock.lock(lock)
+        let lock = _TypedCore.lock(of: core)
+        lock.lock()
         next = _head
         while let slot = next {
             next = (slot + linkOffset).load(as: UnsafeMutableRawPointer?.self)
-            core.pointee.slots.put(slot)
+            slots.pointee.put(slot)
         }
-        let last = core.pointee.slots.orphaned && core.pointee.slots.inUse == 0
-        _ContentionLock.unlock(lock)
-        if last { _LockedCore.destroy(_shared) }
+        let last = slots.pointee.orphaned && slots.pointee.inUse == 0
+        lock.unlock()
+        if last { _TypedCore.destroy(core) }
     }
 
     /// Returns every slot still in the batch now.
@@ -301,14 +282,14 @@ public struct SharedPoolBatch<Element: Sendable>: ~Copyable, @unchecked Sendable
     public mutating func popFirst() -> SharedPoolHandle<Element>? {
         guard let slot = _head else { return nil }
         // Safe: batch slots are in use and owned by this batch; their link word holds the next one.
-        _head = (slot + _shared.pointee.core.pointee.slots.linkOffset).load(as: UnsafeMutableRawPointer?.self)
+        _head = (slot + _shared.pointee.slots.pointee.linkOffset).load(as: UnsafeMutableRawPointer?.self)
         count -= 1
         return SharedPoolHandle(shared: _shared, pointer: slot.assumingMemoryBound(to: Element.self))
     }
 
     /// Calls `body` with each value in place, first to last.
     public mutating func forEach<Failure: Error>(_ body: (inout Element) throws(Failure) -> Void) throws(Failure) {
-        let linkOffset = _shared.pointee.core.pointee.slots.linkOffset
+        let linkOffset = _shared.pointee.slots.pointee.linkOffset
         var next = _head
         while let slot = next {
             // Safe: as in popFirst; the slots stay owned by the batch during the walk.

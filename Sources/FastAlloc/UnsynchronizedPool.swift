@@ -8,7 +8,7 @@ public class UnsynchronizedPool<Element> {
     let kind: String
 
     init(validated config: PoolConfig<Element>, kind: String) {
-        _core = _TypedCore.make(config)
+        _core = _TypedCore.make(config, locked: false)
         self.kind = kind
     }
 
@@ -25,14 +25,14 @@ public class UnsynchronizedPool<Element> {
     /// Traps, naming the pool, when it is exhausted and cannot grow; see `tryAcquire(_:)`.
     @inlinable
     public final func acquire(_ value: consuming Element) -> PoolHandle<Element> {
-        guard let taken = _core.pointee.slots.take() else { _exhausted() }
+        guard let taken = _core.pointee.slots.pointee.take() else { _exhausted() }
         return PoolHandle(core: _core, pointer: _TypedCore.place(value, in: taken.slot, fresh: taken.fresh, of: _core))
     }
 
     /// Like `acquire(_:)`, but returns nil (and counts a failed acquisition) when exhausted.
     @inlinable
     public final func tryAcquire(_ value: consuming Element) -> PoolHandle<Element>? {
-        guard let taken = _core.pointee.slots.take() else { return nil }
+        guard let taken = _core.pointee.slots.pointee.take() else { return nil }
         return PoolHandle(core: _core, pointer: _TypedCore.place(value, in: taken.slot, fresh: taken.fresh, of: _core))
     }
 
@@ -48,7 +48,7 @@ public class UnsynchronizedPool<Element> {
     @inlinable
     public final func tryAcquire() -> PoolHandle<Element>? {
         if _core.pointee.hooks.initialize == nil { _noInitializer() }
-        guard let taken = _core.pointee.slots.take() else { return nil }
+        guard let taken = _core.pointee.slots.pointee.take() else { return nil }
         return PoolHandle(core: _core, pointer: _TypedCore.reuse(taken.slot, fresh: taken.fresh, of: _core))
     }
 
@@ -65,16 +65,16 @@ public class UnsynchronizedPool<Element> {
     /// the pool, grown to its maximum, could not supply them all. Nothing is taken then.
     public final func tryAcquire(count: Int, _ value: (Int) -> Element) -> PoolBatch<Element>? {
         precondition(count >= 0, "FastAlloc: acquire(count:) needs count >= 0")
-        guard _core.pointee.slots.obtainable >= count else {
-            _core.pointee.slots.failedAcquisitions &+= 1
+        guard _core.pointee.slots.pointee.obtainable >= count else {
+            _core.pointee.slots.pointee.failedAcquisitions &+= 1
             return nil
         }
-        let linkOffset = _core.pointee.slots.linkOffset
+        let linkOffset = _core.pointee.slots.pointee.linkOffset
         var head: UnsafeMutableRawPointer?
         var tail: UnsafeMutableRawPointer?
         for index in 0..<count {
-            guard let taken = _core.pointee.slots.take() else {
-                fatalError("FastAlloc: pool '\(_core.pointee.slots.name)': internal error, batch slot \(index) missing")
+            guard let taken = _core.pointee.slots.pointee.take() else {
+                fatalError("FastAlloc: pool '\(_core.pointee.slots.pointee.name)': internal error, batch slot \(index) missing")
             }
             _ = _TypedCore.place(value(index), in: taken.slot, fresh: taken.fresh, of: _core)
             // Safe: the slot is in use and owned by the batch being built, so its link word is ours.
@@ -99,7 +99,7 @@ public class UnsynchronizedPool<Element> {
     /// release builds do not check. Prefer `acquire(_:)`, whose handle enforces all this.
     @inlinable
     public final func unsafeAcquire(_ value: consuming Element) -> UnsafeMutablePointer<Element>? {
-        guard let taken = _core.pointee.slots.take() else { return nil }
+        guard let taken = _core.pointee.slots.pointee.take() else { return nil }
         return _TypedCore.place(value, in: taken.slot, fresh: taken.fresh, of: _core)
     }
 
@@ -107,37 +107,37 @@ public class UnsynchronizedPool<Element> {
     @inlinable
     public final func unsafeRelease(_ pointer: UnsafeMutablePointer<Element>) {
         _TypedCore.prepareRelease(pointer, of: _core)
-        _core.pointee.slots.put(UnsafeMutableRawPointer(pointer))
+        _core.pointee.slots.pointee.put(UnsafeMutableRawPointer(pointer))
     }
 
     // MARK: Statistics
 
     /// A snapshot of the counters.
-    public final var statistics: PoolStatistics { _core.pointee.slots.statistics }
+    public final var statistics: PoolStatistics { _core.pointee.slots.pointee.statistics }
 
     /// Slots the pool holds now.
-    public final var capacity: Int { _core.pointee.slots.capacity }
+    public final var capacity: Int { _core.pointee.slots.pointee.capacity }
 
     /// Slots free now without growing.
-    public final var available: Int { _core.pointee.slots.capacity - _core.pointee.slots.inUse }
+    public final var available: Int { _core.pointee.slots.pointee.capacity - _core.pointee.slots.pointee.inUse }
 
     /// The pool's name, as traps and statistics give it.
-    public final var name: String { _core.pointee.slots.name }
+    public final var name: String { _core.pointee.slots.pointee.name }
 
     /// Bytes from one slot to the next (value, link word and alignment padding).
-    public final var slotStride: Int { _core.pointee.slots.stride }
+    public final var slotStride: Int { _core.pointee.slots.pointee.stride }
 
     // MARK: Traps
 
     @usableFromInline
     final func _exhausted(wanted: Int = 1) -> Never {
-        let slots = _core.pointee.slots
+        let slots = _core.pointee.slots.pointee
         fatalError("FastAlloc: \(kind) '\(slots.name)' is exhausted: \(slots.inUse) of \(slots.capacity) slots in use (maximum \(slots.maxCapacity)), \(wanted) wanted; use tryAcquire to handle exhaustion")
     }
 
     @usableFromInline
     final func _noInitializer() -> Never {
-        fatalError("FastAlloc: \(kind) '\(_core.pointee.slots.name)' has no initializer: give PoolConfig an `initialize` closure, or call acquire(_:) with a value")
+        fatalError("FastAlloc: \(kind) '\(_core.pointee.slots.pointee.name)' has no initializer: give PoolConfig an `initialize` closure, or call acquire(_:) with a value")
     }
 }
 

@@ -77,7 +77,7 @@ final class HandleBox: @unchecked Sendable {
 
 /// A locked stack of handles that threads pass to one another.
 final class Handoff: Sendable {
-    private let handles = Mutex<[UInt]>([])  // retained TrackedBox addresses
+    private let handles = Locked<[UInt]>([])  // retained TrackedBox addresses
 
     func put(_ handle: consuming SharedPoolHandle<Tracked>) {
         let box = UInt(bitPattern: Unmanaged.passRetained(TrackedBox(handle)).toOpaque())
@@ -113,7 +113,7 @@ final class TrackedBox {
     }
 
     @Test func onePoolPerThread_noSharing() {
-        let totals = Mutex<[Int]>([])
+        let totals = Locked<[Int]>([])
         onThreadsTogether(2) { thread in
             let pool = try! ThreadLocalPool<Int>(config: PoolConfig(capacity: 4, growth: .exponential(2)))
             var sum = 0

@@ -1,23 +1,31 @@
-/// A `_SlotCore` holding `Element` values, with the pool's hooks. Every pool owns one, allocated
-/// by `make` at a fixed address that its handles point to.
+/// The header of a pool of `Element` values: where its slots are, its hooks, and (for a
+/// `ThreadSafePool`) its lock. Every pool owns one, allocated by `make` at a fixed address that
+/// its handles point to.
+///
+/// The header never changes after `make`: threads read it without a lock. What changes (the
+/// slot bookkeeping, the lock's counters) lives in separate allocations it points to, so a
+/// read of the header never overlaps a write made under the lock.
 ///
 /// Value invariant: a fresh slot is uninitialised; an in-use slot and a free slot that was used
 /// before both hold an initialised `Element` (a released value stays for reuse until the pool
 /// hands the slot out again or is destroyed).
 @usableFromInline
 struct _TypedCore<Element> {
-    @usableFromInline var slots: _SlotCore
+    /// The slot bookkeeping: used by one thread, or under `lock`.
+    @usableFromInline let slots: UnsafeMutablePointer<_SlotCore>
     @usableFromInline let hooks: _Hooks<Element>
+    /// The lock of a `ThreadSafePool`; nil for unsynchronised pools.
+    @usableFromInline let lock: _ContentionLock?
 
-    /// Allocates and initialises a core for a validated configuration.
-    static func make(_ config: PoolConfig<Element>) -> UnsafeMutablePointer<_TypedCore<Element>> {
+    /// Allocates and initialises a header and its slots for a validated configuration.
+    static func make(_ config: PoolConfig<Element>, locked: Bool) -> UnsafeMutablePointer<_TypedCore<Element>> {
+        let slots = UnsafeMutablePointer<_SlotCore>.allocate(capacity: 1)
+        slots.initialize(to: _SlotCore(
+            valueSize: MemoryLayout<Element>.size, alignment: config.alignment, linkAfterValue: true,
+            capacity: config.capacity, maxCapacity: config.maxCapacity, growth: config.growth,
+            order: config.order, name: config.name))
         let core = UnsafeMutablePointer<_TypedCore<Element>>.allocate(capacity: 1)
-        core.initialize(to: _TypedCore(
-            slots: _SlotCore(
-                valueSize: MemoryLayout<Element>.size, alignment: config.alignment, linkAfterValue: true,
-                capacity: config.capacity, maxCapacity: config.maxCapacity, growth: config.growth,
-                order: config.order, name: config.name),
-            hooks: _Hooks(config)))
+        core.initialize(to: _TypedCore(slots: slots, hooks: _Hooks(config), lock: locked ? _ContentionLock() : nil))
         return core
     }
 
@@ -75,8 +83,12 @@ struct _TypedCore<Element> {
     static func destroy(_ core: UnsafeMutablePointer<_TypedCore<Element>>) {
         // Safe: free slots that were used hold initialised Elements (the value invariant); fresh
         // slots hold nothing, and no slot is in use.
-        core.pointee.slots.forEachFreeUsedSlot { $0.assumingMemoryBound(to: Element.self).deinitialize(count: 1) }
-        core.pointee.slots.freeStorage()
+        let slots = core.pointee.slots
+        slots.pointee.forEachFreeUsedSlot { $0.assumingMemoryBound(to: Element.self).deinitialize(count: 1) }
+        slots.pointee.freeStorage()
+        slots.deinitialize(count: 1)
+        slots.deallocate()
+        core.pointee.lock?.destroy()
         core.deinitialize(count: 1)
         core.deallocate()
     }
@@ -85,22 +97,22 @@ struct _TypedCore<Element> {
     /// debug builds trap (a handle outlived its pool) and release builds leave the storage to the
     /// last handle, which frees it when it comes back.
     static func retire(_ core: UnsafeMutablePointer<_TypedCore<Element>>, kind: String) {
-        let inUse = core.pointee.slots.inUse
+        let inUse = core.pointee.slots.pointee.inUse
         if inUse == 0 {
             destroy(core)
             return
         }
         #if DEBUG
-        fatalError("FastAlloc: \(kind) '\(core.pointee.slots.name)' was destroyed while \(inUse) handle(s) still hold slots: a handle outlived its pool")
+        fatalError("FastAlloc: \(kind) '\(core.pointee.slots.pointee.name)' was destroyed while \(inUse) handle(s) still hold slots: a handle outlived its pool")
         #else
-        core.pointee.slots.orphaned = true
+        core.pointee.slots.pointee.orphaned = true
         #endif
     }
 
     /// After a release: frees an orphaned core once its last slot is back.
     @inlinable @inline(__always)
     static func destroyIfOrphanedAndEmpty(_ core: UnsafeMutablePointer<_TypedCore<Element>>) {
-        if _slowPath(core.pointee.slots.orphaned) && core.pointee.slots.inUse == 0 {
+        if _slowPath(core.pointee.slots.pointee.orphaned) && core.pointee.slots.pointee.inUse == 0 {
             destroy(core)
         }
     }
