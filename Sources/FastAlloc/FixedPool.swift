@@ -25,5 +25,5 @@ public final class FixedPool<Element>: UnsynchronizedPool<Element> {
     }
 
     /// The slab's address range, for tests of stability: it never changes.
-    public var slabAddress: UInt { UInt(bitPattern: _core.pointee.slots.pointee.chunks[0].base) }
+    public var slabAddress: UInt { UInt(bitPattern: _core.pointee.slots.pointee.chunkTable[0].base) }
 }

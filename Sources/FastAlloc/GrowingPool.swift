@@ -13,5 +13,5 @@ public final class GrowingPool<Element>: UnsynchronizedPool<Element> {
     public var growthEvents: [GrowthEvent] { _core.pointee.slots.pointee.events }
 
     /// Chunks allocated so far (1 + growth events).
-    public var chunkCount: Int { _core.pointee.slots.pointee.chunks.count }
+    public var chunkCount: Int { _core.pointee.slots.pointee.chunkCount }
 }

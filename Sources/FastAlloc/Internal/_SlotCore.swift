@@ -52,7 +52,12 @@ struct _SlotCore {
     let growth: GrowthStrategy
     let chunkAlignment: Int
     @usableFromInline let name: String
-    @usableFromInline var chunks: [_Chunk] = []
+    /// The chunks, oldest first, in a manually managed table: the lookups below run on the
+    /// lowest-first hot path and in debug checks, where an Array's reference counting and the
+    /// copies of `self` that non-mutating calls make would cost more than the lookup.
+    @usableFromInline var chunkTable: UnsafeMutablePointer<_Chunk>
+    @usableFromInline var chunkCount = 0
+    var chunkTableCapacity = 4
     var growthEvents: [GrowthEvent] = []
     /// `.lowestFirst` only: bit `i` set means slot `i` is free (and was used before).
     @usableFromInline var bitmap: UnsafeMutablePointer<UInt64>?
@@ -84,6 +89,7 @@ struct _SlotCore {
         if case .none = growth { self.maxCapacity = capacity } else { self.maxCapacity = maxCapacity }
         self.name = name
         self.capacity = 0
+        self.chunkTable = .allocate(capacity: 4)
         let first = _SlotCore.allocateChunk(count: capacity, stride: stride, alignment: chunkAlignment, name: name)
         self.bumpNext = first
         self.bumpEnd = first + capacity * stride
@@ -137,7 +143,7 @@ struct _SlotCore {
     @usableFromInline
     mutating func takeSlow() -> (slot: UnsafeMutableRawPointer, fresh: Bool)? {
         if lowestFirst, let index = takeLowestFreeIndex() {
-            let slot = pointer(at: index)
+            let slot = _SlotCore.pointer(at: index, table: chunkTable, count: chunkCount, stride: stride)
             noteAcquired(slot)
             return (slot, false)
         }
@@ -177,7 +183,8 @@ struct _SlotCore {
 
     @usableFromInline
     mutating func putLowest(_ slot: UnsafeMutableRawPointer) {
-        guard let index = index(of: slot), let bitmap else {
+        guard let index = _SlotCore.index(of: slot, table: chunkTable, count: chunkCount, stride: stride),
+              let bitmap else {
             fatalError("FastAlloc: pool '\(name)': released a pointer that is not one of its slots")
         }
         let word = index >> 6
@@ -188,9 +195,12 @@ struct _SlotCore {
     // MARK: Slots, indices and chunks
 
     /// The slot index of `slot`, or nil when it is not the start of one of this core's slots.
+    /// Static, like `pointer(at:)`: a non-mutating call from a mutating method would copy `self`.
     @usableFromInline
-    func index(of slot: UnsafeMutableRawPointer) -> Int? {
-        for chunk in chunks {
+    static func index(of slot: UnsafeMutableRawPointer, table: UnsafeMutablePointer<_Chunk>, count: Int, stride: Int) -> Int? {
+        for position in 0..<count {
+            // Safe: position < count, the number of initialised entries in the table.
+            let chunk = table[position]
             let offset = slot - chunk.base
             if offset >= 0 && offset < chunk.count * stride {
                 return offset % stride == 0 ? chunk.firstIndex + offset / stride : nil
@@ -201,14 +211,15 @@ struct _SlotCore {
 
     /// The slot with this index; the index must be below `capacity`.
     @usableFromInline
-    func pointer(at index: Int) -> UnsafeMutableRawPointer {
+    static func pointer(at index: Int, table: UnsafeMutablePointer<_Chunk>, count: Int, stride: Int) -> UnsafeMutableRawPointer {
         var low = 0
-        var high = chunks.count - 1
+        var high = count - 1
         while low < high {  // the last chunk whose firstIndex <= index
             let mid = (low + high + 1) / 2
-            if chunks[mid].firstIndex <= index { low = mid } else { high = mid - 1 }
+            // Safe: 0 <= low <= mid <= high < count.
+            if table[mid].firstIndex <= index { low = mid } else { high = mid - 1 }
         }
-        let chunk = chunks[low]
+        let chunk = table[low]
         // Safe: firstIndex <= index < firstIndex + count, so the slot lies inside this chunk.
         return chunk.base + (index - chunk.firstIndex) * stride
     }
@@ -230,7 +241,17 @@ struct _SlotCore {
     }
 
     private mutating func addChunk(base: UnsafeMutableRawPointer, count: Int) {
-        chunks.append(_Chunk(base: base, firstIndex: capacity, count: count))
+        if chunkCount == chunkTableCapacity {
+            let grown = UnsafeMutablePointer<_Chunk>.allocate(capacity: chunkTableCapacity * 2)
+            // Safe: the old table holds chunkCount initialised entries; the new one has room for twice that.
+            grown.moveInitialize(from: chunkTable, count: chunkCount)
+            chunkTable.deallocate()
+            chunkTable = grown
+            chunkTableCapacity *= 2
+        }
+        // Safe: chunkCount < chunkTableCapacity.
+        (chunkTable + chunkCount).initialize(to: _Chunk(base: base, firstIndex: capacity, count: count))
+        chunkCount += 1
         capacity += count
         if lowestFirst {
             let words = (capacity + 63) / 64
@@ -266,7 +287,7 @@ struct _SlotCore {
             for word in 0..<bitmapWords {
                 var bits = bitmap[word]
                 while bits != 0 {
-                    body(pointer(at: word << 6 | bits.trailingZeroBitCount))
+                    body(_SlotCore.pointer(at: word << 6 | bits.trailingZeroBitCount, table: chunkTable, count: chunkCount, stride: stride))
                     bits &= bits &- 1
                 }
             }
@@ -282,8 +303,10 @@ struct _SlotCore {
 
     /// Frees every chunk and the bitmap. Values must have been deinitialised first.
     mutating func freeStorage() {
-        for chunk in chunks { chunk.base.deallocate() }
-        chunks = []
+        for position in 0..<chunkCount { chunkTable[position].base.deallocate() }
+        chunkTable.deinitialize(count: chunkCount)
+        chunkTable.deallocate()
+        chunkCount = 0
         bitmap?.deallocate()
         bitmap = nil
     }
@@ -303,7 +326,7 @@ struct _SlotCore {
     @usableFromInline
     mutating func debugNoteAcquired(_ slot: UnsafeMutableRawPointer) {
         debugCheckThread("acquire from")
-        guard let index = index(of: slot) else {
+        guard let index = _SlotCore.index(of: slot, table: chunkTable, count: chunkCount, stride: stride) else {
             fatalError("FastAlloc: pool '\(name)': internal error, handed out a slot outside its chunks")
         }
         slotInUse[index] = true
@@ -312,7 +335,7 @@ struct _SlotCore {
     @usableFromInline
     mutating func debugCheckRelease(_ slot: UnsafeMutableRawPointer) {
         debugCheckThread("release to")
-        guard let index = index(of: slot) else {
+        guard let index = _SlotCore.index(of: slot, table: chunkTable, count: chunkCount, stride: stride) else {
             fatalError("FastAlloc: pool '\(name)': released \(slot), which is not one of its slots (out of range or misaligned)")
         }
         guard slotInUse[index] else {

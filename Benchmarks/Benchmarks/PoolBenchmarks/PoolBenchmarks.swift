@@ -1,0 +1,249 @@
+// Acquire + release of a 2 KiB element with each pool, beside the obvious alternatives, in one
+// run: malloc + free of 2 KiB, a Swift class allocation of 2 KiB (ManagedBuffer, uninitialised
+// like malloc), and a naive pool (a Synchronization.Mutex around an array of free pointers).
+//
+// Every benchmark runs `pairs` acquire+release pairs per measured iteration (scalingFactor), so
+// the time and malloc figures package-benchmark prints are per pair. The pools hand out the
+// retained value (`acquire()`): no 2 KiB copy, just as malloc hands out memory without
+// initialising it.
+//
+//     cd Benchmarks && swift package benchmark            # all
+//     swift package benchmark --filter 'FixedPool.*'      # some
+import Benchmark
+import FastAlloc
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// 2 KiB of payload.
+struct Block: Sendable {
+    var words: InlineArray<256, UInt64> = .init(repeating: 0)
+}
+
+let blockBytes = MemoryLayout<Block>.size  // 2048
+
+let benchmarks: @Sendable () -> Void = {
+    Benchmark.defaultConfiguration = .init(
+        metrics: [.wallClock, .mallocCountTotal, .throughput],
+        scalingFactor: .kilo,
+        maxDuration: .seconds(2),
+        maxIterations: 1_000_000,
+        thresholds: [
+            // Regression gates for `swift package benchmark baseline check`: the pools must not
+            // start allocating, nor slow down by more than these margins.
+            .mallocCountTotal: .init(absolute: [.p90: 0]),
+            .wallClock: .init(relative: [.p50: 25]),
+        ]
+    )
+
+    // MARK: Baselines: the heap
+
+    Benchmark("malloc+free 2KiB", configuration: .init(thresholds: [:])) { benchmark in
+        for _ in benchmark.scaledIterations {
+            let pointer = malloc(blockBytes)
+            blackHole(pointer)
+            free(pointer)
+        }
+    }
+
+    Benchmark("Swift class alloc 2KiB (ManagedBuffer)", configuration: .init(thresholds: [:])) { benchmark in
+        for _ in benchmark.scaledIterations {
+            let buffer = ManagedBuffer<Int, UInt8>.create(minimumCapacity: blockBytes) { _ in 0 }
+            blackHole(buffer)
+        }
+    }
+
+    // MARK: The pools, one thread
+
+    for order in [AllocationOrder.lifo, .lowestFirst] {
+        let suffix = order == .lifo ? "" : " lowestFirst"
+
+        Benchmark("FixedPool acquire+release 2KiB\(suffix)") { benchmark in
+            let pool = try! FixedPool<Block>(config: PoolConfig(capacity: 64, order: order, initialize: { Block() }))
+            warmUp(pool)
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations {
+                let handle = pool.acquire()
+                blackHole(handle.address)
+            }
+            benchmark.stopMeasurement()
+            precondition(pool.statistics.inUse == 0)
+        }
+
+        Benchmark("GrowingPool acquire+release 2KiB\(suffix)") { benchmark in
+            let pool = try! GrowingPool<Block>(config: PoolConfig(
+                capacity: 16, growth: .exponential(2), order: order, initialize: { Block() }))
+            warmUp(pool)
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations {
+                let handle = pool.acquire()
+                blackHole(handle.address)
+            }
+            benchmark.stopMeasurement()
+        }
+
+        Benchmark("ThreadLocalPool acquire+release 2KiB\(suffix)") { benchmark in
+            let pool = try! ThreadLocalPool<Block>(config: PoolConfig(
+                capacity: 16, growth: .exponential(2), order: order, initialize: { Block() }))
+            warmUp(pool)
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations {
+                let handle = pool.acquire()
+                blackHole(handle.address)
+            }
+            benchmark.stopMeasurement()
+        }
+    }
+
+    // A pool only pays when it holds several values at once: 8 acquired, then 8 released.
+    Benchmark("FixedPool 8 held then released 2KiB (per pair)") { benchmark in
+        let pool = try! FixedPool<Block>(config: PoolConfig(capacity: 64, initialize: { Block() }))
+        warmUp(pool)
+        benchmark.startMeasurement()
+        for _ in 0..<(benchmark.scaledIterations.count / 8) {
+            var batch = pool.acquire(count: 8) { _ in Block() }
+            blackHole(batch.count)
+            batch.forEach { blackHole($0.words[0]) }
+        }
+        benchmark.stopMeasurement()
+    }
+
+    Benchmark("malloc 8 held then free 2KiB (per pair)", configuration: .init(thresholds: [:])) { benchmark in
+        var pointers = [UnsafeMutableRawPointer?](repeating: nil, count: 8)
+        for _ in 0..<(benchmark.scaledIterations.count / 8) {
+            for i in 0..<8 { pointers[i] = malloc(blockBytes) }
+            blackHole(pointers)
+            for i in 0..<8 { free(pointers[i]) }
+        }
+    }
+
+    // MARK: Shared pools: one and two threads
+
+    Benchmark("ThreadSafePool acquire+release 2KiB") { benchmark in
+        let pool = try! ThreadSafePool<Block>(config: PoolConfig(capacity: 64, growth: .linear(64), initialize: { Block() }))
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations {
+            let handle = pool.acquire()
+            blackHole(handle.address)
+        }
+        benchmark.stopMeasurement()
+    }
+
+    for threads in [1, 2] {
+        Benchmark("ThreadSafePool acquire+release 2KiB, \(threads) thread(s)",
+                  configuration: .init(thresholds: threads == 1 ? nil : [:])) { benchmark in
+            let pool = try! ThreadSafePool<Block>(config: PoolConfig(
+                capacity: 64, growth: .linear(64), initialize: { Block() }))
+            let iterations = benchmark.scaledIterations.count
+            let work: @Sendable () -> Void = {
+                for _ in 0..<iterations {
+                    let handle = pool.acquire()
+                    blackHole(handle.address)
+                }
+            }
+            let helpers = Helpers(count: threads - 1, work)
+            benchmark.startMeasurement()
+            helpers.start()
+            work()
+            helpers.join()
+            benchmark.stopMeasurement()
+            precondition(pool.statistics.inUse == 0)
+            reportContention(benchmark.name, pool.lockStatistics)
+        }
+
+        Benchmark("Mutex<[pointer]> pool acquire+release 2KiB, \(threads) thread(s)",
+                  configuration: .init(thresholds: [:])) { benchmark in
+            let pool = MutexPool(capacity: 64, bytes: blockBytes)
+            let iterations = benchmark.scaledIterations.count
+            let work: @Sendable () -> Void = {
+                for _ in 0..<iterations {
+                    let pointer = pool.acquire()
+                    blackHole(pointer)
+                    pool.release(pointer)
+                }
+            }
+            let helpers = Helpers(count: threads - 1, work)
+            benchmark.startMeasurement()
+            helpers.start()
+            work()
+            helpers.join()
+            benchmark.stopMeasurement()
+        }
+
+        Benchmark("malloc+free 2KiB, \(threads) thread(s)", configuration: .init(thresholds: [:])) { benchmark in
+            let iterations = benchmark.scaledIterations.count
+            let work: @Sendable () -> Void = {
+                for _ in 0..<iterations {
+                    let pointer = malloc(blockBytes)
+                    blackHole(pointer)
+                    free(pointer)
+                }
+            }
+            let helpers = Helpers(count: threads - 1, work)
+            benchmark.startMeasurement()
+            helpers.start()
+            work()
+            helpers.join()
+            benchmark.stopMeasurement()
+        }
+    }
+}
+
+/// Fills every slot once, so measured acquisitions reuse retained values (the steady state).
+func warmUp(_ pool: UnsynchronizedPool<Block>) {
+    let batch = pool.acquire(count: pool.capacity) { _ in Block() }
+    blackHole(batch.count)
+}
+
+/// Prints a ThreadSafePool's lock counters to stderr (the table has no column for them).
+func reportContention(_ name: String, _ lock: LockStatistics) {
+    let share = lock.acquisitions == 0 ? 0 : Double(lock.contended) / Double(lock.acquisitions)
+    let line = "\(name): lock acquisitions \(lock.acquisitions), contended \(lock.contended) (\(Int(share * 1000)) per mille), wait \(lock.waitNanoseconds / 1_000_000) ms\n"
+    _ = line.withCString { write(2, $0, strlen($0)) }
+}
+
+/// The naive alternative to ThreadSafePool: a Synchronization.Mutex around a stack of pointers.
+final class MutexPool: Sendable {
+    private let free: Mutex<[UInt]>
+    init(capacity: Int, bytes: Int) {
+        free = Mutex((0..<capacity).map { _ in UInt(bitPattern: malloc(bytes)) })
+    }
+    func acquire() -> UInt { free.withLock { $0.popLast()! } }
+    func release(_ pointer: UInt) { free.withLock { $0.append(pointer) } }
+}
+
+/// `count` threads that each run `work` once, started by `start()` and awaited by `join()`.
+final class Helpers: @unchecked Sendable {
+    // @unchecked: `threads` is touched only by the creating thread.
+    private let work: @Sendable () -> Void
+    private let count: Int
+    private var threads: [pthread_t] = []
+
+    init(count: Int, _ work: @escaping @Sendable () -> Void) {
+        self.count = count
+        self.work = work
+    }
+
+    func start() {
+        for _ in 0..<count {
+            var thread = pthread_t()
+            let box = Unmanaged.passRetained(WorkBox(work)).toOpaque()
+            pthread_create(&thread, nil, { raw in
+                Unmanaged<WorkBox>.fromOpaque(raw!).takeRetainedValue().work()
+                return nil
+            }, box)
+            threads.append(thread)
+        }
+    }
+
+    func join() {
+        for thread in threads { pthread_join(thread, nil) }
+        threads = []
+    }
+}
+
+final class WorkBox {
+    let work: @Sendable () -> Void
+    init(_ work: @escaping @Sendable () -> Void) { self.work = work }
+}

@@ -1,0 +1,25 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// The microbenchmarks of the pools, run with `swift package benchmark` from this folder
+// (or `make bench-pools` from the top). Its own package so the library carries no benchmark
+// dependencies; it depends on the root package by path.
+let package = Package(
+    name: "FastAllocBenchmarks",
+    dependencies: [
+        .package(name: "FastAlloc", path: ".."),
+        .package(url: "https://github.com/ordo-one/benchmark", exact: "1.38.1", traits: ["MallocInterposer"]),
+    ],
+    targets: [
+        .executableTarget(
+            name: "PoolBenchmarks",
+            dependencies: [
+                .product(name: "FastAlloc", package: "FastAlloc"),
+                .product(name: "Benchmark", package: "benchmark"),
+            ],
+            path: "Benchmarks/PoolBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)
