@@ -1,31 +1,90 @@
+// A tour of the FastAlloc pools, run by `make run` until the server exists: each pool type at
+// work, growth events, statistics, and a shared pool used by several threads at once.
 import FastAlloc
-import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
-struct Block: Sendable { var words: InlineArray<256, UInt64> = .init(repeating: 0) }
-@inline(never) func sink(_ x: UInt) { if x == 1 { print("x") } }
-func now() -> UInt64 { var t = timespec(); clock_gettime(CLOCK_MONOTONIC, &t); return UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec) }
-@inline(never) func loopTS(_ ts: ThreadSafePool<Block>, _ n: Int) { for _ in 0..<n { let h = ts.acquire(); sink(h.address) } }
-@inline(never) func loopMutexLock(_ m: UnsafeMutablePointer<pthread_mutex_t>, _ n: Int) { for i in 0..<n { pthread_mutex_trylock(m); sink(UInt(i)); pthread_mutex_unlock(m) } }
-@inline(never) func loopSyncMutex(_ m: borrowing Mutex<Int>, _ n: Int) { for i in 0..<n { m.withLock { $0 &+= i } } }
-@inline(never) func loopCAS(_ a: borrowing Atomic<Int>, _ n: Int) { for i in 0..<n { _ = a.compareExchange(expected: i, desired: i + 1, ordering: .acquiringAndReleasing) } }
-@inline(never) func loopSpin(_ a: borrowing Atomic<Bool>, _ n: Int) { for i in 0..<n { while a.exchange(true, ordering: .acquiring) {}; sink(UInt(i)); a.store(false, ordering: .releasing) } }
-func run() {
-    var t = pthread_t()
-    pthread_create(&t, nil, { _ in sleep(100); return nil }, nil)  // a second thread, as in any server
-    let n = 20_000_000
-    let ts = try! ThreadSafePool<Block>(config: PoolConfig(capacity: 64, growth: .linear(64), initialize: { Block() }))
-    let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1); pthread_mutex_init(m, nil)
-    let sm = Mutex<Int>(0)
-    let a = Atomic<Int>(0)
-    let b = Atomic<Bool>(false)
-    for _ in 0..<2 {
-        var t0 = now(); loopTS(ts, n); print("ThreadSafePool pair", Double(now() - t0) / Double(n))
-        t0 = now(); loopMutexLock(m, n); print("pthread trylock+unlock", Double(now() - t0) / Double(n))
-        t0 = now(); loopSyncMutex(sm, n); print("Synchronization.Mutex withLock", Double(now() - t0) / Double(n))
-        t0 = now(); loopCAS(a, n); print("Atomic CAS", Double(now() - t0) / Double(n))
-        t0 = now(); loopSpin(b, n); print("xchg spin lock+unlock", Double(now() - t0) / Double(n))
-    }
+
+/// A packet-sized value: 2 KiB of payload and a length, reset whenever it is reused.
+struct Packet: Poolable, Sendable {
+    var length = 0
+    var bytes: InlineArray<2048, UInt8> = .init(repeating: 0)
+    mutating func onAcquire() { length = 0 }
 }
-run()
+
+func printStatistics(_ s: PoolStatistics) {
+    print("  \(s.name): capacity \(s.capacity)/\(s.maxCapacity), in use \(s.inUse), high water \(s.highWater), "
+        + "acquisitions \(s.acquisitions), releases \(s.releases), failed \(s.failedAcquisitions), growth events \(s.growthEvents)")
+}
+
+func fixedPoolTour() throws {
+    print("FixedPool: one slab, never grows")
+    let pool = try FixedPool<Packet>(config: PoolConfig(capacity: 4, alignment: 64, name: "fixed", initialize: { Packet() }))
+    var first = pool.acquire()
+    first.withValue { packet in
+        packet.length = 5
+        for (i, byte) in "hello".utf8.enumerated() { packet.bytes[i] = byte }
+    }
+    print("  slot at 0x\(String(first.address, radix: 16)), 64-byte aligned: \(first.isAligned(to: 64)), length \(first.value.length)")
+    let more = pool.acquire(count: 3) { _ in Packet() }
+    let none = pool.tryAcquire() == nil
+    print("  4 of 4 in use; tryAcquire() returns nil: \(none)")
+    printStatistics(pool.statistics)
+    more.release()
+    first.release()
+    let again = pool.acquire()
+    print("  reacquired slot at 0x\(String(again.address, radix: 16)) (LIFO: the last one released), length reset to \(again.value.length)")
+}
+
+func growingPoolTour() throws {
+    print("GrowingPool: chunks added by the growth strategy, slots never move")
+    let pool = try GrowingPool<Int>(config: PoolConfig(capacity: 2, growth: .exponential(2), maxCapacity: 16, name: "growing"))
+    let batch = pool.acquire(count: 11) { $0 }
+    for event in pool.growthEvents {
+        print("  grew \(event.capacityBefore) -> \(event.capacityAfter) at \(event.monotonicNanoseconds) ns (monotonic)")
+    }
+    printStatistics(pool.statistics)
+    batch.release()
+    printStatistics(pool.statistics)
+}
+
+func threadSafePoolTour() throws {
+    print("ThreadSafePool: shared by 4 threads, handles released on any thread")
+    let pool = try ThreadSafePool<Packet>(config: PoolConfig(
+        capacity: 8, growth: .linear(8), maxCapacity: 64, name: "shared", initialize: { Packet() }))
+    let threads = (0..<4).map { worker -> pthread_t in
+        let box = Unmanaged.passRetained(Job {
+            for i in 0..<100_000 {
+                var handle = pool.acquire()
+                handle.withValue { $0.length = worker * 100_000 + i }
+                precondition(handle.value.length == worker * 100_000 + i, "a slot was shared")
+            }
+        }).toOpaque()
+        var thread = pthread_t()
+        pthread_create(&thread, nil, { raw in
+            Unmanaged<Job>.fromOpaque(raw!).takeRetainedValue().run()
+            return nil
+        }, box)
+        return thread
+    }
+    for thread in threads { pthread_join(thread, nil) }
+    printStatistics(pool.statistics)
+    let lock = pool.lockStatistics
+    print("  lock: \(lock.acquisitions) acquisitions, \(lock.contended) contended, \(lock.waitNanoseconds / 1000) µs waiting")
+}
+
+final class Job: @unchecked Sendable {
+    // @unchecked: run once, on the thread it is handed to.
+    let run: () -> Void
+    init(_ run: @escaping () -> Void) { self.run = run }
+}
+
+do {
+    try fixedPoolTour()
+    try growingPoolTour()
+    try threadSafePoolTour()
+    print("Benchmarks: cd Benchmarks && python3 compare.py   (or make bench-pools)")
+} catch {
+    print("configuration error: \(error)")
+    exit(1)
+}

@@ -96,15 +96,16 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
-    // A pool only pays when it holds several values at once: 8 acquired, then 8 released.
+    // Several values held at once, as a server holds many buffers: 8 acquired, then 8 released.
     Benchmark("FixedPool 8 held then released 2KiB (per pair)") { benchmark in
         let pool = try! FixedPool<Block>(config: PoolConfig(capacity: 64, initialize: { Block() }))
         warmUp(pool)
         benchmark.startMeasurement()
         for _ in 0..<(benchmark.scaledIterations.count / 8) {
-            var batch = pool.acquire(count: 8) { _ in Block() }
-            blackHole(batch.count)
-            batch.forEach { blackHole($0.words[0]) }
+            let h1 = pool.acquire(), h2 = pool.acquire(), h3 = pool.acquire(), h4 = pool.acquire()
+            let h5 = pool.acquire(), h6 = pool.acquire(), h7 = pool.acquire(), h8 = pool.acquire()
+            blackHole(h1.address &+ h2.address &+ h3.address &+ h4.address)
+            blackHole(h5.address &+ h6.address &+ h7.address &+ h8.address)
         }
         benchmark.stopMeasurement()
     }
@@ -118,76 +119,69 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
-    // MARK: Shared pools: one and two threads
-
-    Benchmark("ThreadSafePool acquire+release 2KiB") { benchmark in
-        let pool = try! ThreadSafePool<Block>(config: PoolConfig(capacity: 64, growth: .linear(64), initialize: { Block() }))
-        benchmark.startMeasurement()
-        for _ in benchmark.scaledIterations {
-            let handle = pool.acquire()
-            blackHole(handle.address)
-        }
-        benchmark.stopMeasurement()
-    }
+    // MARK: Shared pools: one and two threads, against a pthread- and a Mutex-guarded pool
 
     for threads in [1, 2] {
+        let shared = try! ThreadSafePool<Block>(config: PoolConfig(
+            capacity: 64, growth: .linear(64), initialize: { Block() }))
         Benchmark("ThreadSafePool acquire+release 2KiB, \(threads) thread(s)",
-                  configuration: .init(thresholds: threads == 1 ? nil : [:])) { benchmark in
-            let pool = try! ThreadSafePool<Block>(config: PoolConfig(
-                capacity: 64, growth: .linear(64), initialize: { Block() }))
-            let iterations = benchmark.scaledIterations.count
-            let work: @Sendable () -> Void = {
+                  configuration: .init(thresholds: threads == 1 ? nil : [:]),
+                  closure: { benchmark in
+                      onThreads(threads, benchmark) { iterations in
+                          for _ in 0..<iterations {
+                              let handle = shared.acquire()
+                              blackHole(handle.address)
+                          }
+                      }
+                  },
+                  teardown: { reportContention("ThreadSafePool, \(threads) thread(s)", shared.lockStatistics) })
+
+        let pthreadPool = PthreadPool(capacity: 64, bytes: blockBytes)
+        Benchmark("pthread_mutex pool acquire+release 2KiB, \(threads) thread(s)",
+                  configuration: .init(thresholds: [:])) { benchmark in
+            onThreads(threads, benchmark) { iterations in
                 for _ in 0..<iterations {
-                    let handle = pool.acquire()
-                    blackHole(handle.address)
+                    let pointer = pthreadPool.acquire()
+                    blackHole(pointer)
+                    pthreadPool.release(pointer)
                 }
             }
-            let helpers = Helpers(count: threads - 1, work)
-            benchmark.startMeasurement()
-            helpers.start()
-            work()
-            helpers.join()
-            benchmark.stopMeasurement()
-            precondition(pool.statistics.inUse == 0)
-            reportContention(benchmark.name, pool.lockStatistics)
         }
 
-        Benchmark("Mutex<[pointer]> pool acquire+release 2KiB, \(threads) thread(s)",
+        let mutexPool = MutexPool(capacity: 64, bytes: blockBytes)
+        Benchmark("Synchronization.Mutex pool acquire+release 2KiB, \(threads) thread(s)",
                   configuration: .init(thresholds: [:])) { benchmark in
-            let pool = MutexPool(capacity: 64, bytes: blockBytes)
-            let iterations = benchmark.scaledIterations.count
-            let work: @Sendable () -> Void = {
+            onThreads(threads, benchmark) { iterations in
                 for _ in 0..<iterations {
-                    let pointer = pool.acquire()
+                    let pointer = mutexPool.acquire()
                     blackHole(pointer)
-                    pool.release(pointer)
+                    mutexPool.release(pointer)
                 }
             }
-            let helpers = Helpers(count: threads - 1, work)
-            benchmark.startMeasurement()
-            helpers.start()
-            work()
-            helpers.join()
-            benchmark.stopMeasurement()
         }
 
         Benchmark("malloc+free 2KiB, \(threads) thread(s)", configuration: .init(thresholds: [:])) { benchmark in
-            let iterations = benchmark.scaledIterations.count
-            let work: @Sendable () -> Void = {
+            onThreads(threads, benchmark) { iterations in
                 for _ in 0..<iterations {
                     let pointer = malloc(blockBytes)
                     blackHole(pointer)
                     free(pointer)
                 }
             }
-            let helpers = Helpers(count: threads - 1, work)
-            benchmark.startMeasurement()
-            helpers.start()
-            work()
-            helpers.join()
-            benchmark.stopMeasurement()
         }
     }
+}
+
+/// Runs `work(iterations)` on `count` threads at once (this one and `count - 1` helpers), all
+/// inside the measurement: the time per pair is wall time over one thread's pairs.
+func onThreads(_ count: Int, _ benchmark: Benchmark, _ work: @escaping @Sendable (Int) -> Void) {
+    let iterations = benchmark.scaledIterations.count
+    let helpers = Helpers(count: count - 1) { work(iterations) }
+    benchmark.startMeasurement()
+    helpers.start()
+    work(iterations)
+    helpers.join()
+    benchmark.stopMeasurement()
 }
 
 /// Fills every slot once, so measured acquisitions reuse retained values (the steady state).
@@ -196,14 +190,36 @@ func warmUp(_ pool: UnsynchronizedPool<Block>) {
     blackHole(batch.count)
 }
 
-/// Prints a ThreadSafePool's lock counters to stderr (the table has no column for them).
+/// Prints a ThreadSafePool's lock counters, summed over all samples, to stderr (the table has
+/// no column for them).
 func reportContention(_ name: String, _ lock: LockStatistics) {
     let share = lock.acquisitions == 0 ? 0 : Double(lock.contended) / Double(lock.acquisitions)
     let line = "\(name): lock acquisitions \(lock.acquisitions), contended \(lock.contended) (\(Int(share * 1000)) per mille), wait \(lock.waitNanoseconds / 1_000_000) ms\n"
     _ = line.withCString { write(2, $0, strlen($0)) }
 }
 
-/// The naive alternative to ThreadSafePool: a Synchronization.Mutex around a stack of pointers.
+/// A naive alternative to ThreadSafePool: a pthread mutex around a stack of pointers.
+final class PthreadPool: @unchecked Sendable {
+    // @unchecked: `free` is touched only with `mutex` held.
+    private var free: [UInt]
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    init(capacity: Int, bytes: Int) {
+        free = (0..<capacity).map { _ in UInt(bitPattern: malloc(bytes)) }
+        pthread_mutex_init(mutex, nil)
+    }
+    func acquire() -> UInt {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return free.removeLast()
+    }
+    func release(_ pointer: UInt) {
+        pthread_mutex_lock(mutex)
+        free.append(pointer)
+        pthread_mutex_unlock(mutex)
+    }
+}
+
+/// A naive alternative to ThreadSafePool: a Synchronization.Mutex around a stack of pointers.
 final class MutexPool: Sendable {
     private let free: Mutex<[UInt]>
     init(capacity: Int, bytes: Int) {

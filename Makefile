@@ -1,0 +1,38 @@
+# The commands a newcomer needs. Each installs what is missing first (scripts/setup.sh).
+SWIFT ?= swift
+SANITIZER_FLAGS = --disable-xctest
+
+.PHONY: setup run build test test-tsan test-asan test-all bench-pools clean
+
+setup:
+	@scripts/setup.sh
+
+## Build in release mode and run the main program with its defaults (for now: the pool demo).
+run: setup
+	$(SWIFT) build -c release --product fastalloc-demo
+	.build/release/fastalloc-demo
+
+build: setup
+	$(SWIFT) build
+
+## The test suite (Swift Testing), debug build: debug-only checks (double release, bounds,
+## thread confinement) are exercised too.
+test: setup
+	$(SWIFT) test $(SANITIZER_FLAGS)
+
+## The suite under ThreadSanitizer and AddressSanitizer (with LeakSanitizer), each in its own
+## build folder so the three builds do not evict each other.
+test-tsan: setup
+	$(SWIFT) test $(SANITIZER_FLAGS) --sanitize=thread --scratch-path .build-tsan
+
+test-asan: setup
+	$(SWIFT) test $(SANITIZER_FLAGS) --sanitize=address --scratch-path .build-asan
+
+test-all: test test-tsan test-asan
+
+## The pool microbenchmarks, one run, as a table of ns and mallocs per pair with ratios to malloc.
+bench-pools: setup
+	cd Benchmarks && python3 compare.py
+
+clean:
+	rm -rf .build .build-tsan .build-asan Benchmarks/.build
