@@ -28,8 +28,9 @@ extension _TypedCore {
 ///
 /// ```swift
 /// let pool = try ThreadSafePool<Request>(config: .init(capacity: 64, growth: .linear(64)))
-/// let handle = pool.acquire(Request())
-/// Task.detached { handle.release() }   // released on another thread: fine
+/// inbox.handle.withLock { $0 = pool.acquire(Request()) }   // inbox: a Mutex<SharedPoolHandle?> in a shared class
+/// // ... on any other thread:
+/// inbox.handle.withLock { $0 = nil }                         // released there: fine
 /// ```
 public final class ThreadSafePool<Element: Sendable>: @unchecked Sendable {
     // @unchecked Sendable: all mutable state lives behind `_shared.lock`; hooks are @Sendable.
