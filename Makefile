@@ -2,7 +2,7 @@
 SWIFT ?= swift
 SANITIZER_FLAGS = --disable-xctest
 
-.PHONY: setup run build test test-tsan test-asan test-all bench-pools clean
+.PHONY: setup run build test test-release test-tsan test-asan test-all bench-pools clean
 
 setup:
 	@scripts/setup.sh
@@ -20,6 +20,11 @@ build: setup
 test: setup
 	$(SWIFT) test $(SANITIZER_FLAGS)
 
+## The suite in a release build: the optimised, inlined hot paths, and the release-only
+## behaviour (a pool destroyed with handles out keeps its storage for them).
+test-release: setup
+	$(SWIFT) test $(SANITIZER_FLAGS) -c release --scratch-path .build-release
+
 ## The suite under ThreadSanitizer and AddressSanitizer (with LeakSanitizer), each in its own
 ## build folder so the three builds do not evict each other.
 test-tsan: setup
@@ -28,11 +33,11 @@ test-tsan: setup
 test-asan: setup
 	$(SWIFT) test $(SANITIZER_FLAGS) --sanitize=address --scratch-path .build-asan
 
-test-all: test test-tsan test-asan
+test-all: test test-release test-tsan test-asan
 
 ## The pool microbenchmarks, one run, as a table of ns and mallocs per pair with ratios to malloc.
 bench-pools: setup
 	cd Benchmarks && python3 compare.py
 
 clean:
-	rm -rf .build .build-tsan .build-asan Benchmarks/.build
+	rm -rf .build .build-release .build-tsan .build-asan Benchmarks/.build

@@ -16,6 +16,8 @@ public struct PoolBatch<Element>: ~Copyable {
     }
 
     deinit {
+        // An empty batch owns nothing and must not touch the core: its pool may be gone.
+        guard _head != nil else { return }
         let linkOffset = _core.pointee.slots.pointee.linkOffset
         var next = _head
         while let slot = next {

@@ -88,3 +88,41 @@ import Testing
         #expect(handle.value.bytes.isEmpty)
     }
 }
+
+#if !DEBUG
+/// Release builds only (`make test-release`): a pool destroyed while a handle is out keeps its
+/// storage until that handle comes back, then frees it and deinitialises every value.
+@Suite struct OrphanTests {
+    @Test func poolDestroyedWithHandleOut_lastHandleFreesEverything() throws {
+        let tracker = LifetimeTracker()
+        var pool: GrowingPool<Tracked>? = try GrowingPool<Tracked>(config: PoolConfig(capacity: 2, growth: .linear(2)))
+        let survivor = pool!.acquire(tracker.make())
+        pool!.acquire(tracker.make()).release()
+        pool = nil
+        #expect(tracker.live == 2, "storage kept while a handle is out")
+        survivor.release()
+        #expect(tracker.live == 0, "the last handle freed the storage and its values")
+    }
+
+    @Test func threadSafePoolDestroyedWithHandleOut_lastHandleFreesEverything() throws {
+        let tracker = LifetimeTracker()
+        var pool: ThreadSafePool<Tracked>? = try ThreadSafePool<Tracked>(config: PoolConfig(capacity: 2))
+        let survivor = pool!.acquire(tracker.make())
+        pool = nil
+        #expect(tracker.live == 1)
+        survivor.release()
+        #expect(tracker.live == 0)
+    }
+}
+#endif
+
+@Suite struct ZeroSizedTests {
+    @Test func voidElements_getDistinctSlots() throws {
+        let pool = try FixedPool<Void>(capacity: 3)
+        var batch = pool.acquire(count: 3) { _ in () }
+        var addresses = Set<UInt>()
+        while let handle = batch.popFirst() { addresses.insert(handle.address) }
+        #expect(addresses.count == 3)
+        #expect(pool.slotStride == 8, "just the link word")
+    }
+}
