@@ -7,10 +7,10 @@
 ///
 /// The pool must outlive its handles: debug builds trap when a pool is destroyed with handles
 /// still out; release builds keep the storage until the last of them comes back.
-public struct PoolHandle<Element>: ~Copyable {
+public struct PoolHandle<Element>: ~Copyable, PoolSlotHandle {
     // The slot pointer first, as in SharedPoolHandle (ThreadSanitizer reports `mutating`
     // accesses at the address the first word holds).
-    @usableFromInline let _pointer: UnsafeMutablePointer<Element>
+    public let _pointer: UnsafeMutablePointer<Element>
     @usableFromInline let _core: UnsafeMutablePointer<_TypedCore<Element>>
 
     @inlinable
@@ -31,7 +31,21 @@ public struct PoolHandle<Element>: ~Copyable {
     /// Returns the slot to its pool now (the value stays there for reuse).
     @inlinable
     public consuming func release() {}
+}
 
+@available(*, unavailable, message: "a PoolHandle must be released on its pool's thread; use ThreadSafePool for handles that cross threads")
+extension PoolHandle: Sendable {}
+
+/// What every handle offers: scoped access to the value in the slot it owns. `PoolHandle`
+/// and `SharedPoolHandle` conform; the accessors are written once, here.
+public protocol PoolSlotHandle: ~Copyable {
+    associatedtype Element
+    /// The owned slot. Underscored: not for use outside the library (reach the value through
+    /// the accessors below).
+    var _pointer: UnsafeMutablePointer<Element> { get }
+}
+
+extension PoolSlotHandle where Self: ~Copyable {
     /// The value in the slot.
     @inlinable
     public var value: Element {
@@ -77,5 +91,3 @@ public struct PoolHandle<Element>: ~Copyable {
     public var address: UInt { UInt(bitPattern: _pointer) }
 }
 
-@available(*, unavailable, message: "a PoolHandle must be released on its pool's thread; use ThreadSafePool for handles that cross threads")
-extension PoolHandle: Sendable {}

@@ -180,12 +180,12 @@ public final class ThreadSafePool<Element: Sendable>: @unchecked Sendable {
 }
 
 /// Owns one slot of a `ThreadSafePool`; `Sendable`, so it may be released on any thread.
-public struct SharedPoolHandle<Element: Sendable>: ~Copyable, @unchecked Sendable {
+public struct SharedPoolHandle<Element: Sendable>: ~Copyable, PoolSlotHandle, @unchecked Sendable {
     // @unchecked Sendable: the handle owns its slot alone; returning it takes the pool's lock.
     // The slot pointer comes first on purpose: ThreadSanitizer reports a `mutating` access to a
     // noncopyable struct at the address its first word holds, and the slot is this handle's
     // alone, while the header is read by every thread.
-    @usableFromInline let _pointer: UnsafeMutablePointer<Element>
+    public let _pointer: UnsafeMutablePointer<Element>
     @usableFromInline let _shared: UnsafeMutablePointer<_TypedCore<Element>>
 
     @inlinable
@@ -205,35 +205,6 @@ public struct SharedPoolHandle<Element: Sendable>: ~Copyable, @unchecked Sendabl
     /// Returns the slot to its pool now, from any thread.
     @inlinable
     public consuming func release() {}
-
-    /// The value in the slot.
-    @inlinable
-    public var value: Element {
-        // Safe: the slot is owned by this handle and holds an initialised Element.
-        get { _pointer.pointee }
-        set { _pointer.pointee = newValue }
-    }
-
-    /// Calls `body` with the value in place.
-    @inlinable
-    public mutating func withValue<Result, Failure: Error>(
-        _ body: (inout Element) throws(Failure) -> Result
-    ) throws(Failure) -> Result {
-        // Safe: the slot is owned by this handle, and `mutating` keeps other accesses out.
-        try body(&_pointer.pointee)
-    }
-
-    /// Calls `body` with the value's bytes, valid only inside.
-    @inlinable
-    public mutating func withUnsafeMutableBytes<Result, Failure: Error>(
-        _ body: (UnsafeMutableRawBufferPointer) throws(Failure) -> Result
-    ) throws(Failure) -> Result {
-        // Safe: the slot holds `MemoryLayout<Element>.size` initialised bytes owned by this handle.
-        try body(UnsafeMutableRawBufferPointer(start: _pointer, count: MemoryLayout<Element>.size))
-    }
-
-    /// The slot's address, for identity checks only.
-    public var address: UInt { UInt(bitPattern: _pointer) }
 }
 
 /// Slots acquired together from a `ThreadSafePool`; returned together under one lock.

@@ -59,40 +59,25 @@ let benchmarks: @Sendable () -> Void = {
     for order in [AllocationOrder.lifo, .lowestFirst] {
         let suffix = order == .lifo ? "" : " lowestFirst"
 
-        Benchmark("FixedPool acquire+release 2KiB\(suffix)") { benchmark in
-            let pool = try! FixedPool<Block>(config: PoolConfig(capacity: 64, order: order, initialize: { Block() }))
-            warmUp(pool)
-            benchmark.startMeasurement()
-            for _ in benchmark.scaledIterations {
-                let handle = pool.acquire()
-                blackHole(handle.address)
+        let pools: [(String, @Sendable () -> UnsynchronizedPool<Block>)] = [
+            ("FixedPool", { try! FixedPool<Block>(config: PoolConfig(capacity: 64, order: order, initialize: { Block() })) }),
+            ("GrowingPool", { try! GrowingPool<Block>(config: PoolConfig(
+                capacity: 16, growth: .exponential(2), order: order, initialize: { Block() })) }),
+            ("ThreadLocalPool", { try! ThreadLocalPool<Block>(config: PoolConfig(
+                capacity: 16, growth: .exponential(2), order: order, initialize: { Block() })) }),
+        ]
+        for (kind, makePool) in pools {
+            Benchmark("\(kind) acquire+release 2KiB\(suffix)") { benchmark in
+                let pool = makePool()
+                warmUp(pool)
+                benchmark.startMeasurement()
+                for _ in benchmark.scaledIterations {
+                    let handle = pool.acquire()
+                    blackHole(handle.address)
+                }
+                benchmark.stopMeasurement()
+                precondition(pool.statistics.inUse == 0)
             }
-            benchmark.stopMeasurement()
-            precondition(pool.statistics.inUse == 0)
-        }
-
-        Benchmark("GrowingPool acquire+release 2KiB\(suffix)") { benchmark in
-            let pool = try! GrowingPool<Block>(config: PoolConfig(
-                capacity: 16, growth: .exponential(2), order: order, initialize: { Block() }))
-            warmUp(pool)
-            benchmark.startMeasurement()
-            for _ in benchmark.scaledIterations {
-                let handle = pool.acquire()
-                blackHole(handle.address)
-            }
-            benchmark.stopMeasurement()
-        }
-
-        Benchmark("ThreadLocalPool acquire+release 2KiB\(suffix)") { benchmark in
-            let pool = try! ThreadLocalPool<Block>(config: PoolConfig(
-                capacity: 16, growth: .exponential(2), order: order, initialize: { Block() }))
-            warmUp(pool)
-            benchmark.startMeasurement()
-            for _ in benchmark.scaledIterations {
-                let handle = pool.acquire()
-                blackHole(handle.address)
-            }
-            benchmark.stopMeasurement()
         }
     }
 
