@@ -62,6 +62,7 @@ func threadSafePoolTour() throws {
         }).toOpaque()
         var thread = pthread_t()
         pthread_create(&thread, nil, { raw in
+            // Safe: `raw` is the Job retained above, passed to exactly this one thread.
             Unmanaged<Job>.fromOpaque(raw!).takeRetainedValue().run()
             return nil
         }, box)

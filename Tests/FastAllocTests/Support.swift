@@ -66,6 +66,7 @@ func onThreadsTogether(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) 
         let box = Unmanaged.passRetained(Box((context, index))).toOpaque()
         var thread = pthread_t()
         let status = pthread_create(&thread, nil, { raw in
+            // Safe: `raw` is the Box retained above, passed to exactly this one thread.
             let (context, index) = Unmanaged<Box<(Context, Int)>>.fromOpaque(raw!).takeRetainedValue().value
             pthread_barrier_wait(&context.barrier)
             context.body(index)

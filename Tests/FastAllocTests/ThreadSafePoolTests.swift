@@ -86,6 +86,7 @@ final class Handoff: Sendable {
 
     func takeAndRelease() {
         guard let raw = handles.withLock({ $0.popLast() }) else { return }
+        // Safe: every address in `handles` is a TrackedBox retained by put(_:), popped exactly once.
         Unmanaged<TrackedBox>.fromOpaque(UnsafeRawPointer(bitPattern: raw)!).takeRetainedValue().take().release()
     }
 

@@ -231,6 +231,7 @@ final class Helpers: @unchecked Sendable {
             var thread = pthread_t()
             let box = Unmanaged.passRetained(WorkBox(work)).toOpaque()
             pthread_create(&thread, nil, { raw in
+                // Safe: `raw` is the WorkBox retained above, passed to exactly this one thread.
                 Unmanaged<WorkBox>.fromOpaque(raw!).takeRetainedValue().work()
                 return nil
             }, box)
