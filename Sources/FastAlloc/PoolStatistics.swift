@@ -4,6 +4,12 @@ public struct GrowthEvent: Sendable, Hashable {
     public let monotonicNanoseconds: UInt64
     public let capacityBefore: Int
     public let capacityAfter: Int
+
+    package init(monotonicNanoseconds: UInt64, capacityBefore: Int, capacityAfter: Int) {
+        self.monotonicNanoseconds = monotonicNanoseconds
+        self.capacityBefore = capacityBefore
+        self.capacityAfter = capacityAfter
+    }
 }
 
 /// A snapshot of a pool's counters: a value, safe to keep and to send to another thread.

@@ -152,12 +152,10 @@ public final class ThreadSafePool<Element: Sendable>: @unchecked Sendable {
     /// Every growth so far, oldest first.
     public var growthEvents: [GrowthEvent] { _withLock { $0.events } }
 
-    /// The lock's counters: acquisitions, contended acquisitions, total wait.
+    /// The lock's counters: acquisitions, contended acquisitions, total wait. Read without
+    /// taking the lock, so a monitor never adds contention.
     public var lockStatistics: LockStatistics {
-        let lock = _TypedCore.lock(of: _shared)
-        lock.lock()
-        defer { lock.unlock() }
-        return lock.statistics
+        _TypedCore.lock(of: _shared).statistics
     }
 
     private func _withLock<R>(_ body: (inout _SlotCore) -> R) -> R {

@@ -24,23 +24,27 @@ import Synchronization
 /// are visible.
 ///
 /// The value is an immutable reference to one allocation: the flag at its start and the
-/// counters a cache line further (waiters spin on the flag, the holder writes the counters).
+/// counters a cache line further (waiters spin on the flag, the holder writes the counters,
+/// statistics readers load them without the lock).
 /// Copies share the lock; `destroy()` ends it.
 @usableFromInline
-struct _ContentionLock {
+package struct _ContentionLock {
+    /// Written only by the lock holder, with a relaxed load and store (no read-modify-write);
+    /// atomics so that a statistics reader on another thread can load them without the lock.
     @usableFromInline
-    struct Counters {
-        @usableFromInline var acquisitions: UInt64 = 0
-        @usableFromInline var contended: UInt64 = 0
-        @usableFromInline var waitNanoseconds: UInt64 = 0
+    package struct Counters: ~Copyable {
+        @usableFromInline package let acquisitions = Atomic<UInt64>(0)
+        @usableFromInline package let contended = Atomic<UInt64>(0)
+        @usableFromInline package let waitNanoseconds = Atomic<UInt64>(0)
+        package init() {}
     }
 
-    @usableFromInline static let countersOffset = 64
+    @usableFromInline package static let countersOffset = 64
     /// true while held.
-    @usableFromInline let held: UnsafeMutablePointer<Atomic<Bool>>
-    @usableFromInline let counters: UnsafeMutablePointer<Counters>
+    @usableFromInline package let held: UnsafeMutablePointer<Atomic<Bool>>
+    @usableFromInline package let counters: UnsafeMutablePointer<Counters>
 
-    init() {
+    package init() {
         let base = UnsafeMutableRawPointer.allocate(
             byteCount: _ContentionLock.countersOffset + MemoryLayout<Counters>.size, alignment: 64)
         // Safe: the allocation holds the flag at offset 0 and Counters at offset 64, both aligned.
@@ -50,7 +54,7 @@ struct _ContentionLock {
     }
 
     /// Frees the allocation. Nobody may hold or wait for the lock.
-    func destroy() {
+    package func destroy() {
         counters.deinitialize(count: 1)
         held.deinitialize(count: 1)
         UnsafeMutableRawPointer(held).deallocate()
@@ -58,19 +62,19 @@ struct _ContentionLock {
 
     /// Takes the lock, counting the acquisition and, if it had to wait, the wait.
     @inlinable @inline(__always)
-    func lock() {
+    package func lock() {
         // Safe: `held` points to a live Atomic for as long as the pool's storage lives.
         if held.pointee.exchange(true, ordering: .acquiring) {
             lockContended()
         }
         // Safe: the lock is held, so the counters have this one writer.
-        counters.pointee.acquisitions &+= 1
+        _ContentionLock.add(1, to: counters.pointee.acquisitions)
     }
 
     /// The slow path: spin on a plain load (no cache-line ping-pong) for a short while, then
     /// yield the CPU between looks, until an exchange wins.
     @usableFromInline
-    func lockContended() {
+    package func lockContended() {
         let start = _monotonicNanoseconds()
         var looks = 0
         repeat {
@@ -80,18 +84,27 @@ struct _ContentionLock {
             }
         } while held.pointee.exchange(true, ordering: .acquiring)
         // Safe: the lock is held from here on, so the counters have this one writer.
-        counters.pointee.contended &+= 1
-        counters.pointee.waitNanoseconds &+= _monotonicNanoseconds() &- start
+        _ContentionLock.add(1, to: counters.pointee.contended)
+        _ContentionLock.add(_monotonicNanoseconds() &- start, to: counters.pointee.waitNanoseconds)
     }
 
     @inlinable @inline(__always)
-    func unlock() {
+    package func unlock() {
         held.pointee.store(false, ordering: .releasing)
     }
 
-    /// The counters; call with the lock held.
-    var statistics: LockStatistics {
-        let c = counters.pointee
-        return LockStatistics(acquisitions: c.acquisitions, contended: c.contended, waitNanoseconds: c.waitNanoseconds)
+    /// A single-writer increment: a relaxed load and store, which cost plain moves on x86-64.
+    @inlinable @inline(__always)
+    package static func add(_ amount: UInt64, to counter: borrowing Atomic<UInt64>) {
+        counter.store(counter.load(ordering: .relaxed) &+ amount, ordering: .relaxed)
+    }
+
+    /// The counters, from any thread, without taking the lock (each figure is exact; the three
+    /// may be a few operations apart from one another).
+    package var statistics: LockStatistics {
+        LockStatistics(
+            acquisitions: counters.pointee.acquisitions.load(ordering: .relaxed),
+            contended: counters.pointee.contended.load(ordering: .relaxed),
+            waitNanoseconds: counters.pointee.waitNanoseconds.load(ordering: .relaxed))
     }
 }

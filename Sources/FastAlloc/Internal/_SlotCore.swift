@@ -8,10 +8,10 @@ import Darwin
 
 /// One contiguous block of slots. Chunks are never moved or freed while their pool lives.
 @usableFromInline
-struct _Chunk {
-    @usableFromInline let base: UnsafeMutableRawPointer
-    @usableFromInline let firstIndex: Int
-    @usableFromInline let count: Int
+package struct _Chunk {
+    @usableFromInline package let base: UnsafeMutableRawPointer
+    @usableFromInline package let firstIndex: Int
+    @usableFromInline package let count: Int
 }
 
 /// The untyped heart of every pool: chunks of equally sized slots, a free list (LIFO) or a free
@@ -30,45 +30,45 @@ struct _Chunk {
 /// (a batch chains its slots through it). Typed pools put the link after the value, so a free
 /// slot keeps its value for reuse; raw byte pools may put it at offset 0, over the bytes.
 @usableFromInline
-struct _SlotCore {
+package struct _SlotCore {
     // MARK: Hot: touched by every acquire and release.
-    @usableFromInline var freeHead: UnsafeMutableRawPointer?
-    @usableFromInline var bumpNext: UnsafeMutableRawPointer
-    @usableFromInline var bumpEnd: UnsafeMutableRawPointer
-    @usableFromInline var inUse: Int = 0
-    @usableFromInline var highWater: Int = 0
-    @usableFromInline var acquisitions: UInt64 = 0
-    @usableFromInline let stride: Int
-    @usableFromInline let linkOffset: Int
-    @usableFromInline let lowestFirst: Bool
+    @usableFromInline package var freeHead: UnsafeMutableRawPointer?
+    @usableFromInline package var bumpNext: UnsafeMutableRawPointer
+    @usableFromInline package var bumpEnd: UnsafeMutableRawPointer
+    @usableFromInline package var inUse: Int = 0
+    @usableFromInline package var highWater: Int = 0
+    @usableFromInline package var acquisitions: UInt64 = 0
+    @usableFromInline package let stride: Int
+    @usableFromInline package let linkOffset: Int
+    @usableFromInline package let lowestFirst: Bool
     /// Set when the pool object died while handles were still out (release builds): the last
     /// handle to come back frees the storage.
-    @usableFromInline var orphaned = false
+    @usableFromInline package var orphaned = false
 
     // MARK: Cold: growth, statistics, the bitmap, debug state.
-    @usableFromInline var failedAcquisitions: UInt64 = 0
-    @usableFromInline var capacity: Int
-    @usableFromInline let maxCapacity: Int
-    let growth: GrowthStrategy
-    let chunkAlignment: Int
-    @usableFromInline let name: String
+    @usableFromInline package var failedAcquisitions: UInt64 = 0
+    @usableFromInline package var capacity: Int
+    @usableFromInline package let maxCapacity: Int
+    package let growth: GrowthStrategy
+    package let chunkAlignment: Int
+    @usableFromInline package let name: String
     /// The chunks, oldest first, in a manually managed table: the lookups below run on the
     /// lowest-first hot path and in debug checks, where an Array's reference counting and the
     /// copies of `self` that non-mutating calls make would cost more than the lookup.
-    @usableFromInline var chunkTable: UnsafeMutablePointer<_Chunk>
-    @usableFromInline var chunkCount = 0
-    var chunkTableCapacity = 4
-    var growthEvents: [GrowthEvent] = []
+    @usableFromInline package var chunkTable: UnsafeMutablePointer<_Chunk>
+    @usableFromInline package var chunkCount = 0
+    package var chunkTableCapacity = 4
+    package var growthEvents: [GrowthEvent] = []
     /// `.lowestFirst` only: bit `i` set means slot `i` is free (and was used before).
-    @usableFromInline var bitmap: UnsafeMutablePointer<UInt64>?
-    @usableFromInline var bitmapWords = 0
+    @usableFromInline package var bitmap: UnsafeMutablePointer<UInt64>?
+    @usableFromInline package var bitmapWords = 0
     /// No word below this index has a set bit.
-    @usableFromInline var bitmapHint = 0
+    @usableFromInline package var bitmapHint = 0
     #if DEBUG
     /// Debug builds only: which slots are in use, to catch double and foreign releases.
-    var slotInUse: [Bool] = []
+    package var slotInUse: [Bool] = []
     /// Debug builds only: the one thread allowed to use this core, if confined.
-    var ownerThread: pthread_t?
+    package var ownerThread: pthread_t?
     #endif
 
     /// - Parameters:
@@ -76,7 +76,7 @@ struct _SlotCore {
     ///   - alignment: slot alignment, a power of two (validated by `PoolConfig`).
     ///   - linkAfterValue: put the link word after the value (typed pools, which keep a released
     ///     value for reuse) rather than over it (raw byte pools).
-    init(valueSize: Int, alignment: Int, linkAfterValue: Bool, capacity: Int, maxCapacity: Int,
+    package init(valueSize: Int, alignment: Int, linkAfterValue: Bool, capacity: Int, maxCapacity: Int,
          growth: GrowthStrategy, order: AllocationOrder, name: String) {
         let linkSize = MemoryLayout<UnsafeMutableRawPointer?>.size
         let align = max(alignment, MemoryLayout<UnsafeMutableRawPointer?>.alignment)
@@ -101,7 +101,7 @@ struct _SlotCore {
     /// Takes a slot: the most recently freed (LIFO) or the lowest free one, else a fresh one, else
     /// grows. `fresh` is true when the slot never held a value. Nil when exhausted at maximum.
     @inlinable @inline(__always)
-    mutating func take() -> (slot: UnsafeMutableRawPointer, fresh: Bool)? {
+    package mutating func take() -> (slot: UnsafeMutableRawPointer, fresh: Bool)? {
         if let slot = freeHead {  // always nil in lowest-first order
             // Safe: every slot on the free list lies in a live chunk, and its link word
             // (8-byte aligned, inside the slot) holds the next free slot or nil.
@@ -113,7 +113,7 @@ struct _SlotCore {
     }
 
     @inlinable @inline(__always)
-    mutating func noteAcquired(_ slot: UnsafeMutableRawPointer) {
+    package mutating func noteAcquired(_ slot: UnsafeMutableRawPointer) {
         acquisitions &+= 1
         inUse &+= 1
         if inUse > highWater { highWater = inUse }
@@ -124,7 +124,7 @@ struct _SlotCore {
 
     /// Gives an in-use slot back. The caller has already run the release hooks.
     @inlinable @inline(__always)
-    mutating func put(_ slot: UnsafeMutableRawPointer) {
+    package mutating func put(_ slot: UnsafeMutableRawPointer) {
         #if DEBUG
         debugCheckRelease(slot)
         #endif
@@ -141,7 +141,7 @@ struct _SlotCore {
 
     /// The bitmap, the bump region and growth: everything but a LIFO free-list hit.
     @usableFromInline
-    mutating func takeSlow() -> (slot: UnsafeMutableRawPointer, fresh: Bool)? {
+    package mutating func takeSlow() -> (slot: UnsafeMutableRawPointer, fresh: Bool)? {
         if lowestFirst, let index = takeLowestFreeIndex() {
             let slot = _SlotCore.pointer(at: index, table: chunkTable, count: chunkCount, stride: stride)
             noteAcquired(slot)
@@ -160,12 +160,12 @@ struct _SlotCore {
 
     /// Slots that can still be handed out, counting growth up to the maximum.
     @usableFromInline
-    var obtainable: Int { maxCapacity - inUse }
+    package var obtainable: Int { maxCapacity - inUse }
 
     // MARK: Lowest-first bitmap
 
     @usableFromInline
-    mutating func takeLowestFreeIndex() -> Int? {
+    package mutating func takeLowestFreeIndex() -> Int? {
         guard let bitmap else { return nil }
         var word = bitmapHint
         while word < bitmapWords {
@@ -182,7 +182,7 @@ struct _SlotCore {
     }
 
     @usableFromInline
-    mutating func putLowest(_ slot: UnsafeMutableRawPointer) {
+    package mutating func putLowest(_ slot: UnsafeMutableRawPointer) {
         guard let index = _SlotCore.index(of: slot, table: chunkTable, count: chunkCount, stride: stride),
               let bitmap else {
             fatalError("FastAlloc: pool '\(name)': released a pointer that is not one of its slots")
@@ -197,7 +197,7 @@ struct _SlotCore {
     /// The slot index of `slot`, or nil when it is not the start of one of this core's slots.
     /// Static, like `pointer(at:)`: a non-mutating call from a mutating method would copy `self`.
     @usableFromInline
-    static func index(of slot: UnsafeMutableRawPointer, table: UnsafeMutablePointer<_Chunk>, count: Int, stride: Int) -> Int? {
+    package static func index(of slot: UnsafeMutableRawPointer, table: UnsafeMutablePointer<_Chunk>, count: Int, stride: Int) -> Int? {
         for position in 0..<count {
             // Safe: position < count, the number of initialised entries in the table.
             let chunk = table[position]
@@ -211,7 +211,7 @@ struct _SlotCore {
 
     /// The slot with this index; the index must be below `capacity`.
     @usableFromInline
-    static func pointer(at index: Int, table: UnsafeMutablePointer<_Chunk>, count: Int, stride: Int) -> UnsafeMutableRawPointer {
+    package static func pointer(at index: Int, table: UnsafeMutablePointer<_Chunk>, count: Int, stride: Int) -> UnsafeMutableRawPointer {
         var low = 0
         var high = count - 1
         while low < high {  // the last chunk whose firstIndex <= index
@@ -226,7 +226,7 @@ struct _SlotCore {
 
     /// Adds one growth step if the strategy and the maximum allow it.
     @usableFromInline
-    mutating func grow() -> Bool {
+    package mutating func grow() -> Bool {
         let before = capacity
         let after = growth.nextCapacity(after: before, maximum: maxCapacity)
         guard after > before else { return false }
@@ -281,7 +281,7 @@ struct _SlotCore {
     }
 
     /// Calls `body` with each free slot that held a value (not the fresh ones).
-    func forEachFreeUsedSlot(_ body: (UnsafeMutableRawPointer) -> Void) {
+    package func forEachFreeUsedSlot(_ body: (UnsafeMutableRawPointer) -> Void) {
         if lowestFirst {
             guard let bitmap else { return }
             for word in 0..<bitmapWords {
@@ -302,7 +302,7 @@ struct _SlotCore {
     }
 
     /// Frees every chunk and the bitmap. Values must have been deinitialised first.
-    mutating func freeStorage() {
+    package mutating func freeStorage() {
         for position in 0..<chunkCount { chunkTable[position].base.deallocate() }
         chunkTable.deinitialize(count: chunkCount)
         chunkTable.deallocate()
@@ -311,20 +311,20 @@ struct _SlotCore {
         bitmap = nil
     }
 
-    var statistics: PoolStatistics {
+    package var statistics: PoolStatistics {
         PoolStatistics(
             name: name, capacity: capacity, maxCapacity: maxCapacity, inUse: inUse, highWater: highWater,
             acquisitions: acquisitions, releases: acquisitions - UInt64(inUse),
             failedAcquisitions: failedAcquisitions, growthEvents: growthEvents.count)
     }
 
-    var events: [GrowthEvent] { growthEvents }
+    package var events: [GrowthEvent] { growthEvents }
 
     // MARK: Debug checks (compiled only in debug builds)
 
     #if DEBUG
     @usableFromInline
-    mutating func debugNoteAcquired(_ slot: UnsafeMutableRawPointer) {
+    package mutating func debugNoteAcquired(_ slot: UnsafeMutableRawPointer) {
         debugCheckThread("acquire from")
         guard let index = _SlotCore.index(of: slot, table: chunkTable, count: chunkCount, stride: stride) else {
             fatalError("FastAlloc: pool '\(name)': internal error, handed out a slot outside its chunks")
@@ -333,7 +333,7 @@ struct _SlotCore {
     }
 
     @usableFromInline
-    mutating func debugCheckRelease(_ slot: UnsafeMutableRawPointer) {
+    package mutating func debugCheckRelease(_ slot: UnsafeMutableRawPointer) {
         debugCheckThread("release to")
         guard let index = _SlotCore.index(of: slot, table: chunkTable, count: chunkCount, stride: stride) else {
             fatalError("FastAlloc: pool '\(name)': released \(slot), which is not one of its slots (out of range or misaligned)")
@@ -344,7 +344,7 @@ struct _SlotCore {
         slotInUse[index] = false
     }
 
-    func debugCheckThread(_ verb: String) {
+    package func debugCheckThread(_ verb: String) {
         if let ownerThread, pthread_equal(ownerThread, pthread_self()) == 0 {
             fatalError("FastAlloc: pool '\(name)' belongs to another thread: \(verb) it only on the thread that made it")
         }
@@ -353,13 +353,13 @@ struct _SlotCore {
 }
 
 @usableFromInline
-func _roundUp(_ value: Int, to alignment: Int) -> Int {
+package func _roundUp(_ value: Int, to alignment: Int) -> Int {
     (value + alignment - 1) & ~(alignment - 1)
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds.
 @usableFromInline
-func _monotonicNanoseconds() -> UInt64 {
+package func _monotonicNanoseconds() -> UInt64 {
     var now = timespec()
     clock_gettime(CLOCK_MONOTONIC, &now)
     return UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
