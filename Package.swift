@@ -5,14 +5,18 @@ let package = Package(
     name: "FastAlloc",
     products: [
         .library(name: "FastAlloc", targets: ["FastAlloc"]),
+        .library(name: "PacketBuffers", targets: ["PacketBuffers"]),
         .executable(name: "fastalloc-demo", targets: ["fastalloc-demo"]),
     ],
     targets: [
         // The pool library: standard library, Synchronization and the platform C library only.
         .target(name: "FastAlloc"),
+        // Fixed-size byte buffers for the server: a local pool per worker, a shared overflow pool.
+        .target(name: "PacketBuffers", dependencies: ["FastAlloc"]),
         // Until the server exists, `make run` runs this demo of the pools.
         .executableTarget(name: "fastalloc-demo", dependencies: ["FastAlloc"]),
         .testTarget(name: "FastAllocTests", dependencies: ["FastAlloc"]),
+        .testTarget(name: "PacketBuffersTests", dependencies: ["PacketBuffers", "FastAlloc"]),
     ],
     swiftLanguageModes: [.v6]
 )

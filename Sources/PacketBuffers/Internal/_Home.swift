@@ -1,0 +1,274 @@
+import FastAlloc
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The layout of a buffer's slot: a 64-byte header, then the bytes (64-byte aligned).
+///
+///     offset 0   link: the free list's (and the return stack's) next slot
+///     offset 8   home: the `_Home` the buffer belongs to
+///     offset 16  length: bytes in use
+///     offset 24  capacity: bytes in the buffer
+///     offset 32  state (debug builds): 0 free, 1 held by a handle, 2 lent to C
+///     offset 40  magic (debug builds): marks a slot of a packet-buffer pool
+///     offset 64  the bytes
+///
+/// Every field is read and written through these offsets on memory the current owner of the
+/// buffer holds alone; `home` and `capacity` are set on every take.
+@usableFromInline
+package enum _Header {
+    @usableFromInline package static let size = 64
+    @usableFromInline package static let homeOffset = 8
+    @usableFromInline package static let lengthOffset = 16
+    @usableFromInline package static let capacityOffset = 24
+    @usableFromInline package static let stateOffset = 32
+    @usableFromInline package static let magicOffset = 40
+    @usableFromInline package static let magic: UInt64 = 0xFA57_A110_C0DE_B0FF
+
+    @usableFromInline package static let stateFree: UInt8 = 0
+    @usableFromInline package static let stateHeld: UInt8 = 1
+    @usableFromInline package static let stateLent: UInt8 = 2
+}
+
+/// Where a buffer goes home to: a worker's local pool or the shared overflow pool.
+///
+/// Immutable after creation apart from its atomics, so any thread may read it: the mutable slot
+/// bookkeeping lives in its own allocation (`slots`), touched only by the owner thread (local)
+/// or under `lock` (overflow). Statistics are single-writer atomics, published with relaxed
+/// stores by whoever may change them and read by anyone without a lock.
+@usableFromInline
+package struct _Home: ~Copyable {
+    @usableFromInline package let slots: UnsafeMutablePointer<_SlotCore>
+    @usableFromInline package let isOverflow: Bool
+    /// Local homes: the owner thread.
+    @usableFromInline package let owner: pthread_t
+    /// Overflow home: the lock around `slots`.
+    @usableFromInline package let lock: _ContentionLock?
+    package let worker: Int
+    @usableFromInline package let bufferSize: Int
+
+    // Published by the single writer (owner thread or lock holder).
+    @usableFromInline package let inUse = Atomic<Int>(0)
+    @usableFromInline package let highWater = Atomic<Int>(0)
+    @usableFromInline package let capacity = Atomic<Int>(0)
+    /// Local: takes served from the local pool. Overflow: draws served.
+    @usableFromInline package let takes = Atomic<UInt64>(0)
+    /// Local: takes served by the overflow pool instead.
+    @usableFromInline package let overflowDraws = Atomic<UInt64>(0)
+    /// Takes that found no buffer anywhere (local homes) or no buffer at the maximum (overflow).
+    @usableFromInline package let failedDraws = Atomic<UInt64>(0)
+
+    // Cross-thread returns (local homes): a stack others push onto and the owner empties.
+    /// The first slot of the return stack, or 0.
+    @usableFromInline package let returnHead = Atomic<UInt>(0)
+    /// Buffers pushed by other threads (read-modify-write by the pushers: the slow path).
+    @usableFromInline package let remoteReturns = Atomic<UInt64>(0)
+    /// Buffers the owner took back from the return stack.
+    @usableFromInline package let drainedReturns = Atomic<UInt64>(0)
+
+    // Overflow growth: a bounded list of the latest events, behind its own (cold) lock.
+    package let growthCount = Atomic<Int>(0)
+    package let eventsLock: _ContentionLock?
+    package let recentEvents: UnsafeMutablePointer<[GrowthEvent]>?
+    package let recentLimit: Int
+
+    package init(local worker: Int, config: PacketBufferConfig) {
+        slots = _Home.makeSlots(config, capacity: config.localBuffers, growth: .none,
+                                maximum: config.localBuffers, name: "worker-\(worker)")
+        isOverflow = false
+        owner = pthread_self()
+        lock = nil
+        self.worker = worker
+        bufferSize = config.bufferSize
+        eventsLock = nil
+        recentEvents = nil
+        recentLimit = 0
+        capacity.store(config.localBuffers, ordering: .relaxed)
+        #if DEBUG
+        slots.pointee.ownerThread = owner
+        #endif
+    }
+
+    package init(overflow config: PacketBufferConfig) {
+        slots = _Home.makeSlots(config, capacity: config.overflowInitial, growth: config.overflowGrowth,
+                                maximum: config.overflowMax, name: "overflow")
+        isOverflow = true
+        owner = pthread_self()
+        lock = _ContentionLock()
+        worker = -1
+        bufferSize = config.bufferSize
+        eventsLock = _ContentionLock()
+        recentEvents = .allocate(capacity: 1)
+        recentEvents!.initialize(to: [])
+        recentLimit = config.recentGrowthEventLimit
+        capacity.store(config.overflowInitial, ordering: .relaxed)
+    }
+
+    private static func makeSlots(_ config: PacketBufferConfig, capacity: Int, growth: GrowthStrategy,
+                                  maximum: Int, name: String) -> UnsafeMutablePointer<_SlotCore> {
+        let slots = UnsafeMutablePointer<_SlotCore>.allocate(capacity: 1)
+        // The link word sits at offset 0, inside the header (linkAfterValue: false).
+        slots.initialize(to: _SlotCore(
+            valueSize: _Header.size + config.bufferSize, alignment: 64, linkAfterValue: false,
+            capacity: capacity, maxCapacity: maximum, growth: growth, order: .lifo, name: name))
+        return slots
+    }
+
+    /// Frees the slots. No buffer may be out.
+    package func destroy() {
+        slots.pointee.freeStorage()
+        slots.deinitialize(count: 1)
+        slots.deallocate()
+        lock?.destroy()
+        eventsLock?.destroy()
+        if let recentEvents {
+            recentEvents.deinitialize(count: 1)
+            recentEvents.deallocate()
+        }
+    }
+
+    /// A single-writer increment of a published counter.
+    @inlinable @inline(__always)
+    package static func bump(_ counter: borrowing Atomic<UInt64>) {
+        counter.store(counter.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
+    }
+
+    /// Publishes `inUse` and `highWater` after the owner (or lock holder) changed them.
+    @inlinable @inline(__always)
+    package static func publish(_ home: UnsafeMutablePointer<_Home>) {
+        let slots = home.pointee.slots
+        home.pointee.inUse.store(slots.pointee.inUse, ordering: .relaxed)
+        if slots.pointee.highWater != home.pointee.highWater.load(ordering: .relaxed) {
+            home.pointee.highWater.store(slots.pointee.highWater, ordering: .relaxed)
+        }
+    }
+
+    /// Writes a taken slot's header: its home, an empty length, its capacity; debug builds also
+    /// mark it held.
+    @inlinable @inline(__always)
+    package static func prepare(_ slot: UnsafeMutableRawPointer, home: UnsafeMutablePointer<_Home>) -> UnsafeMutableRawPointer {
+        // Safe: `slot` was just taken from `home`'s slots, so its 64-byte header is ours to write.
+        slot.storeBytes(of: home, toByteOffset: _Header.homeOffset, as: UnsafeMutablePointer<_Home>.self)
+        slot.storeBytes(of: 0, toByteOffset: _Header.lengthOffset, as: Int.self)
+        slot.storeBytes(of: home.pointee.bufferSize, toByteOffset: _Header.capacityOffset, as: Int.self)
+        #if DEBUG
+        slot.storeBytes(of: _Header.stateHeld, toByteOffset: _Header.stateOffset, as: UInt8.self)
+        slot.storeBytes(of: _Header.magic, toByteOffset: _Header.magicOffset, as: UInt64.self)
+        #endif
+        return slot + _Header.size
+    }
+
+    // MARK: Local homes (owner thread)
+
+    /// Takes a buffer from a local home: the free list, then what other threads returned.
+    @inlinable @inline(__always)
+    package static func takeLocal(_ home: UnsafeMutablePointer<_Home>) -> UnsafeMutableRawPointer? {
+        if let taken = home.pointee.slots.pointee.take() {
+            publish(home)
+            bump(home.pointee.takes)
+            return prepare(taken.slot, home: home)
+        }
+        guard drainReturns(home) > 0, let taken = home.pointee.slots.pointee.take() else { return nil }
+        publish(home)
+        bump(home.pointee.takes)
+        return prepare(taken.slot, home: home)
+    }
+
+    /// Gives a buffer back to its local home, on the owner thread.
+    @inlinable @inline(__always)
+    package static func putLocal(_ slot: UnsafeMutableRawPointer, into home: UnsafeMutablePointer<_Home>) {
+        home.pointee.slots.pointee.put(slot)
+        home.pointee.inUse.store(home.pointee.slots.pointee.inUse, ordering: .relaxed)
+    }
+
+    /// Pushes a buffer onto its local home's return stack, from any thread but the owner's.
+    /// A Treiber-stack push: one compare-and-swap, retried while other pushers win. Safe from
+    /// ABA because nobody pops single slots: the owner takes the whole stack with one exchange.
+    @usableFromInline
+    package static func pushRemote(_ slot: UnsafeMutableRawPointer, onto home: UnsafeMutablePointer<_Home>) {
+        var head = home.pointee.returnHead.load(ordering: .relaxed)
+        while true {
+            // Safe: the slot is ours until the exchange below publishes it; its link word is free.
+            slot.storeBytes(of: head, as: UInt.self)
+            let (exchanged, current) = home.pointee.returnHead.weakCompareExchange(
+                expected: head, desired: UInt(bitPattern: slot), successOrdering: .releasing, failureOrdering: .relaxed)
+            if exchanged { break }
+            head = current
+        }
+        home.pointee.remoteReturns.add(1, ordering: .relaxed)
+    }
+
+    /// Takes back everything other threads returned; owner thread only. Returns how many.
+    @usableFromInline
+    package static func drainReturns(_ home: UnsafeMutablePointer<_Home>) -> Int {
+        guard home.pointee.returnHead.load(ordering: .relaxed) != 0 else { return 0 }
+        var next = home.pointee.returnHead.exchange(0, ordering: .acquiring)
+        var count = 0
+        while next != 0 {
+            // Safe: the acquiring exchange made the pushers' link writes visible; each slot on
+            // the stack is one of this home's, owned by nobody until put back here.
+            let slot = UnsafeMutableRawPointer(bitPattern: next)!
+            next = slot.load(as: UInt.self)
+            home.pointee.slots.pointee.put(slot)
+            count += 1
+        }
+        home.pointee.drainedReturns.store(
+            home.pointee.drainedReturns.load(ordering: .relaxed) &+ UInt64(count), ordering: .relaxed)
+        home.pointee.inUse.store(home.pointee.slots.pointee.inUse, ordering: .relaxed)
+        return count
+    }
+
+    // MARK: The overflow home (any thread, under its lock)
+
+    @usableFromInline
+    package static func takeOverflow(_ home: UnsafeMutablePointer<_Home>) -> UnsafeMutableRawPointer? {
+        let lock = home.pointee.lock.unsafelyUnwrapped
+        let slots = home.pointee.slots
+        lock.lock()
+        let growthBefore = slots.pointee.growthEvents.count
+        let taken = slots.pointee.take()
+        if taken != nil {
+            publish(home)
+            bump(home.pointee.takes)
+        } else {
+            bump(home.pointee.failedDraws)
+        }
+        if slots.pointee.growthEvents.count != growthBefore { recordGrowth(home) }
+        lock.unlock()
+        guard let taken else { return nil }
+        return prepare(taken.slot, home: home)
+    }
+
+    @usableFromInline
+    package static func putOverflow(_ slot: UnsafeMutableRawPointer, into home: UnsafeMutablePointer<_Home>) {
+        let lock = home.pointee.lock.unsafelyUnwrapped
+        lock.lock()
+        home.pointee.slots.pointee.put(slot)
+        home.pointee.inUse.store(home.pointee.slots.pointee.inUse, ordering: .relaxed)
+        lock.unlock()
+    }
+
+    /// Publishes the latest growth (called under the overflow lock).
+    private static func recordGrowth(_ home: UnsafeMutablePointer<_Home>) {
+        let slots = home.pointee.slots
+        home.pointee.capacity.store(slots.pointee.capacity, ordering: .relaxed)
+        home.pointee.growthCount.store(slots.pointee.growthEvents.count, ordering: .relaxed)
+        guard let event = slots.pointee.growthEvents.last, let events = home.pointee.recentEvents,
+              let eventsLock = home.pointee.eventsLock else { return }
+        eventsLock.lock()
+        events.pointee.append(event)
+        if events.pointee.count > home.pointee.recentLimit {
+            events.pointee.removeFirst(events.pointee.count - home.pointee.recentLimit)
+        }
+        eventsLock.unlock()
+    }
+
+    /// The latest growth events, oldest first (any thread).
+    package func recentGrowthEvents() -> [GrowthEvent] {
+        guard let recentEvents, let eventsLock else { return [] }
+        eventsLock.lock()
+        defer { eventsLock.unlock() }
+        return recentEvents.pointee
+    }
+}

@@ -1,0 +1,162 @@
+import FastAlloc
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A server's packet-buffer memory: one shared, growing, locked overflow pool, and one local
+/// pool per worker thread (`makeWorkerPool()`), all of buffers of one size.
+///
+/// ```swift
+/// let buffers = try PacketBufferPools(config: PacketBufferConfig(bufferSize: 16 * 1024))
+/// // on each worker thread:
+/// let pool = buffers.makeWorkerPool()
+/// if var buffer = pool.take() {          // local, then overflow; nil: apply backpressure
+///     buffer.withUnsafeMutableBytes { bytes in /* fill */ }
+///     buffer.length = 5
+/// }
+/// // from any thread, any time:
+/// let stats = buffers.statistics()
+/// ```
+///
+/// Every buffer goes home wherever it is released (see `PacketBuffer`). The pools live as long
+/// as this object: debug builds trap if it dies while buffers are out; release builds then
+/// keep the memory rather than free it under them.
+public final class PacketBufferPools: @unchecked Sendable {
+    // @unchecked Sendable: `overflow` is a `_Home` (thread-safe by its lock and atomics);
+    // `homes` is touched only under `registryLock`.
+    public let config: PacketBufferConfig
+    @usableFromInline let overflow: UnsafeMutablePointer<_Home>
+    private let registryLock = _ContentionLock()
+    private let homes = UnsafeMutablePointer<[UnsafeMutablePointer<_Home>]>.allocate(capacity: 1)
+
+    public init(config: PacketBufferConfig = try! PacketBufferConfig()) throws(PoolConfigError) {
+        try config.validate()
+        self.config = config
+        overflow = .allocate(capacity: 1)
+        overflow.initialize(to: _Home(overflow: config))
+        homes.initialize(to: [])
+    }
+
+    deinit {
+        let all = homes.pointee + [overflow]
+        let out = all.reduce(0) { $0 + $1.pointee.slots.pointee.inUse }
+        let pending = all.reduce(0) { $0 + Int($1.pointee.remoteReturns.load(ordering: .relaxed) - $1.pointee.drainedReturns.load(ordering: .relaxed)) }
+        if out - pending > 0 {
+            #if DEBUG
+            fatalError("PacketBufferPools destroyed while \(out - pending) buffer(s) are out")
+            #else
+            return  // keep the memory: buffers still point into it
+            #endif
+        }
+        for home in all {
+            home.pointee.destroy()
+            home.deinitialize(count: 1)
+            home.deallocate()
+        }
+        homes.deinitialize(count: 1)
+        homes.deallocate()
+        registryLock.destroy()
+    }
+
+    /// Makes the calling thread's local pool. Call it on the worker thread that will use it:
+    /// that thread becomes its owner.
+    public func makeWorkerPool() -> WorkerBufferPool {
+        registryLock.lock()
+        let worker = homes.pointee.count
+        let home = UnsafeMutablePointer<_Home>.allocate(capacity: 1)
+        home.initialize(to: _Home(local: worker, config: config))
+        homes.pointee.append(home)
+        registryLock.unlock()
+        return WorkerBufferPool(pools: self, home: home)
+    }
+
+    /// Takes a buffer from the overflow pool directly, for threads that have no local pool.
+    public func takeShared() -> PacketBuffer? {
+        guard let data = _Home.takeOverflow(overflow) else { return nil }
+        return PacketBuffer(data: data)
+    }
+
+    /// A snapshot of every pool's counters, from any thread, without touching the hot path's
+    /// locks: counters are atomics their single writer publishes.
+    public func statistics() -> PacketBufferStatistics {
+        registryLock.lock()
+        let locals = homes.pointee
+        registryLock.unlock()
+        let workers = locals.map { home in
+            let pending = Int(home.pointee.remoteReturns.load(ordering: .relaxed) &- home.pointee.drainedReturns.load(ordering: .relaxed))
+            return WorkerBufferStatistics(
+                worker: home.pointee.worker,
+                capacity: home.pointee.capacity.load(ordering: .relaxed),
+                inUse: max(0, home.pointee.inUse.load(ordering: .relaxed) - pending),
+                highWater: home.pointee.highWater.load(ordering: .relaxed),
+                takes: home.pointee.takes.load(ordering: .relaxed),
+                overflowDraws: home.pointee.overflowDraws.load(ordering: .relaxed),
+                failedDraws: home.pointee.failedDraws.load(ordering: .relaxed),
+                remoteReturns: home.pointee.remoteReturns.load(ordering: .relaxed),
+                pendingReturns: pending)
+        }
+        let home = overflow
+        let overflowStatistics = OverflowBufferStatistics(
+            capacity: home.pointee.capacity.load(ordering: .relaxed),
+            maxCapacity: config.overflowMax,
+            inUse: home.pointee.inUse.load(ordering: .relaxed),
+            highWater: home.pointee.highWater.load(ordering: .relaxed),
+            draws: home.pointee.takes.load(ordering: .relaxed),
+            failedDraws: home.pointee.failedDraws.load(ordering: .relaxed),
+            growthEvents: home.pointee.growthCount.load(ordering: .relaxed),
+            recentGrowthEvents: home.pointee.recentGrowthEvents(),
+            lock: home.pointee.lock!.statistics)
+        return PacketBufferStatistics(bufferSize: config.bufferSize, workers: workers, overflow: overflowStatistics)
+    }
+}
+
+/// One worker thread's buffers: taken and returned with no lock and no atomic
+/// read-modify-write. When they run out it draws from the shared overflow pool.
+///
+/// Not `Sendable`: it belongs to the thread that made it (debug builds check).
+public final class WorkerBufferPool {
+    /// Keeps the shared pools (and so every home) alive as long as a worker pool exists.
+    public let pools: PacketBufferPools
+    @usableFromInline let home: UnsafeMutablePointer<_Home>
+    @usableFromInline let overflow: UnsafeMutablePointer<_Home>
+
+    init(pools: PacketBufferPools, home: UnsafeMutablePointer<_Home>) {
+        self.pools = pools
+        self.home = home
+        overflow = pools.overflow
+    }
+
+    /// This worker's number, as the statistics give it.
+    public var worker: Int { home.pointee.worker }
+
+    /// Takes a buffer: from this worker's pool; when it is empty, first what other threads
+    /// returned, then from the overflow pool. Nil when the overflow pool is at its maximum too
+    /// (counted as a failed draw): the caller should stop reading until buffers come back.
+    @inlinable
+    public func take() -> PacketBuffer? {
+        if let data = _Home.takeLocal(home) {
+            return PacketBuffer(data: data)
+        }
+        return takeFromOverflow()
+    }
+
+    @usableFromInline
+    func takeFromOverflow() -> PacketBuffer? {
+        guard let data = _Home.takeOverflow(overflow) else {
+            _Home.bump(home.pointee.failedDraws)
+            return nil
+        }
+        _Home.bump(home.pointee.overflowDraws)
+        return PacketBuffer(data: data)
+    }
+
+    /// Takes back the buffers other threads released, now (the pool also does it by itself
+    /// when it runs out). Returns how many. A server calls it once per loop iteration.
+    @discardableResult
+    public func drainReturns() -> Int {
+        _Home.drainReturns(home)
+    }
+}
+
+@available(*, unavailable, message: "a WorkerBufferPool belongs to the thread that made it")
+extension WorkerBufferPool: Sendable {}
