@@ -15,8 +15,9 @@ let package = Package(
         .target(name: "PacketBuffers", dependencies: ["FastAlloc"]),
         // Until the server exists, `make run` runs this demo of the pools.
         .executableTarget(name: "fastalloc-demo", dependencies: ["FastAlloc"]),
-        .testTarget(name: "FastAllocTests", dependencies: ["FastAlloc"]),
-        .testTarget(name: "PacketBuffersTests", dependencies: ["PacketBuffers", "FastAlloc"]),
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "FastAllocTests", dependencies: ["FastAlloc", "TestSupport"]),
+        .testTarget(name: "PacketBuffersTests", dependencies: ["PacketBuffers", "FastAlloc", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

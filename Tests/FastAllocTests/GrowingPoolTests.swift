@@ -1,4 +1,5 @@
 import FastAlloc
+import TestSupport
 import Testing
 
 @Suite struct GrowingPoolTests {

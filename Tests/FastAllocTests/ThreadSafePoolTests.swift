@@ -1,4 +1,5 @@
 import FastAlloc
+import TestSupport
 import Synchronization
 import Testing
 

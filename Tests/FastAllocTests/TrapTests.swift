@@ -1,4 +1,5 @@
 import FastAlloc
+import TestSupport
 import Testing
 
 /// Each trap, in its own child process, and the message it prints. Debug-only checks are
