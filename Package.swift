@@ -12,7 +12,9 @@ let package = Package(
         // The pool library: standard library, Synchronization and the platform C library only.
         .target(name: "FastAlloc"),
         // Fixed-size byte buffers for the server: a local pool per worker, a shared overflow pool.
-        .target(name: "PacketBuffers", dependencies: ["FastAlloc"]),
+        .target(name: "PacketBuffers", dependencies: ["FastAlloc", "CPacketBuffersShims"]),
+        // A thread identity that costs no call: one thread-local byte's address.
+        .target(name: "CPacketBuffersShims"),
         // Until the server exists, `make run` runs this demo of the pools.
         .executableTarget(name: "fastalloc-demo", dependencies: ["FastAlloc"]),
         .target(name: "TestSupport", path: "Tests/TestSupport"),

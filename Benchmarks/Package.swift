@@ -20,6 +20,16 @@ let package = Package(
             path: "Benchmarks/PoolBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
+        .executableTarget(
+            name: "PacketBufferBenchmarks",
+            dependencies: [
+                .product(name: "PacketBuffers", package: "FastAlloc"),
+                .product(name: "FastAlloc", package: "FastAlloc"),
+                .product(name: "Benchmark", package: "benchmark"),
+            ],
+            path: "Benchmarks/PacketBufferBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Runs the pool microbenchmarks once and prints a side-by-side table: nanoseconds and mallocs
-per acquire+release pair, and each row's speed as a ratio to malloc+free of the same size
-measured in the same run (this machine is shared and noisy: compare within a run only).
+"""Runs the pool and packet-buffer microbenchmarks once and prints a side-by-side table:
+nanoseconds and mallocs per operation (an acquire+release pair, a take+release), and each row's
+speed as a ratio to malloc+free of the same size (2KiB or 64KiB, from the row's name) measured
+in the same run (this machine is shared and noisy: compare within a run only).
 
     cd Benchmarks && python3 compare.py [--filter REGEX]
 
@@ -12,11 +13,16 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
 
-BASELINE = "malloc+free 2KiB"
+def baseline_for(label, results):
+    """The malloc+free row of the same size as `label`, if the run has one."""
+    size = re.search(r"(\d+KiB)", label)
+    name = f"malloc+free {size.group(1)}" if size else None
+    return results.get(name, (None, None))[0], name
 
 
 def main():
@@ -32,7 +38,7 @@ def main():
         print("$ " + " ".join(command), file=sys.stderr)
         run = subprocess.run(command, cwd=here, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for line in run.stdout.splitlines():
-            if "lock acquisitions" in line:
+            if "lock acquisitions" in line and "Progress" not in line:
                 print(line)
         if run.returncode != 0:
             print(run.stdout[-4000:], file=sys.stderr)
@@ -48,12 +54,12 @@ def main():
                         results[label] = (1e6 / kilo_per_second, mallocs / 1000.0)
     if not results:
         sys.exit("no results")
-    base = results.get(BASELINE, (None, None))[0]
     print(f"machine: {platform.node()}, {os.cpu_count()} cores, {platform.machine()}, {platform.platform()}")
     print()
-    print(f"| benchmark | ns per pair | mallocs per pair | speed vs {BASELINE} |")
+    print("| benchmark | ns per op | mallocs per op | speed vs malloc+free of the same size |")
     print("|---|---:|---:|---:|")
-    for label, (ns, mallocs) in sorted(results.items(), key=lambda item: item[1][0]):
+    for label, (ns, mallocs) in sorted(results.items(), key=lambda item: (re.search(r"\d+KiB", item[0]).group(0) if re.search(r"\d+KiB", item[0]) else "", item[1][0])):
+        base, name = baseline_for(label, results)
         ratio = f"{base / ns:.1f}x" if base else "n/a"
         print(f"| {label} | {ns:.2f} | {mallocs:.3f} | {ratio} |")
 

@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import CPacketBuffersShims
 
 /// Owns one fixed-size byte buffer of a packet-buffer pool, and the count of bytes in use.
 ///
@@ -41,7 +39,7 @@ public struct PacketBuffer: ~Copyable, @unchecked Sendable {
         let home = header.load(fromByteOffset: _Header.homeOffset, as: UnsafeMutablePointer<_Home>.self)
         if home.pointee.isOverflow {
             _Home.putOverflow(header, into: home)
-        } else if pthread_equal(home.pointee.owner, pthread_self()) != 0 {
+        } else if home.pointee.owner == fastalloc_current_thread() {
             _Home.putLocal(header, into: home)
         } else {
             _Home.pushRemote(header, onto: home)

@@ -132,7 +132,7 @@ public final class WorkerBufferPool {
     /// Takes a buffer: from this worker's pool; when it is empty, first what other threads
     /// returned, then from the overflow pool. Nil when the overflow pool is at its maximum too
     /// (counted as a failed draw): the caller should stop reading until buffers come back.
-    @inlinable
+    @inlinable @inline(__always)
     public func take() -> PacketBuffer? {
         if let data = _Home.takeLocal(home) {
             return PacketBuffer(data: data)

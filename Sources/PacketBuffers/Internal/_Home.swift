@@ -1,3 +1,4 @@
+import CPacketBuffersShims
 import FastAlloc
 import Synchronization
 #if canImport(Glibc)
@@ -41,8 +42,9 @@ package enum _Header {
 package struct _Home: ~Copyable {
     @usableFromInline package let slots: UnsafeMutablePointer<_SlotCore>
     @usableFromInline package let isOverflow: Bool
-    /// Local homes: the owner thread.
-    @usableFromInline package let owner: pthread_t
+    /// Local homes: the owner thread's identity (`fastalloc_current_thread()` on it). The owner
+    /// thread must outlive the pool: a later thread could reuse the identity.
+    @usableFromInline package let owner: UnsafeMutableRawPointer
     /// Overflow home: the lock around `slots`.
     @usableFromInline package let lock: _ContentionLock?
     package let worker: Int
@@ -77,7 +79,7 @@ package struct _Home: ~Copyable {
         slots = _Home.makeSlots(config, capacity: config.localBuffers, growth: .none,
                                 maximum: config.localBuffers, name: "worker-\(worker)")
         isOverflow = false
-        owner = pthread_self()
+        owner = fastalloc_current_thread()
         lock = nil
         self.worker = worker
         bufferSize = config.bufferSize
@@ -86,7 +88,7 @@ package struct _Home: ~Copyable {
         recentLimit = 0
         capacity.store(config.localBuffers, ordering: .relaxed)
         #if DEBUG
-        slots.pointee.ownerThread = owner
+        slots.pointee.ownerThread = pthread_self()
         #endif
     }
 
@@ -94,7 +96,7 @@ package struct _Home: ~Copyable {
         slots = _Home.makeSlots(config, capacity: config.overflowInitial, growth: config.overflowGrowth,
                                 maximum: config.overflowMax, name: "overflow")
         isOverflow = true
-        owner = pthread_self()
+        owner = fastalloc_current_thread()
         lock = _ContentionLock()
         worker = -1
         bufferSize = config.bufferSize
@@ -144,14 +146,16 @@ package struct _Home: ~Copyable {
         }
     }
 
-    /// Writes a taken slot's header: its home, an empty length, its capacity; debug builds also
-    /// mark it held.
+    /// Readies a taken slot's header: a fresh slot gets its home and capacity (they never change
+    /// after), every slot an empty length; debug builds also mark it held.
     @inlinable @inline(__always)
-    package static func prepare(_ slot: UnsafeMutableRawPointer, home: UnsafeMutablePointer<_Home>) -> UnsafeMutableRawPointer {
+    package static func prepare(_ slot: UnsafeMutableRawPointer, fresh: Bool, home: UnsafeMutablePointer<_Home>) -> UnsafeMutableRawPointer {
         // Safe: `slot` was just taken from `home`'s slots, so its 64-byte header is ours to write.
-        slot.storeBytes(of: home, toByteOffset: _Header.homeOffset, as: UnsafeMutablePointer<_Home>.self)
+        if fresh {
+            slot.storeBytes(of: home, toByteOffset: _Header.homeOffset, as: UnsafeMutablePointer<_Home>.self)
+            slot.storeBytes(of: home.pointee.bufferSize, toByteOffset: _Header.capacityOffset, as: Int.self)
+        }
         slot.storeBytes(of: 0, toByteOffset: _Header.lengthOffset, as: Int.self)
-        slot.storeBytes(of: home.pointee.bufferSize, toByteOffset: _Header.capacityOffset, as: Int.self)
         #if DEBUG
         slot.storeBytes(of: _Header.stateHeld, toByteOffset: _Header.stateOffset, as: UInt8.self)
         slot.storeBytes(of: _Header.magic, toByteOffset: _Header.magicOffset, as: UInt64.self)
@@ -167,12 +171,12 @@ package struct _Home: ~Copyable {
         if let taken = home.pointee.slots.pointee.take() {
             publish(home)
             bump(home.pointee.takes)
-            return prepare(taken.slot, home: home)
+            return prepare(taken.slot, fresh: taken.fresh, home: home)
         }
         guard drainReturns(home) > 0, let taken = home.pointee.slots.pointee.take() else { return nil }
         publish(home)
         bump(home.pointee.takes)
-        return prepare(taken.slot, home: home)
+        return prepare(taken.slot, fresh: taken.fresh, home: home)
     }
 
     /// Gives a buffer back to its local home, on the owner thread.
@@ -237,7 +241,7 @@ package struct _Home: ~Copyable {
         if slots.pointee.growthEvents.count != growthBefore { recordGrowth(home) }
         lock.unlock()
         guard let taken else { return nil }
-        return prepare(taken.slot, home: home)
+        return prepare(taken.slot, fresh: taken.fresh, home: home)
     }
 
     @usableFromInline
