@@ -16,7 +16,7 @@ let package = Package(
         // A thread identity that costs no call: one thread-local byte's address.
         .target(name: "CPacketBuffersShims"),
         // Until the server exists, `make run` runs this demo of the pools.
-        .executableTarget(name: "fastalloc-demo", dependencies: ["FastAlloc"]),
+        .executableTarget(name: "fastalloc-demo", dependencies: ["FastAlloc", "PacketBuffers"]),
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "FastAllocTests", dependencies: ["FastAlloc", "TestSupport"]),
         .testTarget(name: "PacketBuffersTests", dependencies: ["PacketBuffers", "FastAlloc", "TestSupport"]),

@@ -1,6 +1,7 @@
 // A tour of the FastAlloc pools, run by `make run` until the server exists: each pool type at
 // work, growth events, statistics, and a shared pool used by several threads at once.
 import FastAlloc
+import PacketBuffers
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -74,6 +75,41 @@ func threadSafePoolTour() throws {
     print("  lock: \(lock.acquisitions) acquisitions, \(lock.contended) contended, \(lock.waitNanoseconds / 1000) µs waiting")
 }
 
+func packetBufferTour() throws {
+    print("PacketBuffers: a local pool per worker, a shared overflow pool, buffers going home")
+    let buffers = try PacketBufferPools(config: PacketBufferConfig(
+        bufferSize: 16 * 1024, localBuffers: 4, overflowInitial: 2, overflowGrowth: .linear(2), overflowMax: 6))
+    let pool = buffers.makeWorkerPool()
+    var lent: [UInt] = []
+    while var buffer = pool.take() {                    // 4 local, then 6 from the overflow pool
+        let text = Array("packet \(lent.count)".utf8)
+        _ = text.withUnsafeBytes { buffer.append(contentsOf: $0) }
+        lent.append(UInt(bitPattern: buffer.unsafeLend().baseAddress))  // as libuv's alloc_cb would
+    }
+    var stats = buffers.statistics()
+    print("  took \(lent.count) buffers, then nil (backpressure): local \(stats.workers[0].inUse)/\(stats.workers[0].capacity), "
+        + "overflow \(stats.overflow.inUse)/\(stats.overflow.capacity) after \(stats.overflow.growthEvents) growth events, "
+        + "failed draws \(stats.workers[0].failedDraws)")
+    let addresses = lent
+    let job = Job {  // released on another thread: local buffers go onto the worker's return stack
+        for address in addresses {
+            PacketBuffer.unsafeReclaim(UnsafeMutableRawPointer(bitPattern: address)!).release()
+        }
+    }
+    var thread = pthread_t()
+    pthread_create(&thread, nil, { raw in
+        // Safe: `raw` is the Job retained below, passed to exactly this one thread.
+        Unmanaged<Job>.fromOpaque(raw!).takeRetainedValue().run()
+        return nil
+    }, Unmanaged.passRetained(job).toOpaque())
+    pthread_join(thread, nil)
+    stats = buffers.statistics()
+    print("  released on another thread: \(stats.workers[0].remoteReturns) returned to worker 0, \(stats.workers[0].pendingReturns) pending; "
+        + "in use \(stats.totalInUse)")
+    print("  worker 0 drained \(pool.drainReturns()) returns; overflow lock: \(stats.overflow.lock.acquisitions) acquisitions, "
+        + "\(stats.overflow.lock.contended) contended")
+}
+
 final class Job: @unchecked Sendable {
     // @unchecked: run once, on the thread it is handed to.
     let run: () -> Void
@@ -84,6 +120,7 @@ do {
     try fixedPoolTour()
     try growingPoolTour()
     try threadSafePoolTour()
+    try packetBufferTour()
     print("Benchmarks: cd Benchmarks && python3 compare.py   (or make bench-pools)")
 } catch {
     print("configuration error: \(error)")
