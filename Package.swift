@@ -4,9 +4,14 @@ import PackageDescription
 let package = Package(
     name: "FastAlloc",
     products: [
+        .executable(name: "fastalloc-load", targets: ["fastalloc-load"]),
         .library(name: "FastAlloc", targets: ["FastAlloc"]),
         .library(name: "PacketBuffers", targets: ["PacketBuffers"]),
         .executable(name: "fastalloc-demo", targets: ["fastalloc-demo"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // The pool library: standard library, Synchronization and the platform C library only.
@@ -15,6 +20,15 @@ let package = Package(
         .target(name: "PacketBuffers", dependencies: ["FastAlloc", "CPacketBuffersShims"]),
         // A thread identity that costs no call: one thread-local byte's address.
         .target(name: "CPacketBuffersShims"),
+        // Debian's libuv1-dev, as a module.
+        .systemLibrary(name: "CLibUV", pkgConfig: "libuv", providers: [.apt(["libuv1-dev"])]),
+        // The few libuv pieces the server and the load client need, in Swift.
+        .target(name: "UVLoop", dependencies: ["CLibUV", "FastAlloc"]),
+        // The load client's engine: connections, pattern, verification, histograms, report.
+        .target(name: "LoadClient", dependencies: ["UVLoop", .product(name: "Histogram", package: "hdrhistogram-swift")]),
+        .executableTarget(name: "fastalloc-load", dependencies: [
+            "LoadClient", "UVLoop", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
         // Until the server exists, `make run` runs this demo of the pools.
         .executableTarget(name: "fastalloc-demo", dependencies: ["FastAlloc", "PacketBuffers"]),
         .target(name: "TestSupport", path: "Tests/TestSupport"),

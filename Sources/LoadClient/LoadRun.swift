@@ -1,0 +1,163 @@
+import Histogram
+import Synchronization
+import UVLoop
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The bytes every connection sends: byte `offset` of connection `c` is
+/// `ring[(start(c) + offset) % period]`. The ring repeats its first `maxSize` bytes after the
+/// period, so any message is one contiguous window: writes send straight from it, and checks
+/// compare against it with `memcmp`. Immutable after init, shared by all threads.
+final class PatternRing: @unchecked Sendable {
+    // @unchecked: `bytes` is written only in init, then only read.
+    static let period = 1 << 16
+    let bytes: UnsafeMutableRawBufferPointer  // written only in init
+
+    init(seed: UInt64, maxSize: Int) {
+        bytes = .allocate(byteCount: PatternRing.period + maxSize, alignment: 64)
+        var state = seed
+        for index in 0..<PatternRing.period {  // SplitMix64
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            bytes[index] = UInt8(truncatingIfNeeded: z ^ (z >> 31))
+        }
+        for index in 0..<maxSize { bytes[PatternRing.period + index] = bytes[index % PatternRing.period] }
+    }
+
+    deinit { bytes.deallocate() }
+
+    @inline(__always)
+    static func start(of connection: Int) -> Int { (connection &* 40_503) & (period - 1) }
+
+    /// The `count` bytes connection `connection` sends from stream offset `offset`.
+    /// `count` must not exceed the `maxSize` the ring was made with.
+    @inline(__always)
+    func window(connection: Int, offset: Int, count: Int) -> UnsafeRawBufferPointer {
+        let position = (PatternRing.start(of: connection) &+ offset) & (PatternRing.period - 1)
+        // Safe: position < period and count <= maxSize, so the window lies inside `bytes`.
+        return UnsafeRawBufferPointer(rebasing: bytes[position..<(position + count)])
+    }
+}
+
+/// Counters one worker thread publishes for the progress line, once a second.
+final class Published: Sendable {
+    let messages = Atomic<Int>(0)
+    let p99 = Atomic<UInt64>(0)
+}
+
+/// Runs a load test and returns what it measured. Blocks until the run ends by itself (after
+/// warm-up + duration, or after the fixed message count). `progress`, if given, is called about
+/// once a second from a worker thread with (elapsed seconds, messages/s so far, p99 so far in ns).
+public func runLoad(_ config: LoadConfig, progress: (@Sendable (Double, Double, UInt64) -> Void)? = nil) throws(LoadConfigError) -> LoadReport {
+    try config.validate()
+    let ring = PatternRing(seed: config.seed, maxSize: config.size)
+    let published = (0..<config.threads).map { _ in Published() }
+    let results = ResultBox(count: config.threads)
+    let startTime = EventLoop.hrtime()
+    var threads: [pthread_t] = []
+    for index in 0..<config.threads {
+        let job = WorkerJob(index: index, config: config, ring: ring, published: published, results: results,
+                            startTime: startTime, progress: progress)
+        var thread = pthread_t()
+        let status = pthread_create(&thread, nil, { raw in
+            // Safe: `raw` is the WorkerJob retained below, passed to exactly this one thread.
+            Unmanaged<WorkerJob>.fromOpaque(raw!).takeRetainedValue().run()
+            return nil
+        }, Unmanaged.passRetained(job).toOpaque())
+        precondition(status == 0, "pthread_create failed: \(status)")
+        threads.append(thread)
+    }
+    for thread in threads { pthread_join(thread, nil) }
+    return results.merged(config)
+}
+
+/// Per-thread results, handed back to the caller.
+final class ResultBox: @unchecked Sendable {
+    // @unchecked: each slot is written by its own worker thread before pthread_join returns,
+    // and read by the joining thread after.
+    var reports: [WorkerResult?]
+    init(count: Int) { reports = Array(repeating: nil, count: count) }
+
+    func merged(_ config: LoadConfig) -> LoadReport {
+        var report = LoadReport()
+        var histogram = Histogram<UInt64>(highestTrackableValue: 3_600_000_000_000, numberOfSignificantValueDigits: .three)
+        var windowStart = UInt64.max
+        var windowEnd: UInt64 = 0
+        for case let result? in reports {
+            report.messages += result.messages
+            report.bytes += result.bytes
+            report.warmupMessages += result.warmupMessages
+            report.connectFailures += result.connectFailures
+            report.earlyCloses += result.earlyCloses
+            report.mismatchedBytes += result.mismatchedBytes
+            if report.firstMismatch == nil { report.firstMismatch = result.firstMismatch }
+            report.errors += result.errors.prefix(10 - report.errors.count)
+            histogram.add(result.histogram)
+            windowStart = min(windowStart, result.windowStart)
+            windowEnd = max(windowEnd, result.windowEnd)
+        }
+        report.seconds = windowEnd > windowStart ? Double(windowEnd - windowStart) / 1e9 : 0
+        if histogram.totalCount > 0 {
+            for (name, percentile) in LoadReport.percentiles { report.latency[name] = histogram.valueAtPercentile(percentile) }
+            report.latency["max"] = histogram.max
+        }
+        report.connections = config.connections
+        report.threads = config.threads
+        report.size = config.size
+        report.depth = config.depth
+        report.rate = config.rate
+        return report
+    }
+}
+
+struct WorkerResult {
+    var messages = 0
+    var bytes = 0
+    var warmupMessages = 0
+    var connectFailures = 0
+    var earlyCloses = 0
+    var mismatchedBytes = 0
+    var firstMismatch: (connection: Int, offset: Int)?
+    var errors: [String] = []
+    var histogram = Histogram<UInt64>(highestTrackableValue: 3_600_000_000_000, numberOfSignificantValueDigits: .three)
+    var windowStart: UInt64 = 0
+    var windowEnd: UInt64 = 0
+}
+
+final class WorkerJob: @unchecked Sendable {
+    // @unchecked: handed to one new thread, which alone uses it.
+    let index: Int
+    let config: LoadConfig
+    let ring: PatternRing
+    let published: [Published]
+    let results: ResultBox
+    let startTime: UInt64
+    let progress: (@Sendable (Double, Double, UInt64) -> Void)?
+
+    init(index: Int, config: LoadConfig, ring: PatternRing, published: [Published], results: ResultBox,
+         startTime: UInt64, progress: (@Sendable (Double, Double, UInt64) -> Void)?) {
+        self.index = index
+        self.config = config
+        self.ring = ring
+        self.published = published
+        self.results = results
+        self.startTime = startTime
+        self.progress = progress
+    }
+
+    func run() {
+        let result: WorkerResult
+        do {
+            let worker = try Worker(job: self)
+            result = worker.run()
+        } catch {
+            var failed = WorkerResult()
+            failed.errors.append("\(error)")
+            result = failed
+        }
+        results.reports[index] = result
+    }
+}

@@ -1,0 +1,141 @@
+import CLibUV
+
+/// The base of every libuv handle: owns the handle's C memory and keeps itself alive while
+/// libuv may call back into it, from `retainForCallbacks()` (after a successful `uv_*_init`)
+/// until its close callback, which frees the C memory. Call `close()` once you are done.
+public class Handle {
+    /// The `uv_*_t` allocation; its `data` field holds the retained `self`.
+    public let rawHandle: UnsafeMutableRawPointer
+    public let loop: EventLoop
+    public private(set) var isClosing = false
+
+    init(loop: EventLoop, type: uv_handle_type) {
+        self.loop = loop
+        rawHandle = .allocate(byteCount: uv_handle_size(type), alignment: 16)
+    }
+
+    var uvHandle: UnsafeMutablePointer<uv_handle_t> {
+        // Safe: every uv_*_t begins with the uv_handle_t fields (libuv's documented layout).
+        rawHandle.assumingMemoryBound(to: uv_handle_t.self)
+    }
+
+    /// Called by subclasses once `uv_*_init` succeeded: from now on libuv holds a reference.
+    func retainForCallbacks() {
+        uvHandle.pointee.data = Unmanaged.passRetained(self).toOpaque()
+    }
+
+    /// Closes the handle; its close callback frees the C memory and drops libuv's reference.
+    public func close() {
+        guard !isClosing else { return }
+        isClosing = true
+        uv_close(uvHandle, { handle in
+            // Safe: `data` holds the reference taken by retainForCallbacks(), released exactly
+            // here, in the one close callback libuv makes per handle.
+            let object = Unmanaged<Handle>.fromOpaque(handle!.pointee.data).takeRetainedValue()
+            object.didClose()
+            object.rawHandle.deallocate()
+        })
+    }
+
+    /// Overridden to tell delegates; runs once, in the close callback.
+    func didClose() {}
+
+    /// Keeps the loop from waiting for this handle (`uv_unref`).
+    public func unref() { uv_unref(uvHandle) }
+
+    /// The `Handle` whose `data` a libuv callback received.
+    @inline(__always)
+    static func from<T: Handle>(_ handle: UnsafeMutableRawPointer, as type: T.Type) -> T {
+        // Safe: libuv passes back the handle whose `data` retainForCallbacks() set, and the
+        // reference stays valid until the close callback; T is the class that made the handle.
+        let data = handle.assumingMemoryBound(to: uv_handle_t.self).pointee.data!
+        return Unmanaged<T>.fromOpaque(data).takeUnretainedValue()
+    }
+}
+
+/// Runs a closure after a timeout, once or repeatedly.
+public final class Timer: Handle {
+    private var body: ((Timer) -> Void)?
+
+    public init(loop: EventLoop) throws(UVError) {
+        super.init(loop: loop, type: UV_TIMER)
+        let status = uv_timer_init(loop.raw, rawHandle.assumingMemoryBound(to: uv_timer_t.self))
+        if status < 0 {
+            rawHandle.deallocate()
+            throw UVError(status, "uv_timer_init")
+        }
+        retainForCallbacks()
+    }
+
+    /// Starts (or restarts) the timer: `body` runs after `milliseconds`, then every `repeat`
+    /// milliseconds if that is not 0.
+    public func start(after milliseconds: UInt64, repeat: UInt64 = 0, _ body: @escaping (Timer) -> Void) {
+        self.body = body
+        uv_timer_start(rawHandle.assumingMemoryBound(to: uv_timer_t.self), { timer in
+            let object = Handle.from(UnsafeMutableRawPointer(timer!), as: Timer.self)
+            object.body?(object)
+        }, milliseconds, `repeat`)
+    }
+
+    public func stop() {
+        uv_timer_stop(rawHandle.assumingMemoryBound(to: uv_timer_t.self))
+    }
+
+    override func didClose() { body = nil }
+}
+
+/// Wakes its loop from another thread: `send()` is the one call that may come from anywhere;
+/// the closure runs on the loop's thread (several sends may coalesce into one run).
+public final class AsyncWake: Handle, @unchecked Sendable {
+    // @unchecked Sendable: other threads call only send(), which is uv_async_send, documented
+    // by libuv as thread-safe; everything else happens on the loop's thread.
+    private var body: ((AsyncWake) -> Void)?
+
+    public init(loop: EventLoop, _ body: @escaping (AsyncWake) -> Void) throws(UVError) {
+        self.body = body
+        super.init(loop: loop, type: UV_ASYNC)
+        let status = uv_async_init(loop.raw, rawHandle.assumingMemoryBound(to: uv_async_t.self), { async in
+            let object = Handle.from(UnsafeMutableRawPointer(async!), as: AsyncWake.self)
+            object.body?(object)
+        })
+        if status < 0 {
+            rawHandle.deallocate()
+            throw UVError(status, "uv_async_init")
+        }
+        retainForCallbacks()
+    }
+
+    /// Wakes the loop; any thread.
+    public func send() {
+        uv_async_send(rawHandle.assumingMemoryBound(to: uv_async_t.self))
+    }
+
+    override func didClose() { body = nil }
+}
+
+/// Runs a closure on the loop's thread when a signal arrives.
+public final class SignalWatcher: Handle {
+    private var body: ((SignalWatcher, Int32) -> Void)?
+
+    public init(loop: EventLoop, signal: Int32, _ body: @escaping (SignalWatcher, Int32) -> Void) throws(UVError) {
+        self.body = body
+        super.init(loop: loop, type: UV_SIGNAL)
+        let handle = rawHandle.assumingMemoryBound(to: uv_signal_t.self)
+        var status = uv_signal_init(loop.raw, handle)
+        if status < 0 {
+            rawHandle.deallocate()
+            throw UVError(status, "uv_signal_init")
+        }
+        retainForCallbacks()
+        status = uv_signal_start(handle, { signal, number in
+            let object = Handle.from(UnsafeMutableRawPointer(signal!), as: SignalWatcher.self)
+            object.body?(object, number)
+        }, signal)
+        if status < 0 {
+            close()
+            throw UVError(status, "uv_signal_start \(signal)")
+        }
+    }
+
+    override func didClose() { body = nil }
+}

@@ -1,0 +1,255 @@
+import CLibUV
+import FastAlloc
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a `TCPStream` tells its owner. All calls come on the loop's thread.
+public protocol TCPStreamDelegate: AnyObject {
+    /// The memory the next read goes into (libuv's `alloc_cb`). Return an empty buffer to read
+    /// nothing now: libuv then reports `UV_ENOBUFS` to `didRead`.
+    func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer
+    /// A read finished (libuv's `read_cb`): `count > 0` bytes arrived at the start of `buffer`;
+    /// `count == 0` nothing did; `count < 0` is a libuv error code (`UVError.endOfFile` at the
+    /// end of the stream). On every path `buffer` is the one `readBuffer` gave, back to its owner.
+    func stream(_ stream: TCPStream, didRead count: Int, into buffer: UnsafeMutableRawBufferPointer)
+    /// A queued write finished (or failed, with a negative status).
+    func stream(_ stream: TCPStream, didFinishWrite token: UInt, status: Int32)
+    /// `connect(to:)` finished: 0, or a negative libuv status.
+    func stream(_ stream: TCPStream, didConnect status: Int32)
+    /// `shutdown()` finished.
+    func stream(_ stream: TCPStream, didShutdown status: Int32)
+    /// The handle is closed; its memory is gone.
+    func streamDidClose(_ stream: TCPStream)
+}
+
+extension TCPStreamDelegate {
+    public func stream(_ stream: TCPStream, didFinishWrite token: UInt, status: Int32) {}
+    public func stream(_ stream: TCPStream, didConnect status: Int32) {}
+    public func stream(_ stream: TCPStream, didShutdown status: Int32) {}
+    public func streamDidClose(_ stream: TCPStream) {}
+}
+
+/// A pooled write request: `req` must stay the first field, so that the request libuv hands to
+/// the write callback is also the address of the whole record.
+struct _WriteRequest {
+    var req = uv_write_t()
+    var token: UInt = 0
+}
+
+/// A TCP connection on a loop.
+public final class TCPStream: Handle {
+    /// Strong, so the owner lives while the stream does; dropped when the stream closes.
+    public var delegate: (any TCPStreamDelegate)?
+    /// Anything the owner wants to hang on the stream (a connection index, a session).
+    public var userData: Int = 0
+
+    var tcp: UnsafeMutablePointer<uv_tcp_t> { rawHandle.assumingMemoryBound(to: uv_tcp_t.self) }
+    var stream: UnsafeMutablePointer<uv_stream_t> { rawHandle.assumingMemoryBound(to: uv_stream_t.self) }
+
+    public init(loop: EventLoop) throws(UVError) {
+        super.init(loop: loop, type: UV_TCP)
+        let status = uv_tcp_init(loop.raw, rawHandle.assumingMemoryBound(to: uv_tcp_t.self))
+        if status < 0 {
+            rawHandle.deallocate()
+            throw UVError(status, "uv_tcp_init")
+        }
+        retainForCallbacks()
+    }
+
+    override func didClose() {
+        let delegate = self.delegate
+        self.delegate = nil
+        delegate?.streamDidClose(self)
+    }
+
+    /// Connects to `address`; the result goes to `stream(_:didConnect:)`.
+    public func connect(to address: SocketAddress) throws(UVError) {
+        let request = UnsafeMutablePointer<uv_connect_t>.allocate(capacity: 1)  // once per connection
+        let status = try address.withSockaddr { (sockaddr) throws(UVError) -> Int32 in
+            uv_tcp_connect(request, tcp, sockaddr, { request, status in
+                // Safe: libuv calls this once per request with the stream it was made for; the
+                // request was allocated in connect(to:) and is freed here.
+                let stream = Handle.from(UnsafeMutableRawPointer(request!.pointee.handle!), as: TCPStream.self)
+                request!.deallocate()
+                stream.delegate?.stream(stream, didConnect: status)
+            })
+        }
+        if status < 0 {
+            request.deallocate()
+            throw UVError(status, "connect \(address)")
+        }
+    }
+
+    /// Starts reading: each read asks the delegate for memory, then reports what arrived.
+    public func startReading() throws(UVError) {
+        let status = uv_read_start(stream, { handle, suggested, buffer in
+            let stream = Handle.from(UnsafeMutableRawPointer(handle!), as: TCPStream.self)
+            let memory = stream.delegate?.readBuffer(for: stream, suggestedSize: Int(suggested))
+                ?? UnsafeMutableRawBufferPointer(start: nil, count: 0)
+            buffer!.pointee = uv_buf_init(memory.baseAddress?.assumingMemoryBound(to: CChar.self), UInt32(memory.count))
+        }, { handle, count, buffer in
+            let stream = Handle.from(UnsafeMutableRawPointer(handle!), as: TCPStream.self)
+            // Safe: `buffer` is what the alloc callback above filled in for this read.
+            let memory = UnsafeMutableRawBufferPointer(start: buffer!.pointee.base, count: Int(buffer!.pointee.len))
+            stream.delegate?.stream(stream, didRead: count, into: memory)
+        })
+        try UVError.check(status, "uv_read_start")
+    }
+
+    /// Stops reading (backpressure); `startReading()` resumes.
+    public func stopReading() {
+        uv_read_stop(stream)
+    }
+
+    /// Writes `bytes`: as much as the socket takes now (`uv_try_write`), the rest queued
+    /// (`uv_write`). Returns true when everything went out now; false when a queued write will
+    /// report to `stream(_:didFinishWrite:status:)` with `token`.
+    ///
+    /// Unsafe: the bytes must stay valid and unchanged until that completion.
+    public func write(unsafeBytes bytes: UnsafeRawBufferPointer, token: UInt) throws(UVError) -> Bool {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return true }
+        var buffer = uv_buf_init(UnsafeMutablePointer(mutating: base.assumingMemoryBound(to: CChar.self)), UInt32(bytes.count))
+        let written = uv_try_write(stream, &buffer, 1)
+        if written == Int32(bytes.count) { return true }
+        if written < 0 && written != Int32(UV_EAGAIN.rawValue) {
+            throw UVError(written, "write")
+        }
+        let done = Int(max(written, 0))
+        guard let request = loop.writeRequests.unsafeAcquire(_WriteRequest(token: token)) else {
+            throw UVError(Int32(UV_ENOMEM.rawValue), "write request pool exhausted")
+        }
+        var rest = uv_buf_init(UnsafeMutablePointer(mutating: (base + done).assumingMemoryBound(to: CChar.self)), UInt32(bytes.count - done))
+        // Safe: `req` is the first field of the pooled record (checked once below), so the
+        // callback can turn the request back into the record.
+        let status = withUnsafeMutablePointer(to: &request.pointee.req) { req in
+            uv_write(req, stream, &rest, 1, { req, status in
+                let record = UnsafeMutableRawPointer(req!).assumingMemoryBound(to: _WriteRequest.self)
+                let stream = Handle.from(UnsafeMutableRawPointer(req!.pointee.handle!), as: TCPStream.self)
+                let token = record.pointee.token
+                stream.loop.writeRequests.unsafeRelease(record)
+                stream.delegate?.stream(stream, didFinishWrite: token, status: status)
+            })
+        }
+        if status < 0 {
+            loop.writeRequests.unsafeRelease(request)
+            throw UVError(status, "uv_write")
+        }
+        return false
+    }
+
+    /// Bytes queued for writing and not yet sent.
+    public var queuedWriteBytes: Int { uv_stream_get_write_queue_size(stream) }
+
+    /// Closes the write side once queued writes are done; reports to `stream(_:didShutdown:)`.
+    public func shutdown() throws(UVError) {
+        let request = UnsafeMutablePointer<uv_shutdown_t>.allocate(capacity: 1)  // once per connection
+        let status = uv_shutdown(request, stream, { request, status in
+            // Safe: called once per request, with the stream it was made for; freed here.
+            let stream = Handle.from(UnsafeMutableRawPointer(request!.pointee.handle!), as: TCPStream.self)
+            request!.deallocate()
+            stream.delegate?.stream(stream, didShutdown: status)
+        })
+        if status < 0 {
+            request.deallocate()
+            throw UVError(status, "uv_shutdown")
+        }
+    }
+
+    /// Sends small writes at once (TCP_NODELAY).
+    public func setNoDelay(_ on: Bool) {
+        uv_tcp_nodelay(tcp, on ? 1 : 0)
+    }
+
+    static let requestLayoutChecked: Bool = {
+        precondition(MemoryLayout<_WriteRequest>.offset(of: \_WriteRequest.req) == 0, "uv_write_t must come first")
+        return true
+    }()
+}
+
+/// What a `TCPListener` tells its owner.
+public protocol TCPListenerDelegate: AnyObject {
+    /// A new connection, already accepted; set its delegate and start reading.
+    func listener(_ listener: TCPListener, didAccept stream: TCPStream)
+    /// Accepting failed (for example out of file descriptors); the listener keeps listening.
+    func listener(_ listener: TCPListener, acceptFailed error: UVError)
+}
+
+/// A listening TCP socket.
+public final class TCPListener: Handle {
+    public var delegate: (any TCPListenerDelegate)?
+
+    /// Binds `address` and listens. With `reusePort`, several listeners (one per worker loop)
+    /// may bind the same address and the kernel spreads connections across them.
+    public init(loop: EventLoop, address: SocketAddress, reusePort: Bool = false, backlog: Int32 = 1024) throws(UVError) {
+        super.init(loop: loop, type: UV_TCP)
+        let tcp = rawHandle.assumingMemoryBound(to: uv_tcp_t.self)
+        var status = uv_tcp_init_ex(loop.raw, tcp, UInt32(AF_INET))
+        if status < 0 {
+            rawHandle.deallocate()
+            throw UVError(status, "uv_tcp_init_ex")
+        }
+        retainForCallbacks()
+        do {
+            if reusePort {
+                try UVError.check(fastalloc_uv_tcp_reuseport(tcp), "SO_REUSEPORT on \(address)")
+            }
+            try address.withSockaddr { (sockaddr) throws(UVError) in
+                try UVError.check(uv_tcp_bind(tcp, sockaddr, 0), "bind \(address)")
+            }
+            status = uv_listen(rawHandle.assumingMemoryBound(to: uv_stream_t.self), backlog, { server, status in
+                let listener = Handle.from(UnsafeMutableRawPointer(server!), as: TCPListener.self)
+                listener.accept(status: status)
+            })
+            try UVError.check(status, "listen \(address)")
+        } catch {
+            close()
+            throw error
+        }
+    }
+
+    private func accept(status: Int32) {
+        guard status >= 0 else {
+            delegate?.listener(self, acceptFailed: UVError(status, "accept"))
+            return
+        }
+        do {
+            let client = try TCPStream(loop: loop)
+            let accepted = uv_accept(rawHandle.assumingMemoryBound(to: uv_stream_t.self),
+                                     client.rawHandle.assumingMemoryBound(to: uv_stream_t.self))
+            if accepted < 0 {
+                client.close()
+                delegate?.listener(self, acceptFailed: UVError(accepted, "accept"))
+                return
+            }
+            delegate?.listener(self, didAccept: client)
+        } catch {
+            delegate?.listener(self, acceptFailed: error)
+        }
+    }
+
+    /// The bound address (the real port when bound to port 0).
+    public var localAddress: SocketAddress {
+        var storage = sockaddr_storage()
+        var length = Int32(MemoryLayout<sockaddr_storage>.size)
+        let status = withUnsafeMutablePointer(to: &storage) { pointer in
+            // Safe: sockaddr_storage is large enough for any address getsockname writes.
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                uv_tcp_getsockname(rawHandle.assumingMemoryBound(to: uv_tcp_t.self), $0, &length)
+            }
+        }
+        guard status == 0 else { return SocketAddress(host: "0.0.0.0", port: 0) }
+        return withUnsafePointer(to: &storage) { pointer in
+            // Safe: the listener is AF_INET, so the storage holds a sockaddr_in.
+            pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { address in
+                var text = [CChar](repeating: 0, count: 64)
+                var copy = address.pointee
+                uv_ip4_name(&copy, &text, text.count)
+                let host = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                return SocketAddress(host: host, port: Int(UInt16(bigEndian: address.pointee.sin_port)))
+            }
+        }
+    }
+
+    override func didClose() { delegate = nil }
+}

@@ -1,0 +1,39 @@
+import CLibUV
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A libuv error: its negative `UV_E*` code, its name (`ECONNREFUSED`) and its message.
+public struct UVError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The negative libuv status code.
+    public let code: Int32
+    /// `uv_err_name(code)`, for example `ECONNREFUSED`.
+    public let name: String
+    /// `uv_strerror(code)`, for example `connection refused`.
+    public let message: String
+    /// What was being done, for example `connect 127.0.0.1:1`.
+    public let operation: String
+
+    public init(_ code: Int32, _ operation: String = "") {
+        self.code = code
+        self.operation = operation
+        name = String(cString: uv_err_name(code))
+        message = String(cString: uv_strerror(code))
+    }
+
+    public var description: String {
+        operation.isEmpty ? "\(name): \(message)" : "\(operation): \(name) (\(message))"
+    }
+
+    /// The end of a stream, as libuv reports it to a read callback.
+    public static let endOfFile = Int32(UV_EOF.rawValue)
+
+    /// A connect or read that took too long (`UV_ETIMEDOUT`).
+    public static func timedOut(_ operation: String) -> UVError { UVError(Int32(-ETIMEDOUT), operation) }
+
+    /// Throws when `status` is a libuv error (negative).
+    @inlinable
+    public static func check(_ status: Int32, _ operation: @autoclosure () -> String) throws(UVError) {
+        if status < 0 { throw UVError(status, operation()) }
+    }
+}
