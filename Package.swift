@@ -34,6 +34,7 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "FastAllocTests", dependencies: ["FastAlloc", "TestSupport"]),
         .testTarget(name: "PacketBuffersTests", dependencies: ["PacketBuffers", "FastAlloc", "TestSupport"]),
+        .testTarget(name: "LoadClientTests", dependencies: ["LoadClient", "UVLoop", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

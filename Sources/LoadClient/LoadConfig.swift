@@ -60,6 +60,11 @@ public struct LoadConfigError: Error, Sendable, CustomStringConvertible, Equatab
     public let flag: String
     public let value: String
     public let rule: String
+    public init(flag: String, value: String, rule: String) {
+        self.flag = flag
+        self.value = value
+        self.rule = rule
+    }
     public var description: String { "\(flag): \(value) (expected: \(rule))" }
 }
 

@@ -75,18 +75,17 @@ public func runLoad(_ config: LoadConfig, progress: (@Sendable (Double, Double, 
 }
 
 /// Per-thread results, handed back to the caller.
-final class ResultBox: @unchecked Sendable {
-    // @unchecked: each slot is written by its own worker thread before pthread_join returns,
-    // and read by the joining thread after.
-    var reports: [WorkerResult?]
-    init(count: Int) { reports = Array(repeating: nil, count: count) }
+final class ResultBox: Sendable {
+    /// One slot per worker thread: separate objects, so no two threads write the same memory.
+    let slots: [ResultSlot]
+    init(count: Int) { slots = (0..<count).map { _ in ResultSlot() } }
 
     func merged(_ config: LoadConfig) -> LoadReport {
         var report = LoadReport()
         var histogram = Histogram<UInt64>(highestTrackableValue: 3_600_000_000_000, numberOfSignificantValueDigits: .three)
         var windowStart = UInt64.max
         var windowEnd: UInt64 = 0
-        for case let result? in reports {
+        for case let result? in slots.map(\.result) {
             report.messages += result.messages
             report.bytes += result.bytes
             report.warmupMessages += result.warmupMessages
@@ -111,6 +110,11 @@ final class ResultBox: @unchecked Sendable {
         report.rate = config.rate
         return report
     }
+}
+
+final class ResultSlot: @unchecked Sendable {
+    // @unchecked: written by its worker thread before pthread_join returns, read after it.
+    var result: WorkerResult?
 }
 
 struct WorkerResult {
@@ -158,6 +162,6 @@ final class WorkerJob: @unchecked Sendable {
             failed.errors.append("\(error)")
             result = failed
         }
-        results.reports[index] = result
+        results.slots[index].result = result
     }
 }

@@ -36,10 +36,10 @@ import Testing
         for (index, address) in [a.address, b.address, c.address, d.address].enumerated() {
             #expect(address % 64 == 0, "buffer \(index)")
         }
-        a.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 1) }
-        b.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 2) }
-        c.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 3) }
-        d.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 4) }
+        _ = a.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 1) }
+        _ = b.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 2) }
+        _ = c.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 3) }
+        _ = d.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 4) }
         a.length = 256; b.length = 256; c.length = 256; d.length = 256
         a.withUnsafeBytes { #expect($0.allSatisfy { $0 == 1 }) }
         b.withUnsafeBytes { #expect($0.allSatisfy { $0 == 2 }) }

@@ -71,3 +71,51 @@ public final class Locked<Value>: @unchecked Sendable {
         return body(&value)
     }
 }
+
+/// A value one thread sets once and another waits for (a pthread condition variable).
+public final class Latch<Value>: @unchecked Sendable {
+    // @unchecked: `value` is only touched with `mutex` held.
+    private var value: Value?
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+
+    public init() {
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(condition, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(condition)
+        pthread_mutex_destroy(mutex)
+        condition.deallocate()
+        mutex.deallocate()
+    }
+
+    public func set(_ newValue: Value) {
+        pthread_mutex_lock(mutex)
+        value = newValue
+        pthread_cond_broadcast(condition)
+        pthread_mutex_unlock(mutex)
+    }
+
+    /// Waits until the value is set.
+    public func wait() -> Value {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        while value == nil { pthread_cond_wait(condition, mutex) }
+        return value!
+    }
+}
+
+/// Starts `body` on a new thread and returns it, to join later.
+public func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t {
+    var thread = pthread_t()
+    let box = Unmanaged.passRetained(Box(body)).toOpaque()
+    let status = pthread_create(&thread, nil, { raw in
+        // Safe: `raw` is the Box retained above, passed to exactly this one thread.
+        Unmanaged<Box<@Sendable () -> Void>>.fromOpaque(raw!).takeRetainedValue().value()
+        return nil
+    }, box)
+    precondition(status == 0, "pthread_create failed: \(status)")
+    return thread
+}
