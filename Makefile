@@ -2,7 +2,7 @@
 SWIFT ?= swift
 SANITIZER_FLAGS = --disable-xctest
 
-.PHONY: setup run build test test-release test-tsan test-asan test-all bench-pools clean
+.PHONY: setup run build test test-release test-tsan test-asan test-all bench-pools bench-client load clean
 
 setup:
 	@scripts/setup.sh
@@ -39,5 +39,14 @@ test-all: test test-release test-tsan test-asan
 bench-pools: setup
 	cd Benchmarks && python3 compare.py
 
+## fastalloc-load against the C epoll client, same C echo server, same run (ratios).
+bench-client: setup
+	Benchmarks/client-vs-c.sh
+
+## Build the load client in release mode: .build/release/fastalloc-load --help
+load: setup
+	$(SWIFT) build -c release --product fastalloc-load
+
 clean:
+	rm -f Benchmarks/peers/uv-echo Benchmarks/peers/epoll-client Benchmarks/peers/libmalloc-count.so
 	rm -rf .build .build-release .build-tsan .build-asan Benchmarks/.build
