@@ -35,6 +35,7 @@ let package = Package(
         .testTarget(name: "FastAllocTests", dependencies: ["FastAlloc", "TestSupport"]),
         .testTarget(name: "PacketBuffersTests", dependencies: ["PacketBuffers", "FastAlloc", "TestSupport"]),
         .testTarget(name: "LoadClientTests", dependencies: ["LoadClient", "UVLoop", "TestSupport"]),
+        .testTarget(name: "UVLoopTests", dependencies: ["UVLoop", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -40,7 +40,7 @@ public final class PacketBufferPools: @unchecked Sendable {
     deinit {
         let all = homes.pointee + [overflow]
         let out = all.reduce(0) { $0 + $1.pointee.slots.pointee.inUse }
-        let pending = all.reduce(0) { $0 + Int($1.pointee.remoteReturns.load(ordering: .relaxed) - $1.pointee.drainedReturns.load(ordering: .relaxed)) }
+        let pending = all.reduce(0) { $0 + _Home.pendingReturns($1) }
         if out - pending > 0 {
             #if DEBUG
             fatalError("PacketBufferPools destroyed while \(out - pending) buffer(s) are out")
@@ -83,7 +83,7 @@ public final class PacketBufferPools: @unchecked Sendable {
         let locals = homes.pointee
         registryLock.unlock()
         let workers = locals.map { home in
-            let pending = Int(home.pointee.remoteReturns.load(ordering: .relaxed) &- home.pointee.drainedReturns.load(ordering: .relaxed))
+            let pending = _Home.pendingReturns(home)
             return WorkerBufferStatistics(
                 worker: home.pointee.worker,
                 capacity: home.pointee.capacity.load(ordering: .relaxed),
@@ -96,10 +96,13 @@ public final class PacketBufferPools: @unchecked Sendable {
                 pendingReturns: pending)
         }
         let home = overflow
+        // In use before capacity (the writer publishes them in the other order), so that
+        // inUse <= capacity holds in every snapshot.
+        let overflowInUse = home.pointee.inUse.load(ordering: .acquiring)
         let overflowStatistics = OverflowBufferStatistics(
-            capacity: home.pointee.capacity.load(ordering: .relaxed),
+            capacity: home.pointee.capacity.load(ordering: .acquiring),
             maxCapacity: config.overflowMax,
-            inUse: home.pointee.inUse.load(ordering: .relaxed),
+            inUse: overflowInUse,
             highWater: home.pointee.highWater.load(ordering: .relaxed),
             draws: home.pointee.takes.load(ordering: .relaxed),
             failedDraws: home.pointee.failedDraws.load(ordering: .relaxed),

@@ -140,7 +140,7 @@ package struct _Home: ~Copyable {
     @inlinable @inline(__always)
     package static func publish(_ home: UnsafeMutablePointer<_Home>) {
         let slots = home.pointee.slots
-        home.pointee.inUse.store(slots.pointee.inUse, ordering: .relaxed)
+        home.pointee.inUse.store(slots.pointee.inUse, ordering: .releasing)
         if slots.pointee.highWater != home.pointee.highWater.load(ordering: .relaxed) {
             home.pointee.highWater.store(slots.pointee.highWater, ordering: .relaxed)
         }
@@ -203,6 +203,15 @@ package struct _Home: ~Copyable {
         home.pointee.remoteReturns.add(1, ordering: .relaxed)
     }
 
+    /// Buffers pushed onto the return stack and not drained yet, from any thread. Drained is
+    /// loaded first: both counters only grow and drained never passes pushed, so a later load of
+    /// pushed is at least the drained figure read before it (the result is never negative).
+    package static func pendingReturns(_ home: UnsafeMutablePointer<_Home>) -> Int {
+        let drained = home.pointee.drainedReturns.load(ordering: .acquiring)
+        let pushed = home.pointee.remoteReturns.load(ordering: .acquiring)
+        return pushed >= drained ? Int(pushed - drained) : 0
+    }
+
     /// Takes back everything other threads returned; owner thread only. Returns how many.
     @usableFromInline
     package static func drainReturns(_ home: UnsafeMutablePointer<_Home>) -> Int {
@@ -232,13 +241,15 @@ package struct _Home: ~Copyable {
         lock.lock()
         let growthBefore = slots.pointee.growthEvents.count
         let taken = slots.pointee.take()
+        // Capacity first, then in-use: a reader that loads in-use before capacity then never
+        // sees more in use than capacity.
+        if slots.pointee.growthEvents.count != growthBefore { recordGrowth(home) }
         if taken != nil {
             publish(home)
             bump(home.pointee.takes)
         } else {
             bump(home.pointee.failedDraws)
         }
-        if slots.pointee.growthEvents.count != growthBefore { recordGrowth(home) }
         lock.unlock()
         guard let taken else { return nil }
         return prepare(taken.slot, fresh: taken.fresh, home: home)

@@ -1,0 +1,132 @@
+import TestSupport
+import Testing
+import UVLoop
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The libuv layer's pieces the load client does not exercise by itself: errors, signals,
+/// the cross-thread wake-up, shutdown with end-of-stream, and listening on a taken port.
+@Suite struct UVLoopTests {
+    @Test func errors_carryCodeNameAndMessage() {
+        let error = UVError(-111, "connect 127.0.0.1:1")
+        #expect(error.name == "ECONNREFUSED")
+        #expect(error.message == "connection refused")
+        #expect(error.description == "connect 127.0.0.1:1: ECONNREFUSED (connection refused)")
+    }
+
+    @Test func signalWatcher_runsOnTheLoop() throws {
+        let loop = try EventLoop()
+        var received: Int32 = 0
+        let watcher = try SignalWatcher(loop: loop, signal: SIGUSR1) { watcher, number in
+            received = number
+            watcher.close()
+        }
+        let kick = try Timer(loop: loop)
+        kick.start(after: 1) { timer in
+            kill(getpid(), SIGUSR1)  // to the process: a test thread may block signals
+            timer.close()
+        }
+        loop.run()
+        #expect(received == SIGUSR1)
+        #expect(watcher.isClosing)
+    }
+
+    @Test func asyncWake_fromAnotherThread_runsOnTheLoopThread() throws {
+        let loop = try EventLoop()
+        let loopThread = pthread_self()
+        var ranOnLoopThread = false
+        let wake = try AsyncWake(loop: loop) { wake in
+            ranOnLoopThread = pthread_equal(pthread_self(), loopThread) != 0
+            wake.close()
+        }
+        let sender = startThread { wake.send() }
+        loop.run()  // returns once the wake-up ran and closed its handle
+        pthread_join(sender, nil)
+        #expect(ranOnLoopThread)
+    }
+
+    @Test func shutdown_deliversEndOfStreamToThePeer() throws {
+        let loop = try EventLoop()
+        let listener = try TCPListener(loop: loop, address: SocketAddress(host: "127.0.0.1", port: 0))
+        let server = Recorder()
+        listener.delegate = server
+        let client = try TCPStream(loop: loop)
+        let clientSide = Recorder()
+        client.delegate = clientSide
+        clientSide.onConnect = { stream in
+            "hello".utf8CString.withUnsafeBytes { bytes in
+                _ = try? stream.write(unsafeBytes: UnsafeRawBufferPointer(rebasing: bytes.dropLast()), token: 1)
+            }
+            try? stream.shutdown()
+        }
+        server.onEnd = { stream in
+            stream.close()
+            client.close()
+            listener.close()
+        }
+        try client.connect(to: listener.localAddress)
+        loop.run()
+        #expect(String(decoding: server.bytes, as: UTF8.self) == "hello")
+        #expect(server.sawEnd)
+        #expect(clientSide.shutdownStatus == 0)
+    }
+
+    @Test func listeningOnATakenPort_failsWithEADDRINUSE() throws {
+        let loop = try EventLoop()
+        let first = try TCPListener(loop: loop, address: SocketAddress(host: "127.0.0.1", port: 0))
+        defer {
+            first.close()
+            loop.run()
+        }
+        #expect(throws: UVError.self) {
+            _ = try TCPListener(loop: loop, address: first.localAddress)
+        }
+        do {
+            _ = try TCPListener(loop: loop, address: first.localAddress)
+        } catch {
+            #expect(error.name == "EADDRINUSE")
+        }
+    }
+
+    @Test func reusePort_letsTwoListenersShareAnAddress() throws {
+        let loop = try EventLoop()
+        let first = try TCPListener(loop: loop, address: SocketAddress(host: "127.0.0.1", port: 0), reusePort: true)
+        let second = try TCPListener(loop: loop, address: first.localAddress, reusePort: true)
+        #expect(second.localAddress == first.localAddress)
+        first.close()
+        second.close()
+        loop.run()
+    }
+}
+
+/// Records what a stream or listener sees.
+final class Recorder: TCPStreamDelegate, TCPListenerDelegate {
+    var bytes: [UInt8] = []
+    var sawEnd = false
+    var shutdownStatus: Int32?
+    var onConnect: ((TCPStream) -> Void)?
+    var onEnd: ((TCPStream) -> Void)?
+    let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 16)
+    deinit { memory.deallocate() }
+
+    func listener(_ listener: TCPListener, didAccept stream: TCPStream) {
+        stream.delegate = self
+        try? stream.startReading()
+    }
+    func listener(_ listener: TCPListener, acceptFailed error: UVError) {}
+
+    func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer { memory }
+    func stream(_ stream: TCPStream, didRead count: Int, into buffer: UnsafeMutableRawBufferPointer) {
+        if count > 0 {
+            bytes += buffer[0..<count]
+        } else if count == Int(UVError.endOfFile) {
+            sawEnd = true
+            onEnd?(stream)
+        }
+    }
+    func stream(_ stream: TCPStream, didConnect status: Int32) {
+        if status == 0 { onConnect?(stream) }
+    }
+    func stream(_ stream: TCPStream, didShutdown status: Int32) { shutdownStatus = status }
+}
