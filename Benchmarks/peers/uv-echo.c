@@ -29,9 +29,10 @@ static void on_close(uv_handle_t *handle) { free(handle); }
 
 static void after_write(uv_write_t *req, int status) {
     write_req_t *wr = (write_req_t *)req;
+    uv_handle_t *stream = (uv_handle_t *)req->handle;
     free(wr->buf.base);
     free(wr);
-    if (status < 0 && !uv_is_closing((uv_handle_t *)req->handle)) uv_close((uv_handle_t *)req->handle, on_close);
+    if (status < 0 && !uv_is_closing(stream)) uv_close(stream, on_close);
 }
 
 static void on_read(uv_stream_t *client, ssize_t nread, const uv_buf_t *buf) {
