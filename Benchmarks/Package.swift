@@ -11,9 +11,15 @@ let package = Package(
         .package(url: "https://github.com/ordo-one/benchmark", exact: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
+        .target(
+            name: "BenchmarkSupport",
+            dependencies: [.product(name: "Benchmark", package: "benchmark")],
+            path: "Benchmarks/BenchmarkSupport"
+        ),
         .executableTarget(
             name: "PoolBenchmarks",
             dependencies: [
+                "BenchmarkSupport",
                 .product(name: "FastAlloc", package: "FastAlloc"),
                 .product(name: "Benchmark", package: "benchmark"),
             ],
@@ -23,6 +29,7 @@ let package = Package(
         .executableTarget(
             name: "PacketBufferBenchmarks",
             dependencies: [
+                "BenchmarkSupport",
                 .product(name: "PacketBuffers", package: "FastAlloc"),
                 .product(name: "FastAlloc", package: "FastAlloc"),
                 .product(name: "Benchmark", package: "benchmark"),

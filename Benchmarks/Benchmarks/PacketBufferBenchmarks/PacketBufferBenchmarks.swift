@@ -4,6 +4,7 @@
 //
 //     cd Benchmarks && swift package benchmark --target PacketBufferBenchmarks
 import Benchmark
+import BenchmarkSupport
 import FastAlloc
 import PacketBuffers
 import Synchronization
@@ -14,16 +15,7 @@ import Glibc
 let size = 64 * 1024
 
 let benchmarks: @Sendable () -> Void = {
-    Benchmark.defaultConfiguration = .init(
-        metrics: [.wallClock, .mallocCountTotal, .throughput],
-        scalingFactor: .kilo,
-        maxDuration: .seconds(2),
-        maxIterations: 1_000_000,
-        thresholds: [
-            .mallocCountTotal: .init(absolute: [.p90: 0]),
-            .wallClock: .init(relative: [.p50: 25]),
-        ]
-    )
+    Benchmark.defaultConfiguration = poolBenchmarkConfiguration
 
     Benchmark("malloc+free 64KiB", configuration: .init(thresholds: [:])) { benchmark in
         for _ in benchmark.scaledIterations {
@@ -103,10 +95,6 @@ func format3(_ value: Double) -> String {
     return "\(scaled / 1000).\(String(repeating: "0", count: 3 - fraction.count))\(fraction)"
 }
 
-func report(_ line: String) {
-    _ = (line + "\n").withCString { write(2, $0, strlen($0)) }
-}
-
 /// A single-producer single-consumer ring of addresses; both sides spin (on a plain load)
 /// when it is full or empty.
 final class Ring: @unchecked Sendable {
@@ -137,52 +125,4 @@ final class Ring: @unchecked Sendable {
         self.head.store(head + 1, ordering: .releasing)
         return value
     }
-}
-
-/// Runs `work(iterations)` on `count` threads at once (this one and `count - 1` helpers), all
-/// inside the measurement: the time per operation is wall time over one thread's operations.
-func onThreads(_ count: Int, _ benchmark: Benchmark, _ work: @escaping @Sendable (Int) -> Void) {
-    let iterations = benchmark.scaledIterations.count
-    let helpers = Helpers(count: count - 1) { work(iterations) }
-    benchmark.startMeasurement()
-    helpers.start()
-    work(iterations)
-    helpers.join()
-    benchmark.stopMeasurement()
-}
-
-/// `count` threads that each run `work` once, started by `start()` and awaited by `join()`.
-final class Helpers: @unchecked Sendable {
-    // @unchecked: `threads` is touched only by the creating thread.
-    private let work: @Sendable () -> Void
-    private let count: Int
-    private var threads: [pthread_t] = []
-
-    init(count: Int, _ work: @escaping @Sendable () -> Void) {
-        self.count = count
-        self.work = work
-    }
-
-    func start() {
-        for _ in 0..<count {
-            var thread = pthread_t()
-            let box = Unmanaged.passRetained(WorkBox(work)).toOpaque()
-            pthread_create(&thread, nil, { raw in
-                // Safe: `raw` is the WorkBox retained above, passed to exactly this one thread.
-                Unmanaged<WorkBox>.fromOpaque(raw!).takeRetainedValue().work()
-                return nil
-            }, box)
-            threads.append(thread)
-        }
-    }
-
-    func join() {
-        for thread in threads { pthread_join(thread, nil) }
-        threads = []
-    }
-}
-
-final class WorkBox {
-    let work: @Sendable () -> Void
-    init(_ work: @escaping @Sendable () -> Void) { self.work = work }
 }

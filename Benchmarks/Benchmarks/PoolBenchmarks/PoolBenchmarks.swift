@@ -10,6 +10,7 @@
 //     cd Benchmarks && swift package benchmark            # all
 //     swift package benchmark --filter 'FixedPool.*'      # some
 import Benchmark
+import BenchmarkSupport
 import FastAlloc
 import Synchronization
 #if canImport(Glibc)
@@ -24,18 +25,7 @@ struct Block: Sendable {
 let blockBytes = MemoryLayout<Block>.size  // 2048
 
 let benchmarks: @Sendable () -> Void = {
-    Benchmark.defaultConfiguration = .init(
-        metrics: [.wallClock, .mallocCountTotal, .throughput],
-        scalingFactor: .kilo,
-        maxDuration: .seconds(2),
-        maxIterations: 1_000_000,
-        thresholds: [
-            // Regression gates for `swift package benchmark baseline check`: the pools must not
-            // start allocating, nor slow down by more than these margins.
-            .mallocCountTotal: .init(absolute: [.p90: 0]),
-            .wallClock: .init(relative: [.p50: 25]),
-        ]
-    )
+    Benchmark.defaultConfiguration = poolBenchmarkConfiguration
 
     // MARK: Baselines: the heap
 
@@ -157,18 +147,6 @@ let benchmarks: @Sendable () -> Void = {
     }
 }
 
-/// Runs `work(iterations)` on `count` threads at once (this one and `count - 1` helpers), all
-/// inside the measurement: the time per pair is wall time over one thread's pairs.
-func onThreads(_ count: Int, _ benchmark: Benchmark, _ work: @escaping @Sendable (Int) -> Void) {
-    let iterations = benchmark.scaledIterations.count
-    let helpers = Helpers(count: count - 1) { work(iterations) }
-    benchmark.startMeasurement()
-    helpers.start()
-    work(iterations)
-    helpers.join()
-    benchmark.stopMeasurement()
-}
-
 /// Fills every slot once, so measured acquisitions reuse retained values (the steady state).
 func warmUp(_ pool: UnsynchronizedPool<Block>) {
     let batch = pool.acquire(count: pool.capacity) { _ in Block() }
@@ -179,8 +157,7 @@ func warmUp(_ pool: UnsynchronizedPool<Block>) {
 /// no column for them).
 func reportContention(_ name: String, _ lock: LockStatistics) {
     let share = lock.acquisitions == 0 ? 0 : Double(lock.contended) / Double(lock.acquisitions)
-    let line = "\(name): lock acquisitions \(lock.acquisitions), contended \(lock.contended) (\(Int(share * 1000)) per mille), wait \(lock.waitNanoseconds / 1_000_000) ms\n"
-    _ = line.withCString { write(2, $0, strlen($0)) }
+    report("\(name): lock acquisitions \(lock.acquisitions), contended \(lock.contended) (\(Int(share * 1000)) per mille), wait \(lock.waitNanoseconds / 1_000_000) ms")
 }
 
 /// A naive alternative to ThreadSafePool: a pthread mutex around a stack of pointers.
@@ -212,40 +189,4 @@ final class MutexPool: Sendable {
     }
     func acquire() -> UInt { free.withLock { $0.popLast()! } }
     func release(_ pointer: UInt) { free.withLock { $0.append(pointer) } }
-}
-
-/// `count` threads that each run `work` once, started by `start()` and awaited by `join()`.
-final class Helpers: @unchecked Sendable {
-    // @unchecked: `threads` is touched only by the creating thread.
-    private let work: @Sendable () -> Void
-    private let count: Int
-    private var threads: [pthread_t] = []
-
-    init(count: Int, _ work: @escaping @Sendable () -> Void) {
-        self.count = count
-        self.work = work
-    }
-
-    func start() {
-        for _ in 0..<count {
-            var thread = pthread_t()
-            let box = Unmanaged.passRetained(WorkBox(work)).toOpaque()
-            pthread_create(&thread, nil, { raw in
-                // Safe: `raw` is the WorkBox retained above, passed to exactly this one thread.
-                Unmanaged<WorkBox>.fromOpaque(raw!).takeRetainedValue().work()
-                return nil
-            }, box)
-            threads.append(thread)
-        }
-    }
-
-    func join() {
-        for thread in threads { pthread_join(thread, nil) }
-        threads = []
-    }
-}
-
-final class WorkBox {
-    let work: @Sendable () -> Void
-    init(_ work: @escaping @Sendable () -> Void) { self.work = work }
 }
