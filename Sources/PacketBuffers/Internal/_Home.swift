@@ -55,7 +55,7 @@ package struct _Home: ~Copyable {
     @usableFromInline package let highWater = Atomic<Int>(0)
     @usableFromInline package let capacity = Atomic<Int>(0)
     /// Local: takes served from the local pool. Overflow: draws served.
-    @usableFromInline package let takes = Atomic<UInt64>(0)
+    @usableFromInline package let takes = Atomic<UInt64>(0)  // published from slots.acquisitions
     /// Local: takes served by the overflow pool instead.
     @usableFromInline package let overflowDraws = Atomic<UInt64>(0)
     /// Takes that found no buffer anywhere (local homes) or no buffer at the maximum (overflow).
@@ -137,13 +137,17 @@ package struct _Home: ~Copyable {
     }
 
     /// Publishes `inUse` and `highWater` after the owner (or lock holder) changed them.
+    /// After a take, publishes in-use, the high-water mark when this take raised it, and the
+    /// take count (the slot core's own acquisition counter: no second counter to maintain).
     @inlinable @inline(__always)
     package static func publish(_ home: UnsafeMutablePointer<_Home>) {
         let slots = home.pointee.slots
-        home.pointee.inUse.store(slots.pointee.inUse, ordering: .releasing)
-        if slots.pointee.highWater != home.pointee.highWater.load(ordering: .relaxed) {
-            home.pointee.highWater.store(slots.pointee.highWater, ordering: .relaxed)
+        let inUse = slots.pointee.inUse
+        home.pointee.inUse.store(inUse, ordering: .releasing)
+        if inUse == slots.pointee.highWater {
+            home.pointee.highWater.store(inUse, ordering: .relaxed)
         }
+        home.pointee.takes.store(slots.pointee.acquisitions, ordering: .relaxed)
     }
 
     /// Readies a taken slot's header: a fresh slot gets its home and capacity (they never change
@@ -170,12 +174,10 @@ package struct _Home: ~Copyable {
     package static func takeLocal(_ home: UnsafeMutablePointer<_Home>) -> UnsafeMutableRawPointer? {
         if let taken = home.pointee.slots.pointee.take() {
             publish(home)
-            bump(home.pointee.takes)
             return prepare(taken.slot, fresh: taken.fresh, home: home)
         }
         guard drainReturns(home) > 0, let taken = home.pointee.slots.pointee.take() else { return nil }
         publish(home)
-        bump(home.pointee.takes)
         return prepare(taken.slot, fresh: taken.fresh, home: home)
     }
 
@@ -246,7 +248,6 @@ package struct _Home: ~Copyable {
         if slots.pointee.growthEvents.count != growthBefore { recordGrowth(home) }
         if taken != nil {
             publish(home)
-            bump(home.pointee.takes)
         } else {
             bump(home.pointee.failedDraws)
         }
