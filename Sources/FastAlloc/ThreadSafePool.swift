@@ -63,14 +63,14 @@ public final class ThreadSafePool<Element: Sendable>: @unchecked Sendable {
 
     /// Puts `value` in a free slot (growing if allowed) and returns its handle. Traps, naming
     /// the pool, when it is exhausted and cannot grow; see `tryAcquire(_:)`.
-    @inlinable
+    @inlinable @inline(__always)  // the hot path: measured, inlining matters (Benchmarks/)
     public func acquire(_ value: consuming Element) -> SharedPoolHandle<Element> {
         guard let handle = tryAcquire(value) else { _exhausted() }
         return handle
     }
 
     /// Like `acquire(_:)`, but returns nil (and counts a failed acquisition) when exhausted.
-    @inlinable
+    @inlinable @inline(__always)  // the hot path: measured, inlining matters (Benchmarks/)
     public func tryAcquire(_ value: consuming Element) -> SharedPoolHandle<Element>? {
         guard let taken = _take() else { return nil }
         let core = _shared
@@ -79,14 +79,14 @@ public final class ThreadSafePool<Element: Sendable>: @unchecked Sendable {
     }
 
     /// Hands out a retained value (reset by the hooks) or a new one from `initialize`.
-    @inlinable
+    @inlinable @inline(__always)  // the hot path: measured, inlining matters (Benchmarks/)
     public func acquire() -> SharedPoolHandle<Element> {
         guard let handle = tryAcquire() else { _exhausted() }
         return handle
     }
 
     /// Like `acquire()`, but returns nil when exhausted.
-    @inlinable
+    @inlinable @inline(__always)  // the hot path: measured, inlining matters (Benchmarks/)
     public func tryAcquire() -> SharedPoolHandle<Element>? {
         let core = _shared
         if core.pointee.hooks.initialize == nil { _noInitializer() }

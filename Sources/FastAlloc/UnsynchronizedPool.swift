@@ -23,14 +23,14 @@ public class UnsynchronizedPool<Element> {
 
     /// Puts `value` in a free slot (growing if the strategy allows) and returns its handle.
     /// Traps, naming the pool, when it is exhausted and cannot grow; see `tryAcquire(_:)`.
-    @inlinable
+    @inlinable @inline(__always)  // the hot path: measured, inlining matters (Benchmarks/)
     public final func acquire(_ value: consuming Element) -> PoolHandle<Element> {
         guard let taken = _core.pointee.slots.pointee.take() else { _exhausted() }
         return PoolHandle(core: _core, pointer: _TypedCore.place(value, in: taken.slot, fresh: taken.fresh, of: _core))
     }
 
     /// Like `acquire(_:)`, but returns nil (and counts a failed acquisition) when exhausted.
-    @inlinable
+    @inlinable @inline(__always)  // the hot path: measured, inlining matters (Benchmarks/)
     public final func tryAcquire(_ value: consuming Element) -> PoolHandle<Element>? {
         guard let taken = _core.pointee.slots.pointee.take() else { return nil }
         return PoolHandle(core: _core, pointer: _TypedCore.place(value, in: taken.slot, fresh: taken.fresh, of: _core))
@@ -38,14 +38,14 @@ public class UnsynchronizedPool<Element> {
 
     /// Hands out a slot's retained value (reset by the acquire hooks), or a new value from the
     /// configured `initialize` closure for a slot never used. Traps without an initialiser.
-    @inlinable
+    @inlinable @inline(__always)  // the hot path: measured, inlining matters (Benchmarks/)
     public final func acquire() -> PoolHandle<Element> {
         guard let handle = tryAcquire() else { _exhausted() }
         return handle
     }
 
     /// Like `acquire()`, but returns nil when exhausted.
-    @inlinable
+    @inlinable @inline(__always)  // the hot path: measured, inlining matters (Benchmarks/)
     public final func tryAcquire() -> PoolHandle<Element>? {
         if _core.pointee.hooks.initialize == nil { _noInitializer() }
         guard let taken = _core.pointee.slots.pointee.take() else { return nil }
