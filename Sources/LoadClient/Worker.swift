@@ -229,6 +229,7 @@ final class Connection: TCPStreamDelegate {
 
     func stream(_ stream: TCPStream, didRead count: Int, into buffer: UnsafeMutableRawBufferPointer) {
         if count > 0 {
+            // Safe: libuv reports `count` <= the buffer's length bytes read into it.
             process(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
         } else if count < 0 {
             if received < sent * size || (sent < limit && !worker.stopping) {
@@ -254,7 +255,7 @@ final class Connection: TCPStreamDelegate {
         let expected = sent &* size - received
         if bytes.count > expected {  // more than was sent: all of the excess is wrong
             worker.noteMismatch(connection: index, offset: received + expected, count: bytes.count - expected)
-            bytes = UnsafeRawBufferPointer(rebasing: bytes[0..<expected])
+            bytes = UnsafeRawBufferPointer(rebasing: bytes[0..<expected])  // Safe: expected < bytes.count
         }
         if worker.config.verify { verify(bytes) }
         let before = received / size
@@ -281,6 +282,7 @@ final class Connection: TCPStreamDelegate {
             let count = min(size, bytes.count - done)
             let offset = received + done
             let expected = worker.ring.window(connection: index, offset: offset % PatternRing.period, count: count)
+            // Safe: done + count <= bytes.count, and the pattern window holds `count` bytes.
             if memcmp(bytes.baseAddress! + done, expected.baseAddress!, count) != 0 {
                 var first = -1
                 var wrong = 0
