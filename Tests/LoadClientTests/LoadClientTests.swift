@@ -101,7 +101,9 @@ import UVLoop
         #expect(report.succeeded, "\(report.summary())")
         #expect(report.messages > 0)
         #expect(report.warmupMessages > 0)
-        #expect(report.seconds > 0.3 && report.seconds < 0.6)
+        // At least the duration was measured; the generous upper bound only says the run ended
+        // by itself (a loaded CI machine under a sanitizer can be late by far more than 0.2 s).
+        #expect(report.seconds > 0.3 && report.seconds < 3)
     }
 
     @Test func openLoop_neverSendsAheadOfSchedule() throws {

@@ -1,4 +1,5 @@
 import FastAlloc
+import Glibc
 import PacketBuffers
 import Synchronization
 import TestSupport
@@ -65,7 +66,7 @@ import Testing
                     if stats.overflow.inUse > stats.overflow.capacity || stats.overflow.capacity > 16 {
                         inconsistentSnapshots.add(1, ordering: .relaxed)
                     }
-                    statisticsReads.add(1, ordering: .relaxed)
+                    statisticsReads.add(1, ordering: .releasing)
                 }
                 return
             }
@@ -73,6 +74,12 @@ import Testing
             var random = Generator(state: UInt64(thread) &* 7919 &+ 1)
             var held: [UInt] = []  // lent addresses of buffers this thread holds
             for sequence in 0..<iterations {
+                if sequence == iterations / 2 {
+                    // Halfway, wait until the reader has taken at least one snapshot, so some
+                    // snapshots are certainly taken while buffers are in flight (in a release
+                    // build the workers can otherwise finish before the reader is scheduled).
+                    while statisticsReads.load(ordering: .acquiring) == 0 { sched_yield() }
+                }
                 let dice = Int(random.next() % 100)
                 if dice < 50, held.count < maxHeld {
                     if var buffer = pool.take() {
