@@ -4,6 +4,7 @@ import PackageDescription
 let package = Package(
     name: "FastAlloc",
     products: [
+        .executable(name: "fastalloc-server", targets: ["fastalloc-server"]),
         .executable(name: "fastalloc-load", targets: ["fastalloc-load"]),
         .library(name: "FastAlloc", targets: ["FastAlloc"]),
         .library(name: "PacketBuffers", targets: ["PacketBuffers"]),
@@ -12,6 +13,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // The pool library: standard library, Synchronization and the platform C library only.
@@ -25,7 +27,15 @@ let package = Package(
         // The few libuv pieces the server and the load client need, in Swift.
         .target(name: "UVLoop", dependencies: ["CLibUV", "FastAlloc"]),
         // The load client's engine: connections, pattern, verification, histograms, report.
-        .target(name: "LoadClient", dependencies: ["UVLoop", .product(name: "Histogram", package: "hdrhistogram-swift")]),
+        // The server: workers, sessions (echo and relay), backpressure, timeouts, limits, drain.
+        .target(name: "ServerCore", dependencies: [
+            "UVLoop", "PacketBuffers", "FastAlloc", "CLibUV", .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "fastalloc-server", dependencies: [
+            "ServerCore", "UVLoop", "FastAlloc", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "LoadClient", dependencies: ["UVLoop", "FastAlloc", .product(name: "Histogram", package: "hdrhistogram-swift")]),
         .executableTarget(name: "fastalloc-load", dependencies: [
             "LoadClient", "UVLoop", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
@@ -36,6 +46,11 @@ let package = Package(
         .testTarget(name: "PacketBuffersTests", dependencies: ["PacketBuffers", "FastAlloc", "TestSupport"]),
         .testTarget(name: "LoadClientTests", dependencies: ["LoadClient", "UVLoop", "TestSupport"]),
         .testTarget(name: "UVLoopTests", dependencies: ["UVLoop", "TestSupport"]),
+        // End to end: in-process servers and the real fastalloc-server process on 127.0.0.1.
+        .testTarget(name: "ServerTests", dependencies: [
+            "ServerCore", "LoadClient", "UVLoop", "PacketBuffers", "TestSupport", "fastalloc-server",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -43,10 +43,12 @@ public enum AllocationOrder: Sendable, Hashable {
     case lowestFirst
 }
 
-/// A configuration value broke one of `PoolConfig`'s rules. The message names the field, the
-/// value and the rule, for example `alignment: 48 (expected: a power of two >= 8)`.
-public struct PoolConfigError: Error, Sendable, Hashable, CustomStringConvertible {
-    /// The configuration field that is wrong (`capacity`, `alignment`, `growth`, `maxCapacity`).
+/// A configuration value broke a rule. The message names the field (or command-line option),
+/// the value and the rule, for example `alignment: 48 (expected: a power of two >= 8)`.
+/// One type for every configuration in the package: pools, packet buffers, the load client's
+/// flags and the server's options.
+public struct ConfigError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The field or option that is wrong (`capacity`, `alignment`, `--workers`, ...).
     public let field: String
     /// The value that was given, as text.
     public let value: String
@@ -61,6 +63,9 @@ public struct PoolConfigError: Error, Sendable, Hashable, CustomStringConvertibl
 
     public var description: String { "\(field): \(value) (expected: \(expected))" }
 }
+
+/// The name `PoolConfig` validation has always thrown.
+public typealias PoolConfigError = ConfigError
 
 /// The configuration of a pool of `Element` values, validated once when it is made.
 ///

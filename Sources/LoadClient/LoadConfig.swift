@@ -1,3 +1,4 @@
+import FastAlloc
 import UVLoop
 
 /// What a load run does. Validated by `validate()`, whose errors name the flag and the rule.
@@ -37,7 +38,7 @@ public struct LoadConfig: Sendable {
 
     public func validate() throws(LoadConfigError) {
         func fail(_ flag: String, _ value: Any, _ rule: String) -> LoadConfigError {
-            LoadConfigError(flag: flag, value: "\(value)", rule: rule)
+            ConfigError(field: flag, value: "\(value)", expected: rule)
         }
         if target.port == 0 { throw fail("--target", target, "a port from 1 to 65535") }
         if connections < 1 || connections > 1_000_000 { throw fail("--connections", connections, "1...1000000") }
@@ -55,26 +56,6 @@ public struct LoadConfig: Sendable {
     }
 }
 
-/// A flag with a value that breaks its rule.
-public struct LoadConfigError: Error, Sendable, CustomStringConvertible, Equatable {
-    public let flag: String
-    public let value: String
-    public let rule: String
-    public init(flag: String, value: String, rule: String) {
-        self.flag = flag
-        self.value = value
-        self.rule = rule
-    }
-    public var description: String { "\(flag): \(value) (expected: \(rule))" }
-}
+/// The load client's flags break rules as the rest of the package's configurations do.
+public typealias LoadConfigError = ConfigError
 
-/// Parses a duration: `10s`, `500ms`, `2m`, `1.5s`, or plain seconds (`10`).
-public func parseDuration(_ text: String) -> Double? {
-    let units: [(String, Double)] = [("ms", 0.001), ("us", 0.000_001), ("s", 1), ("m", 60), ("h", 3600)]
-    for (suffix, scale) in units where text.hasSuffix(suffix) {
-        guard let value = Double(text.dropLast(suffix.count)), value.isFinite, value >= 0 else { return nil }
-        return value * scale
-    }
-    guard let value = Double(text), value.isFinite, value >= 0 else { return nil }
-    return value
-}

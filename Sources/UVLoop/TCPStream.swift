@@ -103,15 +103,16 @@ public final class TCPStream: Handle {
     }
 
     /// Writes `bytes`: as much as the socket takes now (`uv_try_write`), the rest queued
-    /// (`uv_write`). Returns true when everything went out now; false when a queued write will
-    /// report to `stream(_:didFinishWrite:status:)` with `token`.
+    /// (`uv_write`). Returns how many bytes were queued: 0 when everything went out now;
+    /// otherwise a queued write will report to `stream(_:didFinishWrite:status:)` with `token`.
+    /// When it throws, nothing was queued and no completion will come.
     ///
     /// Unsafe: the bytes must stay valid and unchanged until that completion.
-    public func write(unsafeBytes bytes: UnsafeRawBufferPointer, token: UInt) throws(UVError) -> Bool {
-        guard let base = bytes.baseAddress, bytes.count > 0 else { return true }
+    public func write(unsafeBytes bytes: UnsafeRawBufferPointer, token: UInt) throws(UVError) -> Int {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return 0 }
         var buffer = uv_buf_init(UnsafeMutablePointer(mutating: base.assumingMemoryBound(to: CChar.self)), UInt32(bytes.count))
         let written = uv_try_write(stream, &buffer, 1)
-        if written == Int32(bytes.count) { return true }
+        if written == Int32(bytes.count) { return 0 }
         if written < 0 && written != Int32(UV_EAGAIN.rawValue) {
             throw UVError(written, "write")
         }
@@ -135,7 +136,7 @@ public final class TCPStream: Handle {
             loop.writeRequests.unsafeRelease(request)
             throw UVError(status, "uv_write")
         }
-        return false
+        return bytes.count - done
     }
 
     /// Bytes queued for writing and not yet sent.

@@ -136,10 +136,10 @@ import UVLoop
     @Test func badValues_nameTheFlagAndRule() throws {
         var config = LoadConfig(target: SocketAddress(host: "127.0.0.1", port: 7000))
         config.size = 0
-        #expect(throws: LoadConfigError(flag: "--size", value: "0", rule: "1...16777216 bytes")) { try config.validate() }
+        #expect(throws: LoadConfigError(field: "--size", value: "0", expected: "1...16777216 bytes")) { try config.validate() }
         config.size = 64
         config.threads = 65
-        #expect(throws: LoadConfigError(flag: "--threads", value: "65", rule: "1...connections (64)")) { try config.validate() }
+        #expect(throws: LoadConfigError(field: "--threads", value: "65", expected: "1...connections (64)")) { try config.validate() }
         config.threads = 1
         config.rate = 0
         #expect(throws: LoadConfigError.self) { try config.validate() }

@@ -158,7 +158,7 @@ private final class Session: TCPStreamDelegate {
         memory.copyBytes(from: bytes)
         nextToken += 1
         do {
-            if try stream.write(unsafeBytes: UnsafeRawBufferPointer(memory), token: nextToken) {
+            if try stream.write(unsafeBytes: UnsafeRawBufferPointer(memory), token: nextToken) == 0 {
                 memory.deallocate()
             } else {
                 pending[nextToken] = memory

@@ -1,0 +1,197 @@
+import FastAlloc
+import PacketBuffers
+import UVLoop
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the server does with a connection's bytes.
+public enum ServerMode: String, Sendable, CaseIterable {
+    /// Every byte goes back to the connection it came from.
+    case echo
+    /// Every client connection gets its own connection to the fixed upstream; bytes flow both ways.
+    case relay
+}
+
+/// Everything the server needs, validated in one place. Errors name the command-line option,
+/// the value and the rule (`--workers: 0 (expected: 1...256)`).
+public struct ServerConfig: Sendable {
+    public var mode: ServerMode
+    /// Where clients connect. 127.0.0.1 by default: exposing the server is a decision.
+    public var listen: SocketAddress = SocketAddress(host: "127.0.0.1", port: 7000)
+    /// The relay's one upstream; never chosen by a client (no open proxy). Relay mode only.
+    public var upstream: SocketAddress?
+    /// Worker threads, each with its own loop, listener (SO_REUSEPORT) and local buffer pool.
+    public var workers: Int = ServerConfig.onlineCores
+    /// Packet buffers: size, local buffers per worker, the shared overflow pool.
+    public var buffers: PacketBufferConfig = try! PacketBufferConfig()
+    /// Connections open at once, all workers together; beyond it new ones are closed at once.
+    public var maxConnections: Int = 10_000
+    /// Seconds a connection may stay without reading a byte (0: never closed for it).
+    public var idleTimeout: Double = 60
+    /// Seconds the relay waits for the upstream to accept.
+    public var connectTimeout: Double = 5
+    /// Seconds a graceful drain may take before the rest is closed.
+    public var drainTimeout: Double = 10
+    /// Memory a direction's write queue may hold (whole buffers counted) before the other side
+    /// stops reading. Reading resumes at or below `lowWatermark`.
+    public var highWatermark: Int = 256 * 1024
+    public var lowWatermark: Int = 64 * 1024
+    /// Listen backlog.
+    public var backlog: Int = 1024
+
+    public init(mode: ServerMode) {
+        self.mode = mode
+    }
+
+    public static var onlineCores: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+
+    /// Checks every rule; the error names the first option that breaks one.
+    public func validate() throws(ConfigError) {
+        func fail(_ option: String, _ value: Any, _ rule: String) -> ConfigError {
+            ConfigError(field: option, value: "\(value)", expected: rule)
+        }
+        switch (mode, upstream) {
+        case (.relay, nil): throw fail("--upstream", "(none)", "HOST:PORT of the upstream, required in relay mode")
+        case (.echo, let upstream?): throw fail("--upstream", upstream, "no upstream in echo mode (use relay)")
+        case (.relay, let upstream?) where upstream.port == 0: throw fail("--upstream", upstream, "a port from 1 to 65535")
+        default: break
+        }
+        if !(1...256).contains(workers) { throw fail("--workers", workers, "1...256") }
+        do {
+            try buffers.validate()
+        } catch {
+            let names = ["bufferSize": "--buffer-size", "localBuffers": "--local-buffers", "overflowInitial": "--overflow-initial",
+                         "overflowGrowth": "--overflow-growth", "overflowMax": "--overflow-max"]
+            throw ConfigError(field: names[error.field] ?? error.field, value: error.value,
+                              expected: error.expected.replacing("overflowInitial", with: "--overflow-initial"))
+        }
+        if !(1...1_000_000).contains(maxConnections) { throw fail("--max-connections", maxConnections, "1...1000000") }
+        if !(idleTimeout >= 0) || !idleTimeout.isFinite { throw fail("--idle-timeout", idleTimeout, "a time >= 0 (0: none), like 60s") }
+        if !(connectTimeout > 0) || !connectTimeout.isFinite { throw fail("--connect-timeout", connectTimeout, "a time > 0, like 5s") }
+        if !(drainTimeout >= 0) || !drainTimeout.isFinite { throw fail("--drain-timeout", drainTimeout, "a time >= 0, like 10s") }
+        if highWatermark < 1 { throw fail("--high-watermark", highWatermark, "> 0 bytes") }
+        if lowWatermark < 0 || lowWatermark >= highWatermark {
+            throw fail("--low-watermark", lowWatermark, "0...--high-watermark - 1 (\(highWatermark - 1))")
+        }
+        if !(1...65535).contains(backlog) { throw fail("--backlog", backlog, "1...65535") }
+    }
+}
+
+// MARK: Parsing the command line and the environment
+
+/// One option of the server's command line, with its environment variable and rule.
+public struct ServerOption: Sendable {
+    public let name: String
+    public let environment: String
+    public let help: String
+}
+
+extension ServerConfig {
+    /// Every option the command line and the environment take, in `--help` order.
+    public static let options: [ServerOption] = [
+        .init(name: "listen", environment: "FASTALLOC_LISTEN", help: "Address to accept clients on, HOST:PORT (port 0: any free port). Default 127.0.0.1:7000."),
+        .init(name: "upstream", environment: "FASTALLOC_UPSTREAM", help: "Relay mode: the fixed upstream HOST:PORT every client is relayed to."),
+        .init(name: "workers", environment: "FASTALLOC_WORKERS", help: "Worker threads, each with its own event loop and buffer pool. Default: the online cores."),
+        .init(name: "buffer-size", environment: "FASTALLOC_BUFFER_SIZE", help: "Bytes per packet buffer (one read), 64 to 1048576; suffixes K, KiB, M, MiB. Default 65536."),
+        .init(name: "local-buffers", environment: "FASTALLOC_LOCAL_BUFFERS", help: "Buffers each worker owns (taken without a lock). Default 128."),
+        .init(name: "overflow-initial", environment: "FASTALLOC_OVERFLOW_INITIAL", help: "Buffers the shared overflow pool starts with. Default 64."),
+        .init(name: "overflow-growth", environment: "FASTALLOC_OVERFLOW_GROWTH", help: "How the overflow pool grows: linear:N, exponential:F or none. Default exponential:2."),
+        .init(name: "overflow-max", environment: "FASTALLOC_OVERFLOW_MAX", help: "Most buffers the overflow pool may hold; beyond, readers wait (backpressure). Default 1024."),
+        .init(name: "max-connections", environment: "FASTALLOC_MAX_CONNECTIONS", help: "Client connections open at once; beyond, new ones are closed at once and counted. Default 10000."),
+        .init(name: "idle-timeout", environment: "FASTALLOC_IDLE_TIMEOUT", help: "Close a connection that has sent nothing for this long (0: never). Default 60s."),
+        .init(name: "connect-timeout", environment: "FASTALLOC_CONNECT_TIMEOUT", help: "Relay mode: time the upstream may take to accept. Default 5s."),
+        .init(name: "drain-timeout", environment: "FASTALLOC_DRAIN_TIMEOUT", help: "On SIGTERM/SIGINT, time queued writes may take before everything is closed. Default 10s."),
+        .init(name: "high-watermark", environment: "FASTALLOC_HIGH_WATERMARK", help: "Buffer memory a direction's write queue may hold before its source stops reading. Default 256KiB."),
+        .init(name: "low-watermark", environment: "FASTALLOC_LOW_WATERMARK", help: "Reading resumes when the queue holds this much or less. Default 64KiB."),
+        .init(name: "log-level", environment: "FASTALLOC_LOG_LEVEL", help: "trace, debug, info, notice, warning, error or critical. Default info."),
+    ]
+
+    /// Builds a configuration from option values: each from `values` (the command line) or,
+    /// when absent there, from its environment variable, or else its default. Errors name the
+    /// option (and the variable when the value came from there).
+    public init(mode: ServerMode, values: [String: String], environment: [String: String]) throws(ConfigError) {
+        self.init(mode: mode)
+        var origin: [String: String] = [:]
+        func value(_ name: String) -> String? {
+            if let text = values[name] { origin[name] = "--\(name)"; return text }
+            let variable = ServerConfig.options.first { $0.name == name }!.environment
+            if let text = environment[variable], !text.isEmpty { origin[name] = "--\(name) (from \(variable))"; return text }
+            return nil
+        }
+        func fail(_ name: String, _ text: String, _ rule: String) -> ConfigError {
+            ConfigError(field: origin[name] ?? "--\(name)", value: "'\(text)'", expected: rule)
+        }
+        func address(_ name: String) throws(ConfigError) -> SocketAddress? {
+            guard let text = value(name) else { return nil }
+            do { return try SocketAddress(parsing: text) } catch { throw fail(name, text, "HOST:PORT with an IPv4 host, like 127.0.0.1:7000 (\(error.reason))") }
+        }
+        func integer(_ name: String, bytes: Bool = false) throws(ConfigError) -> Int? {
+            guard let text = value(name) else { return nil }
+            if bytes, let count = ServerConfig.parseByteCount(text) { return count }
+            guard let number = Int(text) else {
+                throw fail(name, text, bytes ? "a byte count like 65536, 64K or 1MiB" : "a whole number")
+            }
+            return number
+        }
+        func seconds(_ name: String) throws(ConfigError) -> Double? {
+            guard let text = value(name) else { return nil }
+            guard let seconds = parseDuration(text) else { throw fail(name, text, "a time like 60s, 500ms, 2m or 1.5") }
+            return seconds
+        }
+
+        if let listen = try address("listen") { self.listen = listen }
+        upstream = try address("upstream")
+        if let workers = try integer("workers") { self.workers = workers }
+        var buffers = self.buffers
+        if let size = try integer("buffer-size", bytes: true) { buffers.bufferSize = size }
+        if let local = try integer("local-buffers") { buffers.localBuffers = local }
+        if let initial = try integer("overflow-initial") { buffers.overflowInitial = initial }
+        if let text = value("overflow-growth") {
+            guard let growth = ServerConfig.parseGrowth(text) else {
+                throw fail("overflow-growth", text, "linear:N (N > 0), exponential:F (F > 1) or none")
+            }
+            buffers.overflowGrowth = growth
+        }
+        if let maximum = try integer("overflow-max") { buffers.overflowMax = maximum }
+        self.buffers = buffers
+        if let maximum = try integer("max-connections") { maxConnections = maximum }
+        if let idle = try seconds("idle-timeout") { idleTimeout = idle }
+        if let connect = try seconds("connect-timeout") { connectTimeout = connect }
+        if let drain = try seconds("drain-timeout") { drainTimeout = drain }
+        if let high = try integer("high-watermark", bytes: true) { highWatermark = high }
+        if let low = try integer("low-watermark", bytes: true) { lowWatermark = low }
+        do {
+            try validate()
+        } catch {
+            // Say where a bad value came from when it was the environment.
+            let name = String(error.field.dropFirst(2))
+            if let where_ = origin[name], where_ != error.field {
+                throw ConfigError(field: where_, value: error.value, expected: error.expected)
+            }
+            throw error
+        }
+    }
+
+    /// `65536`, `64K`, `64KiB`, `1M`, `1MiB` (powers of 1024).
+    public static func parseByteCount(_ text: String) -> Int? {
+        let units: [(String, Int)] = [("KiB", 1024), ("MiB", 1 << 20), ("K", 1024), ("M", 1 << 20), ("k", 1024)]
+        for (suffix, scale) in units where text.hasSuffix(suffix) {
+            guard let value = Int(text.dropLast(suffix.count)), value >= 0, value <= Int.max / scale else { return nil }
+            return value * scale
+        }
+        return Int(text)
+    }
+
+    /// `linear:N`, `exponential:F` or `none`. The numbers' own rules are checked by validate().
+    public static func parseGrowth(_ text: String) -> GrowthStrategy? {
+        if text == "none" { return GrowthStrategy.none }
+        let parts = text.split(separator: ":", maxSplits: 1).map(String.init)
+        guard parts.count == 2 else { return nil }
+        switch parts[0] {
+        case "linear": return Int(parts[1]).map { .linear($0) }
+        case "exponential": return Double(parts[1]).map { .exponential($0) }
+        default: return nil
+        }
+    }
+}

@@ -1,0 +1,159 @@
+import ArgumentParser
+import FastAlloc
+import Logging
+import ServerCore
+import UVLoop
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// fastalloc-server: a libuv TCP echo or relay server on pooled packet buffers.
+@main
+struct FastAllocServer: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fastalloc-server",
+        abstract: "A libuv TCP echo and relay server whose every read lands in a pooled packet buffer.",
+        discussion: """
+            Modes: echo sends every byte back to its sender; relay gives every client its own
+            connection to the fixed --upstream (clients never choose it) and moves bytes both ways.
+            Every option can also come from the environment variable named in its help; a flag wins
+            over the variable. Data and stats ports bind 127.0.0.1 unless told otherwise.
+            On SIGTERM or SIGINT the server stops accepting, lets queued writes finish (up to
+            --drain-timeout), closes everything, prints a summary and exits 0; a second signal
+            exits at once (status 1). Exit status 1 when it cannot listen; 64 for a bad option.
+            """)
+
+    @Argument(help: "echo or relay (FASTALLOC_MODE).")
+    var mode: String?
+
+    @Option(help: ArgumentHelp(ServerConfig.help("listen"))) var listen: String?
+    @Option(help: ArgumentHelp(ServerConfig.help("upstream"))) var upstream: String?
+    @Option(help: ArgumentHelp(ServerConfig.help("workers"))) var workers: String?
+    @Option(name: .customLong("buffer-size"), help: ArgumentHelp(ServerConfig.help("buffer-size"))) var bufferSize: String?
+    @Option(name: .customLong("local-buffers"), help: ArgumentHelp(ServerConfig.help("local-buffers"))) var localBuffers: String?
+    @Option(name: .customLong("overflow-initial"), help: ArgumentHelp(ServerConfig.help("overflow-initial"))) var overflowInitial: String?
+    @Option(name: .customLong("overflow-growth"), help: ArgumentHelp(ServerConfig.help("overflow-growth"))) var overflowGrowth: String?
+    @Option(name: .customLong("overflow-max"), help: ArgumentHelp(ServerConfig.help("overflow-max"))) var overflowMax: String?
+    @Option(name: .customLong("max-connections"), help: ArgumentHelp(ServerConfig.help("max-connections"))) var maxConnections: String?
+    @Option(name: .customLong("idle-timeout"), help: ArgumentHelp(ServerConfig.help("idle-timeout"))) var idleTimeout: String?
+    @Option(name: .customLong("connect-timeout"), help: ArgumentHelp(ServerConfig.help("connect-timeout"))) var connectTimeout: String?
+    @Option(name: .customLong("drain-timeout"), help: ArgumentHelp(ServerConfig.help("drain-timeout"))) var drainTimeout: String?
+    @Option(name: .customLong("high-watermark"), help: ArgumentHelp(ServerConfig.help("high-watermark"))) var highWatermark: String?
+    @Option(name: .customLong("low-watermark"), help: ArgumentHelp(ServerConfig.help("low-watermark"))) var lowWatermark: String?
+    @Option(name: .customLong("log-level"), help: ArgumentHelp(ServerConfig.help("log-level"))) var logLevel: String?
+
+    private var values: [String: String] {
+        let pairs: [(String, String?)] = [
+            ("listen", listen), ("upstream", upstream), ("workers", workers), ("buffer-size", bufferSize),
+            ("local-buffers", localBuffers), ("overflow-initial", overflowInitial), ("overflow-growth", overflowGrowth),
+            ("overflow-max", overflowMax), ("max-connections", maxConnections), ("idle-timeout", idleTimeout),
+            ("connect-timeout", connectTimeout), ("drain-timeout", drainTimeout), ("high-watermark", highWatermark),
+            ("low-watermark", lowWatermark), ("log-level", logLevel),
+        ]
+        return Dictionary(uniqueKeysWithValues: pairs.compactMap { name, value in value.map { (name, $0) } })
+    }
+
+    func run() throws {
+        let environment = ProcessEnvironment.current
+        let modeText = mode ?? environment["FASTALLOC_MODE"] ?? ""
+        guard let mode = ServerMode(rawValue: modeText) else {
+            throw ValidationError("mode: '\(modeText)' (expected: echo or relay, as the first argument or FASTALLOC_MODE)")
+        }
+        let config: ServerConfig
+        let level: Logger.Level
+        do {
+            config = try ServerConfig(mode: mode, values: values, environment: environment)
+            level = try ServerConfig.logLevel(values["log-level"] ?? environment["FASTALLOC_LOG_LEVEL"])
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "fastalloc-server")
+
+        // The main thread waits on its own loop for signals and for the workers to finish.
+        let control = try EventLoop()
+        let done = try AsyncWake(loop: control) { $0.loop.stop() }
+        let server: Server
+        do {
+            server = try Server(config: config, logger: logger, onFinished: { done.send() })
+        } catch let error as UVError {
+            FastAllocServer.fail("cannot listen on \(config.listen): \(error.message) (\(error.name))")
+        }
+        var signals = 0
+        let onSignal: (SignalWatcher, Int32) -> Void = { _, number in
+            signals += 1
+            if signals == 1 {
+                logger.notice("signal \(number): draining (up to \(config.drainTimeout) s); a second signal exits at once")
+                server.drain()
+            } else {
+                logger.warning("second signal: exiting now")
+                Glibc.exit(1)
+            }
+        }
+        let term = try SignalWatcher(loop: control, signal: SIGTERM, onSignal)
+        let interrupt = try SignalWatcher(loop: control, signal: SIGINT, onSignal)
+        let workerWord = config.workers == 1 ? "worker" : "workers"
+        let upstreamText = config.upstream.map { " to \($0)" } ?? ""
+        // One line on stdout, written at once (scripts wait for it), even into a pipe.
+        FastAllocServer.write("listening on \(server.address) (\(mode.rawValue)\(upstreamText), \(config.workers) \(workerWord))\n", to: 1)
+
+        control.run()
+        for handle in [term, interrupt] as [Handle] { handle.close() }
+        done.close()
+        control.runOnce(wait: false)
+        let final = server.wait()
+        FastAllocServer.write("stopped: \(final.summary)\n", to: 1)
+    }
+
+    static func fail(_ message: String) -> Never {
+        write("fastalloc-server: \(message)\n", to: 2)
+        Glibc.exit(1)
+    }
+
+    /// Writes straight to a file descriptor (no stdio buffering to flush).
+    static func write(_ text: String, to descriptor: Int32) {
+        var text = text
+        text.withUTF8 { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let written = Glibc.write(descriptor, bytes.baseAddress! + offset, bytes.count - offset)
+                if written <= 0 { break }
+                offset += written
+            }
+        }
+    }
+}
+
+enum ProcessEnvironment {
+    static var current: [String: String] {
+        var result: [String: String] = [:]
+        var pointer = environ
+        while let entry = pointer.pointee {
+            let text = String(cString: entry)
+            if let equals = text.firstIndex(of: "=") {
+                result[String(text[..<equals])] = String(text[text.index(after: equals)...])
+            }
+            pointer += 1
+        }
+        return result
+    }
+}
+
+extension ServerConfig {
+    static func help(_ name: String) -> String {
+        guard let option = options.first(where: { $0.name == name }) else { return "" }
+        return "\(option.help) (\(option.environment))"
+    }
+
+    static func logLevel(_ text: String?) throws(ConfigError) -> Logger.Level {
+        guard let text else { return .info }
+        guard let level = Logger.Level(rawValue: text) else {
+            throw ConfigError(field: "--log-level", value: "'\(text)'", expected: "trace, debug, info, notice, warning, error or critical")
+        }
+        return level
+    }
+}
