@@ -62,7 +62,7 @@ public final class Server: Sendable {
     /// A worker as other threads see it.
     private struct WorkerHandle: Sendable {
         let thread: ThreadHandle
-        let wake: AsyncWake
+        let wake: WorkerWake
         let counters: WorkerCounters
     }
 
@@ -74,6 +74,13 @@ public final class Server: Sendable {
         try config.validate()
         // A peer that resets must never kill the process: a write to it returns EPIPE instead.
         signal(SIGPIPE, SIG_IGN)
+        // A parent may have started us with signals blocked (a blocked mask is inherited across
+        // exec): unblock the ones that drain, in this thread and so in every worker it starts.
+        var drainSignals = sigset_t()
+        sigemptyset(&drainSignals)
+        sigaddset(&drainSignals, SIGTERM)
+        sigaddset(&drainSignals, SIGINT)
+        pthread_sigmask(SIG_UNBLOCK, &drainSignals, nil)
         Server.raiseFileLimit(logger: logger)
         self.config = config
         self.onFinished = onFinished
@@ -84,12 +91,12 @@ public final class Server: Sendable {
         // Worker 0 binds first, so that a port 0 becomes a real port the others can share.
         for index in 0..<config.workers {
             let counters = WorkerCounters()
-            let ready = OneShot<Result<(AsyncWake, SocketAddress), UVError>>()
+            let ready = OneShot<Result<(WorkerWake, SocketAddress), UVError>>()
             let shared = self.shared
             let bindAddress = address
             let thread = ThreadHandle.start { [onFinished] in
                 let worker: Worker
-                let wake: AsyncWake
+                let wake: WorkerWake
                 do {
                     worker = try Worker(index: index, config: config, shared: shared, counters: counters, logger: logger)
                     wake = try worker.start(address: bindAddress)
@@ -166,6 +173,40 @@ public final class Server: Sendable {
 }
 
 // MARK: Threads
+
+/// A worker's wake-up as other threads use it: `send()` is safe at any time, also after the
+/// worker has closed its handle (then it does nothing). The lock orders a send before the close:
+/// libuv's uv_async_send must not touch a handle after uv_close.
+final class WorkerWake: @unchecked Sendable {
+    // @unchecked: `async` and `open` are only touched with `mutex` held.
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private var async: AsyncWake?
+
+    init(_ async: AsyncWake) {
+        self.async = async
+        pthread_mutex_init(mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    func send() {
+        pthread_mutex_lock(mutex)
+        async?.send()
+        pthread_mutex_unlock(mutex)
+    }
+
+    /// On the worker's thread: no send reaches the handle after this; then it is closed.
+    func close() {
+        pthread_mutex_lock(mutex)
+        let handle = async
+        async = nil
+        pthread_mutex_unlock(mutex)
+        handle?.close()
+    }
+}
 
 /// A joinable thread running a closure.
 struct ThreadHandle: @unchecked Sendable {

@@ -57,7 +57,7 @@ final class Endpoint: TCPStreamDelegate {
 
     /// Starts or stops reading so that it matches the state.
     func updateReading() {
-        let want = !readEnded && !waitingForBuffer && !pausedByPeer && !closeRequested && session.isConnected
+        let want = !readEnded && !waitingForBuffer && !pausedByPeer && !closeRequested && (session.isConnected || discarding)
         guard want != reading else { return }
         reading = want
         if want {
@@ -221,14 +221,18 @@ final class Endpoint: TCPStreamDelegate {
         session.sideFailed(self, error)
     }
 
-    /// The drain: forward nothing more; flush the output, shut it down, and read (dropping the
-    /// bytes) until the other end closes, so that closing cannot reset what is still in flight.
-    func drain() {
+    /// A lingering close (drain, a failed peer, an upstream that never connected): forward
+    /// nothing more; flush what is queued to this side, shut its output down, and read (dropping
+    /// the bytes) until the other end closes. Closing a socket with unread input sends a reset,
+    /// which can destroy output still in flight; this way what was delivered stays delivered.
+    /// Bounded by the idle timeout (dropped bytes are not activity) and the drain timeout.
+    func finishGracefully() {
         guard !closeRequested else { return }
         discarding = true
         pausedByPeer = false
         shutdownWhenFlushed()
         updateReading()
+        closeIfDone()
     }
 
     func connectionDidBecomeReady() {
@@ -254,6 +258,7 @@ final class Session {
     var isConnected: Bool
     let startedAt: UInt64
     var ended = false
+    var upstreamFailureHandled = false
 
     init(worker: Worker, clientStream: TCPStream, upstreamStream: TCPStream?) {
         self.worker = worker
@@ -278,7 +283,7 @@ final class Session {
     }
 
     func upstreamDidConnect(status: Int32) {
-        guard !isConnected, let upstream, !upstream.closeRequested else { return }
+        guard !isConnected, let upstream, !upstream.closeRequested, !client.discarding else { return }
         if status < 0 {
             upstreamFailed(UVError(status, "connect to upstream \(worker.config.upstream!)"))
             return
@@ -290,10 +295,12 @@ final class Session {
 
     /// The upstream refused or did not accept in time: the client gets a clean close.
     func upstreamFailed(_ error: UVError) {
+        guard !upstreamFailureHandled else { return }
+        upstreamFailureHandled = true
         WorkerCounters.add(worker.counters.upstreamConnectFailures)
         worker.logUpstreamFailure(error)
         upstream?.close()
-        client.close()
+        client.finishGracefully()
     }
 
     func sideFailed(_ side: Endpoint, _ error: UVError) {
@@ -305,12 +312,9 @@ final class Session {
             WorkerCounters.add(worker.counters.clientResets)
         }
         side.close()
-        if let other = side.peer, other !== side, !other.closeRequested {
-            // Deliver what the other side already has, then end it.
-            other.readEnded = true
-            other.updateReading()
-            other.shutdownWhenFlushed()
-            other.closeIfDone()
+        if let other = side.peer, other !== side {
+            // Deliver what the other side already has, then end it cleanly.
+            other.finishGracefully()
         }
     }
 
@@ -322,17 +326,17 @@ final class Session {
 
     func drain() {
         if !isConnected {
-            closeNow()
-            return
+            upstream?.close()
+        } else {
+            upstream?.finishGracefully()
         }
-        client.drain()
-        upstream?.drain()
+        client.finishGracefully()
     }
 
     func endpointDidClose(_ endpoint: Endpoint) {
         guard client.closed && (upstream?.closed ?? true), !ended else {
             // One side is closed: the other cannot be relayed to any more; let it finish.
-            if endpoint === upstream, !client.closeRequested, !isConnected { client.close() }
+            if endpoint === upstream, !isConnected { client.finishGracefully() }
             return
         }
         ended = true

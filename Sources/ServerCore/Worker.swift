@@ -23,7 +23,7 @@ final class Worker: TCPListenerDelegate {
     private var bufferRetryTimer: Timer?
     private var sweepTimer: Timer?
     private var drainTimer: Timer?
-    private var wake: AsyncWake?
+    private var wake: WorkerWake?
     private(set) var draining = false
     /// Upstream failures logged in the current second, to keep a dead upstream from flooding
     /// the log (every failure is counted).
@@ -43,11 +43,11 @@ final class Worker: TCPListenerDelegate {
     }
 
     /// Binds and listens (on the worker's thread); returns the handle other threads wake it with.
-    func start(address: SocketAddress) throws(UVError) -> AsyncWake {
+    func start(address: SocketAddress) throws(UVError) -> WorkerWake {
         let listener = try TCPListener(loop: loop, address: address, reusePort: true, backlog: Int32(config.backlog))
         listener.delegate = self
         self.listener = listener
-        let wake = try AsyncWake(loop: loop) { [unowned self] _ in self.handleCommand() }
+        let wake = WorkerWake(try AsyncWake(loop: loop) { [unowned self] _ in self.handleCommand() })
         self.wake = wake
         let sweepTimer = try Timer(loop: loop)
         let timeouts = [config.idleTimeout, config.mode == .relay ? config.connectTimeout : 0].filter { $0 > 0 }
@@ -150,14 +150,14 @@ final class Worker: TCPListenerDelegate {
         let connect = UInt64(config.connectTimeout * 1000)
         var expired: [Session] = []
         for session in sessions {
-            if !session.isConnected {
+            if !session.isConnected && !session.upstreamFailureHandled {
                 if config.mode == .relay && now &- session.startedAt >= connect { expired.append(session) }
             } else if idle > 0 && now &- session.lastActivity >= idle {
                 expired.append(session)
             }
         }
         for session in expired where !session.ended {
-            if session.isConnected {
+            if session.isConnected || session.upstreamFailureHandled {
                 WorkerCounters.add(counters.idleTimeouts)
                 session.closeNow()
             } else {
