@@ -2,13 +2,20 @@
 SWIFT ?= swift
 SANITIZER_FLAGS = --disable-xctest
 
-.PHONY: setup run build test test-release test-tsan test-asan test-all bench-pools bench-client load clean
+.PHONY: setup run build test test-release test-tsan test-asan test-all bench-pools bench-client bench-mallocs smoke load demo clean
 
 setup:
 	@scripts/setup.sh
 
-## Build in release mode and run the main program with its defaults (for now: the pool demo).
+## Build in release mode and start the echo server with its defaults (127.0.0.1:7000, one
+## worker per core). Extra options: make run ARGS="--workers 1 --idle-timeout 10s". Ctrl-C drains and stops it.
 run: setup
+	$(SWIFT) build -c release --product fastalloc-server
+	$(SWIFT) build -c release --product fastalloc-load
+	exec .build/release/fastalloc-server echo $(ARGS)
+
+## The tour of the pools and packet buffers.
+demo: setup
 	$(SWIFT) build -c release --product fastalloc-demo
 	.build/release/fastalloc-demo
 
@@ -42,6 +49,15 @@ bench-pools: setup
 ## fastalloc-load against the C epoll client, same C echo server, same run (ratios).
 bench-client: setup
 	Benchmarks/client-vs-c.sh
+
+## Heap allocations per message in the server (echo and relay), from two runs of different
+## lengths under a malloc-counting LD_PRELOAD; fails unless it is 0.
+bench-mallocs: setup
+	Benchmarks/server-mallocs.sh
+
+## `make run` as a newcomer would use it: start it, drive it with fastalloc-load, SIGTERM, check the summary.
+smoke: setup
+	scripts/smoke.sh
 
 ## Build the load client in release mode: .build/release/fastalloc-load --help
 load: setup

@@ -99,9 +99,17 @@ public final class Server: Sendable {
                 let wake: WorkerWake
                 do {
                     worker = try Worker(index: index, config: config, shared: shared, counters: counters, logger: logger)
+                } catch {
+                    ready.set(.failure(error as! UVError))  // Worker.init throws(UVError) only
+                    return
+                }
+                do {
                     wake = try worker.start(address: bindAddress)
                 } catch {
-                    ready.set(.failure(error as! UVError))
+                    // start() closed what it had opened; run the loop so the close callbacks
+                    // free those handles (each holds its loop until then).
+                    worker.run()
+                    ready.set(.failure(error as! UVError))  // start throws(UVError) only
                     return
                 }
                 ready.set(.success((wake, worker.boundAddress ?? bindAddress)))

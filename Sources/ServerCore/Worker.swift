@@ -43,7 +43,17 @@ final class Worker: TCPListenerDelegate {
     }
 
     /// Binds and listens (on the worker's thread); returns the handle other threads wake it with.
+    /// On failure everything it opened is closing: run the loop once more to finish that.
     func start(address: SocketAddress) throws(UVError) -> WorkerWake {
+        do {
+            return try open(address: address)
+        } catch {
+            finish()
+            throw error
+        }
+    }
+
+    private func open(address: SocketAddress) throws(UVError) -> WorkerWake {
         let listener = try TCPListener(loop: loop, address: address, reusePort: true, backlog: Int32(config.backlog))
         listener.delegate = self
         self.listener = listener

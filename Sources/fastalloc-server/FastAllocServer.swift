@@ -81,6 +81,8 @@ struct FastAllocServer: ParsableCommand {
         do {
             server = try Server(config: config, logger: logger, onFinished: { done.send() })
         } catch let error as UVError {
+            done.close()
+            control.runOnce(wait: false)  // the close callback frees the handle before we exit
             FastAllocServer.fail("cannot listen on \(config.listen): \(error.message) (\(error.name))")
         }
         var signals = 0
