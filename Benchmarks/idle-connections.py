@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Server memory per idle connection: RSS of fastalloc-server (and, for comparison, the C libuv
+echo server) before and after N connections that each made one 1-byte round trip and then sit
+idle. Budget: under 20 MB of RSS growth for 10,000 connections.
+
+    Benchmarks/idle-connections.py [CONNECTIONS]      (default 10000)
+"""
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+COUNT = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def wait_port(port, process):
+    for _ in range(200):
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def measure(name, command, port):
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, process)
+        time.sleep(0.2)  # let the probe connection's close settle
+        before = rss_kib(process.pid)
+        sockets = []
+        for index in range(COUNT):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"x")
+            if s.recv(1) != b"x":  # accepted and served: the server holds its state now
+                raise RuntimeError(f"connection {index} not echoed")
+            sockets.append(s)
+        after = rss_kib(process.pid)
+        growth_mib = (after - before) / 1024
+        print(f"| {name} | {COUNT} | {before / 1024:.1f} | {after / 1024:.1f} | {growth_mib:.1f} | {(after - before) * 1024 / COUNT:.0f} |")
+        for s in sockets:
+            s.close()
+        return growth_mib
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def main():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < COUNT + 100:
+        sys.exit(f"the file descriptor limit ({hard}) is below {COUNT + 100}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    subprocess.run(["make", "-s", "-C", os.path.join(HERE, "peers")], check=True)
+    subprocess.run(["swift", "build", "-c", "release", "--product", "fastalloc-server"], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
+    server = os.path.join(ROOT, ".build/release/fastalloc-server")
+    print(f"machine: {os.cpu_count()} cores; {COUNT} idle connections, each after one 1-byte round trip")
+    print()
+    print("| server | connections | RSS before (MiB) | RSS after (MiB) | growth (MiB) | bytes per connection |")
+    print("|---|---:|---:|---:|---:|---:|")
+    ours = measure("fastalloc-server echo, 1 worker", [server, "echo", "--listen", "127.0.0.1:17400", "--workers", "1",
+                                                       "--max-connections", str(COUNT + 10)], 17400)
+    measure("fastalloc-server echo, 2 workers", [server, "echo", "--listen", "127.0.0.1:17401", "--workers", "2",
+                                                 "--max-connections", str(COUNT + 10)], 17401)
+    measure("C libuv echo (peers/uv-echo), 1 worker", [os.path.join(HERE, "peers/uv-echo"), "17402", "1"], 17402)
+    budget = 20
+    print()
+    print(f"budget: under {budget} MiB growth for 10,000 connections: {'met' if ours * 10_000 / COUNT < budget else 'MISSED'}")
+    sys.exit(0 if ours * 10_000 / COUNT < budget else 1)
+
+
+if __name__ == "__main__":
+    main()
