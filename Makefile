@@ -2,7 +2,7 @@
 SWIFT ?= swift
 SANITIZER_FLAGS = --disable-xctest
 
-.PHONY: setup run build test test-release test-tsan test-asan test-all bench-pools bench-client bench-mallocs smoke load demo clean
+.PHONY: setup run build test test-release test-tsan test-asan test-all bench-pools bench-client bench-mallocs bench-servers bench-idle smoke load demo clean
 
 setup:
 	@scripts/setup.sh
@@ -54,6 +54,17 @@ bench-client: setup
 ## lengths under a malloc-counting LD_PRELOAD; fails unless it is 0.
 bench-mallocs: setup
 	Benchmarks/server-mallocs.sh
+
+## fastalloc-server beside the C libuv echo, a SwiftNIO echo and haproxy (relay), interleaved
+## rounds, ratios and CPU per GB: make bench-servers ROUNDS=3 SECONDS=5
+ROUNDS ?= 3
+SECONDS ?= 5
+bench-servers: setup
+	Benchmarks/server-vs-peers.py --rounds $(ROUNDS) --seconds $(SECONDS)
+
+## RSS growth of the server for 10,000 idle connections (budget: under 20 MB).
+bench-idle: setup
+	Benchmarks/idle-connections.py
 
 ## `make run` as a newcomer would use it: start it, drive it with fastalloc-load, SIGTERM, check the summary.
 smoke: setup
