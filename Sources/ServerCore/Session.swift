@@ -13,10 +13,11 @@ import UVLoop
 final class Endpoint: TCPStreamDelegate {
     enum Role { case client, upstream }
 
-    // Safe as unowned(unsafe): the session owns both endpoints and lives until both streams
-    // have closed, which is after the last callback that can reach an endpoint.
+    // Safe as unowned(unsafe): the session owns its endpoints, and the worker keeps every
+    // session (live or in its free list) until the worker itself ends.
     unowned(unsafe) let session: Session
-    let stream: TCPStream
+    /// The socket of the current connection (kept after it closes, until the endpoint is reused).
+    private(set) var stream: TCPStream!
     let role: Role
     /// Where this side's bytes go: itself in echo mode, the other side in relay mode. Set once
     /// the session is built; cleared when the session ends (it is a reference cycle until then).
@@ -39,11 +40,25 @@ final class Endpoint: TCPStreamDelegate {
     var closeRequested = false
     var closed = false
 
-    init(session: Session, stream: TCPStream, role: Role) {
+    init(session: Session, role: Role) {
         self.session = session
-        self.stream = stream
         self.role = role
+    }
+
+    /// Starts a new connection on this (new or reused) endpoint.
+    func attach(_ stream: TCPStream) {
+        self.stream = stream
         stream.delegate = self
+        reading = false
+        readEnded = false
+        waitingForBuffer = false
+        pausedByPeer = false
+        discarding = false
+        queuedBuffers = 0
+        shutdownRequested = false
+        shutdownDone = false
+        closeRequested = false
+        closed = false
     }
 
     var worker: Worker { session.worker }
@@ -205,7 +220,8 @@ final class Endpoint: TCPStreamDelegate {
         guard !closeRequested else { return }
         closeRequested = true
         readEnded = true
-        if waitingForBuffer { waitingForBuffer = false }
+        reading = false  // libuv stops reading a closing handle by itself
+        waitingForBuffer = false
         stream.close()
     }
 
@@ -247,32 +263,48 @@ final class Endpoint: TCPStreamDelegate {
 }
 
 /// A client connection and, in relay mode, its upstream connection. Owned by one worker.
+///
+/// Sessions are reused: when one ends, the worker keeps it (and its closed streams) for a later
+/// connection, so that accepting allocates nothing once the worker has seen its peak.
 final class Session {
     unowned(unsafe) let worker: Worker  // Safe: a worker outlives its sessions (it ends after the last one).
-    var client: Endpoint!
-    var upstream: Endpoint?
+    private(set) var client: Endpoint!
+    /// The relay's upstream side of the current connection; nil in echo mode.
+    private(set) var upstream: Endpoint?
+    /// Kept across reuses (relay mode).
+    private var upstreamEndpoint: Endpoint?
     /// Index in the worker's session list (for O(1) removal).
     var slot = 0
     /// The loop's time of the last byte read from the client or upstream.
-    var lastActivity: UInt64
-    var isConnected: Bool
-    let startedAt: UInt64
-    var ended = false
-    var upstreamFailureHandled = false
+    var lastActivity: UInt64 = 0
+    var isConnected = false
+    private(set) var startedAt: UInt64 = 0
+    private(set) var ended = false
+    private(set) var upstreamFailureHandled = false
 
-    init(worker: Worker, clientStream: TCPStream, upstreamStream: TCPStream?) {
+    init(worker: Worker) {
         self.worker = worker
+        client = Endpoint(session: self, role: .client)
+    }
+
+    /// Starts the session for a new connection (and, in relay mode, its upstream connection).
+    func open(clientStream: TCPStream, upstreamStream: TCPStream?) {
         lastActivity = worker.loop.nowMilliseconds
         startedAt = lastActivity
         isConnected = upstreamStream == nil
-        client = Endpoint(session: self, stream: clientStream, role: .client)
+        ended = false
+        upstreamFailureHandled = false
+        client.attach(clientStream)
         if let upstreamStream {
-            let upstream = Endpoint(session: self, stream: upstreamStream, role: .upstream)
+            let upstream = upstreamEndpoint ?? Endpoint(session: self, role: .upstream)
+            upstreamEndpoint = upstream
+            upstream.attach(upstreamStream)
             upstream.peer = client
             client.peer = upstream
             self.upstream = upstream
         } else {
             client.peer = client
+            upstream = nil
         }
     }
 

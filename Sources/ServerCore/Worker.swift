@@ -19,6 +19,10 @@ final class Worker: TCPListenerDelegate {
     var logger: Logger
     private var listener: TCPListener?
     private var sessions: [Session] = []
+    /// Ended sessions and closed streams kept for the next connections: after the worker's peak
+    /// number of connections, accepting, connecting upstream and closing allocate nothing.
+    private var freeSessions: [Session] = []
+    private var freeStreams: [TCPStream] = []
     private var waitingForBuffers: [Endpoint] = []
     private var bufferRetryTimer: Timer?
     private var sweepTimer: Timer?
@@ -92,7 +96,7 @@ final class Worker: TCPListenerDelegate {
         var upstreamStream: TCPStream?
         if config.mode == .relay, let upstream = config.upstream {
             do {
-                let upstreamTCP = try TCPStream(loop: loop)
+                let upstreamTCP = try makeStream()
                 upstreamStream = upstreamTCP
                 try upstreamTCP.connect(to: upstream)
             } catch {
@@ -105,7 +109,8 @@ final class Worker: TCPListenerDelegate {
                 return
             }
         }
-        let session = Session(worker: self, clientStream: stream, upstreamStream: upstreamStream)
+        let session = freeSessions.popLast() ?? Session(worker: self)
+        session.open(clientStream: stream, upstreamStream: upstreamStream)
         session.slot = sessions.count
         sessions.append(session)
         WorkerCounters.set(counters.active, sessions.count)
@@ -118,7 +123,24 @@ final class Worker: TCPListenerDelegate {
         logRateLimited(level: .error, "accept failed: \(error)")
     }
 
+    /// A stream for a new connection: a closed one reopened, or a new one.
+    private func makeStream() throws(UVError) -> TCPStream {
+        if let stream = freeStreams.popLast() {
+            try stream.reopen()
+            return stream
+        }
+        return try TCPStream(loop: loop)
+    }
+
+    func streamForAccept(_ listener: TCPListener) throws(UVError) -> TCPStream {
+        try makeStream()
+    }
+
     func sessionDidEnd(_ session: Session) {
+        // Both streams have closed (their close callbacks ran): keep them and the session.
+        freeStreams.append(session.client.stream)
+        if let upstream = session.upstream { freeStreams.append(upstream.stream) }
+        freeSessions.append(session)
         let last = sessions.removeLast()
         if last !== session {
             last.slot = session.slot

@@ -1,17 +1,40 @@
 import CLibUV
 
-/// The base of every libuv handle: owns the handle's C memory and keeps itself alive while
-/// libuv may call back into it, from `retainForCallbacks()` (after a successful `uv_*_init`)
-/// until its close callback, which frees the C memory. Call `close()` once you are done.
+/// The base of every libuv handle: owns the handle's C memory for as long as the object lives,
+/// and keeps itself alive while libuv may call back into it, from `retainForCallbacks()` (after
+/// a successful `uv_*_init`) until its close callback. Call `close()` once you are done; the C
+/// memory is freed when the last reference goes (for a closed `TCPStream` kept for reuse, not
+/// before it is reopened and closed again).
 public class Handle {
-    /// The `uv_*_t` allocation; its `data` field holds the retained `self`.
+    /// The `uv_*_t` allocation; while open, its `data` field holds the retained `self`.
     public let rawHandle: UnsafeMutableRawPointer
     public let loop: EventLoop
     public private(set) var isClosing = false
+    /// The close callback has run: libuv holds nothing of this handle any more.
+    public private(set) var isClosed = false
 
     init(loop: EventLoop, type: uv_handle_type) {
         self.loop = loop
         rawHandle = .allocate(byteCount: uv_handle_size(type), alignment: 16)
+    }
+
+    deinit {
+        // Safe: an object that libuv may still call back into is retained by its `data` field,
+        // so deinit runs only before a successful uv_*_init or after the close callback.
+        rawHandle.deallocate()
+    }
+
+    /// A reopen whose uv_*_init failed: the handle is as closed as before.
+    func markClosedWithoutInit() {
+        isClosing = true
+        isClosed = true
+    }
+
+    /// For a closed handle that is initialised again (`TCPStream.reopen()`).
+    func resetAfterClose() {
+        precondition(isClosed, "only a closed handle can be reopened")
+        isClosing = false
+        isClosed = false
     }
 
     var uvHandle: UnsafeMutablePointer<uv_handle_t> {
@@ -32,8 +55,8 @@ public class Handle {
             // Safe: `data` holds the reference taken by retainForCallbacks(), released exactly
             // here, in the one close callback libuv makes per handle.
             let object = Unmanaged<Handle>.fromOpaque(handle!.pointee.data).takeRetainedValue()
+            object.isClosed = true
             object.didClose()
-            object.rawHandle.deallocate()
         })
     }
 
@@ -61,7 +84,6 @@ public final class Timer: Handle {
         super.init(loop: loop, type: UV_TIMER)
         let status = uv_timer_init(loop.raw, rawHandle.assumingMemoryBound(to: uv_timer_t.self))
         if status < 0 {
-            rawHandle.deallocate()
             throw UVError(status, "uv_timer_init")
         }
         retainForCallbacks()
@@ -99,7 +121,6 @@ public final class AsyncWake: Handle, @unchecked Sendable {
             object.body?(object)
         })
         if status < 0 {
-            rawHandle.deallocate()
             throw UVError(status, "uv_async_init")
         }
         retainForCallbacks()
@@ -123,7 +144,6 @@ public final class SignalWatcher: Handle {
         let handle = rawHandle.assumingMemoryBound(to: uv_signal_t.self)
         var status = uv_signal_init(loop.raw, handle)
         if status < 0 {
-            rawHandle.deallocate()
             throw UVError(status, "uv_signal_init")
         }
         retainForCallbacks()

@@ -44,6 +44,11 @@ public final class TCPStream: Handle {
     /// Anything the owner wants to hang on the stream (a connection index, a session).
     public var userData: Int = 0
 
+    /// The connect and shutdown requests, made on first use and kept with the stream (at most
+    /// one of each is pending at a time), so a reused stream allocates nothing.
+    private var connectRequest: UnsafeMutablePointer<uv_connect_t>?
+    private var shutdownRequest: UnsafeMutablePointer<uv_shutdown_t>?
+
     var tcp: UnsafeMutablePointer<uv_tcp_t> { rawHandle.assumingMemoryBound(to: uv_tcp_t.self) }
     var stream: UnsafeMutablePointer<uv_stream_t> { rawHandle.assumingMemoryBound(to: uv_stream_t.self) }
 
@@ -51,9 +56,27 @@ public final class TCPStream: Handle {
         super.init(loop: loop, type: UV_TCP)
         let status = uv_tcp_init(loop.raw, rawHandle.assumingMemoryBound(to: uv_tcp_t.self))
         if status < 0 {
-            rawHandle.deallocate()
             throw UVError(status, "uv_tcp_init")
         }
+        retainForCallbacks()
+    }
+
+    deinit {
+        connectRequest?.deallocate()
+        shutdownRequest?.deallocate()
+    }
+
+    /// Makes a closed stream a new, unconnected TCP handle on the same loop, reusing the object,
+    /// its handle memory and its requests (a server keeps closed streams for its next accepts).
+    public func reopen() throws(UVError) {
+        resetAfterClose()
+        let status = uv_tcp_init(loop.raw, tcp)
+        if status < 0 {
+            // Not initialised: nothing for libuv to close; mark it closed again for the pool.
+            markClosedWithoutInit()
+            throw UVError(status, "uv_tcp_init")
+        }
+        userData = 0
         retainForCallbacks()
     }
 
@@ -65,18 +88,17 @@ public final class TCPStream: Handle {
 
     /// Connects to `address`; the result goes to `stream(_:didConnect:)`.
     public func connect(to address: SocketAddress) throws(UVError) {
-        let request = UnsafeMutablePointer<uv_connect_t>.allocate(capacity: 1)  // once per connection
+        let request = connectRequest ?? .allocate(capacity: 1)  // kept with the stream
+        connectRequest = request
         let status = try address.withSockaddr { (sockaddr) throws(UVError) -> Int32 in
             uv_tcp_connect(request, tcp, sockaddr, { request, status in
-                // Safe: libuv calls this once per request with the stream it was made for; the
-                // request was allocated in connect(to:) and is freed here.
+                // Safe: libuv calls this once per request with the stream it was made for, before
+                // that stream's close callback; the request memory belongs to the stream.
                 let stream = Handle.from(UnsafeMutableRawPointer(request!.pointee.handle!), as: TCPStream.self)
-                request!.deallocate()
                 stream.delegate?.stream(stream, didConnect: status)
             })
         }
         if status < 0 {
-            request.deallocate()
             throw UVError(status, "connect \(address)")
         }
     }
@@ -144,15 +166,15 @@ public final class TCPStream: Handle {
 
     /// Closes the write side once queued writes are done; reports to `stream(_:didShutdown:)`.
     public func shutdown() throws(UVError) {
-        let request = UnsafeMutablePointer<uv_shutdown_t>.allocate(capacity: 1)  // once per connection
+        let request = shutdownRequest ?? .allocate(capacity: 1)  // kept with the stream
+        shutdownRequest = request
         let status = uv_shutdown(request, stream, { request, status in
-            // Safe: called once per request, with the stream it was made for; freed here.
+            // Safe: called once per request, with the stream it was made for, before that
+            // stream's close callback; the request memory belongs to the stream.
             let stream = Handle.from(UnsafeMutableRawPointer(request!.pointee.handle!), as: TCPStream.self)
-            request!.deallocate()
             stream.delegate?.stream(stream, didShutdown: status)
         })
         if status < 0 {
-            request.deallocate()
             throw UVError(status, "uv_shutdown")
         }
     }
@@ -174,6 +196,15 @@ public protocol TCPListenerDelegate: AnyObject {
     func listener(_ listener: TCPListener, didAccept stream: TCPStream)
     /// Accepting failed (for example out of file descriptors); the listener keeps listening.
     func listener(_ listener: TCPListener, acceptFailed error: UVError)
+    /// The stream the next accepted connection goes into: by default a new one; a server may
+    /// hand back a closed stream it kept (`reopen()`ed), so accepting allocates nothing.
+    func streamForAccept(_ listener: TCPListener) throws(UVError) -> TCPStream
+}
+
+extension TCPListenerDelegate {
+    public func streamForAccept(_ listener: TCPListener) throws(UVError) -> TCPStream {
+        try TCPStream(loop: listener.loop)
+    }
 }
 
 /// A listening TCP socket.
@@ -187,7 +218,6 @@ public final class TCPListener: Handle {
         let tcp = rawHandle.assumingMemoryBound(to: uv_tcp_t.self)
         var status = uv_tcp_init_ex(loop.raw, tcp, UInt32(AF_INET))
         if status < 0 {
-            rawHandle.deallocate()
             throw UVError(status, "uv_tcp_init_ex")
         }
         retainForCallbacks()
@@ -214,8 +244,9 @@ public final class TCPListener: Handle {
             delegate?.listener(self, acceptFailed: UVError(status, "accept"))
             return
         }
-        do {
-            let client = try TCPStream(loop: loop)
+        do throws(UVError) {
+            let client: TCPStream
+            if let delegate { client = try delegate.streamForAccept(self) } else { client = try TCPStream(loop: loop) }
             let accepted = uv_accept(rawHandle.assumingMemoryBound(to: uv_stream_t.self),
                                      client.rawHandle.assumingMemoryBound(to: uv_stream_t.self))
             if accepted < 0 {

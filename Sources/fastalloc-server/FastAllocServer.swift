@@ -14,12 +14,14 @@ struct FastAllocServer: ParsableCommand {
         commandName: "fastalloc-server",
         abstract: "A libuv TCP echo and relay server whose every read lands in a pooled packet buffer.",
         discussion: """
-            Modes: echo sends every byte back to its sender; relay gives every client its own
+            Modes: echo sends every byte back to its sender; relay gives every client its own \
             connection to the fixed --upstream (clients never choose it) and moves bytes both ways.
-            Every option can also come from the environment variable named in its help; a flag wins
-            over the variable. Data and stats ports bind 127.0.0.1 unless told otherwise.
-            On SIGTERM or SIGINT the server stops accepting, lets queued writes finish (up to
-            --drain-timeout), closes everything, prints a summary and exits 0; a second signal
+
+            Every option can also come from the environment variable named in its help; a flag \
+            wins over the variable. The server binds 127.0.0.1 unless told otherwise.
+
+            On SIGTERM or SIGINT the server stops accepting, lets queued writes finish (up to \
+            --drain-timeout), closes everything, prints a summary and exits 0; a second signal \
             exits at once (status 1). Exit status 1 when it cannot listen; 64 for a bad option.
             """)
 
