@@ -31,6 +31,26 @@ import Glibc
         #expect(relayFinal.connectionsAccepted == 4)
     }
 
+    @Test func reusedSessionsAndStreams_stayExact() throws {
+        // One worker each, so the rounds after the first run on sessions, endpoints and
+        // streams (client and upstream) that the worker kept from the round before.
+        let upstream = try startServer(.echo) { $0.workers = 1 }
+        let relay = try startServer(.relay, upstream: upstream.address) { $0.workers = 1 }
+        for round in 0..<5 {
+            var load = LoadConfig(target: relay.address)
+            load.connections = 10
+            load.size = 700 + round
+            load.depth = 2
+            load.messagesPerConnection = 20
+            load.seed = UInt64(round + 1)
+            let report = try runLoad(load)
+            #expect(report.succeeded, "round \(round): \(report.summary())")
+        }
+        let final = finish(relay)
+        #expect(final.connectionsAccepted == 50)
+        finish(upstream)
+    }
+
     @Test func halfClose_propagatesBothWays() throws {
         let upstream = try TestListener()
         let relay = try startServer(.relay, upstream: upstream.address)
