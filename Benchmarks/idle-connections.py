@@ -5,6 +5,7 @@ idle. Budget: under 20 MB of RSS growth for 10,000 connections.
 
     Benchmarks/idle-connections.py [CONNECTIONS]      (default 10000)
 """
+import importlib.util
 import os
 import resource
 import socket
@@ -13,6 +14,10 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+_spec = importlib.util.spec_from_file_location("peers", os.path.join(HERE, "server-vs-peers.py"))
+peers = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(peers)
+wait_port = peers.wait_port
 ROOT = os.path.dirname(HERE)
 COUNT = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
 
@@ -23,18 +28,6 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError("no VmRSS")
-
-
-def wait_port(port, process):
-    for _ in range(200):
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 def measure(name, command, port):
