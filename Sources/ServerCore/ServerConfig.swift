@@ -27,7 +27,8 @@ public struct ServerConfig: Sendable {
     public var buffers: PacketBufferConfig = try! PacketBufferConfig()
     /// Connections open at once, all workers together; beyond it new ones are closed at once.
     public var maxConnections: Int = 10_000
-    /// Seconds a connection may stay without reading a byte (0: never closed for it).
+    /// Seconds a connection may stay without a byte read from it or a queued write to it
+    /// completing (0: never closed for it).
     public var idleTimeout: Double = 60
     /// Seconds the relay waits for the upstream to accept.
     public var connectTimeout: Double = 5
@@ -99,7 +100,7 @@ extension ServerConfig {
         .init(name: "overflow-growth", environment: "FASTALLOC_OVERFLOW_GROWTH", help: "How the overflow pool grows: linear:N, exponential:F or none. Default exponential:2."),
         .init(name: "overflow-max", environment: "FASTALLOC_OVERFLOW_MAX", help: "Most buffers the overflow pool may hold; beyond, readers wait (backpressure). Default 1024."),
         .init(name: "max-connections", environment: "FASTALLOC_MAX_CONNECTIONS", help: "Client connections open at once; beyond, new ones are closed at once and counted. Default 10000."),
-        .init(name: "idle-timeout", environment: "FASTALLOC_IDLE_TIMEOUT", help: "Close a connection that has sent nothing for this long (0: never). Default 60s."),
+        .init(name: "idle-timeout", environment: "FASTALLOC_IDLE_TIMEOUT", help: "Close a connection that has neither sent nor taken a byte for this long (0: never). Default 60s."),
         .init(name: "connect-timeout", environment: "FASTALLOC_CONNECT_TIMEOUT", help: "Relay mode: time the upstream may take to accept. Default 5s."),
         .init(name: "drain-timeout", environment: "FASTALLOC_DRAIN_TIMEOUT", help: "On SIGTERM/SIGINT, time queued writes may take before everything is closed. Default 10s."),
         .init(name: "high-watermark", environment: "FASTALLOC_HIGH_WATERMARK", help: "Buffer memory a direction's write queue may hold before its source stops reading. Default 256KiB."),

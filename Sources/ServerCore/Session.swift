@@ -176,6 +176,8 @@ final class Endpoint: TCPStreamDelegate {
         queuedBuffers &-= 1
         if status == 0 {
             WorkerCounters.add(worker.counters.bytesSent, UInt64(length))
+            // A slow reader that is still taking bytes is not idle.
+            session.lastActivity = worker.loop.nowMilliseconds
         } else if status != Int32(UV_ECANCELED.rawValue) {
             fail(UVError(status, role == .client ? "write to client" : "write to upstream"))
             return
