@@ -6,8 +6,8 @@ import UVLoop
 
 /// One worker: a thread, its own libuv loop, its own listener on the shared address
 /// (SO_REUSEPORT) and its own local packet-buffer pool. A connection, its relay peer and every
-/// buffer it uses stay on this thread. Everything here runs on the worker's thread, except what
-/// `WorkerControl` offers to others.
+/// buffer it uses stay on this thread. Everything here runs on the worker's thread; other
+/// threads reach it only through its `WorkerWake` and read its `WorkerCounters`.
 final class Worker: TCPListenerDelegate {
     let index: Int
     let config: ServerConfig
@@ -24,6 +24,7 @@ final class Worker: TCPListenerDelegate {
     private var freeSessions: [Session] = []
     private var freeStreams: [TCPStream] = []
     private var waitingForBuffers: [Endpoint] = []
+    private var retrying: [Endpoint] = []
     private var bufferRetryTimer: Timer?
     private var sweepTimer: Timer?
     private var drainTimer: Timer?
@@ -119,7 +120,7 @@ final class Worker: TCPListenerDelegate {
 
     func listener(_ listener: TCPListener, acceptFailed error: UVError) {
         WorkerCounters.add(counters.acceptErrors)
-        // Out of file descriptors or memory: say so (once a second at most) and keep listening.
+        // Out of file descriptors or memory: say so (at most 10 lines a second) and keep listening.
         logRateLimited(level: .error, "accept failed: \(error)")
     }
 
@@ -165,12 +166,13 @@ final class Worker: TCPListenerDelegate {
 
     private func retryWaitingReads() {
         buffers.drainReturns()
-        let waiting = waitingForBuffers
-        waitingForBuffers.removeAll(keepingCapacity: true)
-        for endpoint in waiting where endpoint.waitingForBuffer {
+        // Swap the list with a scratch one (both keep their capacity: no allocation per tick).
+        swap(&waitingForBuffers, &retrying)
+        for endpoint in retrying where endpoint.waitingForBuffer {
             endpoint.waitingForBuffer = false
             endpoint.updateReading()  // a read that finds no buffer again re-registers
         }
+        retrying.removeAll(keepingCapacity: true)
         if waitingForBuffers.isEmpty { bufferRetryTimer?.stop() }
     }
 
@@ -247,6 +249,7 @@ final class Worker: TCPListenerDelegate {
         bufferRetryTimer = nil
         drainTimer = nil
         waitingForBuffers.removeAll()
+        retrying.removeAll()
         wake?.close()
         wake = nil
     }
