@@ -352,7 +352,7 @@ final class Session {
         }
     }
 
-    /// Closes everything now (idle timeout, drain timeout, connect timeout).
+    /// Closes everything now (idle timeout, drain timeout, stop).
     func closeNow() {
         upstream?.close()
         client.close()
