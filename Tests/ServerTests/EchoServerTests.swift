@@ -167,23 +167,30 @@ import Glibc
     @Test func drain_withTrafficInFlight_losesNoByte() throws {
         let server = try startServer()
         let socket = try TestSocket(connectingTo: server.address)
-        let sentTotal = Atomic<Int>(0)
         let receivedBytes = Locked<[UInt8]>([])
+        let receivedCount = Atomic<Int>(0)
         let stream = pattern(1 << 20, seed: 7)
         // A reader thread takes everything the server sends until it closes.
         let reader = startThread {
-            let all = (try? socket.receiveUntilEOF(limit: 1 << 21)) ?? []
-            receivedBytes.withLock { $0 = all }
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let got = chunk.withUnsafeMutableBytes { recv(socket.fd, $0.baseAddress!, $0.count, 0) }
+                guard got > 0 else { break }  // EOF (or an error, which the checks below catch)
+                receivedBytes.withLock { $0.append(contentsOf: chunk[0..<got]) }
+                receivedCount.add(got, ordering: .releasing)
+            }
         }
-        // The writer sends in slices until the drain has begun and a little after.
+        // The writer sends in slices; once echoes are flowing (the server has read and written
+        // some), it starts the drain and keeps sending, so bytes are in flight both ways.
         var offset = 0
         var drained = false
+        let deadline = EventLoop.hrtime() + 10_000_000_000
         while offset < stream.count {
             let end = min(offset + 4096, stream.count)
             guard (try? socket.sendAll(Array(stream[offset..<end]))) != nil else { break }
             offset = end
-            sentTotal.store(offset, ordering: .relaxed)
             if offset >= 256 * 1024 && !drained {
+                while receivedCount.load(ordering: .acquiring) == 0 && EventLoop.hrtime() < deadline { sched_yield() }
                 drained = true
                 server.drain()
             }
