@@ -31,8 +31,14 @@ let package = Package(
         .target(name: "ServerCore", dependencies: [
             "UVLoop", "PacketBuffers", "FastAlloc", "CLibUV", .product(name: "Logging", package: "swift-log"),
         ]),
+        // Debian's libhttp-parser-dev (nodejs/http-parser), as a module: the stats endpoint's parser.
+        .systemLibrary(name: "CHTTPParser", providers: [.apt(["libhttp-parser-dev"])]),
+        // The stats HTTP endpoint: /metrics, /stats, /healthz, /readyz and the dashboard.
+        .target(name: "StatsEndpoint", dependencies: [
+            "ServerCore", "UVLoop", "PacketBuffers", "CHTTPParser", "CLibUV", .product(name: "Logging", package: "swift-log"),
+        ]),
         .executableTarget(name: "fastalloc-server", dependencies: [
-            "ServerCore", "UVLoop", "FastAlloc", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "ServerCore", "StatsEndpoint", "UVLoop", "FastAlloc", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "LoadClient", dependencies: ["UVLoop", "FastAlloc", .product(name: "Histogram", package: "hdrhistogram-swift")]),
@@ -48,7 +54,7 @@ let package = Package(
         .testTarget(name: "UVLoopTests", dependencies: ["UVLoop", "TestSupport"]),
         // End to end: in-process servers and the real fastalloc-server process on 127.0.0.1.
         .testTarget(name: "ServerTests", dependencies: [
-            "ServerCore", "LoadClient", "UVLoop", "PacketBuffers", "TestSupport", "fastalloc-server",
+            "ServerCore", "StatsEndpoint", "LoadClient", "UVLoop", "PacketBuffers", "TestSupport", "fastalloc-server",
             .product(name: "Logging", package: "swift-log"),
         ]),
     ],

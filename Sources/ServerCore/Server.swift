@@ -185,12 +185,12 @@ public final class Server: Sendable {
 /// A worker's wake-up as other threads use it: `send()` is safe at any time, also after the
 /// worker has closed its handle (then it does nothing). The lock orders a send before the close:
 /// libuv's uv_async_send must not touch a handle after uv_close.
-final class WorkerWake: @unchecked Sendable {
+package final class WorkerWake: @unchecked Sendable {
     // @unchecked: `async` and `open` are only touched with `mutex` held.
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private var async: AsyncWake?
 
-    init(_ async: AsyncWake) {
+    package init(_ async: AsyncWake) {
         self.async = async
         pthread_mutex_init(mutex, nil)
     }
@@ -200,14 +200,14 @@ final class WorkerWake: @unchecked Sendable {
         mutex.deallocate()
     }
 
-    func send() {
+    package func send() {
         pthread_mutex_lock(mutex)
         async?.send()
         pthread_mutex_unlock(mutex)
     }
 
     /// On the worker's thread: no send reaches the handle after this; then it is closed.
-    func close() {
+    package func close() {
         pthread_mutex_lock(mutex)
         let handle = async
         async = nil
@@ -217,11 +217,11 @@ final class WorkerWake: @unchecked Sendable {
 }
 
 /// A joinable thread running a closure.
-struct ThreadHandle: @unchecked Sendable {
+package struct ThreadHandle: @unchecked Sendable {
     // @unchecked: pthread_t is an identifier; join is called once, by the thread that started it.
     let thread: pthread_t
 
-    static func start(_ body: @escaping @Sendable () -> Void) -> ThreadHandle {
+    package static func start(_ body: @escaping @Sendable () -> Void) -> ThreadHandle {
         final class Box { let body: @Sendable () -> Void; init(_ body: @escaping @Sendable () -> Void) { self.body = body } }
         var thread = pthread_t()
         let context = Unmanaged.passRetained(Box(body)).toOpaque()
@@ -235,13 +235,13 @@ struct ThreadHandle: @unchecked Sendable {
         return ThreadHandle(thread: thread)
     }
 
-    func join() {
+    package func join() {
         pthread_join(thread, nil)
     }
 }
 
 /// A value set once by one thread and waited for by another.
-final class OneShot<Value: Sendable>: @unchecked Sendable {
+package final class OneShot<Value: Sendable>: @unchecked Sendable {
     // @unchecked: `value` is only touched under `mutex`. The mutex and condition live in their
     // own allocations: pthread objects must not move, and a class property's address is not
     // guaranteed to stay put across `&` accesses.
@@ -249,7 +249,7 @@ final class OneShot<Value: Sendable>: @unchecked Sendable {
     private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private var value: Value?
 
-    init() {
+    package init() {
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(condition, nil)
     }
@@ -261,14 +261,14 @@ final class OneShot<Value: Sendable>: @unchecked Sendable {
         condition.deallocate()
     }
 
-    func set(_ newValue: Value) {
+    package func set(_ newValue: Value) {
         pthread_mutex_lock(mutex)
         value = newValue
         pthread_cond_broadcast(condition)
         pthread_mutex_unlock(mutex)
     }
 
-    func wait() -> Value {
+    package func wait() -> Value {
         pthread_mutex_lock(mutex)
         while value == nil { pthread_cond_wait(condition, mutex) }
         let result = value!

@@ -40,6 +40,9 @@ public struct ServerConfig: Sendable {
     public var lowWatermark: Int = 64 * 1024
     /// Listen backlog.
     public var backlog: Int = 1024
+    /// Where the stats HTTP endpoint listens (`--stats off`: nil, no endpoint). 127.0.0.1:9464 by
+    /// default: loopback, and not 9090, which a local Prometheus takes.
+    public var stats: SocketAddress? = SocketAddress(host: "127.0.0.1", port: 9464)
 
     public init(mode: ServerMode) {
         self.mode = mode
@@ -76,6 +79,9 @@ public struct ServerConfig: Sendable {
             throw fail("--low-watermark", lowWatermark, "0...--high-watermark - 1 (\(highWatermark - 1))")
         }
         if !(1...65535).contains(backlog) { throw fail("--backlog", backlog, "1...65535") }
+        if let stats, stats == listen, stats.port != 0 {
+            throw fail("--stats", stats, "an address other than --listen's")
+        }
     }
 }
 
@@ -105,6 +111,7 @@ extension ServerConfig {
         .init(name: "drain-timeout", environment: "FASTALLOC_DRAIN_TIMEOUT", help: "On SIGTERM/SIGINT, time queued writes may take before everything is closed. Default 10s."),
         .init(name: "high-watermark", environment: "FASTALLOC_HIGH_WATERMARK", help: "Buffer memory a direction's write queue may hold before its source stops reading. Default 256KiB."),
         .init(name: "low-watermark", environment: "FASTALLOC_LOW_WATERMARK", help: "Reading resumes when the queue holds this much or less. Default 64KiB."),
+        .init(name: "stats", environment: "FASTALLOC_STATS", help: "Stats HTTP endpoint (/metrics, /stats, /healthz, /readyz, / dashboard), HOST:PORT or off. Default 127.0.0.1:9464."),
         .init(name: "log-level", environment: "FASTALLOC_LOG_LEVEL", help: "trace, debug, info, notice, warning, error or critical. Default info."),
     ]
 
@@ -162,6 +169,15 @@ extension ServerConfig {
         if let drain = try seconds("drain-timeout") { drainTimeout = drain }
         if let high = try integer("high-watermark", bytes: true) { highWatermark = high }
         if let low = try integer("low-watermark", bytes: true) { lowWatermark = low }
+        if let text = value("stats") {
+            if text == "off" {
+                stats = nil
+            } else {
+                do { stats = try SocketAddress(parsing: text) } catch {
+                    throw fail("stats", text, "HOST:PORT with an IPv4 host, or off (\(error.reason))")
+                }
+            }
+        }
         do {
             try validate()
         } catch {

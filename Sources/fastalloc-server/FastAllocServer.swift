@@ -2,6 +2,7 @@ import ArgumentParser
 import FastAlloc
 import Logging
 import ServerCore
+import StatsEndpoint
 import UVLoop
 #if canImport(Glibc)
 import Glibc
@@ -42,6 +43,7 @@ struct FastAllocServer: ParsableCommand {
     @Option(name: .customLong("drain-timeout"), help: ArgumentHelp(ServerConfig.help("drain-timeout"))) var drainTimeout: String?
     @Option(name: .customLong("high-watermark"), help: ArgumentHelp(ServerConfig.help("high-watermark"))) var highWatermark: String?
     @Option(name: .customLong("low-watermark"), help: ArgumentHelp(ServerConfig.help("low-watermark"))) var lowWatermark: String?
+    @Option(help: ArgumentHelp(ServerConfig.help("stats"))) var stats: String?
     @Option(name: .customLong("log-level"), help: ArgumentHelp(ServerConfig.help("log-level"))) var logLevel: String?
 
     private var values: [String: String] {
@@ -50,7 +52,7 @@ struct FastAllocServer: ParsableCommand {
             ("local-buffers", localBuffers), ("overflow-initial", overflowInitial), ("overflow-growth", overflowGrowth),
             ("overflow-max", overflowMax), ("max-connections", maxConnections), ("idle-timeout", idleTimeout),
             ("connect-timeout", connectTimeout), ("drain-timeout", drainTimeout), ("high-watermark", highWatermark),
-            ("low-watermark", lowWatermark), ("log-level", logLevel),
+            ("low-watermark", lowWatermark), ("stats", stats), ("log-level", logLevel),
         ]
         return Dictionary(uniqueKeysWithValues: pairs.compactMap { name, value in value.map { (name, $0) } })
     }
@@ -87,6 +89,18 @@ struct FastAllocServer: ParsableCommand {
             control.runOnce(wait: false)  // the close callback frees the handle before we exit
             FastAllocServer.fail("cannot listen on \(config.listen): \(error.message) (\(error.name))")
         }
+        var statsEndpoint: StatsEndpoint?
+        if let statsAddress = config.stats {
+            do {
+                statsEndpoint = try StatsEndpoint(server: server, address: statsAddress, logger: logger)
+            } catch {
+                server.stop()
+                server.wait()
+                done.close()
+                control.runOnce(wait: false)
+                FastAllocServer.fail("cannot listen on stats address \(statsAddress): \(error.message) (\(error.name))")
+            }
+        }
         var signals = 0
         let onSignal: (SignalWatcher, Int32) -> Void = { _, number in
             signals += 1
@@ -103,13 +117,15 @@ struct FastAllocServer: ParsableCommand {
         let workerWord = config.workers == 1 ? "worker" : "workers"
         let upstreamText = config.upstream.map { " to \($0)" } ?? ""
         // One line on stdout, written at once (scripts wait for it), even into a pipe.
-        FastAllocServer.write("listening on \(server.address) (\(mode.rawValue)\(upstreamText), \(config.workers) \(workerWord))\n", to: 1)
+        let statsText = statsEndpoint.map { "; stats on http://\($0.address)/" } ?? ""
+        FastAllocServer.write("listening on \(server.address) (\(mode.rawValue)\(upstreamText), \(config.workers) \(workerWord))\(statsText)\n", to: 1)
 
         control.run()
         for handle in [term, interrupt] as [Handle] { handle.close() }
         done.close()
         control.runOnce(wait: false)
         let final = server.wait()
+        statsEndpoint?.stop()
         FastAllocServer.write("stopped: \(final.summary)\n", to: 1)
     }
 

@@ -1,0 +1,143 @@
+/// The live dashboard: one self-contained page (no CDN, no external file) that polls `/stats`
+/// every second and draws pool utilisation, growth events, lock contention, connections and
+/// bytes per second.
+enum Dashboard {
+    static let html = #"""
+<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>fastalloc-server</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+  body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; background: #fafafa; }
+  h1 { font-size: 1.3em; margin: 0 0 .2em; }
+  #status { color: #666; margin-bottom: 1em; }
+  .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(320px, 1fr)); gap: 1em; }
+  .card { background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: .8em 1em; }
+  .card h2 { font-size: 1em; margin: 0 0 .5em; }
+  .big { font-size: 1.6em; font-weight: 600; }
+  .bar { height: 16px; background: #eee; border-radius: 3px; overflow: hidden; margin: 2px 0 8px; }
+  .bar > div { height: 100%; background: #3b7dd8; }
+  .bar.hot > div { background: #d8553b; }
+  table { border-collapse: collapse; width: 100%; }
+  td, th { text-align: left; padding: 2px 6px; border-bottom: 1px solid #eee; font-variant-numeric: tabular-nums; }
+  canvas { width: 100%; height: 120px; }
+</style>
+</head>
+<body>
+<h1>fastalloc-server</h1>
+<div id="status">loading /stats ...</div>
+<div class="grid">
+  <div class="card"><h2>Connections</h2><div class="big" id="connections">-</div>
+    <div id="connectionsDetail"></div></div>
+  <div class="card"><h2>Bytes per second</h2><div class="big" id="bytesRate">-</div>
+    <canvas id="bytesChart" width="600" height="120"></canvas></div>
+  <div class="card"><h2>Pool utilisation</h2><div id="pools"></div></div>
+  <div class="card"><h2>Overflow lock contention</h2><div class="big" id="contention">-</div>
+    <div id="lockDetail"></div><canvas id="lockChart" width="600" height="120"></canvas></div>
+  <div class="card"><h2>Overflow growth events</h2><div id="growthSummary"></div>
+    <canvas id="growthChart" width="600" height="120"></canvas><table id="growth"></table></div>
+  <div class="card"><h2>Backpressure and failures</h2><table id="failures"></table></div>
+</div>
+<script>
+"use strict";
+const history = { bytes: [], contention: [] };
+let previous = null;
+function fmt(n) {
+  if (n >= 1e9) return (n / 1e9).toFixed(2) + " G";
+  if (n >= 1e6) return (n / 1e6).toFixed(2) + " M";
+  if (n >= 1e3) return (n / 1e3).toFixed(1) + " k";
+  return String(Math.round(n));
+}
+function bar(label, used, capacity, high) {
+  const fraction = capacity > 0 ? used / capacity : 0;
+  const hot = fraction > 0.8 ? " hot" : "";
+  return `<div>${label}: ${used} / ${capacity} in use (${(fraction * 100).toFixed(0)} %), high water ${high}</div>` +
+         `<div class="bar${hot}"><div style="width:${Math.min(100, fraction * 100).toFixed(1)}%"></div></div>`;
+}
+function line(canvas, values, color) {
+  const ctx = canvas.getContext("2d");
+  const w = canvas.width, h = canvas.height;
+  ctx.clearRect(0, 0, w, h);
+  const max = Math.max(1, ...values);
+  ctx.strokeStyle = color; ctx.lineWidth = 2; ctx.beginPath();
+  values.forEach((v, i) => {
+    const x = values.length > 1 ? i * w / (values.length - 1) : 0;
+    const y = h - 4 - (v / max) * (h - 8);
+    i === 0 ? ctx.moveTo(x, y) : ctx.lineTo(x, y);
+  });
+  ctx.stroke();
+  ctx.fillStyle = "#666"; ctx.fillText(fmt(max), 4, 12);
+}
+function timeline(canvas, events) {
+  const ctx = canvas.getContext("2d");
+  const w = canvas.width, h = canvas.height;
+  ctx.clearRect(0, 0, w, h);
+  const span = Math.max(60, ...events.map(e => e.seconds_ago));
+  ctx.strokeStyle = "#ccc"; ctx.beginPath(); ctx.moveTo(0, h - 20); ctx.lineTo(w, h - 20); ctx.stroke();
+  ctx.fillStyle = "#666"; ctx.fillText(`${Math.round(span)} s ago`, 4, h - 4); ctx.fillText("now", w - 28, h - 4);
+  const maxCapacity = Math.max(1, ...events.map(e => e.capacity_after));
+  events.forEach(e => {
+    const x = w - (e.seconds_ago / span) * w;
+    const y = h - 20 - (e.capacity_after / maxCapacity) * (h - 30);
+    ctx.fillStyle = "#d8553b"; ctx.fillRect(x - 3, y, 6, h - 20 - y);
+  });
+}
+function render(s) {
+  const now = performance.now() / 1000;
+  document.getElementById("status").textContent =
+    (s.draining ? "DRAINING" : "serving") + " · " + s.workers.length + " worker(s) · buffers of " + fmt(s.buffer_size_bytes) + "B · updated " + new Date().toLocaleTimeString();
+  document.getElementById("connections").textContent = s.totals.connections_active;
+  document.getElementById("connectionsDetail").textContent =
+    `accepted ${s.totals.connections_accepted}, rejected ${s.totals.connections_rejected}, idle timeouts ${s.totals.idle_timeouts}`;
+  let pools = "";
+  s.workers.forEach(w => { pools += bar(`worker ${w.worker} (local)`, w.buffers.in_use, w.buffers.capacity, w.buffers.high_water); });
+  pools += bar("overflow (shared)", s.overflow.in_use, s.overflow.capacity, s.overflow.high_water);
+  pools += `<div>overflow may grow to ${s.overflow.max_capacity}; draws ${s.overflow.draws}, failed draws ${s.overflow.draw_failures}</div>`;
+  document.getElementById("pools").innerHTML = pools;
+  if (previous) {
+    const dt = Math.max(0.001, now - previous.time);
+    const bytes = (s.totals.bytes_received + s.totals.bytes_sent - previous.bytes) / dt;
+    const acquisitions = s.overflow.lock.acquisitions - previous.acquisitions;
+    const contended = s.overflow.lock.contended - previous.contended;
+    history.bytes.push(bytes); history.contention.push(contended / dt);
+    if (history.bytes.length > 120) { history.bytes.shift(); history.contention.shift(); }
+    document.getElementById("bytesRate").textContent = fmt(bytes) + "B/s";
+    document.getElementById("contention").textContent =
+      fmt(contended / dt) + "/s (" + (acquisitions > 0 ? (100 * contended / acquisitions).toFixed(2) : "0.00") + " % of acquisitions)";
+  }
+  document.getElementById("lockDetail").textContent =
+    `acquisitions ${s.overflow.lock.acquisitions}, contended ${s.overflow.lock.contended}, waited ${s.overflow.lock.wait_seconds.toFixed(4)} s`;
+  line(document.getElementById("bytesChart"), history.bytes, "#3b7dd8");
+  line(document.getElementById("lockChart"), history.contention, "#d8553b");
+  document.getElementById("growthSummary").textContent =
+    `${s.overflow.growth_events} growth event(s); capacity ${s.overflow.capacity} of at most ${s.overflow.max_capacity}`;
+  timeline(document.getElementById("growthChart"), s.overflow.recent_growth_events);
+  document.getElementById("growth").innerHTML = "<tr><th>when</th><th>capacity</th></tr>" +
+    s.overflow.recent_growth_events.slice().reverse().map(e =>
+      `<tr><td>${e.seconds_ago.toFixed(1)} s ago</td><td>${e.capacity_before} → ${e.capacity_after}</td></tr>`).join("");
+  document.getElementById("failures").innerHTML =
+    `<tr><td>backpressure pauses</td><td>${s.totals.backpressure_pauses}</td></tr>` +
+    `<tr><td>buffer waits</td><td>${s.totals.buffer_waits}</td></tr>` +
+    `<tr><td>upstream connect failures</td><td>${s.totals.upstream_connect_failures}</td></tr>` +
+    `<tr><td>upstream resets</td><td>${s.totals.upstream_resets}</td></tr>` +
+    `<tr><td>buffers in use (all pools)</td><td>${s.totals.buffers_in_use}</td></tr>`;
+  previous = { time: now, bytes: s.totals.bytes_received + s.totals.bytes_sent,
+               acquisitions: s.overflow.lock.acquisitions, contended: s.overflow.lock.contended };
+}
+async function poll() {
+  try {
+    const response = await fetch("/stats", { cache: "no-store" });
+    render(await response.json());
+  } catch (error) {
+    document.getElementById("status").textContent = "cannot reach /stats: " + error;
+  }
+  setTimeout(poll, 1000);
+}
+poll();
+</script>
+</body>
+</html>
+"""#
+}

@@ -1,0 +1,233 @@
+import Foundation
+import LoadClient
+import PacketBuffers
+import ServerCore
+import StatsEndpoint
+import Testing
+import TestSupport
+import UVLoop
+
+/// A parsed HTTP response, as a test reads it off a plain socket.
+struct TestResponse {
+    var status: Int
+    var headers: [String: String]
+    var body: String
+}
+
+extension TestSocket {
+    /// Reads one response (status line, headers, Content-Length body) from the socket.
+    func readResponse() throws -> TestResponse {
+        var head: [UInt8] = []
+        while !(head.count >= 4 && head.suffix(4) == [13, 10, 13, 10]) {
+            head += try receive(exactly: 1)
+        }
+        let lines = String(decoding: head, as: UTF8.self).split(separator: "\r\n")
+        let status = Int(lines[0].split(separator: " ")[1])!
+        var headers: [String: String] = [:]
+        for line in lines.dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+        let length = Int(headers["content-length"] ?? "0")!
+        let body = length > 0 ? try receive(exactly: length) : []
+        return TestResponse(status: status, headers: headers, body: String(decoding: body, as: UTF8.self))
+    }
+
+    /// Like readResponse, for a HEAD request: headers only.
+    func readHeadResponse() throws -> TestResponse {
+        var head: [UInt8] = []
+        while !(head.count >= 4 && head.suffix(4) == [13, 10, 13, 10]) { head += try receive(exactly: 1) }
+        let lines = String(decoding: head, as: UTF8.self).split(separator: "\r\n")
+        var headers: [String: String] = [:]
+        for line in lines.dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+        return TestResponse(status: Int(lines[0].split(separator: " ")[1])!, headers: headers, body: "")
+    }
+}
+
+/// One GET on a new connection.
+func get(_ address: SocketAddress, _ path: String) throws -> TestResponse {
+    let socket = try TestSocket(connectingTo: address)
+    try socket.sendAll(Array("GET \(path) HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".utf8))
+    return try socket.readResponse()
+}
+
+/// The value of one Prometheus sample line `name{labels} value`, summed over the matching lines.
+func metricSum(_ text: String, _ name: String, labels: String? = nil) -> Double {
+    text.split(separator: "\n").filter { line in
+        !line.hasPrefix("#") && (line.hasPrefix(name + " ") || line.hasPrefix(name + "{"))
+            && (labels == nil || line.contains(labels!))
+    }.reduce(0) { $0 + (Double($1.split(separator: " ").last!) ?? .nan) }
+}
+
+@Suite struct StatsEndpointTests {
+    func start(_ configure: (inout ServerConfig) throws -> Void = { _ in }, limits: StatsLimits = StatsLimits()) throws -> (Server, StatsEndpoint) {
+        let server = try startServer(.echo, configure)
+        let stats = try StatsEndpoint(server: server, address: SocketAddress(host: "127.0.0.1", port: 0), limits: limits,
+                                      logger: quietLogger)
+        return (server, stats)
+    }
+
+    @Test func routes_answerWithTheirStatus() throws {
+        let (server, stats) = try start()
+        #expect(try get(stats.address, "/healthz").status == 200)
+        let ready = try get(stats.address, "/readyz")
+        #expect(ready.status == 200 && ready.body == "ready\n")
+        let metrics = try get(stats.address, "/metrics")
+        #expect(metrics.status == 200)
+        #expect(metrics.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8")
+        #expect(metrics.body.contains("# TYPE fastalloc_bytes_received_total counter"))
+        let json = try get(stats.address, "/stats?pretty=0")  // a query string is ignored
+        #expect(json.status == 200 && json.headers["content-type"] == "application/json")
+        #expect((try JSONSerialization.jsonObject(with: Data(json.body.utf8))) is [String: Any])
+        let page = try get(stats.address, "/")
+        #expect(page.status == 200 && page.body.contains("<canvas") && !page.body.contains("http://") && !page.body.contains("https://"))
+        let missing = try get(stats.address, "/nope")
+        #expect(missing.status == 404)
+        finish(server)
+        stats.stop()
+    }
+
+    @Test func readyz_is503WhileDraining() throws {
+        let (server, stats) = try start()
+        // A connection that stays open keeps the drain going while we ask.
+        let client = try TestSocket(connectingTo: server.address)
+        try client.sendAll([1])
+        _ = try client.receive(exactly: 1)
+        server.drain()
+        #expect(try client.receiveUntilEOF() == [])  // the drain has reached this connection
+        let ready = try get(stats.address, "/readyz")
+        #expect(ready.status == 503)
+        #expect(try get(stats.address, "/healthz").status == 200)
+        #expect(metricSum(try get(stats.address, "/metrics").body, "fastalloc_draining") == 1)
+        client.close()
+        finish(server)
+        stats.stop()
+    }
+
+    @Test func badRequests_get4xx() throws {
+        let (server, stats) = try start()
+        func send(_ text: String) throws -> TestResponse {
+            let socket = try TestSocket(connectingTo: stats.address)
+            try socket.sendAll(Array(text.utf8))
+            return try socket.readResponse()
+        }
+        #expect(try send("POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").status == 405)
+        #expect(try send("DELETE / HTTP/1.1\r\nHost: x\r\n\r\n").headers["allow"] == "GET, HEAD")
+        #expect(try send("this is not http\r\n\r\n").status == 400)
+        #expect(try send("GET / HTTP/1.1\r\nHost x\r\n\r\n").status == 400)
+        #expect(try send("GET /metrics HTTP/1.1\r\nX-Big: \(String(repeating: "a", count: 9000))\r\n\r\n").status == 431)
+        #expect(try send("GET /\(String(repeating: "a", count: 3000)) HTTP/1.1\r\n\r\n").status == 414)
+        #expect(try send("GET /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello").status == 413)
+        finish(server)
+        stats.stop()
+    }
+
+    @Test func head_hasTheHeadersAndNoBody_keepAliveAndPipelining() throws {
+        let (server, stats) = try start()
+        let socket = try TestSocket(connectingTo: stats.address)
+        try socket.sendAll(Array("HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+        let head = try socket.readHeadResponse()
+        #expect(head.status == 200 && head.headers["content-length"] == "3")
+        // Same connection (keep-alive), then three requests in one write (pipelining): three
+        // answers, in order.
+        try socket.sendAll(Array("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\nGET /readyz HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+        #expect(try socket.readResponse().body == "ok\n")
+        #expect(try socket.readResponse().status == 404)
+        #expect(try socket.readResponse().body == "ready\n")
+        socket.close()
+        finish(server)
+        stats.stop()
+    }
+
+    @Test func slowAndHalfOpenClients_areTimedOut_andConnectionsAreBounded() throws {
+        var limits = StatsLimits()
+        limits.idleTimeout = 0.3
+        limits.maxConnections = 2
+        let (server, stats) = try start(limits: limits)
+        // A slow client: half a request line, then nothing. It gets 408 and a close.
+        let slow = try TestSocket(connectingTo: stats.address)
+        try slow.sendAll(Array("GET /metr".utf8))
+        // A half-open client: connects and sends nothing. It is closed.
+        let silent = try TestSocket(connectingTo: stats.address)
+        // The limit: a third connection is closed at once, without an answer.
+        let third = try TestSocket(connectingTo: stats.address)
+        try? third.sendAll(Array("GET /healthz HTTP/1.1\r\n\r\n".utf8))
+        #expect(throws: (any Error).self) { _ = try third.readResponse() }
+        #expect(try slow.readResponse().status == 408)
+        #expect(try silent.receiveUntilEOF() == [])
+        // Once they are gone, new clients are served again.
+        slow.close()
+        silent.close()
+        var served = false
+        for _ in 0..<100 where !served { served = (try? get(stats.address, "/healthz").status) == 200 }
+        #expect(served)
+        finish(server)
+        stats.stop()
+    }
+
+    @Test func figures_matchTheTrafficSent_inMetricsAndJSON() throws {
+        let (server, stats) = try start()
+        var load = LoadConfig(target: server.address)
+        load.connections = 4
+        load.size = 1000
+        load.messagesPerConnection = 25
+        let report = try runLoad(load)
+        #expect(report.succeeded)
+        let bytes = Double(4 * 25 * 1000)
+        let metrics = try get(stats.address, "/metrics").body
+        #expect(metricSum(metrics, "fastalloc_bytes_received_total") == bytes)
+        #expect(metricSum(metrics, "fastalloc_bytes_sent_total") == bytes)
+        #expect(metricSum(metrics, "fastalloc_connections_accepted_total") == 4)
+        #expect(metricSum(metrics, "fastalloc_buffer_size_bytes") == 16384)
+        #expect(metricSum(metrics, "process_resident_memory_bytes") > 0)
+        #expect(metricSum(metrics, "process_open_fds") > 0)
+        for family in ["fastalloc_buffers_capacity", "fastalloc_buffers_in_use", "fastalloc_buffers_high_water",
+                       "fastalloc_overflow_draws_total", "fastalloc_overflow_draw_failures_total",
+                       "fastalloc_pool_growth_events_total", "fastalloc_lock_acquisitions_total", "fastalloc_lock_contended_total",
+                       "fastalloc_lock_wait_seconds_total", "fastalloc_backpressure_pauses_total", "fastalloc_connections_active",
+                       "fastalloc_connections_rejected_total", "fastalloc_upstream_connect_failures_total",
+                       "process_cpu_seconds_total", "process_start_time_seconds"] {
+            #expect(metrics.contains("# HELP \(family) ") && metrics.contains("# TYPE \(family) "), "\(family)")
+        }
+        let json = try JSONSerialization.jsonObject(with: Data(try get(stats.address, "/stats").body.utf8)) as! [String: Any]
+        let totals = json["totals"] as! [String: Any]
+        #expect((totals["bytes_received"] as! NSNumber).doubleValue == bytes)
+        #expect((totals["bytes_sent"] as! NSNumber).doubleValue == bytes)
+        #expect((json["workers"] as! [Any]).count == 2)
+        finish(server)
+        stats.stop()
+    }
+
+    @Test func growthEvents_appearAfterForcedGrowth() throws {
+        // One local buffer per worker and an overflow pool that starts at 1 and grows by 1: a
+        // client that sends and never reads makes its write queue hold buffers, so the
+        // overflow pool must grow.
+        let (server, stats) = try start { config in
+            config.workers = 1
+            config.buffers = try PacketBufferConfig(bufferSize: 1024, localBuffers: 1, overflowInitial: 1,
+                                                    overflowGrowth: .linear(1), overflowMax: 8)
+            config.highWatermark = 8192
+            config.lowWatermark = 1024
+        }
+        let hog = try TestSocket(connectingTo: server.address, receiveBuffer: 2048)
+        hog.setTimeout(0.3)
+        let chunk = pattern(16 * 1024)
+        for _ in 0..<1024 { guard (try? hog.sendAll(chunk)) != nil else { break } }
+        let json = try JSONSerialization.jsonObject(with: Data(try get(stats.address, "/stats").body.utf8)) as! [String: Any]
+        let overflow = json["overflow"] as! [String: Any]
+        let events = overflow["recent_growth_events"] as! [[String: Any]]
+        #expect((overflow["growth_events"] as! NSNumber).intValue >= 1)
+        #expect(!events.isEmpty)
+        if let first = events.first {
+            #expect((first["capacity_after"] as! NSNumber).intValue > (first["capacity_before"] as! NSNumber).intValue)
+        }
+        let metrics = try get(stats.address, "/metrics").body
+        #expect(metricSum(metrics, "fastalloc_pool_growth_events_total") >= 1)
+        hog.reset()
+        finish(server)
+        stats.stop()
+    }
+}
