@@ -2,7 +2,7 @@
 SWIFT ?= swift
 SANITIZER_FLAGS = --disable-xctest
 
-.PHONY: setup run build test test-release test-tsan test-asan test-all bench-pools bench-client bench-mallocs bench-servers bench-idle smoke load demo clean
+.PHONY: setup run build test test-release test-tsan test-asan test-all bench-pools bench-client bench-mallocs bench-servers bench-idle smoke check-metrics load demo clean
 
 setup:
 	@scripts/setup.sh
@@ -69,6 +69,10 @@ bench-idle: setup
 ## `make run` as a newcomer would use it: start it, drive it with fastalloc-load, SIGTERM, check the summary.
 smoke: setup
 	scripts/smoke.sh
+
+## /metrics through promtool, and a real Prometheus scraping the server while load runs.
+check-metrics: setup
+	scripts/check-metrics.sh
 
 ## Build the load client in release mode: .build/release/fastalloc-load --help
 load: setup
