@@ -2,7 +2,7 @@
 SWIFT ?= swift
 SANITIZER_FLAGS = --disable-xctest
 
-.PHONY: setup run build test test-release test-tsan test-asan test-all bench-pools bench-client bench-mallocs bench-servers bench-idle smoke check-metrics load demo clean
+.PHONY: setup run build test test-release test-tsan test-asan test-all bench-pools bench-client bench-mallocs bench-servers bench-idle smoke check-metrics check-dashboard load demo clean
 
 setup:
 	@scripts/setup.sh
@@ -73,6 +73,11 @@ smoke: setup
 ## /metrics through promtool, and a real Prometheus scraping the server while load runs.
 check-metrics: setup
 	scripts/check-metrics.sh
+
+## The dashboard in headless Chromium while load runs: the figures must appear on the page.
+## SCREENSHOT=docs/dashboard.png make check-dashboard also saves a picture.
+check-dashboard: setup
+	scripts/check-dashboard.sh
 
 ## Build the load client in release mode: .build/release/fastalloc-load --help
 load: setup

@@ -30,6 +30,8 @@ wait_http() {  # url: bounded wait until it answers 200
     --local-buffers 2 --overflow-initial 1 --overflow-growth linear:4 --overflow-max 64 >"$work/server.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$stats_port/healthz"
+# Our server, not something else on the port: it must still be running.
+kill -0 "${pids[0]}" 2>/dev/null || { cat "$work/server.log"; echo "check-metrics: the server did not start" >&2; exit 1; }
 
 # Some traffic first (with pools small enough that the overflow pool grows), then the text.
 .build/release/fastalloc-load --target 127.0.0.1:"$port" --connections 32 --size 20000 --depth 4 --duration 1s --warmup 0s >/dev/null 2>&1

@@ -85,9 +85,9 @@ function timeline(canvas, events) {
   });
 }
 function render(s) {
-  const now = performance.now() / 1000;
+  const now = s.monotonic_seconds;  // the server's clock: rates stay right however the page is timed
   document.getElementById("status").textContent =
-    (s.draining ? "DRAINING" : "serving") + " · " + s.workers.length + " worker(s) · buffers of " + fmt(s.buffer_size_bytes) + "B · updated " + new Date().toLocaleTimeString();
+    (s.draining ? "DRAINING" : "serving") + " · " + s.workers.length + " worker(s) · buffers of " + (s.buffer_size_bytes / 1024) + " KiB · updated " + new Date().toLocaleTimeString();
   document.getElementById("connections").textContent = s.totals.connections_active;
   document.getElementById("connectionsDetail").textContent =
     `accepted ${s.totals.connections_accepted}, rejected ${s.totals.connections_rejected}, idle timeouts ${s.totals.idle_timeouts}`;

@@ -161,7 +161,8 @@ public enum MetricsRenderer {
                 """
         }
         return """
-            {"draining":\(stats.draining),"buffer_size_bytes":\(buffers.bufferSize),\
+            {"draining":\(stats.draining),"monotonic_seconds":\(Double(monotonicNowNanoseconds) / 1e9),\
+            "buffer_size_bytes":\(buffers.bufferSize),\
             "totals":{"connections_active":\(stats.connectionsActive),"connections_accepted":\(stats.connectionsAccepted),\
             "connections_rejected":\(stats.connectionsRejected),"bytes_received":\(stats.bytesReceived),\
             "bytes_sent":\(stats.bytesSent),"backpressure_pauses":\(stats.backpressurePauses),"buffer_waits":\(stats.bufferWaits),\
