@@ -230,4 +230,33 @@ func metricSum(_ text: String, _ name: String, labels: String? = nil) -> Double 
         finish(server)
         stats.stop()
     }
+    @Test func floodedStatsPort_doesNotStopTheDataPath() throws {
+        var limits = StatsLimits()
+        limits.maxConnections = 16
+        limits.idleTimeout = 0.5
+        let (server, stats) = try start(limits: limits)
+        // 200 stats connections that send half a request and hold on: the endpoint keeps 16,
+        // closes the rest at once, and times the 16 out.
+        var flood: [TestSocket] = []
+        for _ in 0..<200 {
+            guard let socket = try? TestSocket(connectingTo: stats.address, timeout: 2) else { continue }
+            try? socket.sendAll(Array("GET /metr".utf8))
+            flood.append(socket)
+        }
+        // Meanwhile the data path serves as usual.
+        var load = LoadConfig(target: server.address)
+        load.connections = 8
+        load.size = 2000
+        load.messagesPerConnection = 50
+        let report = try runLoad(load)
+        #expect(report.succeeded, "\(report.summary())")
+        #expect(report.messages == 400)
+        flood.removeAll()
+        // And the endpoint recovers once the flood is gone.
+        var served = false
+        for _ in 0..<200 where !served { served = (try? get(stats.address, "/healthz").status) == 200 }
+        #expect(served)
+        finish(server)
+        stats.stop()
+    }
 }
