@@ -45,7 +45,16 @@ for _ in range(4):
 time.sleep(40)
 PY
 pids+=($!)
-sleep 3  # let the load and the hogs reach the server before the page's first poll
+# Wait (bounded) until the server shows what the page must show: connections under load,
+# buffers held, the overflow pool grown.
+for _ in $(seq 100); do
+    if curl -fsS "http://127.0.0.1:$stats_port/stats" 2>/dev/null | python3 -c "
+import json, sys
+s = json.load(sys.stdin)
+sys.exit(0 if s['totals']['connections_active'] >= 30 and s['totals']['buffers_in_use'] > 0 and s['overflow']['growth_events'] > 0 else 1)"
+    then break; fi
+    sleep 0.1
+done
 
 flags=(--headless --no-sandbox --disable-gpu --disable-dev-shm-usage --virtual-time-budget=5000)
 timeout 60 "$browser" "${flags[@]}" --dump-dom "http://127.0.0.1:$stats_port/" >"$work/dom.html" 2>"$work/chromium.log"
