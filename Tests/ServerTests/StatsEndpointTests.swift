@@ -197,6 +197,27 @@ func metricSum(_ text: String, _ name: String, labels: String? = nil) -> Double 
         #expect((totals["bytes_received"] as! NSNumber).doubleValue == bytes)
         #expect((totals["bytes_sent"] as! NSNumber).doubleValue == bytes)
         #expect((json["workers"] as! [Any]).count == 2)
+        // The document's shape: every field the dashboard and operators read, with its type.
+        for key in ["draining", "monotonic_seconds", "buffer_size_bytes", "totals", "workers", "overflow", "process"] {
+            #expect(json[key] != nil, "\(key)")
+        }
+        for worker in json["workers"] as! [[String: Any]] {
+            let buffers = worker["buffers"] as! [String: Any]
+            for key in ["capacity", "in_use", "high_water", "utilisation", "overflow_draws", "overflow_draw_failures"] {
+                #expect(buffers[key] is NSNumber, "workers[].buffers.\(key)")
+            }
+            #expect((buffers["utilisation"] as! NSNumber).doubleValue >= 0 && (buffers["utilisation"] as! NSNumber).doubleValue <= 1)
+        }
+        let overflowJSON = json["overflow"] as! [String: Any]
+        for key in ["capacity", "max_capacity", "in_use", "high_water", "utilisation", "draws", "draw_failures", "growth_events"] {
+            #expect(overflowJSON[key] is NSNumber, "overflow.\(key)")
+        }
+        #expect(overflowJSON["recent_growth_events"] is [Any])
+        #expect((overflowJSON["lock"] as? [String: Any])?["wait_seconds"] is NSNumber)
+        // JSON and Prometheus give the same figures (no traffic between the two reads).
+        #expect(metricSum(metrics, "fastalloc_connections_accepted_total") == (totals["connections_accepted"] as! NSNumber).doubleValue)
+        #expect(metricSum(metrics, "fastalloc_buffers_capacity", labels: "pool=\"overflow\"")
+                    == (overflowJSON["capacity"] as! NSNumber).doubleValue)
         finish(server)
         stats.stop()
     }
@@ -226,6 +247,17 @@ func metricSum(_ text: String, _ name: String, labels: String? = nil) -> Double 
         }
         let metrics = try get(stats.address, "/metrics").body
         #expect(metricSum(metrics, "fastalloc_pool_growth_events_total") >= 1)
+        // The overflow pool was used, so its lock was taken: the lock figures move, and JSON and
+        // Prometheus agree (the counters only grow, so the later /metrics is at least the JSON).
+        let lock = overflow["lock"] as! [String: Any]
+        let acquisitions = (lock["acquisitions"] as! NSNumber).doubleValue
+        #expect(acquisitions > 0)
+        #expect((lock["contended"] as! NSNumber).doubleValue <= acquisitions)
+        #expect(metricSum(metrics, "fastalloc_lock_acquisitions_total") >= acquisitions)
+        #expect(metricSum(metrics, "fastalloc_lock_contended_total") <= metricSum(metrics, "fastalloc_lock_acquisitions_total"))
+        #expect(metricSum(metrics, "fastalloc_overflow_draws_total") >= (overflow["draws"] as! NSNumber).doubleValue)
+        #expect(metricSum(metrics, "fastalloc_buffers_capacity", labels: "pool=\"overflow\"")
+                    == (overflow["capacity"] as! NSNumber).doubleValue)
         hog.reset()
         finish(server)
         stats.stop()
