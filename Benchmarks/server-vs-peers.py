@@ -31,10 +31,26 @@ PEERS = os.path.join(HERE, "peers")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid):
+def _stat_fields(pid):
     with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+        return stat.read().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid):
+    """CPU time of a process and its children: its own utime + stime, the reaped children's
+    cutime + cstime, and the live children's utime + stime (nginx workers, socat's forks)."""
+    fields = _stat_fields(pid)
+    total = int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == pid:
+            continue
+        try:
+            child = _stat_fields(int(entry))
+        except OSError:
+            continue
+        if int(child[1]) == pid:  # ppid
+            total += int(child[11]) + int(child[12])
+    return total / TICKS
 
 
 def wait_port(port, process, timeout=20):
@@ -83,6 +99,30 @@ def servers(upstream_port, base_port, haproxy_dir):
                              [server, "relay", "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream_port}",
                               "--workers", str(threads)], port))
         port += 1
+        if shutil.which("nginx") and os.path.exists("/usr/lib/nginx/modules/ngx_stream_module.so"):
+            prefix = os.path.join(haproxy_dir, f"nginx-{threads}")
+            os.makedirs(os.path.join(prefix, "logs"), exist_ok=True)
+            config = os.path.join(prefix, "nginx.conf")
+            with open(config, "w") as out:
+                out.write(f"""load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes {threads};
+daemon off;
+error_log stderr error;
+pid {prefix}/nginx.pid;
+events {{ worker_connections 8192; }}
+stream {{
+    server {{
+        listen 127.0.0.1:{port + 10};
+        proxy_pass 127.0.0.1:{upstream_port};
+        tcp_nodelay on;
+    }}
+}}
+""")
+            result.append(Server("nginx stream proxy", "relay", threads, ["nginx", "-p", prefix, "-c", config], port + 10))
+        if threads == 1 and shutil.which("socat"):
+            result.append(Server("socat (a process per connection)", "relay", 1,
+                                 ["socat", f"TCP-LISTEN:{port + 20},bind=127.0.0.1,reuseaddr,fork",
+                                  f"TCP:127.0.0.1:{upstream_port},nodelay"], port + 20))
         if shutil.which("haproxy"):
             config = os.path.join(haproxy_dir, f"haproxy-{threads}.cfg")
             with open(config, "w") as out:
@@ -135,6 +175,23 @@ def run_one(server, workload, seconds):
         stop(process)
 
 
+def iperf3_ceiling(seconds, port=17590):
+    """One iperf3 TCP stream over loopback: the byte rate this machine's loopback can carry."""
+    if not shutil.which("iperf3"):
+        return None
+    import json
+    server = subprocess.Popen(["iperf3", "-s", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, server)  # iperf3 shrugs off the probe connection and keeps serving
+        out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-J"],
+                             capture_output=True, text=True, timeout=seconds + 30)
+        return json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"] / 8 / 1e6
+    except (RuntimeError, ValueError, KeyError, subprocess.TimeoutExpired):
+        return None
+    finally:
+        stop(server)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
@@ -156,7 +213,12 @@ def main():
         wait_port(upstream_port, upstream)
         chosen = [s for s in servers(upstream_port, 17510, haproxy_dir) if not args.only or s.kind == args.only]
         results = {}
+        ceilings = []
         for round_number in range(1, args.rounds + 1):
+            ceiling = iperf3_ceiling(args.seconds)
+            if ceiling:
+                ceilings.append(ceiling)
+                print(f"  round {round_number}: iperf3 loopback ceiling {ceiling:,.0f} MB/s", file=sys.stderr, flush=True)
             for workload in WORKLOADS:
                 for server in chosen:
                     result = run_one(server, workload, args.seconds)
@@ -170,6 +232,9 @@ def main():
 
     print(f"machine: {os.cpu_count()} cores, {os.uname().sysname} {os.uname().release}; client: peers/epoll-client "
           f"(1 thread); {args.rounds} interleaved rounds of {args.seconds} s (1 s warm-up); median [min-max]")
+    if ceilings:
+        print(f"loopback ceiling (iperf3, one TCP stream): {statistics.median(ceilings):,.0f} MB/s "
+              f"[{min(ceilings):,.0f}-{max(ceilings):,.0f}]")
     for workload in WORKLOADS:
         field = workload[4]
         unit = "msg/s" if field == "msgs" else "MB/s"
