@@ -2,7 +2,7 @@
 SWIFT ?= swift
 SANITIZER_FLAGS = --disable-xctest
 
-.PHONY: setup run build test test-release test-tsan test-asan test-all bench-pools bench-client bench-mallocs bench-servers bench-idle smoke check-metrics check-dashboard load demo clean
+.PHONY: setup run build test test-release test-tsan test-asan test-all bench-pools bench-client bench-mallocs bench bench-quick bench-servers bench-idle smoke check-metrics check-dashboard load demo clean
 
 setup:
 	@scripts/setup.sh
@@ -54,6 +54,16 @@ bench-client: setup
 ## lengths under a malloc-counting LD_PRELOAD; fails unless it is 0.
 bench-mallocs: setup
 	Benchmarks/server-mallocs.sh
+
+## Everything side by side (servers and relays, allocations, idle memory, buffer size), written
+## to Benchmarks/RESULTS.md with the date and the machine. Needs haproxy, nginx-light,
+## libnginx-mod-stream, socat and iperf3 (Debian); the SwiftNIO peer builds from the mirror.
+bench: setup
+	Benchmarks/bench.sh
+
+## One short round of every configuration: the scripts still run and every byte still matches.
+bench-quick: setup
+	QUICK=1 Benchmarks/bench.sh
 
 ## fastalloc-server beside the C libuv echo, a SwiftNIO echo and haproxy (relay), interleaved
 ## rounds, ratios and CPU per GB: make bench-servers ROUNDS=3 SECONDS=5

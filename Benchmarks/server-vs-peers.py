@@ -197,7 +197,11 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--only", choices=["echo", "relay"])
+    parser.add_argument("--quick", action="store_true",
+                        help="1 round of 1 s per configuration: checks that every configuration runs and matches every byte")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.seconds = 1, 1
 
     subprocess.run(["make", "-s", "-C", PEERS], check=True)
     subprocess.run(["swift", "build", "-c", "release", "--product", "fastalloc-server"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
@@ -230,6 +234,11 @@ def main():
         stop(upstream)
         shutil.rmtree(haproxy_dir, ignore_errors=True)
 
+    empty = [key for key, runs in results.items() if not runs or any(r["msgs"] <= 0 for r in runs)]
+    expected = len(chosen) * len(WORKLOADS)
+    if empty or len(results) != expected:
+        print(f"FAILED: {expected - len(results) + len(empty)} configuration(s) without figures: {empty}", file=sys.stderr)
+        sys.exit(1)
     print(f"machine: {os.cpu_count()} cores, {os.uname().sysname} {os.uname().release}; client: peers/epoll-client "
           f"(1 thread); {args.rounds} interleaved rounds of {args.seconds} s (1 s warm-up); median [min-max]")
     if ceilings:
