@@ -26,10 +26,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
     args = parser.parse_args()
-    subprocess.run(["make", "-s", "-C", peers.PEERS], check=True)
-    subprocess.run(["swift", "build", "-c", "release", "--product", "fastalloc-server"], cwd=peers.ROOT, check=True,
-                   stdout=subprocess.DEVNULL)
-    binary = os.path.join(peers.ROOT, ".build/release/fastalloc-server")
+    binary = peers.build()
     servers = [peers.Server(f"--buffer-size {size // 1024} KiB", "echo", 1,
                             [binary, "echo", "--listen", f"127.0.0.1:{17600 + index}", "--workers", "1",
                              "--buffer-size", str(size)], 17600 + index)

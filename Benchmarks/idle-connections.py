@@ -62,10 +62,7 @@ def main():
     if hard < COUNT + 100:
         sys.exit(f"the file descriptor limit ({hard}) is below {COUNT + 100}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    subprocess.run(["make", "-s", "-C", os.path.join(HERE, "peers")], check=True)
-    subprocess.run(["swift", "build", "-c", "release", "--product", "fastalloc-server"], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL)
-    server = os.path.join(ROOT, ".build/release/fastalloc-server")
+    server = peers.build()
     print(f"machine: {os.cpu_count()} cores; {COUNT} idle connections, each after one 1-byte round trip")
     print()
     print("| server | connections | RSS before (MiB) | RSS after (MiB) | growth (MiB) | bytes per connection |")

@@ -41,11 +41,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=int, default=5)
     args = parser.parse_args()
-    subprocess.run(["make", "-s", "-C", peers.PEERS], check=True)
-    subprocess.run(["swift", "build", "-c", "release", "--product", "fastalloc-server"], cwd=peers.ROOT, check=True,
-                   stdout=subprocess.DEVNULL)
+    binary = peers.build()
     port, stats_port = 17950, 19470
-    server = subprocess.Popen([os.path.join(peers.ROOT, ".build/release/fastalloc-server"), "echo", "--listen",
+    server = subprocess.Popen([binary, "echo", "--listen",
                                f"127.0.0.1:{port}", "--workers", "1", "--stats", f"127.0.0.1:{stats_port}"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = {"without": [], "with": []}

@@ -31,6 +31,14 @@ PEERS = os.path.join(HERE, "peers")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def build():
+    """Builds the C peers and the release fastalloc-server; returns the server's path."""
+    subprocess.run(["make", "-s", "-C", PEERS], check=True)
+    subprocess.run(["swift", "build", "-c", "release", "--product", "fastalloc-server"], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
+    return os.path.join(ROOT, ".build/release/fastalloc-server")
+
+
 def _stat_fields(pid):
     with open(f"/proc/{pid}/stat") as stat:
         return stat.read().rsplit(")", 1)[1].split()
@@ -203,8 +211,7 @@ def main():
     if args.quick:
         args.rounds, args.seconds = 1, 1
 
-    subprocess.run(["make", "-s", "-C", PEERS], check=True)
-    subprocess.run(["swift", "build", "-c", "release", "--product", "fastalloc-server"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    build()
     nio_dir = os.path.join(PEERS, "nio-echo")
     if subprocess.run(["swift", "build", "-c", "release"], cwd=nio_dir, stdout=subprocess.DEVNULL).returncode != 0:
         print("(the SwiftNIO peer did not build; its rows are missing)", file=sys.stderr)

@@ -15,35 +15,21 @@ struct TestResponse {
 }
 
 extension TestSocket {
-    /// Reads one response (status line, headers, Content-Length body) from the socket.
-    func readResponse() throws -> TestResponse {
-        var head: [UInt8] = []
-        while !(head.count >= 4 && head.suffix(4) == [13, 10, 13, 10]) {
-            head += try receive(exactly: 1)
-        }
-        let lines = String(decoding: head, as: UTF8.self).split(separator: "\r\n")
-        let status = Int(lines[0].split(separator: " ")[1])!
+    /// Reads one response: status line and headers, then the body its Content-Length announces
+    /// (none for the answer to a HEAD request, whose Content-Length describes the GET's body).
+    func readResponse(head: Bool = false) throws -> TestResponse {
+        var bytes: [UInt8] = []
+        while !(bytes.count >= 4 && bytes.suffix(4) == [13, 10, 13, 10]) { bytes += try receive(exactly: 1) }
+        let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\r\n")
         var headers: [String: String] = [:]
         for line in lines.dropFirst() {
             guard let colon = line.firstIndex(of: ":") else { continue }
             headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
         }
-        let length = Int(headers["content-length"] ?? "0")!
+        let length = head ? 0 : Int(headers["content-length"] ?? "0")!
         let body = length > 0 ? try receive(exactly: length) : []
-        return TestResponse(status: status, headers: headers, body: String(decoding: body, as: UTF8.self))
-    }
-
-    /// Like readResponse, for a HEAD request: headers only.
-    func readHeadResponse() throws -> TestResponse {
-        var head: [UInt8] = []
-        while !(head.count >= 4 && head.suffix(4) == [13, 10, 13, 10]) { head += try receive(exactly: 1) }
-        let lines = String(decoding: head, as: UTF8.self).split(separator: "\r\n")
-        var headers: [String: String] = [:]
-        for line in lines.dropFirst() {
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-        }
-        return TestResponse(status: Int(lines[0].split(separator: " ")[1])!, headers: headers, body: "")
+        return TestResponse(status: Int(lines[0].split(separator: " ")[1])!, headers: headers,
+                            body: String(decoding: body, as: UTF8.self))
     }
 }
 
@@ -129,7 +115,7 @@ func metricSum(_ text: String, _ name: String, labels: String? = nil) -> Double 
         let (server, stats) = try start()
         let socket = try TestSocket(connectingTo: stats.address)
         try socket.sendAll(Array("HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
-        let head = try socket.readHeadResponse()
+        let head = try socket.readResponse(head: true)
         #expect(head.status == 200 && head.headers["content-length"] == "3")
         // Same connection (keep-alive), then three requests in one write (pipelining): three
         // answers, in order.
