@@ -6,7 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")"
 quick=${QUICK:-}
 out=${RESULTS:-RESULTS.md}
-[ -n "$quick" ] && out=$(mktemp)
+plots=plots
+if [ -n "$quick" ]; then
+    out=$(mktemp)
+    plots=$(mktemp -d)
+fi
+# Debian's python3 is the one python3-matplotlib installs into (a pyenv python3 may come first on PATH).
+python=${PYTHON:-$( [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo python3 )}
+"$python" -c 'import matplotlib' 2>/dev/null || { echo "bench.sh: $python has no matplotlib (apt-get install python3-matplotlib)" >&2; exit 1; }
 
 {
     echo "# Benchmark results"
@@ -20,11 +27,17 @@ out=${RESULTS:-RESULTS.md}
     if [ -n "$quick" ]; then
         echo "\`Benchmarks/server-vs-peers.py --quick\`"
         echo
-        python3 server-vs-peers.py --quick
+        "$python" server-vs-peers.py --quick --plots "$plots"
     else
-        echo "\`Benchmarks/server-vs-peers.py --rounds 3 --seconds 5\`"
+        echo "\`Benchmarks/server-vs-peers.py --rounds 3 --seconds 5 --plots plots\`"
         echo
-        python3 server-vs-peers.py --rounds 3 --seconds 5
+        "$python" server-vs-peers.py --rounds 3 --seconds 5 --plots "$plots"
+        echo
+        echo "![p99 latency by offered rate](plots/rate-sweep.png)"
+        echo
+        echo "![MB/s by message size](plots/size-sweep.png)"
+        echo
+        echo "![messages/s by connections](plots/connections-sweep.png)"
     fi
     if [ -z "$quick" ]; then
         echo
@@ -38,18 +51,30 @@ out=${RESULTS:-RESULTS.md}
         echo
         echo "\`Benchmarks/idle-connections.py\`"
         echo
-        python3 idle-connections.py
+        "$python" idle-connections.py
         echo
         echo "## Buffer size"
         echo
         echo "\`Benchmarks/buffer-size.py\`"
         echo
-        python3 buffer-size.py
+        "$python" buffer-size.py
+        if command -v perf >/dev/null; then
+            echo
+            echo "## Where the server's CPU goes"
+            echo
+            echo "\`Benchmarks/profile.sh\` (perf, 1 worker, 5 s)"
+            echo
+            ./profile.sh 5 2>/dev/null
+        fi
     fi
 } >"$out"
 if [ -n "$quick" ]; then
     cat "$out"
     rm -f "$out"
+    for plot in rate-sweep size-sweep connections-sweep; do
+        [ -s "$plots/$plot.png" ] || { echo "bench.sh: no $plot.png was drawn" >&2; exit 1; }
+    done
+    rm -rf "$plots"
 else
     echo "wrote Benchmarks/$out"
 fi

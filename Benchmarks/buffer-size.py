@@ -36,20 +36,20 @@ def main():
         for workload in peers.WORKLOADS:
             for server in servers:
                 result = peers.run_one(server, workload, args.seconds)
-                results.setdefault((server.name, workload[0]), []).append(result)
-                print(f"  round {round_number}: {server.name}, {workload[0]}: {result['msgs']:,.0f} msg/s, "
+                results.setdefault((server.name, workload.name), []).append(result)
+                print(f"  round {round_number}: {server.name}, {workload.name}: {result['msgs']:,.0f} msg/s, "
                       f"{result['mbps']:,.1f} MB/s, {result['cpu_per_gb']:.3f} CPU s/GB", file=sys.stderr, flush=True)
-    print(f"fastalloc-server echo, 1 worker; client peers/epoll-client; {args.rounds} interleaved rounds of "
+    print(f"fastalloc-server echo, 1 worker; client fastalloc-load; {args.rounds} interleaved rounds of "
           f"{args.seconds} s; median [min-max]")
     for workload in peers.WORKLOADS:
-        field = workload[4]
+        field = workload.figure
         print()
-        print(f"### {workload[0]}")
+        print(f"### {workload.name}")
         print()
         print(f"| buffer size | {'msg/s' if field == 'msgs' else 'MB/s'} | server CPU s per GB |")
         print("|---|---:|---:|")
         for server in servers:
-            runs = results[(server.name, workload[0])]
+            runs = results[(server.name, workload.name)]
             values = [r[field] for r in runs]
             cpu = [r["cpu_per_gb"] for r in runs]
             print(f"| {server.name} | {statistics.median(values):,.0f} [{min(values):,.0f}-{max(values):,.0f}] "

@@ -1,22 +1,26 @@
 #!/usr/bin/env python3
-"""fastalloc-server beside its peers, same client, same run, interleaved rounds, as ratios.
+"""fastalloc-server beside its peers: same client, same run, interleaved rounds, as ratios.
 
-Servers (each with 1 and 2 threads or workers):
-  echo:  fastalloc-server echo; the C libuv echo server that mallocs per read (peers/uv-echo);
-         a SwiftNIO echo server (peers/nio-echo, NIO's echo example's shape).
-  relay: fastalloc-server relay; haproxy 2.6 in TCP mode (nbthread); both in front of
-         peers/uv-echo with 1 worker.
-Workloads, driven by the C epoll client (peers/epoll-client, which checks every byte):
-  64 connections x 64 B ping-pong (messages/s), 16 connections x 16 KiB at depth 4 (MB/s).
-For every run the server's CPU time (utime + stime from /proc/PID/stat) gives CPU seconds per
-GB moved (bytes in + out of the server process, counted once per direction of the echo).
-Each configuration runs ROUNDS times, interleaved with the others; the table gives the median
-and the range, and the ratio of medians to the C libuv echo server (echo) or haproxy (relay).
+Servers (each with 1 and 2 threads or workers where it has them):
+  echo:  fastalloc-server echo; the C libuv echo server that mallocs per read (peers/uv-echo, the
+         baseline); a SwiftNIO echo server (peers/nio-echo, NIO's echo example's shape).
+  relay: fastalloc-server relay; haproxy 2.6 in TCP mode (the baseline); nginx's stream proxy;
+         socat (a process per connection, 1 only). All in front of peers/uv-echo, 1 worker.
+Client: fastalloc-load (checks every byte; latency from an HdrHistogram; open loop with --rate).
+Workloads (the table): 1 x 64 B ping-pong pinned with taskset (server and upstream on CPU 0, the
+client on CPU 0 as well, "shared", or on CPU 1, "split"); 64 x 64 B ping-pong; 16 x 16 KiB at
+depth 4. Sweeps (1-thread configurations, 1 round each): message size 64 B to 1 MiB, connections
+1 to 10,000, and an open-loop --rate sweep that finds the highest rate whose p99 stays <= 1 ms.
+Every row gives the CPU of the server (with its children), of the upstream and of the client, and
+the server's peak RSS (VmHWM, with its children), so a run limited by the client shows as such.
 
-    Benchmarks/server-vs-peers.py [--rounds 3] [--seconds 5] [--only echo|relay]
+    Benchmarks/server-vs-peers.py [--rounds 3] [--seconds 5] [--only echo|relay] [--no-sweeps]
+                                  [--plots DIR] [--json FILE] [--quick]
 """
 import argparse
+import json
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -28,14 +32,21 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PEERS = os.path.join(HERE, "peers")
+LOAD = os.path.join(ROOT, ".build/release/fastalloc-load")
 TICKS = os.sysconf("SC_CLK_TCK")
+ECHO_BASELINE = "C libuv echo (malloc per read)"
+RELAY_BASELINE = "haproxy 2.6 (TCP mode)"
+# The hard limit on open files here is 20,000 and cannot be raised in this container: a relay
+# holds two descriptors per connection, so relays stop at 5,000 connections in the sweep.
+RELAY_MAX_CONNECTIONS = 5000
 
 
 def build():
-    """Builds the C peers and the release fastalloc-server; returns the server's path."""
+    """Builds the C peers and the release fastalloc-server and fastalloc-load; returns the server's path."""
     subprocess.run(["make", "-s", "-C", PEERS], check=True)
-    subprocess.run(["swift", "build", "-c", "release", "--product", "fastalloc-server"], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL)
+    for product in ("fastalloc-server", "fastalloc-load"):
+        subprocess.run(["swift", "build", "-c", "release", "--product", product], cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL)
     return os.path.join(ROOT, ".build/release/fastalloc-server")
 
 
@@ -44,21 +55,47 @@ def _stat_fields(pid):
         return stat.read().rsplit(")", 1)[1].split()
 
 
+def _children(pid):
+    result = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == pid:
+            continue
+        try:
+            if int(_stat_fields(int(entry))[1]) == pid:  # ppid
+                result.append(int(entry))
+        except OSError:
+            continue
+    return result
+
+
 def cpu_seconds(pid):
     """CPU time of a process and its children: its own utime + stime, the reaped children's
     cutime + cstime, and the live children's utime + stime (nginx workers, socat's forks)."""
     fields = _stat_fields(pid)
     total = int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == pid:
-            continue
+    for child in _children(pid):
         try:
-            child = _stat_fields(int(entry))
+            fields = _stat_fields(child)
         except OSError:
             continue
-        if int(child[1]) == pid:  # ppid
-            total += int(child[11]) + int(child[12])
+        total += int(fields[11]) + int(fields[12])
     return total / TICKS
+
+
+def _status_kib(pid, key):
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def peak_rss_mib(pid):
+    """Peak resident memory (VmHWM) of a process plus its live children (nginx's workers)."""
+    return (_status_kib(pid, "VmHWM") + sum(_status_kib(child, "VmHWM") for child in _children(pid))) / 1024
 
 
 def wait_port(port, process, timeout=20):
@@ -83,6 +120,10 @@ def stop(process):
         process.wait()
 
 
+def pin_all_threads(pid, cpus):
+    """Sets the CPU affinity of every thread of a running process (taskset -a -p)."""
+    subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], check=True, stdout=subprocess.DEVNULL)
+
 class Server:
     def __init__(self, name, kind, threads, command, port, config=None):
         self.name, self.kind, self.threads, self.command, self.port, self.config = name, kind, threads, command, port, config
@@ -95,7 +136,8 @@ def servers(upstream_port, base_port, haproxy_dir):
     port = base_port
     for threads in (1, 2):
         result.append(Server("fastalloc-server echo", "echo", threads,
-                             [server, "echo", "--listen", f"127.0.0.1:{port}", "--workers", str(threads)], port))
+                             [server, "echo", "--listen", f"127.0.0.1:{port}", "--workers", str(threads),
+                              "--max-connections", "12000"], port))
         port += 1
         result.append(Server("C libuv echo (malloc per read)", "echo", threads,
                              [os.path.join(PEERS, "uv-echo"), str(port), str(threads)], port))
@@ -105,7 +147,7 @@ def servers(upstream_port, base_port, haproxy_dir):
         port += 1
         result.append(Server("fastalloc-server relay", "relay", threads,
                              [server, "relay", "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream_port}",
-                              "--workers", str(threads)], port))
+                              "--workers", str(threads), "--max-connections", "12000"], port))
         port += 1
         if shutil.which("nginx") and os.path.exists("/usr/lib/nginx/modules/ngx_stream_module.so"):
             prefix = os.path.join(haproxy_dir, f"nginx-{threads}")
@@ -117,7 +159,8 @@ worker_processes {threads};
 daemon off;
 error_log stderr error;
 pid {prefix}/nginx.pid;
-events {{ worker_connections 8192; }}
+worker_rlimit_nofile 20000;
+events {{ worker_connections 16384; }}
 stream {{
     server {{
         listen 127.0.0.1:{port + 10};
@@ -129,7 +172,7 @@ stream {{
             result.append(Server("nginx stream proxy", "relay", threads, ["nginx", "-p", prefix, "-c", config], port + 10))
         if threads == 1 and shutil.which("socat"):
             result.append(Server("socat (a process per connection)", "relay", 1,
-                                 ["socat", f"TCP-LISTEN:{port + 20},bind=127.0.0.1,reuseaddr,fork",
+                                 ["socat", f"TCP-LISTEN:{port + 20},bind=127.0.0.1,reuseaddr,fork,backlog=1024,nodelay",
                                   f"TCP:127.0.0.1:{upstream_port},nodelay"], port + 20))
         if shutil.which("haproxy"):
             config = os.path.join(haproxy_dir, f"haproxy-{threads}.cfg")
@@ -151,43 +194,89 @@ listen relay
     return result
 
 
-WORKLOADS = [
-    # name, connections, size, depth, which figure
-    ("64 x 64 B, depth 1", 64, 64, 1, "msgs"),
-    ("16 x 16 KiB, depth 4", 16, 16384, 4, "mbps"),
+class Workload:
+    """One fastalloc-load run. figure: what the table ranks by ("latency", "msgs" or "mbps");
+    pin: None, "shared" (server, upstream and client on CPU 0) or "split" (the client on CPU 1)."""
+
+    def __init__(self, name, connections, size, depth, figure, pin=None, rate=None):
+        self.name, self.connections, self.size, self.depth = name, connections, size, depth
+        self.figure, self.pin, self.rate = figure, pin, rate
+
+    @property
+    def warmup(self):  # connecting thousands of sockets takes part of the warm-up
+        return 1.0 + self.connections / 2500
+
+
+TABLE_WORKLOADS = [
+    Workload("1 x 64 B ping-pong, pinned shared (server, upstream and client on CPU 0)", 1, 64, 1, "latency", pin="shared"),
+    Workload("1 x 64 B ping-pong, pinned split (server and upstream on CPU 0, client on CPU 1)", 1, 64, 1, "latency",
+             pin="split"),
+    Workload("64 x 64 B, depth 1", 64, 64, 1, "msgs"),
+    Workload("16 x 16 KiB, depth 4", 16, 16384, 4, "mbps"),
 ]
+WORKLOADS = TABLE_WORKLOADS[2:]  # the throughput pair, also used by buffer-size.py and scrape-overhead.py
+SWEEP_SIZES = [64, 1024, 16384, 262144, 1048576]
+SWEEP_CONNECTIONS = [1, 10, 100, 1000, 5000, 10000]
+SWEEP_RATES = [5000, 10000, 20000, 40000, 60000, 80000, 100000, 120000, 150000, 200000]
+LATENCY_GOAL_US = 1000
 
 
-def run_one(server, workload, seconds):
-    name, connections, size, depth, _ = workload
-    process = subprocess.Popen(server.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def run_one(server, workload, seconds, upstream=None):
+    """Starts the server, runs fastalloc-load against it once, stops it; returns the figures."""
+    command = server.command
+    client = [LOAD, "--target", f"127.0.0.1:{server.port}", "--connections", str(workload.connections),
+              "--size", str(workload.size), "--depth", str(workload.depth), "--duration", f"{seconds}s",
+              "--warmup", f"{workload.warmup}s", "--threads", "1", "--json"]
+    if workload.rate:
+        client += ["--rate", str(workload.rate)]
+    if workload.pin:
+        command = ["taskset", "-c", "0"] + command
+        client = ["taskset", "-c", "0" if workload.pin == "shared" else "1"] + client
+        if upstream and server.kind == "relay":
+            pin_all_threads(upstream.pid, "0")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(server.port, process)
         cpu_before = cpu_seconds(process.pid)
+        upstream_before = cpu_seconds(upstream.pid) if upstream else 0
+        usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         wall_before = time.time()
-        out = subprocess.run([os.path.join(PEERS, "epoll-client"), "127.0.0.1", str(server.port), str(connections),
-                              str(size), str(depth), str(seconds), "1"], capture_output=True, text=True, timeout=seconds + 30)
-        cpu = cpu_seconds(process.pid) - cpu_before
+        out = subprocess.run(client, capture_output=True, text=True, timeout=seconds + workload.warmup + 60)
         wall = time.time() - wall_before
-        fields = out.stdout.split()
-        if out.returncode != 0 or len(fields) < 3:
-            raise RuntimeError(f"client failed against {server.name}: {out.stdout} {out.stderr}")
-        msgs, mbps, mismatched = float(fields[0]), float(fields[1]), int(fields[2])
-        if mismatched:
-            raise RuntimeError(f"{server.name}: {mismatched} mismatched bytes")
-        # Bytes through the server during the whole client run (warm-up included, as the CPU is):
-        # the client's rate over the run's wall time, in and out of the server.
-        gigabytes = mbps * 1e6 * wall * 2 / 1e9
-        return {"msgs": msgs, "mbps": mbps, "cpu": cpu / wall, "cpu_per_gb": cpu / gigabytes if gigabytes else 0}
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = cpu_seconds(process.pid) - cpu_before
+        upstream_cpu = cpu_seconds(upstream.pid) - upstream_before if upstream else 0
+        peak = peak_rss_mib(process.pid)
     finally:
         stop(process)
+        if workload.pin and upstream and server.kind == "relay":
+            pin_all_threads(upstream.pid, f"0-{os.cpu_count() - 1}")
+    try:
+        report = json.loads(out.stdout)
+    except ValueError:
+        report = None
+    if out.returncode != 0 or not report or not report["succeeded"] or report["mismatched_bytes"]:
+        raise RuntimeError(f"fastalloc-load failed against {server.name} ({server.threads} thread(s), {workload.name}): "
+                           f"status {out.returncode}: {out.stderr.strip()[:400]}")
+    client_cpu = (usage.ru_utime - usage_before.ru_utime) + (usage.ru_stime - usage_before.ru_stime)
+    # CPU is counted over the whole client run (warm-up included), so divide it by every message
+    # of the run, warm-up included; the rates come from the measured window only.
+    messages = report["messages"] + report["warmup_messages"]
+    gigabytes = messages * workload.size * 2 / 1e9  # in and out of the server
+    latency = report["latency_ns"]
+    return {
+        "msgs": report["messages_per_second"], "mbps": report["megabytes_per_second"],
+        "p50_us": (latency["p50"] or 0) / 1000, "p99_us": (latency["p99"] or 0) / 1000,
+        "cpu": cpu / wall, "cpu_per_msg_us": cpu / messages * 1e6 if messages else 0,
+        "cpu_per_gb": cpu / gigabytes if gigabytes else 0,
+        "client_cpu": client_cpu / wall, "upstream_cpu": upstream_cpu / wall, "peak_rss_mib": peak,
+    }
 
 
 def iperf3_ceiling(seconds, port=17590):
     """One iperf3 TCP stream over loopback: the byte rate this machine's loopback can carry."""
     if not shutil.which("iperf3"):
         return None
-    import json
     server = subprocess.Popen(["iperf3", "-s", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port, server)  # iperf3 shrugs off the probe connection and keeps serving
@@ -200,76 +289,237 @@ def iperf3_ceiling(seconds, port=17590):
         stop(server)
 
 
+def log(text):
+    print(text, file=sys.stderr, flush=True)
+
+
+def describe(result):
+    return (f"{result['msgs']:,.0f} msg/s, {result['mbps']:,.1f} MB/s, p99 {result['p99_us']:,.0f} us, "
+            f"server CPU {result['cpu']:.2f}, client {result['client_cpu']:.2f}, upstream {result['upstream_cpu']:.2f}, "
+            f"peak RSS {result['peak_rss_mib']:.1f} MiB")
+
+
+def sweeps(chosen, upstream, seconds, quick):
+    """The size, connections and rate sweeps over the 1-thread configurations (socat, a process
+    per connection, is left out), one run per point."""
+    servers_1 = [s for s in chosen if s.threads == 1 and not s.name.startswith("socat")]
+    sizes = [64, 1048576] if quick else SWEEP_SIZES
+    counts = [1, 1000] if quick else SWEEP_CONNECTIONS
+    rates = [10000] if quick else SWEEP_RATES
+    found = {"size": {}, "connections": {}, "rate": {}}
+    for size in sizes:
+        for server in servers_1:
+            workload = Workload(f"8 x {size} B", 8, size, 1, "mbps")
+            result = run_one(server, workload, seconds, upstream)
+            found["size"].setdefault(server.name, {})[size] = result
+            log(f"  size sweep: {server.name}, {workload.name}: {describe(result)}")
+    for count in counts:
+        for server in servers_1:
+            if server.kind == "relay" and count > RELAY_MAX_CONNECTIONS:
+                continue
+            workload = Workload(f"{count} x 64 B", count, 64, 1, "msgs")
+            result = run_one(server, workload, seconds, upstream)
+            found["connections"].setdefault(server.name, {})[count] = result
+            log(f"  connections sweep: {server.name}, {workload.name}: {describe(result)}")
+    for server in servers_1:
+        for rate in rates:
+            workload = Workload(f"64 x 64 B at {rate}/s", 64, 64, 1, "latency", rate=rate)
+            result = run_one(server, workload, seconds, upstream)
+            found["rate"].setdefault(server.name, {})[rate] = result
+            log(f"  rate sweep: {server.name}, {workload.name}: {describe(result)}")
+            if result["p99_us"] > LATENCY_GOAL_US:
+                break  # past the goal: higher rates only queue more
+    return found
+
+
+def print_table(chosen, results, workload, rounds):
+    print()
+    print(f"### {workload.name}")
+    print()
+    if workload.figure == "latency":
+        print("| server | msg/s | p50 (µs) | p99 (µs) | server CPU (cores) | client CPU | upstream CPU | peak RSS (MiB) |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    else:
+        unit, per = ("msg/s", "server CPU µs per message") if workload.figure == "msgs" else ("MB/s", "server CPU s per GB")
+        print(f"| server | threads | {unit} | vs baseline | p99 (µs) | server CPU (cores) | {per} | client CPU | upstream CPU "
+              f"| peak RSS (MiB) |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for kind, baseline in (("echo", ECHO_BASELINE), ("relay", RELAY_BASELINE)):
+        for server in chosen:
+            runs = results.get((server.name, server.threads, workload.name))
+            if server.kind != kind or not runs:
+                continue
+            def med(field):
+                return statistics.median(r[field] for r in runs)
+            if workload.figure == "latency":
+                p99 = [r["p99_us"] for r in runs]
+                print(f"| {server.name} | {med('msgs'):,.0f} | {med('p50_us'):,.1f} | {med('p99_us'):,.1f} "
+                      f"[{min(p99):,.1f}-{max(p99):,.1f}] | {med('cpu'):.2f} | {med('client_cpu'):.2f} "
+                      f"| {med('upstream_cpu'):.2f} | {med('peak_rss_mib'):.1f} |")
+                continue
+            field = workload.figure
+            values = [r[field] for r in runs]
+            base = results.get((baseline, server.threads, workload.name))
+            ratio = statistics.median(values) / statistics.median(r[field] for r in base) if base else float("nan")
+            cost = f"{med('cpu_per_msg_us'):.2f}" if field == "msgs" else f"{med('cpu_per_gb'):.2f}"
+            print(f"| {server.name} | {server.threads} | {statistics.median(values):,.0f} [{min(values):,.0f}-{max(values):,.0f}] "
+                  f"| {ratio:.2f}x | {med('p99_us'):,.0f} | {med('cpu'):.2f} | {cost} | {med('client_cpu'):.2f} "
+                  f"| {med('upstream_cpu'):.2f} | {med('peak_rss_mib'):.1f} |")
+
+
+def label(value):
+    return f"{value // 1048576} MiB" if value >= 1048576 else f"{value // 1024} KiB" if value >= 1024 else f"{value} B"
+
+
+def print_sweeps(found):
+    sizes = sorted({size for points in found["size"].values() for size in points})
+    print()
+    print("### Message size sweep: 8 connections, depth 1 (MB/s; server CPU s per GB)")
+    print()
+    print("| server | " + " | ".join(label(size) for size in sizes) + " |")
+    print("|---|" + "---:|" * len(sizes))
+    for name, points in found["size"].items():
+        print(f"| {name} | " + " | ".join(f"{points[s]['mbps']:,.0f} ({points[s]['cpu_per_gb']:.2f})" if s in points else "–"
+                                          for s in sizes) + " |")
+    counts = sorted({count for points in found["connections"].values() for count in points})
+    print()
+    print("### Connections sweep: 64 B ping-pong, depth 1 (msg/s; p99 in µs)")
+    print()
+    print("| server | " + " | ".join(f"{count:,}" for count in counts) + " |")
+    print("|---|" + "---:|" * len(counts))
+    for name, points in found["connections"].items():
+        print(f"| {name} | " + " | ".join(f"{points[c]['msgs']:,.0f} ({points[c]['p99_us']:,.0f})" if c in points else "–"
+                                          for c in counts) + " |")
+    print()
+    print(f"Relays stop at {RELAY_MAX_CONNECTIONS:,} connections: a relay holds two descriptors per connection and "
+          "this machine's hard limit on open files is 20,000.")
+    print()
+    print("### Open-loop rate sweep: 64 connections x 64 B, latency from each message's intended send time")
+    print()
+    print(f"| server | highest rate with p99 <= {LATENCY_GOAL_US} µs | its p99 (µs) | next rate tried | its p99 (µs) |")
+    print("|---|---:|---:|---:|---:|")
+    for name, points in found["rate"].items():
+        good = [rate for rate, r in points.items() if r["p99_us"] <= LATENCY_GOAL_US]
+        bad = [rate for rate, r in points.items() if r["p99_us"] > LATENCY_GOAL_US]
+        best = max(good) if good else None
+        over = min(bad) if bad else None
+        best_text = f"{best:,}/s | {points[best]['p99_us']:,.0f}" if best else "none | –"
+        over_text = f"{over:,}/s | {points[over]['p99_us']:,.0f}" if over else "none past the goal | –"
+        print(f"| {name} | {best_text} | {over_text} |")
+
+
+def plot(found, directory):
+    """Three PNGs from the sweeps: MB/s by message size, msg/s by connections, p99 by offered rate."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    os.makedirs(directory, exist_ok=True)
+    style = {"fastalloc-server echo": ("tab:blue", "-"), "fastalloc-server relay": ("tab:blue", "--"),
+             ECHO_BASELINE: ("tab:gray", "-"), "SwiftNIO echo": ("tab:orange", "-"),
+             RELAY_BASELINE: ("tab:red", "--"), "nginx stream proxy": ("tab:green", "--")}
+    charts = [
+        ("size", "size-sweep.png", "Message size (bytes, 8 connections, depth 1)", "MB/s", "mbps", False),
+        ("connections", "connections-sweep.png", "Connections (64 B ping-pong)", "messages/s", "msgs", False),
+        ("rate", "rate-sweep.png", "Offered rate (messages/s, 64 connections x 64 B, open loop)", "p99 latency (µs)",
+         "p99_us", True),
+    ]
+    written = []
+    for key, filename, xlabel, ylabel, field, log_y in charts:
+        figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
+        for name, points in found[key].items():
+            xs = sorted(points)
+            color, line = style.get(name, ("black", ":"))
+            axes.plot(xs, [points[x][field] for x in xs], marker="o", color=color, linestyle=line, label=f"{name} (1 thread)")
+        axes.set_xscale("log")
+        if log_y:
+            axes.set_yscale("log")
+            axes.axhline(LATENCY_GOAL_US, color="black", linewidth=0.8, linestyle=":")
+            axes.text(axes.get_xlim()[0], LATENCY_GOAL_US * 1.1, " 1 ms", fontsize=8)
+        axes.set_xlabel(xlabel)
+        axes.set_ylabel(ylabel)
+        axes.grid(True, which="major", alpha=0.3)
+        axes.legend(fontsize=7)
+        axes.set_title(f"{ylabel} by {xlabel.split(' (')[0].lower()}, {os.cpu_count()} cores, loopback", fontsize=9)
+        figure.tight_layout()
+        path = os.path.join(directory, filename)
+        figure.savefig(path)
+        plt.close(figure)
+        written.append(path)
+    return written
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--sweep-seconds", type=int, default=3, help="seconds per sweep point")
     parser.add_argument("--only", choices=["echo", "relay"])
+    parser.add_argument("--no-sweeps", action="store_true")
+    parser.add_argument("--plots", metavar="DIR", help="write the sweeps' plots (PNG, needs matplotlib) to DIR")
+    parser.add_argument("--json", metavar="FILE", help="write every figure to FILE")
     parser.add_argument("--quick", action="store_true",
-                        help="1 round of 1 s per configuration: checks that every configuration runs and matches every byte")
+                        help="1 round of 1 s per configuration and a few sweep points: checks that every "
+                             "configuration runs and matches every byte")
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.seconds = 1, 1
+        args.rounds, args.seconds, args.sweep_seconds = 1, 1, 1
 
     build()
     nio_dir = os.path.join(PEERS, "nio-echo")
     if subprocess.run(["swift", "build", "-c", "release"], cwd=nio_dir, stdout=subprocess.DEVNULL).returncode != 0:
-        print("(the SwiftNIO peer did not build; its rows are missing)", file=sys.stderr)
+        log("(the SwiftNIO peer did not build; its rows are missing)")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 10,000 connections; children inherit it
 
     upstream_port = 17500
     upstream = subprocess.Popen([os.path.join(PEERS, "uv-echo"), str(upstream_port), "1"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    haproxy_dir = tempfile.mkdtemp()
+    config_dir = tempfile.mkdtemp()
+    results, ceilings, found = {}, [], None
     try:
         wait_port(upstream_port, upstream)
-        chosen = [s for s in servers(upstream_port, 17510, haproxy_dir) if not args.only or s.kind == args.only]
-        results = {}
-        ceilings = []
+        chosen = [s for s in servers(upstream_port, 17510, config_dir) if not args.only or s.kind == args.only]
         for round_number in range(1, args.rounds + 1):
             ceiling = iperf3_ceiling(args.seconds)
             if ceiling:
                 ceilings.append(ceiling)
-                print(f"  round {round_number}: iperf3 loopback ceiling {ceiling:,.0f} MB/s", file=sys.stderr, flush=True)
-            for workload in WORKLOADS:
+                log(f"  round {round_number}: iperf3 loopback ceiling {ceiling:,.0f} MB/s")
+            for workload in TABLE_WORKLOADS:
                 for server in chosen:
-                    result = run_one(server, workload, args.seconds)
-                    results.setdefault((server.name, server.threads, workload[0]), []).append(result)
-                    print(f"  round {round_number}: {server.name}, {server.threads} thread(s), {workload[0]}: "
-                          f"{result['msgs']:,.0f} msg/s, {result['mbps']:,.1f} MB/s, server CPU {result['cpu']:.2f}, "
-                          f"{result['cpu_per_gb']:.2f} CPU s/GB", file=sys.stderr, flush=True)
+                    if workload.pin and server.threads != 1:
+                        continue  # pinned to one CPU, a second thread has nowhere to run
+                    result = run_one(server, workload, args.seconds, upstream)
+                    results.setdefault((server.name, server.threads, workload.name), []).append(result)
+                    log(f"  round {round_number}: {server.name}, {server.threads} thread(s), {workload.name}: {describe(result)}")
+        if not args.no_sweeps:
+            found = sweeps(chosen, upstream, args.sweep_seconds, args.quick)
     finally:
         stop(upstream)
-        shutil.rmtree(haproxy_dir, ignore_errors=True)
+        shutil.rmtree(config_dir, ignore_errors=True)
 
+    expected = sum(1 for w in TABLE_WORKLOADS for s in chosen if not w.pin or s.threads == 1)
     empty = [key for key, runs in results.items() if not runs or any(r["msgs"] <= 0 for r in runs)]
-    expected = len(chosen) * len(WORKLOADS)
     if empty or len(results) != expected:
-        print(f"FAILED: {expected - len(results) + len(empty)} configuration(s) without figures: {empty}", file=sys.stderr)
+        log(f"FAILED: {expected - len(results) + len(empty)} configuration(s) without figures: {empty}")
         sys.exit(1)
-    print(f"machine: {os.cpu_count()} cores, {os.uname().sysname} {os.uname().release}; client: peers/epoll-client "
-          f"(1 thread); {args.rounds} interleaved rounds of {args.seconds} s (1 s warm-up); median [min-max]")
+    print(f"machine: {os.cpu_count()} cores, {os.uname().sysname} {os.uname().release}; client: fastalloc-load "
+          f"(1 thread, every byte checked); {args.rounds} interleaved rounds of {args.seconds} s after a warm-up; "
+          f"median [min-max]. CPU columns are cores busy over the run (1.00 = one core); the client's and the "
+          f"upstream's show when they, not the server, were the limit.")
     if ceilings:
         print(f"loopback ceiling (iperf3, one TCP stream): {statistics.median(ceilings):,.0f} MB/s "
               f"[{min(ceilings):,.0f}-{max(ceilings):,.0f}]")
-    for workload in WORKLOADS:
-        field = workload[4]
-        unit = "msg/s" if field == "msgs" else "MB/s"
-        print()
-        print(f"### {workload[0]}")
-        print()
-        print(f"| server | threads | {unit} | vs baseline | server CPU (cores) | server CPU s per GB |")
-        print("|---|---:|---:|---:|---:|---:|")
-        for kind, baseline in (("echo", "C libuv echo (malloc per read)"), ("relay", "haproxy 2.6 (TCP mode)")):
-            for server in chosen:
-                if server.kind != kind:
-                    continue
-                runs = results[(server.name, server.threads, workload[0])]
-                values = [r[field] for r in runs]
-                base = results.get((baseline, server.threads, workload[0]))
-                ratio = statistics.median(values) / statistics.median([r[field] for r in base]) if base else float("nan")
-                print(f"| {server.name} | {server.threads} | {statistics.median(values):,.0f} [{min(values):,.0f}-{max(values):,.0f}] "
-                      f"| {ratio:.2f}x | {statistics.median(r['cpu'] for r in runs):.2f} "
-                      f"| {statistics.median(r['cpu_per_gb'] for r in runs):.2f} |")
+    for workload in TABLE_WORKLOADS:
+        print_table(chosen, results, workload, args.rounds)
+    if found:
+        print_sweeps(found)
+        if args.plots:
+            for path in plot(found, args.plots):
+                log(f"  wrote {path}")
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"table": [{"server": k[0], "threads": k[1], "workload": k[2], "runs": v} for k, v in results.items()],
+                       "sweeps": found, "iperf3_mbps": ceilings}, out, indent=1)
 
 
 if __name__ == "__main__":

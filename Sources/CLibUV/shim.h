@@ -6,6 +6,9 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <errno.h>
+#include <stdint.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
 
 /// Debian's libuv 1.44 has no UV_TCP_REUSEPORT: set SO_REUSEPORT on the handle's socket, which
 /// uv_tcp_init_ex(loop, handle, AF_INET) created, before binding. Returns 0 or a UV_E* code.
@@ -21,6 +24,27 @@ static inline int fastalloc_uv_tcp_reuseport(uv_tcp_t *handle) {
 /// uv_buf_t's fields by name, for Swift.
 static inline uv_buf_t fastalloc_uv_buf(void *base, size_t len) {
     return uv_buf_init((char *)base, (unsigned int)len);
+}
+
+/// A non-blocking CLOCK_MONOTONIC timerfd (the clock uv_hrtime reads). Returns the fd or a
+/// negative UV_E* code.
+static inline int fastalloc_timerfd_create(void) {
+    int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    return fd >= 0 ? fd : uv_translate_sys_error(errno);
+}
+
+/// Arms the timerfd to expire once at `deadline` nanoseconds of CLOCK_MONOTONIC (0 disarms).
+static inline int fastalloc_timerfd_arm(int fd, uint64_t deadline) {
+    struct itimerspec spec = {0};
+    spec.it_value.tv_sec = (time_t)(deadline / 1000000000u);
+    spec.it_value.tv_nsec = (long)(deadline % 1000000000u);
+    return timerfd_settime(fd, TFD_TIMER_ABSTIME, &spec, NULL) == 0 ? 0 : uv_translate_sys_error(errno);
+}
+
+/// Reads (and so clears) the timerfd's expiry count; 0 if it had not expired.
+static inline uint64_t fastalloc_timerfd_consume(int fd) {
+    uint64_t expirations = 0;
+    return read(fd, &expirations, sizeof expirations) == (ssize_t)sizeof expirations ? expirations : 0;
 }
 
 #endif

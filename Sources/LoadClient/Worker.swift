@@ -22,6 +22,8 @@ final class Worker {
     var stoppedAt: UInt64 = 0
     var lastCompletion: UInt64 = 0
     var timers: [Timer] = []
+    /// Open loop only: fires when the next message is due.
+    var pacer: PreciseTimer?
     /// Open loop: nanoseconds between two messages of one connection.
     let interval: UInt64
 
@@ -89,9 +91,12 @@ final class Worker {
             progressTimer.start(after: 1000, repeat: 1000) { [unowned self] _ in publish() }
             timers.append(progressTimer)
             if interval > 0 {
-                let tick = try Timer(loop: loop)
-                tick.start(after: 1, repeat: 1) { [unowned self] _ in sendDue() }
-                timers.append(tick)
+                // Paced to the microsecond: a 1 ms libuv timer would send up to a millisecond
+                // late, and that lateness would count as latency (it is measured from the
+                // intended time).
+                let pacer = try PreciseTimer(loop: loop) { [unowned self] _ in sendDue() }
+                self.pacer = pacer
+                pacer.arm(at: job.startTime)
             }
         } catch {
             result.errors.append("\(error)")
@@ -99,15 +104,27 @@ final class Worker {
         }
     }
 
-    /// Open loop: sends every message whose intended time has come, within each connection's depth.
+    /// Open loop: sends every message whose intended time has come, within each connection's
+    /// depth, then arms the pacer for the earliest next one. A connection held back by its depth
+    /// sends when an answer frees a slot (`Connection.sendDue(now:)`).
     private func sendDue() {
         let now = EventLoop.hrtime()
+        var next = UInt64.max
         for connection in connections where connection.connected && !connection.closed {
-            while connection.nextIntended <= now && connection.canSend {
-                connection.send(at: connection.nextIntended)
-                connection.nextIntended += interval
-            }
+            connection.sendDue(now: now)
+            if connection.canSend { next = min(next, connection.nextIntended) }
         }
+        if next != .max { pacer?.arm(at: next) }
+    }
+
+    /// Open loop: messages due within this many nanoseconds go out together, so that at high
+    /// rates one wake-up sends several messages instead of one.
+    static let pacingWindow: UInt64 = 20_000
+
+    /// Makes sure the pacer fires no later than `instant`.
+    func wake(noLaterThan instant: UInt64) {
+        guard let pacer, !stopping else { return }
+        if pacer.deadline == 0 || instant < pacer.deadline { pacer.arm(at: instant) }
     }
 
     private func publish() {
@@ -130,6 +147,7 @@ final class Worker {
         stoppedAt = EventLoop.hrtime()
         for connection in connections where !connection.closed { connection.close() }
         for timer in timers where !timer.isClosing { timer.close() }
+        pacer?.close()
     }
 
     /// A connection is done (finished, failed or closed by the peer).
@@ -217,9 +235,12 @@ final class Connection: TCPStreamDelegate {
             worker.fail(self, connect: false, error)
             return
         }
+        let now = EventLoop.hrtime()
         if worker.interval == 0 {
-            let now = EventLoop.hrtime()
             while canSend { send(at: now) }
+        } else {
+            sendDue(now: now)
+            if canSend { worker.wake(noLaterThan: nextIntended) }
         }
     }
 
@@ -272,6 +293,20 @@ final class Connection: TCPStreamDelegate {
         }
         if worker.interval == 0 {
             while canSend { send(at: now) }
+        } else if canSend {
+            sendDue(now: now)
+            if canSend { worker.wake(noLaterThan: nextIntended) }
+        }
+    }
+
+    /// Open loop: sends the messages whose intended time has come, or comes within
+    /// `Worker.pacingWindow`, as far as the depth allows. A message sent early is timed from
+    /// when it was really sent, one sent late from when it should have been: a stall of the
+    /// client or the server counts, an early send never shortens a latency.
+    func sendDue(now: UInt64) {
+        while nextIntended <= now &+ Worker.pacingWindow && canSend {
+            send(at: min(nextIntended, now))
+            nextIntended += worker.interval
         }
     }
 

@@ -1,4 +1,7 @@
 import CLibUV
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The base of every libuv handle: owns the handle's C memory for as long as the object lives,
 /// and keeps itself alive while libuv may call back into it, from `retainForCallbacks()` (after
@@ -104,6 +107,64 @@ public final class Timer: Handle {
     }
 
     override func didClose() { body = nil }
+}
+
+/// Runs a closure at an instant on the `EventLoop.hrtime()` clock, to within microseconds:
+/// a Linux timerfd (CLOCK_MONOTONIC, the clock `uv_hrtime` reads) watched by a `uv_poll_t`.
+/// libuv's own timers count whole milliseconds, too coarse to pace an open-loop client whose
+/// latencies are tens of microseconds. One-shot; `arm(at:)` again from the closure to go on.
+public final class PreciseTimer: Handle {
+    private var body: ((PreciseTimer) -> Void)?
+    /// The timerfd; closed in the close callback, after libuv has stopped watching it.
+    private let fd: Int32
+    /// The instant it is armed for; 0 when disarmed or fired.
+    public private(set) var deadline: UInt64 = 0
+
+    public init(loop: EventLoop, _ body: @escaping (PreciseTimer) -> Void) throws(UVError) {
+        let fd = fastalloc_timerfd_create()
+        if fd < 0 {
+            throw UVError(fd, "timerfd_create")
+        }
+        self.fd = fd
+        self.body = body
+        super.init(loop: loop, type: UV_POLL)
+        let handle = rawHandle.assumingMemoryBound(to: uv_poll_t.self)
+        var status = uv_poll_init(loop.raw, handle, fd)
+        if status < 0 {
+            Glibc.close(fd)  // libuv never saw the handle: nothing else closes the fd
+            throw UVError(status, "uv_poll_init")
+        }
+        retainForCallbacks()
+        status = uv_poll_start(handle, Int32(UV_READABLE.rawValue), { poll, _, _ in
+            let object = Handle.from(UnsafeMutableRawPointer(poll!), as: PreciseTimer.self)
+            guard fastalloc_timerfd_consume(object.fd) > 0 else { return }  // re-armed before it ran
+            object.deadline = 0
+            object.body?(object)
+        })
+        if status < 0 {
+            close()
+            throw UVError(status, "uv_poll_start")
+        }
+    }
+
+    /// Fires once at `deadline` (nanoseconds of `EventLoop.hrtime()`), replacing an earlier
+    /// arming; a deadline already past fires on the loop's next turn.
+    public func arm(at deadline: UInt64) {
+        guard !isClosing else { return }
+        let instant = max(deadline, 1)  // 0 would disarm
+        if instant != self.deadline && fastalloc_timerfd_arm(fd, instant) == 0 { self.deadline = instant }
+    }
+
+    public func disarm() {
+        guard !isClosing else { return }
+        _ = fastalloc_timerfd_arm(fd, 0)
+        deadline = 0
+    }
+
+    override func didClose() {
+        body = nil
+        Glibc.close(fd)
+    }
 }
 
 /// Wakes its loop from another thread: `send()` is the one call that may come from anywhere;

@@ -32,6 +32,53 @@ import Glibc
         #expect(watcher.isClosing)
     }
 
+    @Test func preciseTimer_firesNoEarlierThanItsDeadline_andCanBeArmedAgain() throws {
+        let loop = try EventLoop()
+        var deadlines: [UInt64] = []
+        var fired: [UInt64] = []
+        let timer = try PreciseTimer(loop: loop) { timer in
+            fired.append(EventLoop.hrtime())
+            #expect(timer.deadline == 0)  // one-shot: fired means disarmed
+            if fired.count == 3 {
+                timer.close()
+            } else {
+                deadlines.append(EventLoop.hrtime() + 300_000)
+                timer.arm(at: deadlines.last!)
+            }
+        }
+        deadlines.append(EventLoop.hrtime() + 300_000)
+        timer.arm(at: deadlines.last!)
+        #expect(timer.deadline == deadlines[0])
+        loop.run()
+        #expect(fired.count == 3)
+        for (deadline, time) in zip(deadlines, fired) { #expect(time >= deadline) }
+    }
+
+    @Test func preciseTimer_rearmingReplacesTheDeadline_andDisarmStopsIt() throws {
+        let loop = try EventLoop()
+        let far = EventLoop.hrtime() + 600 * 1_000_000_000
+        var firedAt: UInt64 = 0
+        let replaced = try PreciseTimer(loop: loop) { timer in
+            firedAt = EventLoop.hrtime()
+            timer.close()
+        }
+        replaced.arm(at: far)
+        replaced.arm(at: 1)  // long past: fires on the loop's first turn, not in ten minutes
+        var disarmedFired = false
+        let disarmed = try PreciseTimer(loop: loop) { _ in disarmedFired = true }
+        disarmed.arm(at: 1)
+        disarmed.disarm()
+        #expect(disarmed.deadline == 0)
+        let end = try Timer(loop: loop)
+        end.start(after: 20) { timer in  // well after a past deadline would have fired
+            disarmed.close()
+            timer.close()
+        }
+        loop.run()
+        #expect(firedAt > 0 && firedAt < far)
+        #expect(!disarmedFired)
+    }
+
     @Test func asyncWake_fromAnotherThread_runsOnTheLoopThread() throws {
         let loop = try EventLoop()
         let loopThread = pthread_self()
