@@ -2,7 +2,7 @@
 SWIFT ?= swift
 SANITIZER_FLAGS = --disable-xctest
 
-.PHONY: setup run build test test-release test-tsan test-asan test-all bench-pools bench-client bench-mallocs bench bench-quick bench-servers bench-idle smoke check-metrics check-dashboard load demo clean
+.PHONY: setup run build test test-release test-tsan test-asan test-all bench-pools bench-client bench-mallocs bench bench-quick bench-servers bench-idle smoke check-metrics check-dashboard check-deploy fleet fleet-test load demo clean
 
 setup:
 	@scripts/setup.sh
@@ -89,10 +89,26 @@ check-metrics: setup
 check-dashboard: setup
 	scripts/check-dashboard.sh
 
+## Everything in deploy/ checked offline: the Dockerfile's structure and its build command
+## (static Swift runtime, libraries traced to Debian packages), systemd-analyze verify/security,
+## kubernetes-validate, promtool check/test, the Grafana queries against the live /metrics.
+check-deploy: setup
+	@python3 -c 'import yaml, kubernetes_validate' 2>/dev/null || python3 -m pip install -q kubernetes-validate==1.31.0
+	deploy/tests/check-deploy.py
+
+## A fleet here: 3 relays behind haproxy, Prometheus scraping them (deploy/local/fleet.py). Ctrl-C stops it.
+fleet: setup
+	$(SWIFT) build -c release --product fastalloc-load
+	deploy/local/fleet.py $(ARGS)
+
+## The fleet under load with one relay killed mid-run (deploy/local/fleet-test.py).
+fleet-test: setup
+	deploy/local/fleet-test.py
+
 ## Build the load client in release mode: .build/release/fastalloc-load --help
 load: setup
 	$(SWIFT) build -c release --product fastalloc-load
 
 clean:
 	rm -f Benchmarks/peers/uv-echo Benchmarks/peers/epoll-client Benchmarks/peers/libmalloc-count.so
-	rm -rf .build .build-release .build-tsan .build-asan Benchmarks/.build
+	rm -rf .build .build-release .build-tsan .build-asan .build-static Benchmarks/.build

@@ -98,7 +98,7 @@ extension ServerConfig {
     /// Every option the command line and the environment take, in `--help` order.
     public static let options: [ServerOption] = [
         .init(name: "listen", environment: "FASTALLOC_LISTEN", help: "Address to accept clients on, HOST:PORT (port 0: any free port). Default 127.0.0.1:7000."),
-        .init(name: "upstream", environment: "FASTALLOC_UPSTREAM", help: "Relay mode: the fixed upstream HOST:PORT every client is relayed to."),
+        .init(name: "upstream", environment: "FASTALLOC_UPSTREAM", help: "Relay mode: the fixed upstream every client is relayed to, HOST:PORT; a host name is resolved once, at startup, to its first IPv4 address."),
         .init(name: "workers", environment: "FASTALLOC_WORKERS", help: "Worker threads, each with its own event loop and buffer pool. Default: the online cores."),
         .init(name: "buffer-size", environment: "FASTALLOC_BUFFER_SIZE", help: "Bytes per packet buffer (one read), 64 to 1048576; suffixes K, KiB, M, MiB. Default 65536."),
         .init(name: "local-buffers", environment: "FASTALLOC_LOCAL_BUFFERS", help: "Buffers each worker owns (taken without a lock). Default 128."),
@@ -149,7 +149,12 @@ extension ServerConfig {
         }
 
         if let listen = try address("listen") { self.listen = listen }
-        upstream = try address("upstream")
+        if let text = value("upstream") {
+            do { upstream = try SocketAddress(resolving: text) } catch {
+                throw fail("upstream", text, "HOST:PORT with an IPv4 address or a name that resolves to one, "
+                    + "like 127.0.0.1:7001 or upstream.internal:7001 (\(error.reason))")
+            }
+        }
         if let workers = try integer("workers") { self.workers = workers }
         var buffers = self.buffers
         if let size = try integer("buffer-size", bytes: true) { buffers.bufferSize = size }

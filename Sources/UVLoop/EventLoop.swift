@@ -91,6 +91,41 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String { "\(host):\(port)" }
 
+    /// Parses `host:port` where the host may also be a name, resolved now, once, to its first
+    /// IPv4 address (`getaddrinfo`, as nginx resolves a `proxy_pass` name at startup). For a
+    /// name whose address does not change while the process runs, like a Kubernetes Service.
+    public init(resolving text: String) throws(AddressError) {
+        do {
+            try self.init(parsing: text)
+            return
+        } catch where error.reason.hasSuffix("is not an IPv4 address") {
+            // a name: resolved below
+        }
+        let colon = text.lastIndex(of: ":")!  // init(parsing:) got as far as the host
+        let host = String(text[..<colon])
+        let port = Int(text[text.index(after: colon)...])!
+        var hints = addrinfo()
+        hints.ai_family = AF_INET
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        let status = getaddrinfo(host, nil, &hints, &list)
+        defer { if let list { freeaddrinfo(list) } }
+        guard status == 0, let first = list, let address = first.pointee.ai_addr, first.pointee.ai_family == AF_INET else {
+            let reason = status == 0 ? "no IPv4 address" : String(cString: gai_strerror(status))
+            throw AddressError(text: text, reason: "'\(host)' is neither an IPv4 address nor a name that resolves to one (\(reason))")
+        }
+        // Safe: with ai_family AF_INET, getaddrinfo's ai_addr points at a sockaddr_in that
+        // lives until freeaddrinfo (deferred above); it is copied out before then.
+        var ip = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr }
+        var buffer = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
+        guard inet_ntop(AF_INET, &ip, &buffer, socklen_t(buffer.count)) != nil else {
+            throw AddressError(text: text, reason: "'\(host)' resolved to an address that cannot be printed")
+        }
+        let length = buffer.firstIndex(of: 0) ?? buffer.count
+        self.init(host: String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self), port: port)
+    }
+
+
     /// Calls `body` with the C address.
     func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>) throws(UVError) -> R) throws(UVError) -> R {
         var address = sockaddr_in()

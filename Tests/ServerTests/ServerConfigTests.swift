@@ -65,6 +65,25 @@ enum ConfigErrorMatcher {
         }
     }
 
+    @Test func upstreamName_isResolvedOnceToIPv4() throws {
+        let config = try parse(["upstream": "localhost:7001"], mode: .relay)
+        #expect(config.upstream == SocketAddress(host: "127.0.0.1", port: 7001))
+        let literal = try parse(["upstream": "10.1.2.3:80"], mode: .relay)
+        #expect(literal.upstream == SocketAddress(host: "10.1.2.3", port: 80))
+    }
+
+    @Test func upstreamThatDoesNotResolve_namesOptionAndRule() {
+        do {
+            _ = try parse(["upstream": "no-such-host.invalid:7001"], mode: .relay)  // RFC 2606: never resolves
+            Issue.record("accepted an upstream that does not resolve")
+        } catch {
+            #expect(error.field == "--upstream")
+            #expect(error.expected.hasPrefix("HOST:PORT with an IPv4 address or a name that resolves to one"))
+            #expect(error.expected.contains("'no-such-host.invalid' is neither an IPv4 address nor a name that resolves to one"))
+        }
+        #expect(throws: ConfigError.self) { try parse(["upstream": "localhost:70000"], mode: .relay) }
+    }
+
     @Test func badEnvironmentValue_namesTheVariable() {
         do {
             _ = try parse([:], environment: ["FASTALLOC_WORKERS": "999"])

@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""The local fleet under load, with one relay killed mid-run (SIGKILL, a crash):
+
+  1. starts deploy/local/fleet.py's fleet (3 relays behind haproxy, Prometheus scraping them) on
+     ports of its own, and waits until haproxy sends to all three and Prometheus sees all three up;
+  2. runs fastalloc-load through haproxy (30 connections, 1 KiB messages, depth 2, 8 s);
+  3. two seconds in, kills relay 2;
+  4. opens 60 new connections through haproxy (a fixed-count run) and checks that every one
+     connects and echoes, served by the two survivors;
+  5. checks that Prometheus sees the killed relay down (`up == 0`) and FastAllocInstanceDown pending;
+  6. when the load run ends: no byte it received mismatched (the killed relay's connections end
+     early, as they must; every byte acknowledged before that arrived intact), and once the
+     clients are gone the survivors report 0 connections and 0 buffers in use, and drain with 0.
+
+    deploy/local/fleet-test.py        (about 30 s; 127.0.0.1 only; stops everything it started)
+"""
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+_spec = importlib.util.spec_from_file_location("fleet", os.path.join(HERE, "fleet.py"))
+fleet_module = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fleet_module)
+LOAD = os.path.join(ROOT, ".build/release/fastalloc-load")
+failures = []
+
+
+def check(what, ok, detail=""):
+    print(f"  {'ok  ' if ok else 'FAIL'} {what}" + (f" ({detail})" if detail else ""), flush=True)
+    if not ok:
+        failures.append(what)
+    return ok
+
+
+def wait_for(what, condition, timeout):
+    """Polls a condition on another process's state until it holds or the deadline passes."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
+
+
+def accepted(fleet, index):
+    return sum(v for k, v in fleet.metrics(index).items() if k.startswith("fastalloc_connections_accepted_total"))
+
+
+def gauge(fleet, index, name):
+    return sum(v for k, v in fleet.metrics(index).items() if k.startswith(name + "{") or k == name)
+
+
+def load(fleet, *args):
+    return [LOAD, "--target", f"127.0.0.1:{fleet.front}", "--threads", "1", "--json", *args]
+
+
+def main():
+    subprocess.run(["swift", "build", "-c", "release", "--product", "fastalloc-load"], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
+    fleet = fleet_module.Fleet(relays=3, base_port=17100, stats_base_port=19500, prometheus_port=19590, quiet=True)
+    killed = 1
+    try:
+        fleet.start()
+        print(f"fleet: haproxy 127.0.0.1:{fleet.front}, relays {fleet.relay_ports}, Prometheus {fleet.prometheus_port}")
+        wait_for("Prometheus to see 3 relays up",
+                 lambda: len([v for _, v in fleet.query('up{job="fastalloc"}') if v == 1]) == 3, 30)
+        # haproxy marks a relay up after two good /readyz checks: wait until it sends to each.
+        def all_serving():
+            subprocess.run(load(fleet, "--connections", "6", "--messages", "2"), capture_output=True, timeout=30)
+            return all(accepted(fleet, i) > 0 for i in range(3))
+        wait_for("haproxy to send to all 3 relays", all_serving, 20)
+        check("haproxy spreads connections over all 3 relays", True,
+              ", ".join(f"relay {i + 1}: {accepted(fleet, i):.0f}" for i in range(3)))
+
+        run = subprocess.Popen(load(fleet, "--connections", "30", "--size", "1024", "--depth", "2",
+                                    "--duration", "8s", "--warmup", "0s"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        progress = []
+        reader = threading.Thread(target=lambda: progress.extend(iter(run.stderr.readline, "")), daemon=True)
+        reader.start()
+        wait_for("2 s of load", lambda: any(line.startswith("2s") for line in progress), 20)
+        before = [accepted(fleet, i) for i in range(3) if i != killed]
+        fleet.relays[killed].send_signal(signal.SIGKILL)
+        fleet.relays[killed].wait(timeout=10)
+        killed_at = time.time()
+        print(f"  killed relay {killed + 1} (pid {fleet.relays[killed].pid}) with SIGKILL, 2 s into the load run")
+
+        fresh = subprocess.run(load(fleet, "--connections", "60", "--messages", "50", "--size", "512"),
+                               capture_output=True, text=True, timeout=60)
+        report = json.loads(fresh.stdout)
+        check("60 new connections after the kill all connect and echo every byte",
+              fresh.returncode == 0 and report["connect_failures"] == 0 and report["early_closes"] == 0
+              and report["mismatched_bytes"] == 0 and report["messages"] == 60 * 50,
+              f"{report['messages']} messages, {report['connect_failures']} connect failures, "
+              f"{report['mismatched_bytes']} mismatched")
+        after = [accepted(fleet, i) for i in range(3) if i != killed]
+        check("the survivors took them", sum(after) - sum(before) >= 60,
+              f"accepted {before} -> {after}")
+
+        target = f"127.0.0.1:{fleet.stats_ports[killed]}"
+        wait_for("Prometheus to see the killed relay down",
+                 lambda: any(v == 0 for _, v in fleet.query(f'up{{instance="{target}"}}')), 20)
+        check("Prometheus sees the killed relay down (up == 0)", True, f"after {time.time() - killed_at:.1f} s")
+        alerts = wait_for("FastAllocInstanceDown to be pending",
+                          lambda: fleet.query(f'ALERTS{{alertname="FastAllocInstanceDown", instance="{target}"}}'), 20)
+        check("FastAllocInstanceDown is pending for it", alerts[0][0].get("alertstate") in ("pending", "firing"),
+              alerts[0][0].get("alertstate"))
+        still_up = [labels["instance"] for labels, v in fleet.query('up{job="fastalloc"}') if v == 1]
+        check("and the two others up", len(still_up) == 2, str(still_up))
+
+        out, _ = run.communicate(timeout=60)
+        reader.join(timeout=5)
+        result = json.loads(out)
+        print(f"  load run: {result['messages']:,} messages ({result['megabytes_per_second']:.1f} MB/s), "
+              f"{result['early_closes']} connections ended early, {result['connect_failures']} connect failures, "
+              f"{result['mismatched_bytes']} bytes mismatched")
+        check("no byte that came back mismatched", result["mismatched_bytes"] == 0 and result["first_mismatch"] is None)
+        check("the killed relay's connections ended early, the others ran on",
+              0 < result["early_closes"] < 30 and result["messages"] > 0, f"{result['early_closes']} of 30")
+
+        survivors = [i for i in range(3) if i != killed]
+        wait_for("the survivors to close every connection",
+                 lambda: all(gauge(fleet, i, "fastalloc_connections_active") == 0 for i in survivors), 20)
+        for i in survivors:
+            check(f"relay {i + 1}: 0 connections and 0 buffers in use",
+                  gauge(fleet, i, "fastalloc_connections_active") == 0 and gauge(fleet, i, "fastalloc_buffers_in_use") == 0)
+    except Exception as error:  # a timeout or a crash is a failure with its reason, not a traceback
+        check("the fleet test ran to the end", False, str(error))
+    finally:
+        relays = list(fleet.relays)
+        fleet.stop()
+        for i, relay in enumerate(relays):
+            if i != killed:
+                check(f"relay {i + 1} drained and exited 0", relay.returncode == 0, f"status {relay.returncode}")
+    print()
+    if failures:
+        print(f"FAILED: {failures}")
+        sys.exit(1)
+    print("fleet test: passed")
+
+
+if __name__ == "__main__":
+    main()

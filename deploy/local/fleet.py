@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""A fleet of fastalloc-server relays on this machine, the way a real deployment runs them:
+
+    clients -> haproxy (TCP mode, 127.0.0.1:7100) -> N relays (127.0.0.1:7101...) -> upstream (7199)
+    Prometheus (127.0.0.1:9590) scrapes every relay's stats port (127.0.0.1:9501...) with
+    deploy/prometheus/alerts.yml loaded.
+
+haproxy health-checks each relay's /readyz on its stats port, so a relay that drains (SIGTERM) or
+dies leaves the rotation, and a connection refused by a dead relay is redispatched to another.
+The upstream is a fastalloc-server in echo mode, so `fastalloc-load --target 127.0.0.1:7100`
+checks every byte end to end.
+
+    deploy/local/fleet.py [--relays 3] [--base-port 7100] [--stats-base-port 9500] [--prometheus-port 9590]
+Runs until Ctrl-C (or SIGTERM), then drains the relays and stops everything it started.
+"""
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+import json
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+ALERTS = os.path.join(ROOT, "deploy/prometheus/alerts.yml")
+
+
+def wait_port(port, process=None, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{' '.join(process.args[:2])} exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+class Fleet:
+    def __init__(self, relays=3, base_port=7100, stats_base_port=9500, prometheus_port=9590, quiet=False):
+        self.count = relays
+        self.front = base_port
+        self.upstream_port = base_port + 99
+        self.relay_ports = [base_port + 1 + i for i in range(relays)]
+        self.stats_ports = [stats_base_port + 1 + i for i in range(relays)]
+        self.prometheus_port = prometheus_port
+        self.work = tempfile.mkdtemp(prefix="fastalloc-fleet-")
+        self.relays = []
+        self.processes = []
+        self.output = subprocess.DEVNULL if quiet else None
+
+    def binary(self):
+        subprocess.run(["swift", "build", "-c", "release", "--product", "fastalloc-server"], cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL)
+        return os.path.join(ROOT, ".build/release/fastalloc-server")
+
+    def _start(self, command, port):
+        log = open(os.path.join(self.work, f"{os.path.basename(command[0])}-{port}.log"), "w")
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        wait_port(port, process)
+        return process
+
+    def start(self):
+        for tool in ("haproxy", "prometheus"):
+            if not shutil.which(tool):
+                sys.exit(f"fleet: {tool} not found (apt-get install haproxy prometheus)")
+        server = self.binary()
+        self._start([server, "echo", "--listen", f"127.0.0.1:{self.upstream_port}", "--stats", "off",
+                     "--workers", "1"], self.upstream_port)
+        for port, stats in zip(self.relay_ports, self.stats_ports):
+            self.relays.append(self._start([server, "relay", "--listen", f"127.0.0.1:{port}", "--upstream",
+                                            f"127.0.0.1:{self.upstream_port}", "--stats", f"127.0.0.1:{stats}",
+                                            "--workers", "1", "--drain-timeout", "5s"], port))
+        self._start(["haproxy", "-f", self._haproxy_config(), "-db"], self.front)
+        self._start(["prometheus", f"--config.file={self._prometheus_config()}",
+                     f"--storage.tsdb.path={os.path.join(self.work, 'tsdb')}",
+                     f"--web.listen-address=127.0.0.1:{self.prometheus_port}", "--log.level=warn"], self.prometheus_port)
+        return self
+
+    def _haproxy_config(self):
+        path = os.path.join(self.work, "haproxy.cfg")
+        servers = "\n".join(
+            f"    server relay{i + 1} 127.0.0.1:{port} check port {stats} inter 500ms fall 1 rise 2"
+            for i, (port, stats) in enumerate(zip(self.relay_ports, self.stats_ports)))
+        with open(path, "w") as out:
+            out.write(f"""global
+    maxconn 4000
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    retries 3
+    option redispatch
+listen relays
+    bind 127.0.0.1:{self.front}
+    balance roundrobin
+    option httpchk GET /readyz
+{servers}
+""")
+        return path
+
+    def _prometheus_config(self):
+        path = os.path.join(self.work, "prometheus.yml")
+        targets = ", ".join(f'"127.0.0.1:{port}"' for port in self.stats_ports)
+        with open(path, "w") as out:
+            out.write(f"""global:
+  scrape_interval: 1s
+  scrape_timeout: 900ms
+  evaluation_interval: 1s
+rule_files:
+  - {ALERTS}
+scrape_configs:
+  - job_name: fastalloc
+    static_configs:
+      - targets: [{targets}]
+        labels:
+          service: fastalloc-server
+""")
+        return path
+
+    def query(self, promql):
+        """An instant query against the fleet's Prometheus: [(labels, value)]."""
+        url = f"http://127.0.0.1:{self.prometheus_port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = json.load(response)
+        return [(r["metric"], float(r["value"][1])) for r in body["data"]["result"]]
+
+    def metrics(self, index):
+        """One relay's /metrics as {name{labels}: value}."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.stats_ports[index]}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                values[key] = float(value)
+        return values
+
+    def stop(self):
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--relays", type=int, default=3)
+    parser.add_argument("--base-port", type=int, default=7100)
+    parser.add_argument("--stats-base-port", type=int, default=9500)
+    parser.add_argument("--prometheus-port", type=int, default=9590)
+    args = parser.parse_args()
+    fleet = Fleet(args.relays, args.base_port, args.stats_base_port, args.prometheus_port)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    try:
+        fleet.start()
+        print(f"fleet: haproxy on 127.0.0.1:{fleet.front} -> relays "
+              + ", ".join(f"127.0.0.1:{p} (stats http://127.0.0.1:{s}/)" for p, s in zip(fleet.relay_ports, fleet.stats_ports))
+              + f" -> upstream echo 127.0.0.1:{fleet.upstream_port}")
+        print(f"fleet: Prometheus on http://127.0.0.1:{fleet.prometheus_port}/ (alerts: /alerts)")
+        print(f"fleet: try  .build/release/fastalloc-load --target 127.0.0.1:{fleet.front} --duration 10s")
+        print("fleet: Ctrl-C stops everything", flush=True)
+        while not stopping:
+            time.sleep(0.5)
+            for process in fleet.processes:
+                if process.poll() is not None and process not in fleet.relays:
+                    raise RuntimeError(f"{process.args[0]} exited with {process.returncode}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fleet.stop()
+        print("fleet: stopped")
+
+
+if __name__ == "__main__":
+    main()
