@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Where fastalloc-server's CPU goes, from perf: the share spent in the kernel and in user space,
 # and the hottest symbols, for the workloads where a peer comes close or leads (relay at 64 B;
-# echo at 16 KiB). Runs the release server on 1 worker under `perf record` while fastalloc-load
+# relay at 5,000 connections; echo at 16 KiB). Runs the release server on 1 worker under `perf record` while fastalloc-load
 # drives it; prints markdown.
 #
 #   Benchmarks/profile.sh [SECONDS]      (default 5; needs linux-perf)
@@ -33,9 +33,9 @@ profile() {  # title, server arguments..., -- load arguments...
     local pid=$!
     pids+=("$pid")
     wait_port 17801
-    perf record -q -p "$pid" -o "$work/perf.data" -- sleep "$((seconds + 1))" 2>/dev/null &
+    perf record -q -p "$pid" -o "$work/perf.data" -- sleep "$((seconds + 3))" 2>/dev/null &
     local recorder=$!
-    "$load" --target 127.0.0.1:17801 "${load_args[@]}" --duration "${seconds}s" --warmup 1s --json >"$work/load.json"
+    "$load" --target 127.0.0.1:17801 "${load_args[@]}" --duration "${seconds}s" --warmup 3s --json >"$work/load.json"
     wait "$recorder" || true
     kill "$pid"; wait "$pid" 2>/dev/null || true
     echo "### $title"
@@ -55,5 +55,7 @@ profile() {  # title, server arguments..., -- load arguments...
 
 profile "Relay, 64 connections x 64 B ping-pong (where haproxy and nginx are level)" \
     relay --upstream 127.0.0.1:17800 -- --connections 64 --size 64
+profile "Relay, 5,000 connections x 64 B ping-pong (where haproxy leads)" \
+    relay --upstream 127.0.0.1:17800 --max-connections 12000 -- --connections 5000 --size 64
 profile "Echo, 16 connections x 16 KiB at depth 4 (where SwiftNIO is level or ahead)" \
     echo -- --connections 16 --size 16384 --depth 4
