@@ -47,6 +47,10 @@ python=${PYTHON:-$( [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo pyt
         echo
         ./server-mallocs.sh 2>/dev/null
         echo
+        echo "Beside the peers, counted the same way (\`Benchmarks/peer-mallocs.py\`):"
+        echo
+        "$python" peer-mallocs.py 2>/dev/null
+        echo
         echo "## Memory per idle connection"
         echo
         echo "\`Benchmarks/idle-connections.py\`"

@@ -55,7 +55,7 @@ profile() {  # title, server arguments..., -- load arguments...
 
 profile "Relay, 64 connections x 64 B ping-pong (where haproxy and nginx are level)" \
     relay --upstream 127.0.0.1:17800 -- --connections 64 --size 64
-profile "Relay, 5,000 connections x 64 B ping-pong (where haproxy leads)" \
+profile "Relay, 5,000 connections x 64 B ping-pong (the most connections a relay gets here)" \
     relay --upstream 127.0.0.1:17800 --max-connections 12000 -- --connections 5000 --size 64
 profile "Echo, 16 connections x 16 KiB at depth 4 (where SwiftNIO is level or ahead)" \
     echo -- --connections 16 --size 16384 --depth 4

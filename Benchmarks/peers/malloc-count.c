@@ -7,6 +7,8 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <signal.h>
 #include <unistd.h>
 
 static atomic_long count;
@@ -20,7 +22,10 @@ static void *(*real_aligned_alloc)(size_t, size_t);
 static char bootstrap[4096];
 static size_t bootstrap_used;
 
+static void (*real_free)(void *);
+
 static void init(void) {
+    real_free = dlsym(RTLD_NEXT, "free");
     real_malloc = dlsym(RTLD_NEXT, "malloc");
     real_calloc = dlsym(RTLD_NEXT, "calloc");
     real_realloc = dlsym(RTLD_NEXT, "realloc");
@@ -47,6 +52,13 @@ void *calloc(size_t a, size_t b) {
 void *realloc(void *p, size_t n) {
     if (!real_realloc) init();
     atomic_fetch_add_explicit(&count, 1, memory_order_relaxed);
+    if ((char *)p >= bootstrap && (char *)p < bootstrap + sizeof(bootstrap)) {
+        /* Not the real allocator's: move it (its size is unknown, but it lies in the arena). */
+        void *moved = real_malloc(n);
+        size_t available = (size_t)(bootstrap + sizeof(bootstrap) - (char *)p);
+        if (moved) memcpy(moved, p, n < available ? n : available);
+        return moved;
+    }
     return real_realloc(p, n);
 }
 int posix_memalign(void **p, size_t a, size_t n) {
@@ -60,14 +72,41 @@ void *aligned_alloc(size_t a, size_t n) {
     return real_aligned_alloc(a, n);
 }
 void free(void *p) {
-    static void (*real_free)(void *);
     if ((char *)p >= bootstrap && (char *)p < bootstrap + sizeof(bootstrap)) return;
-    if (!real_free) real_free = dlsym(RTLD_NEXT, "free");
+    /* While init() is still inside dlsym (which may free its own error strings), leak. */
+    if (!real_free) return;
     real_free(p);
 }
 
-__attribute__((destructor)) static void report(void) {
-    char line[64];
-    int len = snprintf(line, sizeof line, "malloc-count: %ld\n", atomic_load(&count));
-    write(2, line, len);
+/* Writes "malloc-count: N\n" to stderr with async-signal-safe calls only. */
+static void write_count(void) {
+    char line[48] = "malloc-count: ";
+    char digits[24];
+    long value = atomic_load(&count);
+    int n = 0, len = 14;
+    do { digits[n++] = (char)('0' + value % 10); value /= 10; } while (value > 0 && n < (int)sizeof digits);
+    while (n > 0) line[len++] = digits[--n];
+    line[len++] = '\n';
+    (void)!write(2, line, (size_t)len);
+}
+
+__attribute__((destructor)) static void report(void) { write_count(); }
+
+/* A program that leaves SIGTERM at its default (the C and NIO echo peers) would die without
+ * running destructors: report first, then die of the signal as it would have. A program that
+ * installs its own handler (fastalloc-server, haproxy, nginx) replaces this one and exits normally. */
+static void on_sigterm(int signal_number) {
+    write_count();
+    struct sigaction fallback = {0};
+    fallback.sa_handler = SIG_DFL;
+    sigaction(signal_number, &fallback, NULL);
+    raise(signal_number);
+}
+
+__attribute__((constructor)) static void install(void) {
+    if (!real_malloc) init();  /* before the program runs: no dlsym later, from inside free */
+    struct sigaction action = {0};
+    action.sa_handler = on_sigterm;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGTERM, &action, NULL);
 }
