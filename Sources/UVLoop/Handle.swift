@@ -128,6 +128,7 @@ public final class PreciseTimer: Handle {
         self.fd = fd
         self.body = body
         super.init(loop: loop, type: UV_POLL)
+        // Safe: rawHandle holds uv_handle_size(UV_POLL) bytes, allocated for this uv_poll_t.
         let handle = rawHandle.assumingMemoryBound(to: uv_poll_t.self)
         var status = uv_poll_init(loop.raw, handle, fd)
         if status < 0 {
