@@ -2,7 +2,7 @@
 SWIFT ?= swift
 SANITIZER_FLAGS = --disable-xctest
 
-.PHONY: setup run build test test-release test-tsan test-asan test-all bench-pools bench-client bench-mallocs bench bench-quick bench-servers bench-idle smoke check-metrics check-dashboard check-deploy fleet fleet-test load demo clean
+.PHONY: setup run build test test-release test-tsan test-asan test-all bench-pools bench-client bench-mallocs bench bench-quick bench-servers bench-idle smoke check-metrics check-dashboard check-deploy fleet fleet-test soak load demo clean
 
 setup:
 	@scripts/setup.sh
@@ -104,6 +104,13 @@ fleet: setup
 ## The fleet under load with one relay killed mid-run (deploy/local/fleet-test.py).
 fleet-test: setup
 	deploy/local/fleet-test.py
+
+## Soak with churn (scripts/soak.py): echo and relay, connections opening and closing, mixed sizes,
+## a scraper; RSS, fds and buffers sampled every second. make soak DURATION=600 PLOT=soak.png
+DURATION ?= 600
+PLOT ?= /tmp/fastalloc-soak.png
+soak: setup
+	$$( [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo python3 ) scripts/soak.py --duration $(DURATION) --plot $(PLOT)
 
 ## Build the load client in release mode: .build/release/fastalloc-load --help
 load: setup
