@@ -2,7 +2,7 @@
 SWIFT ?= swift
 SANITIZER_FLAGS = --disable-xctest
 
-.PHONY: setup run build test test-release test-tsan test-asan test-all bench-pools bench-client bench-mallocs bench bench-quick bench-servers bench-idle smoke check-metrics check-dashboard check-deploy fleet fleet-test soak load demo clean
+.PHONY: setup run build test test-release test-tsan test-asan test-all bench-pools bench-client bench-mallocs bench bench-quick bench-servers bench-idle smoke check-metrics check-dashboard check-deploy fleet fleet-test soak fuzz load demo clean
 
 setup:
 	@scripts/setup.sh
@@ -112,10 +112,15 @@ PLOT ?= /tmp/fastalloc-soak.png
 soak: setup
 	$$( [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo python3 ) scripts/soak.py --duration $(DURATION) --plot $(PLOT)
 
+## The libFuzzer fuzzers (Fuzz/run.sh): each runs FUZZ_SECONDS from its corpus in Fuzz/corpus.
+FUZZ_SECONDS ?= 600
+fuzz: setup
+	Fuzz/run.sh $(FUZZ_SECONDS)
+
 ## Build the load client in release mode: .build/release/fastalloc-load --help
 load: setup
 	$(SWIFT) build -c release --product fastalloc-load
 
 clean:
 	rm -f Benchmarks/peers/uv-echo Benchmarks/peers/epoll-client Benchmarks/peers/libmalloc-count.so
-	rm -rf .build .build-release .build-tsan .build-asan .build-static Benchmarks/.build
+	rm -rf .build .build-release .build-tsan .build-asan .build-static Benchmarks/.build Fuzz/.build

@@ -8,6 +8,8 @@ let package = Package(
         .executable(name: "fastalloc-load", targets: ["fastalloc-load"]),
         .library(name: "FastAlloc", targets: ["FastAlloc"]),
         .library(name: "PacketBuffers", targets: ["PacketBuffers"]),
+        // For the fuzzers' package (Fuzz/): the server's configuration parsing.
+        .library(name: "ServerCore", targets: ["ServerCore"]),
         .executable(name: "fastalloc-demo", targets: ["fastalloc-demo"]),
     ],
     dependencies: [
