@@ -8,8 +8,10 @@ let package = Package(
         .executable(name: "fastalloc-load", targets: ["fastalloc-load"]),
         .library(name: "FastAlloc", targets: ["FastAlloc"]),
         .library(name: "PacketBuffers", targets: ["PacketBuffers"]),
-        // For the fuzzers' package (Fuzz/): the server's configuration parsing.
+        // For the fuzzers' package (Fuzz/): the server's configuration parsing and its stats
+        // endpoint's request handling.
         .library(name: "ServerCore", targets: ["ServerCore"]),
+        .library(name: "StatsEndpoint", targets: ["StatsEndpoint"]),
         .executable(name: "fastalloc-demo", targets: ["fastalloc-demo"]),
     ],
     dependencies: [

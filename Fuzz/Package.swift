@@ -9,9 +9,18 @@ let package = Package(
     platforms: [.macOS(.v15)],
     dependencies: [
         .package(name: "FastAlloc", path: ".."),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
-        .executableTarget(name: "fuzz-config", dependencies: [.product(name: "ServerCore", package: "FastAlloc")]),
+        .target(name: "FuzzSupport"),
+        .executableTarget(name: "fuzz-config", dependencies: ["FuzzSupport", .product(name: "ServerCore", package: "FastAlloc")]),
+        .executableTarget(name: "fuzz-http", dependencies: [
+            "FuzzSupport", .product(name: "ServerCore", package: "FastAlloc"), .product(name: "StatsEndpoint", package: "FastAlloc"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "fuzz-pools", dependencies: [
+            "FuzzSupport", .product(name: "FastAlloc", package: "FastAlloc"), .product(name: "PacketBuffers", package: "FastAlloc"),
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )

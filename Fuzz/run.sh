@@ -12,17 +12,22 @@ swift build -Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld >/dev/null
 bin=$(swift build -Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld --show-bin-path)
 mkdir -p artifacts
 status=0
-for source in Sources/*/; do
+for source in Sources/fuzz-*/; do
     name=$(basename "$source")
     work=$(mktemp -d)
     log="$work/log"
-    if "$bin/$name" "$work" "corpus/${name#fuzz-}" -max_total_time="$seconds" -artifact_prefix=artifacts/ \
-        -print_final_stats=1 >"$log" 2>&1; then
+    corpus="corpus/${name#fuzz-}"
+    dict=()
+    [[ -f "$corpus.dict" ]] && dict=(-dict="$corpus.dict")
+    # SWIFT_BACKTRACE off: on a crash, libFuzzer's own report is wanted, not a symbolicating hang.
+    if SWIFT_BACKTRACE=enable=no "$bin/$name" "$work" "$corpus" "${dict[@]}" -max_total_time="$seconds" \
+        -artifact_prefix=artifacts/ -print_final_stats=1 >"$log" 2>&1; then
         runs=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | tail -1)
         echo "$name: ${runs:-ran} (no crash; corpus $(ls "corpus/${name#fuzz-}" | wc -l) seeds + $(ls "$work" | grep -vc '^log$') new)"
     else
         echo "$name: FAILED" >&2
         grep -E 'Fatal error|ERROR: |SUMMARY|Test unit written' "$log" | head -10 >&2
+        echo "replay: $bin/$name artifacts/crash-..." >&2
         status=1
     fi
     rm -rf "$work"

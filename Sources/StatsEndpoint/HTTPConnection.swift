@@ -114,7 +114,14 @@ final class HTTPConnection: TCPStreamDelegate {
 
     func stream(_ stream: TCPStream, didRead count: Int, into buffer: UnsafeMutableRawBufferPointer) {
         guard count > 0 else {
-            if count < 0 { close() }  // EOF or error: nothing more to answer
+            if count == Int(UVError.endOfFile) && (closing || !pending.isEmpty) {
+                // The client finished sending (a half-close): answers already queued still go
+                // out, then the connection closes (finish: shutdown after the queued writes;
+                // if a shutdown is under way already, its completion closes).
+                finish()
+            } else if count < 0 {
+                close()  // an error, or EOF with nothing left to send
+            }
             return
         }
         guard !closing else { return }  // a final response is on its way; ignore the rest

@@ -6,6 +6,7 @@
 // the value came from there) and a rule; an accepted configuration validates again.
 // --upstream is left out: a name in it is resolved (getaddrinfo), and a fuzzer must not send
 // random names to a DNS server. It gets a fixed valid address in relay mode.
+import FuzzSupport
 import ServerCore
 #if canImport(Glibc)
 import Glibc
@@ -45,11 +46,4 @@ func fuzzOne(_ start: UnsafePointer<UInt8>?, _ count: Int) -> Int32 {
 @_cdecl("LLVMFuzzerTestOneInput")
 public func LLVMFuzzerTestOneInput(_ start: UnsafePointer<UInt8>?, _ count: Int) -> Int32 { fuzzOne(start, count) }
 
-@_silgen_name("LLVMFuzzerRunDriver")
-func runDriver(_ argc: UnsafeMutablePointer<Int32>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>,
-               _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32) -> Int32
-
-// SwiftPM links an executable's own main; it hands over to libFuzzer's driver.
-var argc = CommandLine.argc
-var argv = CommandLine.unsafeArgv
-exit(runDriver(&argc, &argv, LLVMFuzzerTestOneInput))
+runFuzzer(LLVMFuzzerTestOneInput)
