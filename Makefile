@@ -1,5 +1,11 @@
 # The commands a newcomer needs. Each installs what is missing first (scripts/setup.sh).
 SWIFT ?= swift
+# fastalloc-server refuses to start as root unless told to. This development harness tells it
+# to when you are root (a fresh VM, CI), and the server then logs a warning; deployments run it
+# as its own user (deploy/) and never set this.
+ifeq ($(shell id -u),0)
+export FASTALLOC_ALLOW_ROOT ?= 1
+endif
 SANITIZER_FLAGS = --disable-xctest
 
 .PHONY: setup run build test test-release test-tsan test-asan test-all bench-pools bench-client bench-mallocs bench bench-quick bench-servers bench-idle smoke check-metrics check-dashboard check-deploy fleet fleet-test soak fuzz load demo clean

@@ -1,3 +1,4 @@
+import FastAlloc
 import Logging
 import PacketBuffers
 import Synchronization
@@ -55,6 +56,9 @@ public final class Server: Sendable {
     public let config: ServerConfig
     /// The address the workers listen on (with the real port when 0 was asked for).
     public let address: SocketAddress
+    /// The most connections open at once: `config.maxConnections`, or fewer when the file
+    /// descriptor limit has no room for that many (a warning at start says so).
+    public let connectionLimit: Int
     let shared: ServerShared
     private let workers: [WorkerHandle]
     private let onFinished: (@Sendable () -> Void)?
@@ -67,10 +71,13 @@ public final class Server: Sendable {
     }
 
     /// Validates the configuration, starts the workers and returns once every one listens.
-    /// Throws `ConfigError` for a bad configuration and `UVError` when listening fails (for
-    /// example `EADDRINUSE`). `onFinished` runs on the last worker's thread once all have ended.
+    /// Throws `ConfigError` for a bad configuration (or a file descriptor limit too low for even
+    /// one connection) and `UVError` when listening fails (for example `EADDRINUSE`).
+    /// `reservedDescriptors` are descriptors the caller will open beside the server (the stats
+    /// endpoint's); they are kept out of the connection budget. `onFinished` runs on the last
+    /// worker's thread once all have ended.
     public init(config: ServerConfig, logger: Logger = Logger(label: "fastalloc-server"),
-                onFinished: (@Sendable () -> Void)? = nil) throws {
+                reservedDescriptors: Int = 0, onFinished: (@Sendable () -> Void)? = nil) throws {
         try config.validate()
         // A peer that resets must never kill the process: a write to it returns EPIPE instead.
         signal(SIGPIPE, SIG_IGN)
@@ -81,10 +88,27 @@ public final class Server: Sendable {
         sigaddset(&drainSignals, SIGTERM)
         sigaddset(&drainSignals, SIGINT)
         pthread_sigmask(SIG_UNBLOCK, &drainSignals, nil)
-        Server.raiseFileLimit(logger: logger)
+        let fileLimit = Server.raiseFileLimit(logger: logger)
+        let budget = Server.connectionBudget(config: config, fileLimit: fileLimit, openNow: Server.openDescriptors(),
+                                             reserved: reservedDescriptors)
+        if budget < 1 {
+            throw ConfigError(field: "file descriptor limit (ulimit -n)", value: "\(fileLimit)",
+                              expected: "room for at least one connection beside the server's own descriptors; raise it (ulimit -n, LimitNOFILE=)")
+        }
+        if budget < config.maxConnections {
+            // Refusing at our own limit is clean (closed at once, counted, logged); running out of
+            // descriptors inside accept is not: libuv then closes the extra connections silently.
+            logger.warning("""
+                file descriptor limit \(fileLimit) leaves room for \(budget) connections \
+                (\(config.mode == .relay ? "2 descriptors each in relay mode" : "1 descriptor each")), fewer than \
+                --max-connections \(config.maxConnections): connections beyond \(budget) will be refused. \
+                Raise the limit (ulimit -n, LimitNOFILE=) or lower --max-connections.
+                """)
+        }
+        connectionLimit = min(config.maxConnections, budget)
         self.config = config
         self.onFinished = onFinished
-        shared = ServerShared(pools: try PacketBufferPools(config: config.buffers), maxConnections: config.maxConnections)
+        shared = ServerShared(pools: try PacketBufferPools(config: config.buffers), maxConnections: connectionLimit)
 
         var handles: [WorkerHandle] = []
         var address = config.listen
@@ -168,15 +192,47 @@ public final class Server: Sendable {
             draining: shared.command.load(ordering: .relaxed) != ServerShared.commandNone)
     }
 
-    /// Many connections need many descriptors: raise the soft limit to the hard one.
-    private static func raiseFileLimit(logger: Logger) {
+    /// Many connections need many descriptors: raise the soft limit to the hard one. Returns
+    /// the soft limit in force afterwards.
+    private static func raiseFileLimit(logger: Logger) -> Int {
         var limit = rlimit()
-        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
-        let old = limit.rlim_cur
-        limit.rlim_cur = limit.rlim_max
-        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 {
-            logger.debug("file descriptor limit raised from \(old) to \(limit.rlim_max)")
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return Int.max }
+        if limit.rlim_cur < limit.rlim_max {
+            let old = limit.rlim_cur
+            limit.rlim_cur = limit.rlim_max
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 {
+                logger.debug("file descriptor limit raised from \(old) to \(limit.rlim_max)")
+            } else {
+                limit.rlim_cur = old
+            }
         }
+        return limit.rlim_cur >= rlim_t(Int.max) ? Int.max : Int(limit.rlim_cur)
+    }
+
+    /// Descriptors each worker opens for itself (epoll, its wake-up eventfd, the listener,
+    /// libuv's spare descriptor for EMFILE, signal and timer plumbing), with room to spare.
+    static let descriptorsPerWorker = 8
+    /// Kept free beyond everything counted: logging, /proc reads, a core dump's pipe.
+    static let spareDescriptors = 16
+
+    /// How many connections fit in the file descriptor limit: what is left after the
+    /// descriptors open now, the workers' own, the caller's reservation and a margin, divided by
+    /// the descriptors a connection takes (2 in relay mode: client and upstream).
+    package static func connectionBudget(config: ServerConfig, fileLimit: Int, openNow: Int, reserved: Int) -> Int {
+        guard fileLimit != Int.max else { return Int.max }
+        let free = fileLimit - openNow - config.workers * descriptorsPerWorker - reserved - spareDescriptors
+        return max(0, free / (config.mode == .relay ? 2 : 1))
+    }
+
+    /// Descriptors this process has open now (Linux: /proc/self/fd; elsewhere a guess).
+    static func openDescriptors() -> Int {
+        guard let directory = opendir("/proc/self/fd") else { return 16 }
+        defer { closedir(directory) }
+        var count = -1  // the directory's own descriptor is listed too
+        while let entry = readdir(directory) {
+            if entry.pointee.d_name.0 != CChar(UInt8(ascii: ".")) { count += 1 }
+        }
+        return max(count, 0)
     }
 }
 

@@ -89,8 +89,13 @@ final class Worker: TCPListenerDelegate {
     // MARK: Accepting
 
     func listener(_ listener: TCPListener, didAccept stream: TCPStream) {
-        guard !draining, shared.admit() else {
+        guard !draining else {
             stream.close()
+            return
+        }
+        guard shared.admit() else {
+            stream.close()
+            logRateLimited(level: .warning, "connection refused: \(shared.maxConnections) connections open, the limit")
             return
         }
         WorkerCounters.add(counters.accepted)

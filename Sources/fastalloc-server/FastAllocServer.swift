@@ -45,6 +45,10 @@ struct FastAllocServer: ParsableCommand {
     @Option(name: .customLong("low-watermark"), help: ArgumentHelp(ServerConfig.help("low-watermark"))) var lowWatermark: String?
     @Option(help: ArgumentHelp(ServerConfig.help("stats"))) var stats: String?
     @Option(name: .customLong("log-level"), help: ArgumentHelp(ServerConfig.help("log-level"))) var logLevel: String?
+    @Flag(name: .customLong("allow-root"), help: """
+        Run even as root (FASTALLOC_ALLOW_ROOT=1). Without it the server refuses to start as root:         it needs no privilege (it binds ports above 1024 by default), so run it as its own user.
+        """)
+    var allowRoot = false
 
     private var values: [String: String] {
         let pairs: [(String, String?)] = [
@@ -71,23 +75,42 @@ struct FastAllocServer: ParsableCommand {
         } catch {
             throw ValidationError("\(error)")
         }
+        if geteuid() == 0 && !allowRoot && !["1", "true", "yes"].contains(environment["FASTALLOC_ALLOW_ROOT"]?.lowercased() ?? "") {
+            // A server that faces the network should hold no privilege it does not need: a flaw
+            // in it must not hand out root. Binding a port below 1024 needs only
+            // CAP_NET_BIND_SERVICE (see deploy/systemd), not root.
+            throw ValidationError("""
+                refusing to run as root (effective uid 0): run it as an unprivileged user \
+                (deploy/systemd and deploy/kubernetes do), or pass --allow-root (FASTALLOC_ALLOW_ROOT=1) to accept the risk
+                """)
+        }
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
         }
         let logger = Logger(label: "fastalloc-server")
+        if geteuid() == 0 {
+            logger.warning("running as root because --allow-root (or FASTALLOC_ALLOW_ROOT) said so; an unprivileged user is safer")
+        }
 
         // The main thread waits on its own loop for signals and for the workers to finish.
         let control = try EventLoop()
         let done = try AsyncWake(loop: control) { $0.loop.stop() }
         let server: Server
         do {
-            server = try Server(config: config, logger: logger, onFinished: { done.send() })
+            // The stats endpoint's connections and its loop come out of the same descriptor limit.
+            let statsDescriptors = config.stats == nil ? 0 : StatsLimits().maxConnections + 8
+            server = try Server(config: config, logger: logger, reservedDescriptors: statsDescriptors,
+                                onFinished: { done.send() })
         } catch let error as UVError {
             done.close()
             control.runOnce(wait: false)  // the close callback frees the handle before we exit
             FastAllocServer.fail("cannot listen on \(config.listen): \(error.message) (\(error.name))")
+        } catch let error as ConfigError {
+            done.close()
+            control.runOnce(wait: false)
+            FastAllocServer.fail("cannot start: \(error)")
         }
         var statsEndpoint: StatsEndpoint?
         if let statsAddress = config.stats {

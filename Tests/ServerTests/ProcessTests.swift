@@ -24,7 +24,9 @@ final class ServerProcess {
         return directory + "/fastalloc-server"
     }
 
-    init(_ arguments: [String], environment: [String: String] = [:]) throws {
+    /// Starts the server with `arguments`. With `fileLimit`, through `/bin/sh -c 'ulimit -n N;
+    /// exec ...'`, so that it starts with that file descriptor limit (soft and hard).
+    init(_ arguments: [String], environment: [String: String] = [:], fileLimit: Int? = nil) throws {
         var outPipe: [Int32] = [0, 0]
         var errPipe: [Int32] = [0, 0]
         guard pipe(&outPipe) == 0, pipe(&errPipe) == 0 else { throw SocketError.failed("pipe", errno) }
@@ -35,11 +37,17 @@ final class ServerProcess {
         posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
         posix_spawn_file_actions_addclose(&actions, outPipe[0])
         posix_spawn_file_actions_addclose(&actions, errPipe[0])
-        let argv = ([ServerProcess.executable] + arguments).map { strdup($0) } + [nil]
+        let program = fileLimit == nil ? ServerProcess.executable : "/bin/sh"
+        let command = fileLimit.map { ["/bin/sh", "-c", "ulimit -n \($0) && exec \"$0\" \"$@\"", ServerProcess.executable] }
+            ?? [ServerProcess.executable]
+        let argv = (command + arguments).map { strdup($0) } + [nil]
+        // The server refuses to run as root unless told to; the tests run as root on CI.
+        var environment = environment
+        if geteuid() == 0 && environment["FASTALLOC_ALLOW_ROOT"] == nil { environment["FASTALLOC_ALLOW_ROOT"] = "1" }
         let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { (argv + envp).forEach { free($0) } }
         var pid = pid_t()
-        let status = posix_spawn(&pid, ServerProcess.executable, &actions, nil, argv, envp)
+        let status = posix_spawn(&pid, program, &actions, nil, argv, envp)
         Glibc.close(outPipe[1])
         Glibc.close(errPipe[1])
         guard status == 0 else { throw SocketError.failed("posix_spawn \(ServerProcess.executable)", status) }
@@ -145,7 +153,8 @@ final class ServerProcess {
         let holder = try TestListener()
         let server = try ServerProcess(["echo", "--listen", "\(holder.address)", "--workers", "1", "--stats", "off"])
         #expect(server.waitForExit() == 1)
-        let lines = server.errors.split(separator: "\n")
+        // (As root, the allowed-root warning comes first: not part of the error.)
+        let lines = server.errors.split(separator: "\n").filter { !$0.contains("running as root because") }
         #expect(lines.count == 1, "stderr: \(server.errors)")
         #expect(server.errors.contains("cannot listen on \(holder.address)"))
         #expect(server.errors.contains("EADDRINUSE"))
@@ -161,6 +170,21 @@ final class ServerProcess {
         let server = try ServerProcess(["echo"], environment: ["FASTALLOC_IDLE_TIMEOUT": "soon"])
         #expect(server.waitForExit() == 64)
         #expect(server.errors.contains("--idle-timeout (from FASTALLOC_IDLE_TIMEOUT): 'soon'"), "stderr: \(server.errors)")
+    }
+
+    @Test(.enabled(if: geteuid() == 0, "the refusal only shows when the tests run as root"))
+    func asRoot_refusesToStart_unlessTold() throws {
+        let refused = try ServerProcess(["echo", "--listen", "127.0.0.1:0", "--stats", "off"], environment: ["FASTALLOC_ALLOW_ROOT": "0"])
+        #expect(refused.waitForExit() == 64)
+        #expect(refused.errors.contains("refusing to run as root (effective uid 0)"), "stderr: \(refused.errors)")
+        #expect(refused.errors.contains("--allow-root"), "stderr: \(refused.errors)")
+        let allowed = try ServerProcess(["echo", "--listen", "127.0.0.1:0", "--stats", "off", "--allow-root"],
+                                        environment: ["FASTALLOC_ALLOW_ROOT": "0"])
+        _ = try allowed.waitUntilListening()
+        allowed.read(timeout: 2) { _ in allowed.errors.contains("running as root") }
+        #expect(allowed.errors.contains("running as root because --allow-root"), "stderr: \(allowed.errors)")
+        kill(allowed.pid, SIGTERM)
+        #expect(allowed.waitForExit() == 0)
     }
 
     @Test func modeAndListenFromTheEnvironment() throws {

@@ -69,6 +69,10 @@ class LiveServer:
     def __init__(self, binary, environment, args=()):
         env = {k: v for k, v in os.environ.items() if not k.startswith("FASTALLOC_")}
         env.update(environment)
+        if os.geteuid() == 0:
+            # The deployments run as uid 10001; this check may run as root (CI), which the
+            # server refuses unless told.
+            env["FASTALLOC_ALLOW_ROOT"] = "1"
         self.process = subprocess.Popen([binary, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         text=True)
         self.line = self.process.stdout.readline()
@@ -462,6 +466,18 @@ def check_prometheus_and_grafana(binary):
         check("every query parses as PromQL", result.returncode == 0, result.stdout[-1500:] + result.stderr[-1500:])
 
 
+def check_never_root():
+    section("No root")
+    shipped = []
+    for folder in ("kubernetes", "systemd", "prometheus", "grafana"):
+        for name in sorted(os.listdir(os.path.join(DEPLOY, folder))):
+            shipped.append(os.path.join(folder, name))
+    shipped.append("Dockerfile")
+    allowing = [name for name in shipped if "ALLOW_ROOT" in open(os.path.join(DEPLOY, name)).read()
+                or "allow-root" in open(os.path.join(DEPLOY, name)).read()]
+    check("no deployment tells the server to run as root (FASTALLOC_ALLOW_ROOT, --allow-root)", not allowing, str(allowing))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip-static-build", action="store_true")
@@ -472,6 +488,7 @@ def main():
     check_systemd(binary, variables)
     check_kubernetes(binary, variables)
     check_prometheus_and_grafana(binary)
+    check_never_root()
     print()
     if failures:
         print(f"FAILED: {len(failures)} check(s): {failures}")
