@@ -111,6 +111,50 @@ func metricSum(_ text: String, _ name: String, labels: String? = nil) -> Double 
         stats.stop()
     }
 
+    @Test func answers_revealNoPathTraceOrEnvironment() throws {
+        let (server, stats) = try start()
+        // Every kind of answer, good and bad, read whole (the body and the headers).
+        let requests = ["GET / HTTP/1.1\r\n\r\n", "GET /metrics HTTP/1.1\r\n\r\n", "GET /stats HTTP/1.1\r\n\r\n",
+                        "GET /../../etc/passwd HTTP/1.1\r\n\r\n", "GET /%00%ff HTTP/1.1\r\n\r\n", "\u{1}\u{2}garbage\r\n\r\n",
+                        "GET /\(String(repeating: "a", count: 3000)) HTTP/1.1\r\n\r\n", "PUT / HTTP/1.1\r\nContent-Length: 1\r\n\r\nx",
+                        "GET / HTTP/1.1\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"]
+        let forbidden = ["/work/", "/home/", "/root/", "/tmp/", "/usr/", ".swift", "Fatal error", "Stack dump",
+                         "PATH=", "HOME=", "FASTALLOC_", "libswift", "0x0000"]
+        for request in requests {
+            let socket = try TestSocket(connectingTo: stats.address)
+            try socket.sendAll(Array(request.utf8))
+            socket.shutdownWrite()
+            let answer = String(decoding: try socket.receiveUntilEOF(), as: UTF8.self)
+            #expect(answer.hasPrefix("HTTP/1.1 "), "\(request.prefix(40)): \(answer.prefix(80))")
+            for word in forbidden {
+                #expect(!answer.contains(word), "the answer to \(request.prefix(40)) contains \(word)")
+            }
+        }
+        finish(server)
+        stats.stop()
+    }
+
+    @Test func halfClose_afterPipelinedRequests_stillGetsEveryAnswer() throws {
+        // Found while writing Fuzz/fuzz-http: a client that sends its requests and half-closes
+        // lost the answers still queued (EOF closed the connection at once). 900 dashboards
+        // (about 7 MB) to a client with a small receive window are more than the kernel's
+        // send buffer takes, so most are still queued when the EOF arrives.
+        let (server, stats) = try start()
+        let socket = try TestSocket(connectingTo: stats.address, receiveBuffer: 4096)
+        try socket.sendAll(Array(String(repeating: "GET / HTTP/1.1\r\nHost: x\r\n\r\n", count: 900).utf8))
+        socket.shutdownWrite()
+        var answers = 0
+        var complete = true
+        while answers < 901, let response = try? socket.readResponse() {
+            complete = complete && response.status == 200 && response.body.contains("</html>")
+            answers += 1
+        }
+        #expect(complete)
+        #expect(answers == 900)
+        finish(server)
+        stats.stop()
+    }
+
     @Test func head_hasTheHeadersAndNoBody_keepAliveAndPipelining() throws {
         let (server, stats) = try start()
         let socket = try TestSocket(connectingTo: stats.address)
