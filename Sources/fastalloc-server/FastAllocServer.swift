@@ -91,7 +91,8 @@ struct FastAllocServer: ParsableCommand {
         }
         let logger = Logger(label: "fastalloc-server")
         if geteuid() == 0 {
-            logger.warning("running as root because --allow-root (or FASTALLOC_ALLOW_ROOT) said so; an unprivileged user is safer")
+            let why = allowRoot ? "--allow-root" : "FASTALLOC_ALLOW_ROOT is set (the Makefile sets it when you are root)"
+            logger.warning("running as root because \(why); an unprivileged user is safer (SECURITY.md)")
         }
 
         // The main thread waits on its own loop for signals and for the workers to finish.
