@@ -46,7 +46,8 @@ struct FastAllocServer: ParsableCommand {
     @Option(help: ArgumentHelp(ServerConfig.help("stats"))) var stats: String?
     @Option(name: .customLong("log-level"), help: ArgumentHelp(ServerConfig.help("log-level"))) var logLevel: String?
     @Flag(name: .customLong("allow-root"), help: """
-        Run even as root (FASTALLOC_ALLOW_ROOT=1). Without it the server refuses to start as root:         it needs no privilege (it binds ports above 1024 by default), so run it as its own user.
+        Run even as root (FASTALLOC_ALLOW_ROOT=1). Without it the server refuses to start as root: \
+        it needs no privilege (it binds ports above 1024 by default), so run it as its own user.
         """)
     var allowRoot = false
 
