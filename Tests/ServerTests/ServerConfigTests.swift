@@ -93,6 +93,18 @@ enum ConfigErrorMatcher {
         }
     }
 
+    @Test func connectionBudget_fitsTheDescriptorLimit() {
+        var config = ServerConfig(mode: .echo)
+        config.workers = 2
+        // 1024 - 20 open - 2 x 8 per worker - 72 reserved - 16 spare = 900: one each for echo...
+        #expect(Server.connectionBudget(config: config, fileLimit: 1024, openNow: 20, reserved: 72) == 900)
+        // ...two each (client and upstream) for a relay.
+        config.mode = .relay
+        #expect(Server.connectionBudget(config: config, fileLimit: 1024, openNow: 20, reserved: 72) == 450)
+        #expect(Server.connectionBudget(config: config, fileLimit: 100, openNow: 20, reserved: 72) == 0)
+        #expect(Server.connectionBudget(config: config, fileLimit: Int.max, openNow: 20, reserved: 72) == Int.max)
+    }
+
     @Test func everyOptionHasAVariableAndHelp() {
         for option in ServerConfig.options {
             #expect(option.environment == "FASTALLOC_" + option.name.uppercased().replacing("-", with: "_"))
