@@ -86,7 +86,14 @@ def main():
         progress = []
         reader = threading.Thread(target=lambda: progress.extend(iter(run.stderr.readline, "")), daemon=True)
         reader.start()
-        wait_for("2 s of load", lambda: any(line.startswith("2s") for line in progress), 20)
+        def two_seconds_in():
+            if run.poll() is not None:  # it ended before 2 s: say how, not just "timed out"
+                raise RuntimeError(f"the load run ended early, status {run.returncode}: {''.join(progress[-5:]).strip()}")
+            return any(line.startswith("2s") for line in progress)
+        try:
+            wait_for("2 s of load", two_seconds_in, 20)
+        except RuntimeError as error:
+            raise RuntimeError(f"{error}; the load printed: {''.join(progress[-5:]).strip()!r}") from None
         before = [accepted(fleet, i) for i in range(3) if i != killed]
         fleet.relays[killed].send_signal(signal.SIGKILL)
         fleet.relays[killed].wait(timeout=10)
