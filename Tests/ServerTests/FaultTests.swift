@@ -1,5 +1,6 @@
 import Foundation
 import LoadClient
+import PacketBuffers
 import ServerCore
 import Testing
 import TestSupport
@@ -297,6 +298,49 @@ func patternStream(_ count: Int, seed: Int) -> [UInt8] {
         #expect(try client.receiveUntilEOF() == [])
         client.close()
         finish(relay)
+    }
+
+    @Test func relayPoolsExhaustedUnderLoad_slower_neverWrong() throws {
+        // The relay's pools: 1 KiB buffers, 2 per worker and at most 4 overflow, 8 in all. Hogs
+        // send through it to an echo upstream and never read the echoes (small receive window):
+        // the upstream-to-client direction holds the buffers. Then a load must still be exact.
+        let upstream = try startServer()
+        let relay = try startServer(.relay, upstream: upstream.address) { config in
+            config.buffers = try PacketBufferConfig(bufferSize: 1024, localBuffers: 2, overflowInitial: 1,
+                                                    overflowGrowth: .linear(1), overflowMax: 4)
+            config.highWatermark = 4096
+            config.lowWatermark = 1024
+        }
+        var hogs: [TestSocket] = []
+        for index in 0..<4 {
+            let hog = try TestSocket(connectingTo: relay.address, receiveBuffer: 2048)
+            #expect(hog.sendUntilFull(limit: 16 << 20, seed: index) > 0)
+            var writable = pollfd(fd: hog.fd, events: Int16(POLLOUT), revents: 0)
+            while poll(&writable, 1, 300) == 1 {  // until the relay stops reading this hog
+                _ = hog.sendUntilFull(limit: 16 << 20, seed: index)
+            }
+            hogs.append(hog)
+        }
+        let held = relay.statistics()
+        #expect(held.buffers.workers.reduce(0) { $0 + $1.failedDraws } > 0, "the pools ran dry: \(held.buffers)")
+        #expect(held.buffers.overflow.capacity <= 4)
+        let load = Latch<LoadReport?>()
+        let loader = startThread { [address = relay.address] in
+            var config = LoadConfig(target: address)
+            config.connections = 4
+            config.size = 3000
+            config.depth = 2
+            config.messagesPerConnection = 20
+            config.threads = 1
+            load.set(try? runLoad(config))
+        }
+        for hog in hogs { hog.reset() }
+        pthread_join(loader, nil)
+        let report = load.wait()
+        #expect(report?.succeeded == true, "\(report?.summary() ?? "no report")")
+        #expect(report?.messages == 80)
+        finish(relay)
+        finish(upstream)
     }
 
     @Test func upstreamClosesHalfWay_clientGetsWhatWasSent_thenAClose() throws {
