@@ -83,18 +83,7 @@ import Glibc
         #expect(held.bufferWaits > 0, "and readers waited")
         #expect(held.buffers.overflow.capacity <= 4)
         // Another client now finds no buffer until the hogs let go; its bytes are late, not lost.
-        let load = Latch<LoadReport?>()
-        let loader = startThread { [address = server.address] in
-            var config = LoadConfig(target: address)
-            config.connections = 4
-            config.size = 3000
-            config.depth = 2
-            config.messagesPerConnection = 20
-            load.set(try? runLoad(config))
-        }
-        for hog in hogs { hog.reset() }
-        pthread_join(loader, nil)
-        let report = load.wait()
+        let report = loadWhileHogsLetGo(server.address, hogs: hogs)
         #expect(report?.succeeded == true, "\(report?.summary() ?? "no report")")
         #expect(report?.messages == 80)
         finish(server)

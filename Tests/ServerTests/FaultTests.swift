@@ -324,19 +324,7 @@ func patternStream(_ count: Int, seed: Int) -> [UInt8] {
         let held = relay.statistics()
         #expect(held.buffers.workers.reduce(0) { $0 + $1.failedDraws } > 0, "the pools ran dry: \(held.buffers)")
         #expect(held.buffers.overflow.capacity <= 4)
-        let load = Latch<LoadReport?>()
-        let loader = startThread { [address = relay.address] in
-            var config = LoadConfig(target: address)
-            config.connections = 4
-            config.size = 3000
-            config.depth = 2
-            config.messagesPerConnection = 20
-            config.threads = 1
-            load.set(try? runLoad(config))
-        }
-        for hog in hogs { hog.reset() }
-        pthread_join(loader, nil)
-        let report = load.wait()
+        let report = loadWhileHogsLetGo(relay.address, hogs: hogs)
         #expect(report?.succeeded == true, "\(report?.summary() ?? "no report")")
         #expect(report?.messages == 80)
         finish(relay)

@@ -1,3 +1,4 @@
+import LoadClient
 import Logging
 import PacketBuffers
 import ServerCore
@@ -192,4 +193,23 @@ final class TestListener: @unchecked Sendable {
 /// A deterministic byte pattern.
 func pattern(_ count: Int, seed: Int = 0) -> [UInt8] {
     (0..<count).map { UInt8(truncatingIfNeeded: ($0 &* 31) ^ ($0 >> 8) &+ seed) }
+}
+
+/// Pool exhaustion's second half: a load of 4 connections x 20 messages of 3,000 B starts while
+/// `hogs` hold every buffer, then the hogs reset. The load's bytes must arrive late, not lost;
+/// returns its report (nil if it could not run).
+func loadWhileHogsLetGo(_ address: SocketAddress, hogs: [TestSocket]) -> LoadReport? {
+    let load = Latch<LoadReport?>()
+    let loader = startThread {
+        var config = LoadConfig(target: address)
+        config.connections = 4
+        config.size = 3000
+        config.depth = 2
+        config.messagesPerConnection = 20
+        config.threads = 1
+        load.set(try? runLoad(config))
+    }
+    for hog in hogs { hog.reset() }
+    pthread_join(loader, nil)
+    return load.wait()
 }
