@@ -153,6 +153,22 @@ public final class WorkerBufferPool {
         return PacketBuffer(data: data)
     }
 
+    /// Buffers `take()` could still hand out now: this worker's free ones (what other threads
+    /// returned included) and the overflow pool's room up to its maximum. Owner thread; the
+    /// overflow part is a relaxed reading (other workers draw from it at the same time). A server
+    /// uses it to shrink each connection's share as the pools fill.
+    public var available: Int {
+        let slots = home.pointee.slots
+        let local = slots.pointee.maxCapacity - slots.pointee.inUse + _Home.pendingReturns(home)
+        let overflowRoom = pools.config.overflowMax - overflow.pointee.inUse.load(ordering: .relaxed)
+        return local + max(0, overflowRoom)
+    }
+
+    /// Buffers this worker can reach at most: its own and the overflow pool's maximum.
+    public var reachable: Int {
+        home.pointee.slots.pointee.maxCapacity + pools.config.overflowMax
+    }
+
     /// Takes back the buffers other threads released, now (the pool also does it by itself
     /// when it runs out). Returns how many. A server calls it once per loop iteration.
     @discardableResult

@@ -34,6 +34,15 @@ public struct ServerConfig: Sendable {
     public var connectTimeout: Double = 5
     /// Seconds a graceful drain may take before the rest is closed.
     public var drainTimeout: Double = 10
+    /// Seconds a write queued to a connection may make no progress before the connection is
+    /// reset and counted (a reader that stopped reading holds buffers only this long; 0: never).
+    public var writeTimeout: Double = 30
+    /// Seconds a lingering close (after a failure: flush, FIN, read and discard until the peer
+    /// closes) may take, independent of the idle timeout.
+    public var lingerTimeout: Double = 5
+    /// Seconds of silence before TCP keepalive probes start on client and upstream sockets
+    /// (0: off), so a peer that vanished is found even while nothing is queued to it.
+    public var tcpKeepalive: Double = 60
     /// Memory a direction's write queue may hold (whole buffers counted) before the other side
     /// stops reading. Reading resumes at or below `lowWatermark`.
     public var highWatermark: Int = 256 * 1024
@@ -74,6 +83,9 @@ public struct ServerConfig: Sendable {
         if !(idleTimeout >= 0) || !idleTimeout.isFinite { throw fail("--idle-timeout", idleTimeout, "a time >= 0 (0: none), like 60s") }
         if !(connectTimeout > 0) || !connectTimeout.isFinite { throw fail("--connect-timeout", connectTimeout, "a time > 0, like 5s") }
         if !(drainTimeout >= 0) || !drainTimeout.isFinite { throw fail("--drain-timeout", drainTimeout, "a time >= 0, like 10s") }
+        if !(writeTimeout >= 0) || !writeTimeout.isFinite { throw fail("--write-timeout", writeTimeout, "a time >= 0 (0: none), like 30s") }
+        if !(lingerTimeout > 0) || !lingerTimeout.isFinite { throw fail("--linger-timeout", lingerTimeout, "a time > 0, like 5s") }
+        if !(tcpKeepalive >= 0) || !tcpKeepalive.isFinite { throw fail("--tcp-keepalive", tcpKeepalive, "a time >= 0 (0: off), like 60s") }
         if highWatermark < 1 { throw fail("--high-watermark", highWatermark, "> 0 bytes") }
         if lowWatermark < 0 || lowWatermark >= highWatermark {
             throw fail("--low-watermark", lowWatermark, "0...--high-watermark - 1 (\(highWatermark - 1))")
@@ -109,6 +121,9 @@ extension ServerConfig {
         .init(name: "idle-timeout", environment: "FASTALLOC_IDLE_TIMEOUT", help: "Close a connection that has neither sent nor taken a byte for this long (0: never). Default 60s."),
         .init(name: "connect-timeout", environment: "FASTALLOC_CONNECT_TIMEOUT", help: "Relay mode: time the upstream may take to accept. Default 5s."),
         .init(name: "drain-timeout", environment: "FASTALLOC_DRAIN_TIMEOUT", help: "On SIGTERM/SIGINT, time queued writes may take before everything is closed. Default 10s."),
+        .init(name: "write-timeout", environment: "FASTALLOC_WRITE_TIMEOUT", help: "Reset a connection whose queued writes make no progress for this long (a reader that stopped reading; counted). 0: never. Default 30s."),
+        .init(name: "linger-timeout", environment: "FASTALLOC_LINGER_TIMEOUT", help: "After a failure, how long a connection may linger (flush, FIN, discard input until the peer closes) before it is closed. Default 5s."),
+        .init(name: "tcp-keepalive", environment: "FASTALLOC_TCP_KEEPALIVE", help: "TCP keepalive on client and upstream sockets: seconds of silence before probes start (0: off). Default 60s."),
         .init(name: "high-watermark", environment: "FASTALLOC_HIGH_WATERMARK", help: "Buffer memory a direction's write queue may hold before its source stops reading. Default 256KiB."),
         .init(name: "low-watermark", environment: "FASTALLOC_LOW_WATERMARK", help: "Reading resumes when the queue holds this much or less. Default 64KiB."),
         .init(name: "stats", environment: "FASTALLOC_STATS", help: "Stats HTTP endpoint (/metrics, /stats, /healthz, /readyz, / dashboard), HOST:PORT or off. Default 127.0.0.1:9464."),
@@ -172,6 +187,9 @@ extension ServerConfig {
         if let idle = try seconds("idle-timeout") { idleTimeout = idle }
         if let connect = try seconds("connect-timeout") { connectTimeout = connect }
         if let drain = try seconds("drain-timeout") { drainTimeout = drain }
+        if let write = try seconds("write-timeout") { writeTimeout = write }
+        if let linger = try seconds("linger-timeout") { lingerTimeout = linger }
+        if let keepalive = try seconds("tcp-keepalive") { tcpKeepalive = keepalive }
         if let high = try integer("high-watermark", bytes: true) { highWatermark = high }
         if let low = try integer("low-watermark", bytes: true) { lowWatermark = low }
         if let text = value("stats") {

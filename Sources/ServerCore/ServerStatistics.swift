@@ -16,7 +16,19 @@ final class WorkerCounters: Sendable {
     let upstreamResets = Atomic<UInt64>(0)
     let clientResets = Atomic<UInt64>(0)
     let idleTimeouts = Atomic<UInt64>(0)
-    let acceptErrors = Atomic<UInt64>(0)
+    /// accept() failures by reason: out of descriptors (process, system), out of memory, other.
+    let acceptErrorsProcessFiles = Atomic<UInt64>(0)
+    let acceptErrorsSystemFiles = Atomic<UInt64>(0)
+    let acceptErrorsMemory = Atomic<UInt64>(0)
+    let acceptErrorsOther = Atomic<UInt64>(0)
+    /// Connections reset because a write queued to them made no progress for --write-timeout.
+    let writeTimeouts = Atomic<UInt64>(0)
+    /// Lingering closes (after a failure) ended by --linger-timeout instead of by the peer.
+    let lingerTimeouts = Atomic<UInt64>(0)
+    /// Connections open when a drain began that ended by themselves before --drain-timeout.
+    let drainCompleted = Atomic<UInt64>(0)
+    /// Connections reset (both sides) when --drain-timeout passed.
+    let drainCut = Atomic<UInt64>(0)
     /// Connections of this worker open now (client connections; a relay's upstream is not counted).
     let active = Atomic<Int>(0)
 
@@ -45,7 +57,15 @@ final class WorkerCounters: Sendable {
             upstreamResets: upstreamResets.load(ordering: .relaxed),
             clientResets: clientResets.load(ordering: .relaxed),
             idleTimeouts: idleTimeouts.load(ordering: .relaxed),
-            acceptErrors: acceptErrors.load(ordering: .relaxed))
+            acceptErrors: AcceptErrorStatistics(
+                processFileLimit: acceptErrorsProcessFiles.load(ordering: .relaxed),
+                systemFileLimit: acceptErrorsSystemFiles.load(ordering: .relaxed),
+                memory: acceptErrorsMemory.load(ordering: .relaxed),
+                other: acceptErrorsOther.load(ordering: .relaxed)),
+            writeTimeouts: writeTimeouts.load(ordering: .relaxed),
+            lingerTimeouts: lingerTimeouts.load(ordering: .relaxed),
+            drainCompleted: drainCompleted.load(ordering: .relaxed),
+            drainCut: drainCut.load(ordering: .relaxed))
     }
 }
 
@@ -65,7 +85,25 @@ public struct WorkerStatistics: Sendable, Hashable, Codable {
     public var upstreamResets: UInt64
     public var clientResets: UInt64
     public var idleTimeouts: UInt64
-    public var acceptErrors: UInt64
+    public var acceptErrors: AcceptErrorStatistics
+    public var writeTimeouts: UInt64
+    public var lingerTimeouts: UInt64
+    public var drainCompleted: UInt64
+    public var drainCut: UInt64
+}
+
+/// accept() failures by reason (the listener keeps listening after each).
+public struct AcceptErrorStatistics: Sendable, Hashable, Codable {
+    /// EMFILE: the process is at its file descriptor limit.
+    public var processFileLimit: UInt64
+    /// ENFILE: the system is at its file limit.
+    public var systemFileLimit: UInt64
+    /// ENOMEM, ENOBUFS.
+    public var memory: UInt64
+    /// Anything else (ECONNABORTED, EPERM, ...).
+    public var other: UInt64
+
+    public var total: UInt64 { processFileLimit + systemFileLimit + memory + other }
 }
 
 /// The whole server at one moment: workers, connection limits, and the packet-buffer pools.
@@ -84,6 +122,13 @@ public struct ServerStatistics: Sendable {
     public var upstreamConnectFailures: UInt64 { workers.reduce(0) { $0 + $1.upstreamConnectFailures } }
     public var upstreamResets: UInt64 { workers.reduce(0) { $0 + $1.upstreamResets } }
     public var idleTimeouts: UInt64 { workers.reduce(0) { $0 + $1.idleTimeouts } }
+    public var connectionsClosed: UInt64 { workers.reduce(0) { $0 + $1.connectionsClosed } }
+    public var clientResets: UInt64 { workers.reduce(0) { $0 + $1.clientResets } }
+    public var acceptErrors: UInt64 { workers.reduce(0) { $0 + $1.acceptErrors.total } }
+    public var writeTimeouts: UInt64 { workers.reduce(0) { $0 + $1.writeTimeouts } }
+    public var lingerTimeouts: UInt64 { workers.reduce(0) { $0 + $1.lingerTimeouts } }
+    public var drainCompleted: UInt64 { workers.reduce(0) { $0 + $1.drainCompleted } }
+    public var drainCut: UInt64 { workers.reduce(0) { $0 + $1.drainCut } }
 
     /// One line for the log at exit.
     public var summary: String {

@@ -124,7 +124,12 @@ final class Worker: TCPListenerDelegate {
     }
 
     func listener(_ listener: TCPListener, acceptFailed error: UVError) {
-        WorkerCounters.add(counters.acceptErrors)
+        switch error.code {
+        case UVError.processFileLimit: WorkerCounters.add(counters.acceptErrorsProcessFiles)
+        case UVError.systemFileLimit: WorkerCounters.add(counters.acceptErrorsSystemFiles)
+        case UVError.outOfMemory, UVError.noBufferSpace: WorkerCounters.add(counters.acceptErrorsMemory)
+        default: WorkerCounters.add(counters.acceptErrorsOther)
+        }
         // Out of file descriptors or memory: say so (at most 10 lines a second) and keep listening.
         logRateLimited(level: .error, "accept failed: \(error)")
     }

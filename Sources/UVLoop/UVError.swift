@@ -28,6 +28,24 @@ public struct UVError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The end of a stream, as libuv reports it to a read callback.
     public static let endOfFile = Int32(UV_EOF.rawValue)
 
+    // Named codes (the negative libuv values), so callers need not import libuv.
+    /// `UV_ECANCELED`: a request cancelled by closing its handle.
+    public static let cancelled = Int32(UV_ECANCELED.rawValue)
+    /// `UV_ECONNRESET`: the peer reset the connection.
+    public static let connectionReset = Int32(UV_ECONNRESET.rawValue)
+    /// `UV_EPIPE`: writing to a connection whose peer has gone.
+    public static let brokenPipe = Int32(UV_EPIPE.rawValue)
+    /// `UV_ENOBUFS`: a read callback's buffer was empty (no memory was lent for the read).
+    public static let noBufferSpace = Int32(UV_ENOBUFS.rawValue)
+    /// `UV_EMFILE`: the process is at its file descriptor limit.
+    public static let processFileLimit = Int32(UV_EMFILE.rawValue)
+    /// `UV_ENFILE`: the system is at its file limit.
+    public static let systemFileLimit = Int32(UV_ENFILE.rawValue)
+    /// `UV_ENOMEM`: out of memory.
+    public static let outOfMemory = Int32(UV_ENOMEM.rawValue)
+    /// `UV_ETIMEDOUT`.
+    public static let timedOutCode = Int32(-ETIMEDOUT)
+
     /// A connect or read that took too long (`UV_ETIMEDOUT`).
     public static func timedOut(_ operation: String) -> UVError { UVError(Int32(-ETIMEDOUT), operation) }
 

@@ -41,6 +41,9 @@ struct FastAllocServer: ParsableCommand {
     @Option(name: .customLong("idle-timeout"), help: ArgumentHelp(ServerConfig.help("idle-timeout"))) var idleTimeout: String?
     @Option(name: .customLong("connect-timeout"), help: ArgumentHelp(ServerConfig.help("connect-timeout"))) var connectTimeout: String?
     @Option(name: .customLong("drain-timeout"), help: ArgumentHelp(ServerConfig.help("drain-timeout"))) var drainTimeout: String?
+    @Option(name: .customLong("write-timeout"), help: ArgumentHelp(ServerConfig.help("write-timeout"))) var writeTimeout: String?
+    @Option(name: .customLong("linger-timeout"), help: ArgumentHelp(ServerConfig.help("linger-timeout"))) var lingerTimeout: String?
+    @Option(name: .customLong("tcp-keepalive"), help: ArgumentHelp(ServerConfig.help("tcp-keepalive"))) var tcpKeepalive: String?
     @Option(name: .customLong("high-watermark"), help: ArgumentHelp(ServerConfig.help("high-watermark"))) var highWatermark: String?
     @Option(name: .customLong("low-watermark"), help: ArgumentHelp(ServerConfig.help("low-watermark"))) var lowWatermark: String?
     @Option(help: ArgumentHelp(ServerConfig.help("stats"))) var stats: String?
@@ -56,7 +59,8 @@ struct FastAllocServer: ParsableCommand {
             ("listen", listen), ("upstream", upstream), ("workers", workers), ("buffer-size", bufferSize),
             ("local-buffers", localBuffers), ("overflow-initial", overflowInitial), ("overflow-growth", overflowGrowth),
             ("overflow-max", overflowMax), ("max-connections", maxConnections), ("idle-timeout", idleTimeout),
-            ("connect-timeout", connectTimeout), ("drain-timeout", drainTimeout), ("high-watermark", highWatermark),
+            ("connect-timeout", connectTimeout), ("drain-timeout", drainTimeout), ("write-timeout", writeTimeout),
+            ("linger-timeout", lingerTimeout), ("tcp-keepalive", tcpKeepalive), ("high-watermark", highWatermark),
             ("low-watermark", lowWatermark), ("stats", stats), ("log-level", logLevel),
         ]
         return Dictionary(uniqueKeysWithValues: pairs.compactMap { name, value in value.map { (name, $0) } })
