@@ -22,7 +22,8 @@ public struct ServerConfig: Sendable {
     /// The relay's one upstream; never chosen by a client (no open proxy). Relay mode only.
     public var upstream: SocketAddress?
     /// Worker threads, each with its own loop, listener (SO_REUSEPORT) and local buffer pool.
-    public var workers: Int = ServerConfig.onlineCores
+    /// The online cores by default, but never more than `workersRange` allows.
+    public var workers: Int = ServerConfig.defaultWorkers
     /// Packet buffers: size, local buffers per worker, the shared overflow pool.
     public var buffers: PacketBufferConfig = try! PacketBufferConfig()
     /// Connections open at once, all workers together; beyond it new ones are closed at once.
@@ -59,6 +60,10 @@ public struct ServerConfig: Sendable {
 
     public static var onlineCores: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 
+    /// The default worker count: one per online core, clamped to `workersRange` (a 512-core
+    /// machine gets 256 workers, not a configuration its own validation refuses).
+    public static var defaultWorkers: Int { min(max(onlineCores, workersRange.lowerBound), workersRange.upperBound) }
+
     /// Checks every rule; the error names the first option that breaks one.
     public func validate() throws(ConfigError) {
         func fail(_ option: String, _ value: Any, _ rule: String) -> ConfigError {
@@ -70,7 +75,13 @@ public struct ServerConfig: Sendable {
         case (.relay, let upstream?) where upstream.port == 0: throw fail("--upstream", upstream, "a port from 1 to 65535")
         default: break
         }
-        if !(1...256).contains(workers) { throw fail("--workers", workers, "1...256") }
+        if !ServerConfig.workersRange.contains(workers) { throw fail("--workers", workers, "1...256") }
+        if !ServerConfig.localBuffersRange.contains(buffers.localBuffers) {
+            throw fail("--local-buffers", buffers.localBuffers, "1...\(ServerConfig.localBuffersRange.upperBound)")
+        }
+        if case .linear(let step) = buffers.overflowGrowth, step > ServerConfig.maxLinearGrowth {
+            throw fail("--overflow-growth", buffers.overflowGrowth, "a linear step from 1 to \(ServerConfig.maxLinearGrowth)")
+        }
         do {
             try buffers.validate()
         } catch {
@@ -79,18 +90,30 @@ public struct ServerConfig: Sendable {
             throw ConfigError(field: names[error.field] ?? error.field, value: error.value,
                               expected: error.expected.replacing("overflowInitial", with: "--overflow-initial"))
         }
-        if !(1...1_000_000).contains(maxConnections) { throw fail("--max-connections", maxConnections, "1...1000000") }
-        if !(idleTimeout >= 0) || !idleTimeout.isFinite { throw fail("--idle-timeout", idleTimeout, "a time >= 0 (0: none), like 60s") }
-        if !(connectTimeout > 0) || !connectTimeout.isFinite { throw fail("--connect-timeout", connectTimeout, "a time > 0, like 5s") }
-        if !(drainTimeout >= 0) || !drainTimeout.isFinite { throw fail("--drain-timeout", drainTimeout, "a time >= 0, like 10s") }
-        if !(writeTimeout >= 0) || !writeTimeout.isFinite { throw fail("--write-timeout", writeTimeout, "a time >= 0 (0: none), like 30s") }
-        if !(lingerTimeout > 0) || !lingerTimeout.isFinite { throw fail("--linger-timeout", lingerTimeout, "a time > 0, like 5s") }
-        if !(tcpKeepalive >= 0) || !tcpKeepalive.isFinite { throw fail("--tcp-keepalive", tcpKeepalive, "a time >= 0 (0: off), like 60s") }
-        if highWatermark < 1 { throw fail("--high-watermark", highWatermark, "> 0 bytes") }
+        // Every count above is within its own range, so the product names a real figure.
+        let memory = bufferMemory
+        if memory > ServerConfig.bufferMemoryCeiling {
+            // Name the larger term: the option that asks for most of it.
+            let localShare = workers * buffers.localBuffers
+            let (option, value) = localShare >= buffers.overflowMax
+                ? ("--local-buffers", buffers.localBuffers) : ("--overflow-max", buffers.overflowMax)
+            throw fail(option, value, "total packet-buffer memory (workers × --local-buffers + --overflow-max) × --buffer-size "
+                + "at most the physical memory, \(ServerConfig.formatBytes(ServerConfig.bufferMemoryCeiling)); "
+                + "this configuration asks for \(ServerConfig.formatBytes(memory))")
+        }
+        if !ServerConfig.maxConnectionsRange.contains(maxConnections) { throw fail("--max-connections", maxConnections, "1...1000000") }
+        for (option, seconds) in [("idle-timeout", idleTimeout), ("connect-timeout", connectTimeout), ("drain-timeout", drainTimeout),
+                                  ("write-timeout", writeTimeout), ("linger-timeout", lingerTimeout), ("tcp-keepalive", tcpKeepalive)] {
+            let rule = ServerConfig.durationRules[option]!
+            if !rule.allows(seconds) { throw fail("--\(option)", seconds, rule.text) }
+        }
+        if !ServerConfig.highWatermarkRange.contains(highWatermark) {
+            throw fail("--high-watermark", highWatermark, "a byte count from 1 to 1GiB")
+        }
         if lowWatermark < 0 || lowWatermark >= highWatermark {
             throw fail("--low-watermark", lowWatermark, "0...--high-watermark - 1 (\(highWatermark - 1))")
         }
-        if !(1...65535).contains(backlog) { throw fail("--backlog", backlog, "1...65535") }
+        if !ServerConfig.backlogRange.contains(backlog) { throw fail("--backlog", backlog, "1...65535") }
         if let stats, stats == listen, stats.port != 0 {
             throw fail("--stats", stats, "an address other than --listen's")
         }
@@ -160,6 +183,8 @@ extension ServerConfig {
         func seconds(_ name: String) throws(ConfigError) -> Double? {
             guard let text = value(name) else { return nil }
             guard let seconds = parseDuration(text) else { throw fail(name, text, "a time like 60s, 500ms, 2m or 1.5") }
+            // The range is checked here too, so that the error quotes the text as given.
+            if let rule = ServerConfig.durationRules[name], !rule.allows(seconds) { throw fail(name, text, rule.text) }
             return seconds
         }
 

@@ -1,0 +1,109 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// The ceiling of every duration, size and count the server takes, and why each is where it is.
+// validate() enforces them with a named rule; the conversions (ServerConfig+Conversions.swift)
+// do not rely on them for safety: they clamp whatever they are given.
+
+extension ServerConfig {
+    /// Worker threads. Beyond 256 a listener per worker (SO_REUSEPORT) only spreads the same
+    /// connections thinner; the default (one per online core) is clamped to this range.
+    public static let workersRange = 1...256
+
+    /// The idle, write, drain and linger timeouts: at most 7 days. A connection silent for a
+    /// week is not waiting for a timeout (TCP keepalive finds vanished peers), and a drain or a
+    /// linger of a week outlasts any supervisor's stop timeout. 7 d is 604,800,000 ms: well
+    /// inside haproxy's 24.8 days (its int32 millisecond ticks), so a proxy in front can be
+    /// given the same value, and far from any integer limit in the conversions.
+    public static let maxTimeout: Double = 7 * 86_400
+
+    /// The relay's connect timeout: at most 1 hour. Linux gives up an unanswered connect after
+    /// about 2 minutes (tcp_syn_retries 6: 127 s); an hour leaves room for tuned kernels.
+    public static let maxConnectTimeout: Double = 3_600
+
+    /// TCP keepalive's idle time: at most 32,767 s (9 h 6 m 7 s), Linux's MAX_TCP_KEEPIDLE.
+    /// libuv hands it to setsockopt(TCP_KEEPIDLE), which refuses more with EINVAL.
+    public static let maxTCPKeepalive: Double = 32_767
+
+    /// Buffers each worker owns: at most 2^20. The local pool is allocated in full at start;
+    /// the memory ceiling below bounds the product with the buffer size.
+    public static let localBuffersRange = 1...(1 << 20)
+
+    /// The overflow pool's most buffers: the pool's own limit (a slot count fits an Int32).
+    public static let maxOverflowBuffers = Int(Int32.max)
+
+    /// A linear overflow step: at most the overflow pool's most buffers (a larger step only
+    /// reaches the maximum in one go).
+    public static let maxLinearGrowth = Int(Int32.max)
+
+    /// The high watermark: at most 1 GiB queued per direction of one connection. More defeats
+    /// backpressure (one slow reader could hold the whole pool) and no socket buffer needs it.
+    public static let highWatermarkRange = 1...(1 << 30)
+
+    /// Connections open at once, all workers together.
+    public static let maxConnectionsRange = 1...1_000_000
+
+    /// The listen backlog (the kernel caps it again at net.core.somaxconn).
+    public static let backlogRange = 1...65_535
+
+    /// The most packet-buffer memory a configuration may ask for: the machine's physical memory
+    /// (sysconf(_SC_PHYS_PAGES) × page size), read once. Local pools are allocated in full at
+    /// start and the overflow pool grows to its maximum under load; an allocation the kernel
+    /// refuses (beyond RAM + swap under the default overcommit heuristic) traps, so a fixed
+    /// ceiling would accept on a small machine what crashes there. It does not see a cgroup's
+    /// memory limit (a container's); a deployment sets the pools under that itself.
+    /// 64 GiB when the system does not say.
+    public static let bufferMemoryCeiling: Int = {
+        let pages = sysconf(Int32(_SC_PHYS_PAGES))
+        let pageSize = sysconf(Int32(_SC_PAGESIZE))
+        guard pages > 0, pageSize > 0 else { return 64 << 30 }
+        let (bytes, overflow) = pages.multipliedReportingOverflow(by: pageSize)
+        return overflow ? Int.max : bytes
+    }()
+
+    /// The packet-buffer memory this configuration may come to hold: (workers × local buffers +
+    /// the overflow maximum) × the buffer size, in bytes; saturates at Int.max (never traps).
+    public var bufferMemory: Int {
+        let (local, o1) = workers.multipliedReportingOverflow(by: buffers.localBuffers)
+        let (count, o2) = local.addingReportingOverflow(buffers.overflowMax)
+        let (bytes, o3) = count.multipliedReportingOverflow(by: buffers.bufferSize)
+        return o1 || o2 || o3 || workers < 0 || buffers.localBuffers < 0 || buffers.overflowMax < 0 || buffers.bufferSize < 0
+            ? Int.max : bytes
+    }
+
+    /// A duration option's rule: the range validate() and the parser enforce, and its text.
+    struct DurationRule {
+        let zeroAllowed: Bool
+        let maximum: Double
+        let text: String
+
+        func allows(_ seconds: Double) -> Bool {
+            seconds.isFinite && seconds <= maximum && (zeroAllowed ? seconds >= 0 : seconds > 0)
+        }
+    }
+
+    static let durationRules: [String: DurationRule] = [
+        "idle-timeout": .init(zeroAllowed: true, maximum: maxTimeout, text: "a time from 0 to 7d (0: none), like 60s"),
+        "connect-timeout": .init(zeroAllowed: false, maximum: maxConnectTimeout, text: "a time > 0, at most 1h, like 5s"),
+        "drain-timeout": .init(zeroAllowed: true, maximum: maxTimeout, text: "a time from 0 to 7d (0: close at once), like 10s"),
+        "write-timeout": .init(zeroAllowed: true, maximum: maxTimeout, text: "a time from 0 to 7d (0: none), like 30s"),
+        "linger-timeout": .init(zeroAllowed: false, maximum: maxTimeout, text: "a time > 0, at most 7d, like 5s"),
+        "tcp-keepalive": .init(zeroAllowed: true, maximum: maxTCPKeepalive,
+                               text: "a time from 0 to 32767s (0: off; Linux's most), like 60s"),
+    ]
+
+    /// `1536` → `1.5 KiB`, `67108864` → `64.0 GiB`: a byte figure for messages.
+    static func formatBytes(_ bytes: Int) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
+        var value = Double(bytes)
+        var unit = 0
+        while value >= 1024 && unit < units.count - 1 {
+            value /= 1024
+            unit += 1
+        }
+        if unit == 0 { return "\(bytes) B" }
+        let tenths = (value * 10).rounded() / 10
+        return "\(tenths) \(units[unit])"
+    }
+}
