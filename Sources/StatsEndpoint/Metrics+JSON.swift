@@ -1,0 +1,121 @@
+/// The `/stats` document while it is built from the metric samples: objects keep their keys in
+/// the order they were first set, and `workers[]` is ordered by worker number.
+struct StatsDocument {
+    /// The root's keys in this order first (readers find the summary at the top); others after.
+    static let rootOrder = ["draining", "monotonic_seconds", "buffer_size_bytes", "totals", "workers", "overflow", "process"]
+
+    var root = JSONObject()
+    var workers: [Int: JSONObject] = [:]
+
+    mutating func insert(_ sample: MetricSample) {
+        insert(sample.value, at: sample.place)
+    }
+
+    mutating func insert(_ value: MetricValue, at place: JSONPlace) {
+        switch place {
+        case .root(let path):
+            root.set(path[...], to: .value(value))
+        case .worker(let worker, let path, let totalled):
+            workers[worker, default: JSONObject(["worker": .value(.signed(worker))])].set(path[...], to: .value(value))
+            if totalled { root.add(["totals"] + path[...], value) }
+        }
+    }
+
+    /// Sets a node inside a worker's entry (figures that are not metrics, like a utilisation).
+    mutating func setInWorker(_ worker: Int, _ path: [String], to node: JSONNode) {
+        workers[worker, default: JSONObject(["worker": .value(.signed(worker))])].set(path[...], to: node)
+    }
+
+    var text: String {
+        var document = root
+        document.set(["workers"], to: .array(workers.keys.sorted().map { .object(workers[$0]!) }))
+        let rank = { (key: String) in Self.rootOrder.firstIndex(of: key) ?? Self.rootOrder.count }
+        document.entries = document.entries.enumerated()
+            .sorted { (rank($0.element.key), $0.offset) < (rank($1.element.key), $1.offset) }
+            .map(\.element)
+        var out = ""
+        out.reserveCapacity(4096 + 1024 * workers.count)
+        JSONNode.object(document).write(into: &out)
+        return out
+    }
+}
+
+indirect enum JSONNode {
+    case value(MetricValue)
+    case object(JSONObject)
+    case array([JSONNode])
+
+    func write(into out: inout String) {
+        switch self {
+        case .value(let value):
+            out += value.json
+        case .array(let items):
+            out += "["
+            for (index, item) in items.enumerated() {
+                if index > 0 { out += "," }
+                item.write(into: &out)
+            }
+            out += "]"
+        case .object(let object):
+            out += "{"
+            for (index, entry) in object.entries.enumerated() {
+                if index > 0 { out += "," }
+                out += "\"" + JSONNode.escaped(entry.key) + "\":"
+                entry.node.write(into: &out)
+            }
+            out += "}"
+        }
+    }
+
+    /// Keys are our own identifiers; escaped all the same, so that the document always parses.
+    static func escaped(_ text: String) -> String {
+        var out = ""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case _ where scalar.value < 0x20: out += "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count)
+                + String(scalar.value, radix: 16)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
+}
+
+/// A JSON object whose keys keep their insertion order (a handful of keys: a linear search).
+struct JSONObject {
+    var entries: [(key: String, node: JSONNode)] = []
+
+    init(_ entries: KeyValuePairs<String, JSONNode> = [:]) {
+        self.entries = entries.map { ($0.key, $0.value) }
+    }
+
+    /// Sets the node at `path`, making the objects on the way.
+    mutating func set(_ path: ArraySlice<String>, to node: JSONNode) {
+        guard let key = path.first else { return }
+        let index = entries.firstIndex { $0.key == key }
+        if path.count == 1 {
+            if let index { entries[index].node = node } else { entries.append((key, node)) }
+            return
+        }
+        var child = JSONObject()
+        if let index, case .object(let existing) = entries[index].node { child = existing }
+        child.set(path.dropFirst(), to: node)
+        if let index { entries[index].node = .object(child) } else { entries.append((key, .object(child))) }
+    }
+
+    /// Adds `value` to the number at `path` (0 when there is none yet).
+    mutating func add(_ path: ArraySlice<String>, _ value: MetricValue) {
+        var current: MetricValue?
+        if case .value(let existing)? = node(at: path) { current = existing }
+        set(path, to: .value(current.map { $0 + value } ?? value))
+    }
+
+    func node(at path: ArraySlice<String>) -> JSONNode? {
+        guard let key = path.first, let entry = entries.first(where: { $0.key == key }) else { return nil }
+        if path.count == 1 { return entry.node }
+        guard case .object(let child) = entry.node else { return nil }
+        return child.node(at: path.dropFirst())
+    }
+}
