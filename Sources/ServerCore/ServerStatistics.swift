@@ -135,6 +135,7 @@ public struct ServerStatistics: Sendable {
         "connections accepted \(connectionsAccepted), rejected \(connectionsRejected), active \(connectionsActive); "
             + "bytes received \(bytesReceived), sent \(bytesSent); backpressure pauses \(backpressurePauses), "
             + "buffer waits \(bufferWaits); upstream connect failures \(upstreamConnectFailures), resets \(upstreamResets); "
-            + "idle timeouts \(idleTimeouts); buffers in use \(buffers.totalInUse), overflow high water \(buffers.overflow.highWater)"
+            + "idle timeouts \(idleTimeouts), write timeouts \(writeTimeouts), linger timeouts \(lingerTimeouts); "
+            + "drain: \(drainCompleted) ended by themselves, \(drainCut) cut (reset); buffers in use \(buffers.totalInUse), overflow high water \(buffers.overflow.highWater)"
     }
 }

@@ -1,4 +1,3 @@
-import CLibUV
 import Logging
 import PacketBuffers
 import Synchronization
@@ -17,15 +16,30 @@ final class Worker: TCPListenerDelegate {
     let counters: WorkerCounters
     let shared: ServerShared
     var logger: Logger
+    /// The deadlines each session's periodic check applies, in milliseconds.
+    let timeouts: SessionTimeouts
+    /// A direction's write queue, in whole buffers: where its source pauses (the share, at
+    /// most this) and where it resumes.
+    let highWatermarkBuffers: Int
+    let lowWatermarkBuffers: Int
+    /// When this few buffers are left (local free plus overflow room), a read by a connection
+    /// that already holds queued buffers is refused one: the rest is kept for connections that
+    /// hold none, such as a new client.
+    let reserveBuffers: Int
+    let keepAliveSeconds: UInt32
+    let upstreamText: String
     private var listener: TCPListener?
     private var sessions: [Session] = []
     /// Ended sessions and closed streams kept for the next connections: after the worker's peak
     /// number of connections, accepting, connecting upstream and closing allocate nothing.
     private var freeSessions: [Session] = []
     private var freeStreams: [TCPStream] = []
-    private var waitingForBuffers: [Endpoint] = []
-    private var retrying: [Endpoint] = []
-    private var bufferRetryTimer: Timer?
+    /// Reads waiting for a buffer, first come, first served: `bufferWaiters[waitersHead...]`.
+    private var bufferWaiters: [Endpoint] = []
+    private var waitersHead = 0
+    /// Buffers released by other workers (overflow) do not wake this one: while reads wait,
+    /// this timer looks again every few milliseconds.
+    private var bufferWaitTimer: Timer?
     private var sweepTimer: Timer?
     private var drainTimer: Timer?
     private var wake: WorkerWake?
@@ -34,6 +48,9 @@ final class Worker: TCPListenerDelegate {
     /// the log (every failure is counted).
     private var failureLogSecond: UInt64 = 0
     private var failureLogCount = 0
+
+    /// How often reads waiting for a buffer look for one that another worker released.
+    static let bufferWaitRetryMilliseconds: UInt64 = 5
 
     init(index: Int, config: ServerConfig, shared: ServerShared, counters: WorkerCounters, logger: Logger) throws(UVError) {
         self.index = index
@@ -45,7 +62,19 @@ final class Worker: TCPListenerDelegate {
         loop = try EventLoop()
         buffers = shared.pools.makeWorkerPool()
         bufferSize = shared.pools.config.bufferSize
+        timeouts = SessionTimeouts(
+            idle: config.idleTimeoutMilliseconds, connect: config.connectTimeoutMilliseconds,
+            write: config.writeTimeoutMilliseconds, linger: config.lingerTimeoutMilliseconds)
+        highWatermarkBuffers = config.highWatermarkBuffers
+        lowWatermarkBuffers = config.lowWatermarkBuffers
+        reserveBuffers = Worker.reserve(reachable: buffers.reachable)
+        keepAliveSeconds = config.tcpKeepaliveSeconds
+        upstreamText = config.upstream.map { "\($0)" } ?? "?"
     }
+
+    /// The buffers kept for connections that hold none: an eighth of what a worker can reach,
+    /// at least 2.
+    static func reserve(reachable: Int) -> Int { max(2, reachable / 8) }
 
     /// Binds and listens (on the worker's thread); returns the handle other threads wake it with.
     /// On failure everything it opened is closing: run the loop once more to finish that.
@@ -65,15 +94,13 @@ final class Worker: TCPListenerDelegate {
         let wake = WorkerWake(try AsyncWake(loop: loop) { [unowned self] _ in self.handleCommand() })
         self.wake = wake
         let sweepTimer = try Timer(loop: loop)
-        let timeouts = [config.idleTimeout, config.mode == .relay ? config.connectTimeout : 0].filter { $0 > 0 }
-        if let shortest = timeouts.min() {
+        if let interval = config.sweepIntervalMilliseconds {
             // Timeouts are checked by one sweep per worker, not a timer per connection: a
             // timeout fires within a quarter of its length (at most a second) late.
-            let interval = UInt64(min(max(shortest * 1000 / 4, 10), 1000))
             sweepTimer.start(after: interval, repeat: interval) { [unowned self] _ in self.sweep() }
         }
         self.sweepTimer = sweepTimer
-        bufferRetryTimer = try Timer(loop: loop)
+        bufferWaitTimer = try Timer(loop: loop)
         return wake
     }
 
@@ -116,11 +143,10 @@ final class Worker: TCPListenerDelegate {
             }
         }
         let session = freeSessions.popLast() ?? Session(worker: self)
-        session.open(clientStream: stream, upstreamStream: upstreamStream)
         session.slot = sessions.count
         sessions.append(session)
         WorkerCounters.set(counters.active, sessions.count)
-        session.start()
+        session.open(clientStream: stream, upstreamStream: upstreamStream)
     }
 
     func listener(_ listener: TCPListener, acceptFailed error: UVError) {
@@ -147,10 +173,16 @@ final class Worker: TCPListenerDelegate {
         try makeStream()
     }
 
+    /// A connection became usable: small writes go out at once; keepalive finds vanished peers.
+    func connectionReady(_ stream: TCPStream) {
+        stream.setNoDelay(true)
+        if keepAliveSeconds > 0 { stream.setKeepAlive(seconds: keepAliveSeconds) }
+    }
+
     func sessionDidEnd(_ session: Session) {
         // Both streams have closed (their close callbacks ran): keep them and the session.
         freeStreams.append(session.client.stream)
-        if let upstream = session.upstream { freeStreams.append(upstream.stream) }
+        if session.hasUpstream, let upstream = session.upstream { freeStreams.append(upstream.stream) }
         freeSessions.append(session)
         let last = sessions.removeLast()
         if last !== session {
@@ -159,54 +191,93 @@ final class Worker: TCPListenerDelegate {
         }
         WorkerCounters.set(counters.active, sessions.count)
         WorkerCounters.add(counters.closed)
+        if session.inDrain && !session.machine.wasCut { WorkerCounters.add(counters.drainCompleted) }
         shared.release()
         if draining && sessions.isEmpty { finish() }
     }
 
-    // MARK: Buffers ran out
+    // MARK: Buffers
 
-    /// A side found no buffer: retry every millisecond until buffers come back (from this
-    /// worker's completions, other threads' returns or the overflow pool).
-    func waitForBuffers(_ endpoint: Endpoint) {
-        waitingForBuffers.append(endpoint)
-        if waitingForBuffers.count == 1 {
-            bufferRetryTimer?.start(after: 1, repeat: 1) { [unowned self] _ in self.retryWaitingReads() }
+    /// Buffers a direction's write queue may hold before its source pauses: the high watermark
+    /// while the pools are roomy, shrinking in proportion to what is left as they fill, and 1
+    /// once only the reserve is left. Computed only when a write is queued (not per message).
+    func queueShare() -> Int {
+        let available = buffers.available
+        if available <= reserveBuffers { return 1 }
+        let share = (Double(highWatermarkBuffers) * Double(available) / Double(max(1, buffers.reachable))).rounded(.up)
+        return max(1, min(highWatermarkBuffers, Int(share)))
+    }
+
+    /// Only the reserve is left.
+    @inline(__always)
+    func buffersScarce() -> Bool { buffers.available <= reserveBuffers }
+
+    /// A read found no buffer: it waits its turn.
+    func waitForBuffer(_ endpoint: Endpoint) {
+        bufferWaiters.append(endpoint)
+        if bufferWaiters.count - waitersHead == 1 {
+            let interval = Worker.bufferWaitRetryMilliseconds
+            bufferWaitTimer?.start(after: interval, repeat: interval) { [unowned self] _ in
+                self.buffers.drainReturns()
+                self.wakeBufferWaiters()
+            }
         }
     }
 
-    private func retryWaitingReads() {
-        buffers.drainReturns()
-        // Swap the list with a scratch one (both keep their capacity: no allocation per tick).
-        swap(&waitingForBuffers, &retrying)
-        for endpoint in retrying where endpoint.waitingForBuffer {
-            endpoint.waitingForBuffer = false
-            endpoint.updateReading()  // a read that finds no buffer again re-registers
+    /// A buffer went back to this worker's pool: the first waiting reads may go on.
+    @inline(__always)
+    func bufferReleased() {
+        if waitersHead != bufferWaiters.count { wakeBufferWaiters() }
+    }
+
+    /// Wakes as many waiting reads, first come first served, as there are buffers to take.
+    private func wakeBufferWaiters() {
+        var budget = buffers.available
+        while budget > 0 && waitersHead < bufferWaiters.count {
+            let endpoint = bufferWaiters[waitersHead]
+            waitersHead += 1
+            budget -= 1
+            let session = endpoint.session
+            session.perform(session.machine.buffersAvailable(for: endpoint.side))
         }
-        retrying.removeAll(keepingCapacity: true)
-        if waitingForBuffers.isEmpty { bufferRetryTimer?.stop() }
+        if waitersHead == bufferWaiters.count {
+            bufferWaiters.removeAll(keepingCapacity: true)
+            waitersHead = 0
+            bufferWaitTimer?.stop()
+        } else if waitersHead > 1024 && waitersHead * 2 > bufferWaiters.count {
+            bufferWaiters.removeFirst(waitersHead)
+            waitersHead = 0
+        }
+    }
+
+    // MARK: Counting
+
+    func count(_ event: SessionCount) {
+        switch event {
+        case .clientFailure: WorkerCounters.add(counters.clientResets)
+        case .upstreamFailure: WorkerCounters.add(counters.upstreamResets)
+        case .upstreamConnectFailure: WorkerCounters.add(counters.upstreamConnectFailures)
+        case .backpressurePause: WorkerCounters.add(counters.backpressurePauses)
+        case .writeTimeout: WorkerCounters.add(counters.writeTimeouts)
+        case .lingerTimeout: WorkerCounters.add(counters.lingerTimeouts)
+        case .idleTimeout: WorkerCounters.add(counters.idleTimeouts)
+        case .drainCut: WorkerCounters.add(counters.drainCut)
+        }
     }
 
     // MARK: Timeouts
 
     private func sweep() {
         let now = loop.nowMilliseconds
-        let idle = UInt64(config.idleTimeout * 1000)
-        let connect = UInt64(config.connectTimeout * 1000)
-        var expired: [Session] = []
+        // Sessions end only in close callbacks, never inside this loop: the list stays put.
         for session in sessions {
-            if !session.isConnected && !session.upstreamFailureHandled {
-                if config.mode == .relay && now &- session.startedAt >= connect { expired.append(session) }
-            } else if idle > 0 && now &- session.lastActivity >= idle {
-                expired.append(session)
+            let action = session.machine.tick(now: now, timeouts: timeouts) { side in
+                session.endpoint(side).stream.queuedWriteBytes
             }
-        }
-        for session in expired where !session.ended {
-            if session.isConnected || session.upstreamFailureHandled {
-                WorkerCounters.add(counters.idleTimeouts)
-                session.closeNow()
-            } else {
-                session.upstreamFailed(UVError.timedOut("connect to upstream \(config.upstream!)"))
+            if action.count == .upstreamConnectFailure {
+                logUpstreamFailure(UVError.timedOut("connect to upstream \(upstreamText)"))
             }
+            session.perform(action)
         }
     }
 
@@ -220,8 +291,8 @@ final class Worker: TCPListenerDelegate {
         }
     }
 
-    /// Stops accepting, lets every session flush what it has and end; after the drain timeout
-    /// closes what is left.
+    /// Stops accepting; every connection goes on, both ways, until it ends by itself; when the
+    /// drain timeout passes, whatever is left is reset on both sides.
     private func beginDrain() {
         guard !draining else { return }
         draining = true
@@ -231,35 +302,41 @@ final class Worker: TCPListenerDelegate {
             finish()
             return
         }
-        for session in sessions { session.drain() }
+        for session in sessions { session.inDrain = true }
+        logger.info("draining: \(sessions.count) connections may run for up to \(config.drainTimeout) s")
         drainTimer = try? Timer(loop: loop)
-        drainTimer?.start(after: UInt64(config.drainTimeout * 1000)) { [unowned self] _ in
-            self.logger.warning("drain timeout: closing \(self.sessions.count) connections")
-            self.closeAllSessions()
-        }
+        drainTimer?.start(after: config.drainTimeoutMilliseconds) { [unowned self] _ in self.cutRemaining() }
+    }
+
+    /// The drain deadline: reset everything still open (counted as cut).
+    private func cutRemaining() {
+        let open = sessions.count
+        guard open > 0 else { return }
+        logger.warning("drain timeout: resetting \(open) connections still open (both sides), after \(counters.drainCompleted.load(ordering: .relaxed)) ended by themselves")
+        for session in sessions { session.perform(session.machine.cut()) }
     }
 
     private func stopNow() {
         draining = true
         listener?.close()
         listener = nil
-        if sessions.isEmpty { finish() } else { closeAllSessions() }
-    }
-
-    private func closeAllSessions() {
-        for session in sessions { session.closeNow() }
+        if sessions.isEmpty {
+            finish()
+        } else {
+            for session in sessions { session.perform(session.machine.stop()) }
+        }
     }
 
     /// Every session has ended: close the worker's own handles so the loop returns.
     private func finish() {
         listener?.close()
         listener = nil
-        for timer in [sweepTimer, bufferRetryTimer, drainTimer] { timer?.close() }
+        for timer in [sweepTimer, bufferWaitTimer, drainTimer] { timer?.close() }
         sweepTimer = nil
-        bufferRetryTimer = nil
+        bufferWaitTimer = nil
         drainTimer = nil
-        waitingForBuffers.removeAll()
-        retrying.removeAll()
+        bufferWaiters.removeAll()
+        waitersHead = 0
         wake?.close()
         wake = nil
     }
@@ -267,7 +344,7 @@ final class Worker: TCPListenerDelegate {
     // MARK: Logging
 
     func logUpstreamFailure(_ error: UVError) {
-        logRateLimited(level: .warning, "upstream \(config.upstream.map { "\($0)" } ?? "?"): \(error)")
+        logRateLimited(level: .warning, "upstream \(upstreamText): \(error)")
     }
 
     private func logRateLimited(level: Logger.Level, _ message: @autoclosure () -> String) {

@@ -179,6 +179,27 @@ public final class TCPStream: Handle {
         }
     }
 
+    /// Closes with a reset instead of a FIN: SO_LINGER with a zero timeout, then `close()`. The
+    /// peer's next read fails with ECONNRESET, so a connection cut short is never mistaken for
+    /// a complete stream. Queued writes and a pending shutdown are cancelled (ECANCELED), as
+    /// with `close()`. (libuv's uv_tcp_close_reset refuses while a shutdown is pending; this
+    /// does not.)
+    public func reset() {
+        guard !isClosing else { return }
+        var fd = uv_os_fd_t()
+        if uv_fileno(uvHandle, &fd) == 0 {
+            var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        }
+        close()
+    }
+
+    /// TCP keepalive: probes start after `seconds` of silence (0 turns it off), so a peer that
+    /// vanished without a FIN or reset is found even while nothing is queued to it.
+    public func setKeepAlive(seconds: UInt32) {
+        uv_tcp_keepalive(tcp, seconds > 0 ? 1 : 0, seconds)
+    }
+
     /// Sends small writes at once (TCP_NODELAY).
     public func setNoDelay(_ on: Bool) {
         uv_tcp_nodelay(tcp, on ? 1 : 0)

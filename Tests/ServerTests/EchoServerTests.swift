@@ -60,8 +60,9 @@ import Glibc
     @Test func poolExhaustion_slowsReaders_neverLosesBytes() throws {
         // 1 KiB buffers: 2 per worker and an overflow pool of at most 4, so 8 in all. A buffer
         // is held only while its write is queued, so clients that send and never read (with a
-        // small receive buffer) are what holds them: 4 such clients, each allowed 4 KiB (4
-        // buffers) of queue, want more than there are.
+        // small receive buffer) are what holds them. Each such client's share shrinks as the
+        // pools fill (to 1 buffer, and none of the reserve), so only more of them than there
+        // are buffers can empty the pools: 12 of them.
         let server = try startServer { config in
             config.buffers = try PacketBufferConfig(bufferSize: 1024, localBuffers: 2, overflowInitial: 1,
                                                     overflowGrowth: .linear(1), overflowMax: 4)
@@ -69,7 +70,7 @@ import Glibc
             config.lowWatermark = 1024
         }
         var hogs: [TestSocket] = []
-        for _ in 0..<4 {
+        for _ in 0..<12 {
             let hog = try TestSocket(connectingTo: server.address, receiveBuffer: 2048)
             hog.setTimeout(0.3)
             let chunk = pattern(16 * 1024)
@@ -151,49 +152,5 @@ import Glibc
         #expect(waited >= 0.19, "closed after \(waited) s, before the idle timeout")
         #expect(server.statistics().idleTimeouts == 1)
         finish(server)
-    }
-
-    @Test func drain_withTrafficInFlight_losesNoByte() throws {
-        let server = try startServer()
-        let socket = try TestSocket(connectingTo: server.address)
-        let receivedBytes = Locked<[UInt8]>([])
-        let receivedCount = Atomic<Int>(0)
-        let stream = pattern(1 << 20, seed: 7)
-        // A reader thread takes everything the server sends until it closes.
-        let reader = startThread {
-            var chunk = [UInt8](repeating: 0, count: 65536)
-            while true {
-                let got = chunk.withUnsafeMutableBytes { recv(socket.fd, $0.baseAddress!, $0.count, 0) }
-                guard got > 0 else { break }  // EOF (or an error, which the checks below catch)
-                receivedBytes.withLock { $0.append(contentsOf: chunk[0..<got]) }
-                receivedCount.add(got, ordering: .releasing)
-            }
-        }
-        // The writer sends in slices; once echoes are flowing (the server has read and written
-        // some), it starts the drain and keeps sending, so bytes are in flight both ways.
-        var offset = 0
-        var drained = false
-        let deadline = EventLoop.hrtime() + 10_000_000_000
-        while offset < stream.count {
-            let end = min(offset + 4096, stream.count)
-            guard (try? socket.sendAll(Array(stream[offset..<end]))) != nil else { break }
-            offset = end
-            if offset >= 256 * 1024 && !drained {
-                while receivedCount.load(ordering: .acquiring) == 0 && EventLoop.hrtime() < deadline { sched_yield() }
-                drained = true
-                server.drain()
-            }
-        }
-        if !drained { server.drain() }
-        socket.shutdownWrite()  // lets the server's lingering close see the end at once
-        pthread_join(reader, nil)
-        let final = finish(server)
-        let received = receivedBytes.withLock { $0 }
-        // Everything the server read went back, in order, and the client got all of it.
-        #expect(final.bytesSent == final.bytesReceived)
-        #expect(UInt64(received.count) == final.bytesSent)
-        #expect(received.count >= 1, "some traffic was in flight")
-        #expect(Array(stream.prefix(received.count)) == received)
-        socket.close()
     }
 }

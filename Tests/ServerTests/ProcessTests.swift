@@ -126,13 +126,25 @@ final class ServerProcess {
         try client.sendAll(pattern(10_000))
         #expect(try client.receive(exactly: 10_000) == pattern(10_000))
         kill(server.pid, SIGTERM)
-        // The drain ends the connection cleanly: EOF, then the client closes its side.
+        _ = server.read(timeout: 5) { _ in server.errors.contains("draining") }
+        #expect(server.errors.contains("draining"))
+        // The drain lets the connection go on: it still echoes, and ends when the client ends it.
+        try client.sendAll(pattern(20_000, seed: 3))
+        #expect(try client.receive(exactly: 20_000) == pattern(20_000, seed: 3))
+        // New connections are refused once every worker has closed its listener (the signal
+        // reaches the workers asynchronously: poll, bounded).
+        var refused = false
+        for _ in 0..<200 where !refused {
+            if (try? TestSocket(connectingTo: address)) == nil { refused = true } else { usleep(10_000) }
+        }
+        #expect(refused, "connections still accepted during the drain")
+        client.shutdownWrite()
         #expect(try client.receiveUntilEOF() == [])
         client.close()
         #expect(server.waitForExit() == 0, "stderr: \(server.errors)")
         #expect(server.output.contains("stopped: connections accepted 1"))
+        #expect(server.output.contains("drain: 1 ended by themselves, 0 cut (reset)"), "\(server.output)")
         #expect(server.output.contains("buffers in use 0"))
-        #expect(server.errors.contains("draining"))
     }
 
     @Test func secondSignal_exitsAtOnce() throws {
@@ -143,7 +155,8 @@ final class ServerProcess {
         try client.sendAll([1])
         _ = try client.receive(exactly: 1)
         kill(server.pid, SIGTERM)
-        #expect(try client.receiveUntilEOF() == [])  // the drain has begun
+        _ = server.read(timeout: 5) { _ in server.errors.contains("draining") }
+        #expect(server.errors.contains("draining"))
         kill(server.pid, SIGINT)
         #expect(server.waitForExit(timeout: 10) == 1)
         #expect(server.errors.contains("second signal"))
