@@ -36,23 +36,35 @@ public struct LoadConfig: Sendable {
     /// The largest message.
     public static let maxSize = 16 << 20
 
+    /// Checks every rule; the error names the first flag that breaks one. Every value it
+    /// accepts runs without a trap: the ceilings (LoadConfig+Bounds.swift) keep the arithmetic
+    /// in range, and the conversions (LoadConfig+Conversions.swift) clamp besides.
     public func validate() throws(LoadConfigError) {
         func fail(_ flag: String, _ value: Any, _ rule: String) -> LoadConfigError {
             ConfigError(field: flag, value: "\(value)", expected: rule)
         }
         if target.port == 0 { throw fail("--target", target, "a port from 1 to 65535") }
-        if connections < 1 || connections > 1_000_000 { throw fail("--connections", connections, "1...1000000") }
+        if !LoadConfig.connectionsRange.contains(connections) { throw fail("--connections", connections, "1...1000000") }
         if size < 1 || size > LoadConfig.maxSize { throw fail("--size", size, "1...\(LoadConfig.maxSize) bytes") }
-        if depth < 1 || depth > 65536 { throw fail("--depth", depth, "1...65536") }
-        if threads < 1 || threads > connections { throw fail("--threads", threads, "1...connections (\(connections))") }
-        if messagesPerConnection == nil {
-            if !(duration > 0) || !duration.isFinite { throw fail("--duration", duration, "a time > 0, like 10s or 500ms") }
-        } else if messagesPerConnection! < 1 {
-            throw fail("--messages", messagesPerConnection!, ">= 1")
+        if !LoadConfig.depthRange.contains(depth) { throw fail("--depth", depth, "1...65536") }
+        if connections * depth > LoadConfig.maxInFlight {  // both in range: no overflow
+            throw fail("--depth", depth, "--connections × --depth at most \(LoadConfig.maxInFlight) messages in flight "
+                + "(this run asks for \(connections * depth))")
         }
-        if !(warmup >= 0) || !warmup.isFinite { throw fail("--warmup", warmup, "a time >= 0, like 2s") }
-        if let rate, !(rate > 0) || !rate.isFinite { throw fail("--rate", rate, "messages per second > 0") }
-        if !(connectTimeout > 0) { throw fail("--connect-timeout", connectTimeout, "a time > 0") }
+        if threads < 1 || threads > min(LoadConfig.maxThreads, connections) {
+            throw fail("--threads", threads, connections < LoadConfig.maxThreads
+                ? "1...connections (\(connections))" : "1...\(LoadConfig.maxThreads)")
+        }
+        if let messages = messagesPerConnection {
+            if !LoadConfig.messagesRange.contains(messages) { throw fail("--messages", messages, "1...1000000000") }
+        } else if !LoadConfig.durationRule.allows(duration) {
+            throw fail("--duration", duration, LoadConfig.durationRule.text)
+        }
+        if !LoadConfig.warmupRule.allows(warmup) { throw fail("--warmup", warmup, LoadConfig.warmupRule.text) }
+        if let rate, !LoadConfig.rateRange.contains(rate) { throw fail("--rate", rate, LoadConfig.rateRuleText) }
+        if !LoadConfig.connectTimeoutRule.allows(connectTimeout) {
+            throw fail("--connect-timeout", connectTimeout, LoadConfig.connectTimeoutRule.text)
+        }
     }
 }
 

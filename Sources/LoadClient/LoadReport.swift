@@ -112,7 +112,8 @@ func format(_ value: Double, _ decimals: Int) -> String {
     for _ in 0..<decimals { scale *= 10 }
     let rounded = (value * scale).rounded() / scale
     var text = "\(rounded)"
-    if decimals == 0 { return "\(Int(rounded))" }
+    // Int(rounded) would trap beyond ±2^63; such a figure prints as a Double instead.
+    if decimals == 0 { return abs(rounded) < 9.2e18 ? "\(Int(rounded))" : "\(rounded)" }
     if let dot = text.firstIndex(of: ".") {
         let have = text.distance(from: dot, to: text.endIndex) - 1
         if have < decimals { text += String(repeating: "0", count: decimals - have) }

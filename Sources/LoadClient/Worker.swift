@@ -33,11 +33,11 @@ final class Worker {
         ring = job.ring
         loop = try EventLoop()
         readBuffer = .allocate(byteCount: 256 * 1024, alignment: 64)
-        let fixedCount = config.messagesPerConnection != nil
-        warmupEnd = job.startTime + (fixedCount ? 0 : UInt64(config.warmup * 1e9))
-        endTime = fixedCount ? UInt64.max : warmupEnd + UInt64(config.duration * 1e9)
-        let connections = Double(job.config.connections)
-        interval = job.config.rate.map { UInt64(connections * 1e9 / $0) } ?? 0
+        // Clamped conversions and saturating sums: no configuration makes these trap.
+        let warmupEnd = saturatingAdd(job.startTime, config.warmupNanoseconds)
+        self.warmupEnd = warmupEnd
+        endTime = config.durationNanoseconds.map { saturatingAdd(warmupEnd, $0) } ?? UInt64.max
+        interval = config.intervalNanoseconds
     }
 
     deinit { readBuffer.deallocate() }
@@ -48,8 +48,10 @@ final class Worker {
         for (position, index) in mine.enumerated() {
             let connection = Connection(index: index, worker: self, depth: config.depth)
             // Open loop: spread the first sends evenly over one interval.
-            let offset: UInt64 = interval * UInt64(position) / share
-            connection.nextIntended = job.startTime + offset
+            // interval × position / share, in 128 bits: position < share, so the quotient is
+            // below the interval and fits (the product alone may not).
+            let offset = share.dividingFullWidth(interval.multipliedFullWidth(by: UInt64(position))).quotient
+            connection.nextIntended = saturatingAdd(job.startTime, offset)
             connections.append(connection)
             do {
                 let stream = try TCPStream(loop: loop)
@@ -80,7 +82,7 @@ final class Worker {
                 timers.append(stopTimer)
             }
             let connectTimer = try Timer(loop: loop)
-            connectTimer.start(after: UInt64(config.connectTimeout * 1000)) { [unowned self] timer in
+            connectTimer.start(after: config.connectTimeoutMilliseconds) { [unowned self] timer in
                 for connection in connections where !connection.connected && connection.stream != nil {
                     fail(connection, connect: true, UVError.timedOut("connect \(config.target)"))
                 }
@@ -193,7 +195,7 @@ final class Connection: TCPStreamDelegate {
         self.depth = depth
         size = worker.config.size
         limit = worker.config.messagesPerConnection ?? Int.max
-        limitBytes = worker.config.messagesPerConnection.map { $0 * worker.config.size } ?? Int.max
+        limitBytes = worker.config.bytesPerConnection ?? Int.max
         sendTimes = .allocate(capacity: depth)
         sendTimes.initialize(repeating: 0, count: depth)
     }
@@ -306,7 +308,7 @@ final class Connection: TCPStreamDelegate {
     func sendDue(now: UInt64) {
         while nextIntended <= now &+ Worker.pacingWindow && canSend {
             send(at: min(nextIntended, now))
-            nextIntended += worker.interval
+            nextIntended = saturatingAdd(nextIntended, worker.interval)
         }
     }
 

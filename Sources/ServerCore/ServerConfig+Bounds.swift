@@ -11,6 +11,13 @@ extension ServerConfig {
     /// connections thinner; the default (one per online core) is clamped to this range.
     public static let workersRange = 1...256
 
+    /// The default worker count for a machine with `onlineCores` cores: one per core, clamped
+    /// to `workersRange` (a 512-core machine gets 256 workers, not a default its own
+    /// validation refuses).
+    public static func defaultWorkers(onlineCores: Int) -> Int {
+        min(max(onlineCores, workersRange.lowerBound), workersRange.upperBound)
+    }
+
     /// The idle, write, drain and linger timeouts: at most 7 days. A connection silent for a
     /// week is not waiting for a timeout (TCP keepalive finds vanished peers), and a drain or a
     /// linger of a week outlasts any supervisor's stop timeout. 7 d is 604,800,000 ms: well

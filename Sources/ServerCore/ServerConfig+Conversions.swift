@@ -3,17 +3,15 @@
 // (validate() keeps them sensible; these stay safe even for a configuration never validated,
 // which the fuzzer checks).
 
+import UVLoop
+
 extension ServerConfig {
     /// Whole milliseconds for a time in seconds, as libuv's timers take them: rounded to the
     /// nearest millisecond, and a positive time is at least 1 ms (so a tiny timeout still times
     /// out instead of reading as 0, "none"). NaN, negative times and -inf give 0; +inf and any
     /// time of 2^64 ms or more give `UInt64.max`. Never traps.
     public static func milliseconds(_ seconds: Double) -> UInt64 {
-        guard seconds > 0 else { return 0 }  // NaN, 0, negatives, -inf
-        let milliseconds = (seconds * 1000).rounded()
-        // 2^64 is exactly representable; UInt64(2^64) itself would trap.
-        if milliseconds >= 18_446_744_073_709_551_616.0 { return .max }  // +inf included
-        return max(1, UInt64(milliseconds))
+        clampedMilliseconds(seconds)  // UVLoop's, which the load client's timers share
     }
 
     /// The idle timeout in ms; 0: none.

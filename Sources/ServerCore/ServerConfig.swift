@@ -60,9 +60,8 @@ public struct ServerConfig: Sendable {
 
     public static var onlineCores: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 
-    /// The default worker count: one per online core, clamped to `workersRange` (a 512-core
-    /// machine gets 256 workers, not a configuration its own validation refuses).
-    public static var defaultWorkers: Int { min(max(onlineCores, workersRange.lowerBound), workersRange.upperBound) }
+    /// The default worker count: one per online core, at most 256 (`defaultWorkers(onlineCores:)`).
+    public static var defaultWorkers: Int { defaultWorkers(onlineCores: onlineCores) }
 
     /// Checks every rule; the error names the first option that breaks one.
     public func validate() throws(ConfigError) {
@@ -134,21 +133,21 @@ extension ServerConfig {
     public static let options: [ServerOption] = [
         .init(name: "listen", environment: "FASTALLOC_LISTEN", help: "Address to accept clients on, HOST:PORT (port 0: any free port). Default 127.0.0.1:7000."),
         .init(name: "upstream", environment: "FASTALLOC_UPSTREAM", help: "Relay mode: the fixed upstream every client is relayed to, HOST:PORT; a host name is resolved once, at startup, to its first IPv4 address."),
-        .init(name: "workers", environment: "FASTALLOC_WORKERS", help: "Worker threads, each with its own event loop and buffer pool. Default: the online cores."),
-        .init(name: "buffer-size", environment: "FASTALLOC_BUFFER_SIZE", help: "Bytes per packet buffer (one read), 64 to 1048576; suffixes K, KiB, M, MiB. Default 65536."),
-        .init(name: "local-buffers", environment: "FASTALLOC_LOCAL_BUFFERS", help: "Buffers each worker owns (taken without a lock). Default 128."),
+        .init(name: "workers", environment: "FASTALLOC_WORKERS", help: "Worker threads, each with its own event loop and buffer pool, 1 to 256. Default: the online cores (at most 256)."),
+        .init(name: "buffer-size", environment: "FASTALLOC_BUFFER_SIZE", help: "Bytes per packet buffer (one read), 64 to 1048576; suffixes K, KiB, M, MiB, G, GiB. Default 65536."),
+        .init(name: "local-buffers", environment: "FASTALLOC_LOCAL_BUFFERS", help: "Buffers each worker owns (taken without a lock), 1 to 1048576. Default 128. All packet buffers together, (workers × this + --overflow-max) × --buffer-size, must fit the physical memory."),
         .init(name: "overflow-initial", environment: "FASTALLOC_OVERFLOW_INITIAL", help: "Buffers the shared overflow pool starts with. Default 64."),
-        .init(name: "overflow-growth", environment: "FASTALLOC_OVERFLOW_GROWTH", help: "How the overflow pool grows: linear:N, exponential:F or none. Default exponential:2."),
-        .init(name: "overflow-max", environment: "FASTALLOC_OVERFLOW_MAX", help: "Most buffers the overflow pool may hold; beyond, readers wait (backpressure). Default 1024."),
-        .init(name: "max-connections", environment: "FASTALLOC_MAX_CONNECTIONS", help: "Client connections open at once; beyond, new ones are closed at once and counted. Default 10000."),
-        .init(name: "idle-timeout", environment: "FASTALLOC_IDLE_TIMEOUT", help: "Close a connection that has neither sent nor taken a byte for this long (0: never). Default 60s."),
-        .init(name: "connect-timeout", environment: "FASTALLOC_CONNECT_TIMEOUT", help: "Relay mode: time the upstream may take to accept. Default 5s."),
-        .init(name: "drain-timeout", environment: "FASTALLOC_DRAIN_TIMEOUT", help: "On SIGTERM/SIGINT, time queued writes may take before everything is closed. Default 10s."),
-        .init(name: "write-timeout", environment: "FASTALLOC_WRITE_TIMEOUT", help: "Reset a connection whose queued writes make no progress for this long (a reader that stopped reading; counted). 0: never. Default 30s."),
-        .init(name: "linger-timeout", environment: "FASTALLOC_LINGER_TIMEOUT", help: "After a failure, how long a connection may linger (flush, FIN, discard input until the peer closes) before it is closed. Default 5s."),
-        .init(name: "tcp-keepalive", environment: "FASTALLOC_TCP_KEEPALIVE", help: "TCP keepalive on client and upstream sockets: seconds of silence before probes start (0: off). Default 60s."),
-        .init(name: "high-watermark", environment: "FASTALLOC_HIGH_WATERMARK", help: "Buffer memory a direction's write queue may hold before its source stops reading. Default 256KiB."),
-        .init(name: "low-watermark", environment: "FASTALLOC_LOW_WATERMARK", help: "Reading resumes when the queue holds this much or less. Default 64KiB."),
+        .init(name: "overflow-growth", environment: "FASTALLOC_OVERFLOW_GROWTH", help: "How the overflow pool grows: linear:N (N up to 2147483647), exponential:F (F > 1) or none. Default exponential:2."),
+        .init(name: "overflow-max", environment: "FASTALLOC_OVERFLOW_MAX", help: "Most buffers the overflow pool may hold, up to 2147483647; beyond, readers wait (backpressure). Default 1024."),
+        .init(name: "max-connections", environment: "FASTALLOC_MAX_CONNECTIONS", help: "Client connections open at once, 1 to 1000000; beyond, new ones are closed at once and counted. Default 10000."),
+        .init(name: "idle-timeout", environment: "FASTALLOC_IDLE_TIMEOUT", help: "Close a connection that has neither sent nor taken a byte for this long, 0 (never) to 7d. Default 60s."),
+        .init(name: "connect-timeout", environment: "FASTALLOC_CONNECT_TIMEOUT", help: "Relay mode: time the upstream may take to accept, at most 1h. Default 5s."),
+        .init(name: "drain-timeout", environment: "FASTALLOC_DRAIN_TIMEOUT", help: "On SIGTERM/SIGINT, time queued writes may take before everything is closed, 0 to 7d. Default 10s."),
+        .init(name: "write-timeout", environment: "FASTALLOC_WRITE_TIMEOUT", help: "Reset a connection whose queued writes make no progress for this long (a reader that stopped reading; counted), 0 (never) to 7d. Default 30s."),
+        .init(name: "linger-timeout", environment: "FASTALLOC_LINGER_TIMEOUT", help: "After a failure, how long a connection may linger (flush, FIN, discard input until the peer closes) before it is closed, at most 7d. Default 5s."),
+        .init(name: "tcp-keepalive", environment: "FASTALLOC_TCP_KEEPALIVE", help: "TCP keepalive on client and upstream sockets: seconds of silence before probes start, 0 (off) to 32767s (Linux's most). Default 60s."),
+        .init(name: "high-watermark", environment: "FASTALLOC_HIGH_WATERMARK", help: "Buffer memory a direction's write queue may hold before its source stops reading (counted in whole buffers), 1 byte to 1GiB. Default 256KiB."),
+        .init(name: "low-watermark", environment: "FASTALLOC_LOW_WATERMARK", help: "Reading resumes when the queue holds this much or less (below --high-watermark). Default 64KiB."),
         .init(name: "stats", environment: "FASTALLOC_STATS", help: "Stats HTTP endpoint (/metrics, /stats, /healthz, /readyz, / dashboard), HOST:PORT or off. Default 127.0.0.1:9464."),
         .init(name: "log-level", environment: "FASTALLOC_LOG_LEVEL", help: "trace, debug, info, notice, warning, error or critical. Default info."),
     ]
@@ -238,9 +237,11 @@ extension ServerConfig {
         }
     }
 
-    /// `65536`, `64K`, `64KiB`, `1M`, `1MiB` (powers of 1024).
+    /// `65536`, `64K`, `64KiB`, `1M`, `1MiB`, `1G`, `1GiB` (powers of 1024). Nil when the
+    /// count does not fit an Int (`99999999999999999999K`).
     public static func parseByteCount(_ text: String) -> Int? {
-        let units: [(String, Int)] = [("KiB", 1024), ("MiB", 1 << 20), ("K", 1024), ("M", 1 << 20), ("k", 1024)]
+        let units: [(String, Int)] = [("KiB", 1024), ("MiB", 1 << 20), ("GiB", 1 << 30), ("K", 1024), ("M", 1 << 20), ("G", 1 << 30),
+                                      ("k", 1024)]
         for (suffix, scale) in units where text.hasSuffix(suffix) {
             guard let value = Int(text.dropLast(suffix.count)), value >= 0, value <= Int.max / scale else { return nil }
             return value * scale

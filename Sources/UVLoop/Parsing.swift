@@ -16,3 +16,27 @@ public func parseDuration(_ text: String) -> Double? {
     let seconds = value * scale
     return seconds.isFinite ? seconds : nil
 }
+
+// MARK: Seconds to the integers timers take
+
+/// Whole milliseconds for a time in seconds, as libuv's timers take them: rounded to the
+/// nearest millisecond, and a positive time is at least 1 ms (a tiny timeout still times out
+/// instead of reading as 0, which the callers take as "none"). NaN, 0, negative times and -inf
+/// give 0; +inf and any time of 2^64 ms or more give `UInt64.max`. Never traps.
+public func clampedMilliseconds(_ seconds: Double) -> UInt64 {
+    clampedUnits(seconds, perSecond: 1e3)
+}
+
+/// Whole nanoseconds for a time in seconds, as `EventLoop.hrtime()` counts them; the same
+/// rounding and clamping as `clampedMilliseconds` (2^64 ns is about 584 years).
+public func clampedNanoseconds(_ seconds: Double) -> UInt64 {
+    clampedUnits(seconds, perSecond: 1e9)
+}
+
+private func clampedUnits(_ seconds: Double, perSecond: Double) -> UInt64 {
+    guard seconds > 0 else { return 0 }  // NaN, 0, negatives, -inf
+    let units = (seconds * perSecond).rounded()
+    // 2^64 is exactly representable as a Double; UInt64(2^64) itself would trap.
+    if units >= 18_446_744_073_709_551_616.0 { return .max }  // +inf included
+    return max(1, UInt64(units))
+}

@@ -24,31 +24,31 @@ struct FastAllocLoad: ParsableCommand {
     @Option(help: "The server, HOST:PORT (IPv4).")
     var target: String = "127.0.0.1:7000"
 
-    @Option(help: "Connections in all.")
+    @Option(help: "Connections in all, 1 to 1000000.")
     var connections: Int = 64
 
-    @Option(help: "Bytes per message.")
+    @Option(help: "Bytes per message, 1 to 16777216.")
     var size: Int = 64
 
-    @Option(help: "Messages in flight per connection.")
+    @Option(help: "Messages in flight per connection, 1 to 65536 (and --connections × --depth at most 16777216).")
     var depth: Int = 1
 
-    @Option(help: "Measured time after the warm-up: 10s, 500ms, 2m.")
+    @Option(help: "Measured time after the warm-up: 10s, 500ms, 2m; at most 7d.")
     var duration: String = "10s"
 
-    @Option(help: "Warm-up time whose results are discarded.")
+    @Option(help: "Warm-up time whose results are discarded, 0 to 7d.")
     var warmup: String = "2s"
 
-    @Option(help: "Event-loop threads (at most --connections).")
+    @Option(help: "Event-loop threads, 1 to 256 (and at most --connections).")
     var threads: Int = 1
 
-    @Option(help: "Messages per second in all, open loop. Omit for as fast as possible.")
+    @Option(help: "Messages per second in all, open loop, 0.001 to 1000000000. Omit for as fast as possible.")
     var rate: Double?
 
-    @Option(help: "Send this many messages per connection and stop (a fixed-count run, no warm-up).")
+    @Option(help: "Send this many messages per connection and stop (a fixed-count run, no warm-up), 1 to 1000000000.")
     var messages: Int?
 
-    @Option(name: .customLong("connect-timeout"), help: "Time a connection may take to connect.")
+    @Option(name: .customLong("connect-timeout"), help: "Time a connection may take to connect, at most 1h.")
     var connectTimeout: String = "5s"
 
     @Flag(help: "Print one JSON object instead of the summary.")
@@ -102,7 +102,9 @@ struct FastAllocLoad: ParsableCommand {
         signal(SIGPIPE, SIG_IGN)
         let terminal = isatty(STDERR_FILENO) == 1
         let progress: @Sendable (Double, Double, UInt64) -> Void = { elapsed, rate, p99 in
-            let line = "\(Int(elapsed))s  \(Int(rate)) msg/s  p99 \(p99 / 1000) µs"
+            // Both finite and far below 2^63 (elapsed: at most the run; rate: messages over a
+            // positive time), but clamped anyway: Int(_:) traps beyond.
+            let line = "\(Int(min(elapsed, 1e18)))s  \(Int(min(rate, 1e18))) msg/s  p99 \(p99 / 1000) µs"
             writeStderr(terminal ? "\r\u{1B}[K" + line : line + "\n")
         }
         let report = try runLoad(config, progress: progress)
