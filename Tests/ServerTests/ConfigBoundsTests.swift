@@ -60,11 +60,18 @@ import Glibc
             server.read(timeout: 0.05) { _ in false }  // the pause between rounds, draining the pipes
         }
         #expect(rounds > 1)
+        // The drain (its timer armed for 7 days) lets the connection go on until the client ends it.
         kill(server.pid, SIGTERM)
+        server.read(timeout: 5) { _ in server.errors.contains("draining") }
+        #expect(server.errors.contains("draining"), "stderr: \(server.errors)")
+        try client.sendAll(pattern(1000, seed: 5))
+        #expect(try client.receive(exactly: 1000) == pattern(1000, seed: 5))
+        client.shutdownWrite()
         #expect(try client.receiveUntilEOF() == [])
         client.close()
         #expect(server.waitForExit() == 0, "stderr: \(server.errors)")
         #expect(server.output.contains("stopped: connections accepted 1"), "stdout: \(server.output)")
+        #expect(server.output.contains("drain: 1 ended by themselves, 0 cut (reset)"), "stdout: \(server.output)")
     }
 
     @Test(arguments: [
