@@ -2,7 +2,8 @@
 # The dashboard in a real browser: headless Chromium loads http://STATS/ while fastalloc-load
 # drives the server, lets the page poll /stats for a few (virtual) seconds, and the DOM it dumps
 # must show the live figures: serving, the connections under load, a byte rate, every worker's
-# pool and the overflow pool. SCREENSHOT=file.png also saves a picture of the page.
+# pool and the overflow pool, and the failures panel with the resets of a few clients that reset
+# their connections on purpose. SCREENSHOT=file.png also saves a picture of the page.
 # Bounded: every wait has a limit; everything started here is stopped by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,13 +46,31 @@ for _ in range(4):
 time.sleep(40)
 PY
 pids+=($!)
+# Five clients that send, read their echo, then reset the connection (SO_LINGER 0): the server
+# counts each as a client reset, which the failures panel must show.
+python3 - "$port" <<'PY'
+import socket, struct, sys
+for _ in range(5):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+    s.sendall(b"reset me")
+    echoed = b""
+    while len(echoed) < 8:
+        chunk = s.recv(8 - len(echoed))
+        if not chunk:
+            sys.exit("check-dashboard: the server closed a client before its echo")
+        echoed += chunk
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+PY
 # Wait (bounded) until the server shows what the page must show: connections under load,
-# buffers held, the overflow pool grown.
+# buffers held, the overflow pool grown, the resets counted.
 for _ in $(seq 100); do
     if curl -fsS "http://127.0.0.1:$stats_port/stats" 2>/dev/null | python3 -c "
 import json, sys
 s = json.load(sys.stdin)
-sys.exit(0 if s['totals']['connections_active'] >= 30 and s['totals']['buffers_in_use'] > 0 and s['overflow']['growth_events'] > 0 else 1)"
+t = s['totals']
+sys.exit(0 if t['connections_active'] >= 30 and t['buffers_in_use'] > 0 and s['overflow']['growth_events'] > 0
+         and t['client_resets'] >= 5 else 1)"
     then break; fi
     sleep 0.1
 done
@@ -71,6 +90,12 @@ check "worker 1's pool" 'worker 1 \(local\): [0-9]+ / 4 in use'
 check "the overflow pool" 'overflow \(shared\): [0-9]+ / [0-9]+ in use'
 check "lock figures" 'id="lockDetail">acquisitions [0-9]+'
 check "growth events (the hogs made the overflow pool grow)" 'id="growthSummary">[1-9][0-9]* growth event'
+check "connections closed" 'id="connectionsDetail">accepted [0-9]+, closed [0-9]+,'
+check "failures panel: the 5 client resets" '<td>client resets</td><td>([5-9]|[1-9][0-9]+)</td>'
+check "failures panel: accept errors" '<td>accept errors</td><td>[0-9]+</td>'
+check "failures panel: write timeouts" '<td>write timeouts</td><td>[0-9]+</td>'
+check "failures panel: linger timeouts" '<td>linger timeouts</td><td>[0-9]+</td>'
+check "failures panel: drain cut / completed" '<td>drain cut / completed</td><td>[0-9]+ / [0-9]+</td>'
 if [ -n "${SCREENSHOT:-}" ]; then
     timeout 60 "$browser" "${flags[@]}" --window-size=1200,900 --screenshot="$SCREENSHOT" "http://127.0.0.1:$stats_port/" \
         >/dev/null 2>&1

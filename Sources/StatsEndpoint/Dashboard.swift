@@ -1,6 +1,7 @@
 /// The live dashboard: one self-contained page (no CDN, no external file) that polls `/stats`
-/// every second and draws pool utilisation, growth events, lock contention, connections and
-/// bytes per second.
+/// every second and draws pool utilisation, growth events, lock contention, connections,
+/// bytes per second, backpressure, and a failures panel (resets, accept errors by reason, write
+/// and linger timeouts, drain outcomes) where a counter that moved since the last poll is red.
 enum Dashboard {
     static let html = #"""
 <!doctype html>
@@ -20,6 +21,8 @@ enum Dashboard {
   .bar { height: 16px; background: #eee; border-radius: 3px; overflow: hidden; margin: 2px 0 8px; }
   .bar > div { height: 100%; background: #3b7dd8; }
   .bar.hot > div { background: #d8553b; }
+  tr.hot td, .alarm { color: #b3261e; font-weight: 600; }
+  td.rate, td.detail { color: #666; }
   table { border-collapse: collapse; width: 100%; }
   td, th { text-align: left; padding: 2px 6px; border-bottom: 1px solid #eee; font-variant-numeric: tabular-nums; }
   canvas { width: 100%; height: 120px; }
@@ -31,6 +34,7 @@ enum Dashboard {
 <div class="grid">
   <div class="card"><h2>Connections</h2><div class="big" id="connections">-</div>
     <div id="connectionsDetail"></div></div>
+  <div class="card"><h2>Failures</h2><div id="failuresSummary"></div><table id="failures"></table></div>
   <div class="card"><h2>Bytes per second</h2><div class="big" id="bytesRate">-</div>
     <canvas id="bytesChart" width="600" height="120"></canvas></div>
   <div class="card"><h2>Pool utilisation</h2><div id="pools"></div></div>
@@ -38,7 +42,7 @@ enum Dashboard {
     <div id="lockDetail"></div><canvas id="lockChart" width="600" height="120"></canvas></div>
   <div class="card"><h2>Overflow growth events</h2><div id="growthSummary"></div>
     <canvas id="growthChart" width="600" height="120"></canvas><table id="growth"></table></div>
-  <div class="card"><h2>Backpressure and failures</h2><table id="failures"></table></div>
+  <div class="card"><h2>Backpressure</h2><table id="backpressure"></table></div>
 </div>
 <script>
 "use strict";
@@ -50,6 +54,7 @@ function fmt(n) {
   if (n >= 1e3) return (n / 1e3).toFixed(1) + " k";
   return String(Math.round(n));
 }
+function perSecond(n) { return n >= 10 ? fmt(n) : n.toFixed(1); }
 function bar(label, used, capacity, high) {
   const fraction = capacity > 0 ? used / capacity : 0;
   const hot = fraction > 0.8 ? " hot" : "";
@@ -84,13 +89,32 @@ function timeline(canvas, events) {
     ctx.fillStyle = "#d8553b"; ctx.fillRect(x - 3, y, 6, h - 20 - y);
   });
 }
+// The failure counters of /stats totals, one row each (the drain's cut is a failure; what
+// completed during a drain is shown beside it).
+function failureCounts(t) {
+  const accept = t.accept_errors ?? {};
+  const drain = t.drain_connections ?? {};
+  const sum = o => Object.values(o).reduce((a, b) => a + b, 0);
+  return [
+    { key: "client_resets", label: "client resets", value: t.client_resets ?? 0 },
+    { key: "upstream_connect_failures", label: "upstream connect failures", value: t.upstream_connect_failures ?? 0 },
+    { key: "upstream_resets", label: "upstream resets", value: t.upstream_resets ?? 0 },
+    { key: "accept_errors", label: "accept errors", value: sum(accept),
+      detail: [["process file limit", accept.process_file_limit ?? 0], ["system file limit", accept.system_file_limit ?? 0],
+               ["memory", accept.memory ?? 0], ["other", accept.other ?? 0]] },
+    { key: "write_timeouts", label: "write timeouts", value: t.write_timeouts ?? 0 },
+    { key: "linger_timeouts", label: "linger timeouts", value: t.linger_timeouts ?? 0 },
+    { key: "drain_cut", label: "drain cut / completed", value: drain.cut ?? 0,
+      text: `${drain.cut ?? 0} / ${drain.completed ?? 0}` },
+  ];
+}
 function render(s) {
   const now = s.monotonic_seconds;  // the server's clock: rates stay right however the page is timed
   document.getElementById("status").textContent =
     (s.draining ? "DRAINING" : "serving") + " · " + s.workers.length + " worker(s) · buffers of " + (s.buffer_size_bytes / 1024) + " KiB · updated " + new Date().toLocaleTimeString();
   document.getElementById("connections").textContent = s.totals.connections_active;
   document.getElementById("connectionsDetail").textContent =
-    `accepted ${s.totals.connections_accepted}, rejected ${s.totals.connections_rejected}, idle timeouts ${s.totals.idle_timeouts}`;
+    `accepted ${s.totals.connections_accepted}, closed ${s.totals.connections_closed ?? 0}, rejected ${s.totals.connections_rejected}, idle timeouts ${s.totals.idle_timeouts}`;
   let pools = "";
   s.workers.forEach(w => { pools += bar(`worker ${w.worker} (local)`, w.buffers.in_use, w.buffers.capacity, w.buffers.high_water); });
   pools += bar("overflow (shared)", s.overflow.in_use, s.overflow.capacity, s.overflow.high_water);
@@ -117,14 +141,27 @@ function render(s) {
   document.getElementById("growth").innerHTML = "<tr><th>when</th><th>capacity</th></tr>" +
     s.overflow.recent_growth_events.slice().reverse().map(e =>
       `<tr><td>${e.seconds_ago.toFixed(1)} s ago</td><td>${e.capacity_before} → ${e.capacity_after}</td></tr>`).join("");
-  document.getElementById("failures").innerHTML =
+  document.getElementById("backpressure").innerHTML =
     `<tr><td>backpressure pauses</td><td>${s.totals.backpressure_pauses}</td></tr>` +
     `<tr><td>buffer waits</td><td>${s.totals.buffer_waits}</td></tr>` +
-    `<tr><td>upstream connect failures</td><td>${s.totals.upstream_connect_failures}</td></tr>` +
-    `<tr><td>upstream resets</td><td>${s.totals.upstream_resets}</td></tr>` +
     `<tr><td>buffers in use (all pools)</td><td>${s.totals.buffers_in_use}</td></tr>`;
+  const failures = failureCounts(s.totals);
+  const dt = previous ? Math.max(0.001, now - previous.time) : 0;
+  let moving = 0;
+  document.getElementById("failures").innerHTML =
+    "<tr><th>what</th><th>total</th><th>now</th><th></th></tr>" + failures.map(f => {
+      const delta = previous && previous.failures[f.key] !== undefined ? f.value - previous.failures[f.key] : 0;
+      if (delta > 0) moving++;
+      const detail = f.detail ? f.detail.filter(d => d[1] > 0).map(d => `${d[0]} ${d[1]}`).join(", ") : "";
+      return `<tr${delta > 0 ? ' class="hot"' : ""}><td>${f.label}</td><td>${f.text ?? f.value}</td>` +
+             `<td class="rate">${delta > 0 ? "+" + perSecond(delta / dt) + "/s" : ""}</td><td class="detail">${detail}</td></tr>`;
+    }).join("");
+  const summary = document.getElementById("failuresSummary");
+  summary.textContent = moving > 0 ? `${moving} kind(s) of failure rising now` : "nothing rising since the last poll";
+  summary.className = moving > 0 ? "alarm" : "";
   previous = { time: now, bytes: s.totals.bytes_received + s.totals.bytes_sent,
-               acquisitions: s.overflow.lock.acquisitions, contended: s.overflow.lock.contended };
+               acquisitions: s.overflow.lock.acquisitions, contended: s.overflow.lock.contended,
+               failures: Object.fromEntries(failures.map(f => [f.key, f.value])) };
 }
 async function poll() {
   try {
