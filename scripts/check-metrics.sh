@@ -44,6 +44,50 @@ if ! promtool check metrics <"$work/metrics.txt" >"$work/promtool.txt" 2>&1 || [
 fi
 echo "accepted, no warnings: $(grep -c '^# TYPE' "$work/metrics.txt") metric families, $(grep -vc '^#' "$work/metrics.txt") samples"
 
+echo "== /metrics and /stats give the same figures"
+# Every /stats total against its family summed in Prometheus, from a /stats read between
+# two identical /metrics reads (bounded retries while the load's connections finish closing).
+agree=""
+for _ in $(seq 50); do
+    curl -fsS "http://127.0.0.1:$stats_port/metrics" >"$work/before.txt"
+    curl -fsS "http://127.0.0.1:$stats_port/stats" >"$work/stats.json"
+    curl -fsS "http://127.0.0.1:$stats_port/metrics" >"$work/after.txt"
+    if cmp -s <(grep '^fastalloc_' "$work/before.txt") <(grep '^fastalloc_' "$work/after.txt"); then agree=1; break; fi
+    sleep 0.1
+done
+[ -n "$agree" ] || { echo "check-metrics: /metrics never held still" >&2; exit 1; }
+python3 - "$work/after.txt" "$work/stats.json" <<'PY'
+import json, sys
+sums, labelled = {}, {}
+for line in open(sys.argv[1]):
+    if line.startswith("#") or not line.strip():
+        continue
+    series, value = line.rsplit(" ", 1)
+    name, _, labels = series.partition("{")
+    sums[name] = sums.get(name, 0) + float(value)
+    for pair in labels.rstrip("}").split(","):
+        key, _, label = pair.partition("=")
+        if key in ("reason", "outcome"):
+            labelled[(name, label.strip('"'))] = labelled.get((name, label.strip('"')), 0) + float(value)
+totals = json.load(open(sys.argv[2]))["totals"]
+new = ["connections_closed", "client_resets", "accept_errors", "write_timeouts", "linger_timeouts", "drain_connections"]
+missing = [key for key in new if key not in totals]
+wrong, compared = [], 0
+for key, value in totals.items():
+    family = next((f for f in (f"fastalloc_{key}_total", f"fastalloc_{key}") if f in sums), None)
+    if family is None:
+        continue
+    parts = value.items() if isinstance(value, dict) else [(None, value)]
+    for part, number in parts:
+        got = sums[family] if part is None else labelled.get((family, part))
+        compared += 1
+        if got != number:
+            wrong.append(f"{key}{'.' + part if part else ''}: /stats {number}, /metrics {got}")
+print(f"{compared} totals compared; the new counters: {', '.join(f'{k}={totals.get(k)}' for k in new)}")
+if missing or wrong or compared < 19:
+    sys.exit(f"check-metrics: missing from /stats totals {missing}; disagreeing {wrong}; compared {compared}")
+PY
+
 echo "== a real Prometheus scrape"
 cat >"$work/prometheus.yml" <<EOF
 global:

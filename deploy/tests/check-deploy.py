@@ -454,7 +454,9 @@ def check_prometheus_and_grafana(binary):
     typo = metric_names('sum by (instance) (rate(fastalloc_bufers_in_use{job=~"$job"}[$__rate_interval]))')
     check("a misspelt metric would be caught (control)", typo == {"fastalloc_bufers_in_use"} and not typo <= exposed)
     for family in ("fastalloc_buffers_in_use", "fastalloc_pool_growth_events_total", "fastalloc_lock_contended_total",
-                   "fastalloc_connections_active", "fastalloc_bytes_sent_total", "fastalloc_buffers_high_water"):
+                   "fastalloc_connections_active", "fastalloc_bytes_sent_total", "fastalloc_buffers_high_water",
+                   "fastalloc_connections_closed_total", "fastalloc_client_resets_total", "fastalloc_accept_errors_total",
+                   "fastalloc_write_timeouts_total", "fastalloc_linger_timeouts_total", "fastalloc_drain_connections_total"):
         check(f"it shows {family}", family in names)
     with tempfile.TemporaryDirectory() as work:  # PromQL syntax: as recording rules, for promtool
         concrete = [e.replace("$__rate_interval", "1m").replace("$__range", "1h").replace("$job", ".*")
