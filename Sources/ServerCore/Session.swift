@@ -37,9 +37,9 @@ final class Endpoint: TCPStreamDelegate {
 
     func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer {
         let worker = session.worker
-        // Fairness: when the pools are nearly empty, what is left is kept for connections that
-        // hold no buffer, so that a reader that stopped reading cannot take the last ones.
-        if session.machine[session.machine.target(of: side)].queued > 0 && worker.buffersScarce() {
+        // Fairness: when the pools are down to their reserve, what is left is kept for sessions
+        // that hold no buffer, so that clients that stopped reading cannot take the last ones.
+        if session.machine.queuedBuffers > 0 && worker.buffersScarce() {
             declinedForShare = true
             return UnsafeMutableRawBufferPointer(start: nil, count: 0)  // libuv reports UV_ENOBUFS
         }

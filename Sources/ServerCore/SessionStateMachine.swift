@@ -154,6 +154,9 @@ struct SessionStateMachine: Sendable {
         var pausedAt = 0
         /// A read found no buffer; waiting in the worker's queue.
         var waitingForBuffer = false
+        /// A read was refused a buffer because the pools are down to their reserve and this
+        /// session already holds some: reading waits until one of its own writes completes.
+        var heldBack = false
         /// Buffers queued for writing to this side.
         var queued = 0
         /// When this side's write queue last made progress (queued from empty, or written).
@@ -270,13 +273,18 @@ struct SessionStateMachine: Sendable {
         return action
     }
 
-    /// A read on `side` was refused a buffer because its target already holds some while the
-    /// pools are nearly empty (the reserve is for connections that hold none): it pauses like
-    /// backpressure, until its own queued writes go out.
+    /// Buffers this session holds in its write queues (both directions).
+    @inline(__always)
+    var queuedBuffers: Int { client.queued &+ upstream.queued }
+
+    /// A read on `side` was refused a buffer because the pools are down to their reserve and
+    /// this session already holds some (the reserve is for connections that hold none, such
+    /// as a new client): reading waits until one of the session's own writes completes. A
+    /// session that holds none waits for a buffer instead.
     mutating func declinedBuffer(on side: SessionSide) -> SessionAction {
-        let target = target(of: side)
-        guard self[side].input == .open, self[target].queued > 0 else { return outOfBuffers(on: side) }
-        if self[side].pausedAt == 0 { self[side].pausedAt = self[target].queued }
+        guard queuedBuffers > 0 else { return outOfBuffers(on: side) }
+        guard self[side].isOpen, self[side].input == .open || self[side].input == .discarding else { return .none }
+        self[side].heldBack = true
         var action = SessionAction()
         reconcileReading(&action)
         return action
@@ -291,10 +299,17 @@ struct SessionStateMachine: Sendable {
             self[side].progressAt = now
             self[side].queuedBytesSeen = 0
         }
+        // Progress of the session's own: what was held back for the reserve may try again.
+        let heldBack = client.heldBack || upstream.heldBack
+        client.heldBack = false
+        upstream.heldBack = false
         let source = source(of: side)
         let pausedAt = self[source].pausedAt
-        guard pausedAt != 0, self[side].queued <= min(lowWatermark, pausedAt - 1) else { return .none }
-        self[source].pausedAt = 0
+        if pausedAt != 0, self[side].queued <= min(lowWatermark, pausedAt - 1) {
+            self[source].pausedAt = 0
+        } else if !heldBack {
+            return .none
+        }
         var action = SessionAction()
         reconcileReading(&action)
         return action
@@ -511,13 +526,14 @@ struct SessionStateMachine: Sendable {
         self[side].input = .ended
         self[side].reading = false  // libuv stops reading a closing handle by itself
         self[side].waitingForBuffer = false
+        self[side].heldBack = false
         self[side].pausedAt = 0
     }
 
     /// Whether `side` should be read now.
     private func wantsReading(_ side: SessionSide) -> Bool {
         let state = self[side]
-        guard state.isOpen, !state.waitingForBuffer else { return false }
+        guard state.isOpen, !state.waitingForBuffer, !state.heldBack else { return false }
         switch state.input {
         case .open: return state.pausedAt == 0
         case .discarding: return true

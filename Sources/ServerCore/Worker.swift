@@ -199,12 +199,13 @@ final class Worker: TCPListenerDelegate {
     // MARK: Buffers
 
     /// Buffers a direction's write queue may hold before its source pauses: the high watermark
-    /// while the pools are roomy, shrinking in proportion to what is left as they fill, and 1
-    /// once only the reserve is left. Computed only when a write is queued (not per message).
+    /// while the pools are roomy, shrinking in proportion to what is left above the reserve as
+    /// they fill, and 1 once only the reserve is left. Computed only when a write is queued (not per message).
     func queueShare() -> Int {
         let available = buffers.available
         if available <= reserveBuffers { return 1 }
-        let share = (Double(highWatermarkBuffers) * Double(available) / Double(max(1, buffers.reachable))).rounded(.up)
+        let free = Double(available - reserveBuffers) / Double(max(1, buffers.reachable - reserveBuffers))
+        let share = (Double(highWatermarkBuffers) * free).rounded(.up)
         return max(1, min(highWatermarkBuffers, Int(share)))
     }
 

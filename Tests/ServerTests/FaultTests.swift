@@ -303,7 +303,9 @@ func patternStream(_ count: Int, seed: Int) -> [UInt8] {
     @Test func relayPoolsExhaustedUnderLoad_slower_neverWrong() throws {
         // The relay's pools: 1 KiB buffers, 2 per worker and at most 4 overflow, 8 in all. Hogs
         // send through it to an echo upstream and never read the echoes (small receive window):
-        // the upstream-to-client direction holds the buffers. Then a load must still be exact.
+        // the upstream-to-client direction holds the buffers. A hog's share shrinks to 1 buffer
+        // as the pools fill, so it takes more hogs than buffers (12) to empty them. Then a load
+        // must still be exact.
         let upstream = try startServer()
         let relay = try startServer(.relay, upstream: upstream.address) { config in
             config.buffers = try PacketBufferConfig(bufferSize: 1024, localBuffers: 2, overflowInitial: 1,
@@ -312,7 +314,7 @@ func patternStream(_ count: Int, seed: Int) -> [UInt8] {
             config.lowWatermark = 1024
         }
         var hogs: [TestSocket] = []
-        for index in 0..<4 {
+        for index in 0..<12 {
             let hog = try TestSocket(connectingTo: relay.address, receiveBuffer: 2048)
             #expect(hog.sendUntilFull(limit: 16 << 20, seed: index) > 0)
             var writable = pollfd(fd: hog.fd, events: Int16(POLLOUT), revents: 0)

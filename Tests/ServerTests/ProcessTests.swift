@@ -37,6 +37,14 @@ final class ServerProcess {
         posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
         posix_spawn_file_actions_addclose(&actions, outPipe[0])
         posix_spawn_file_actions_addclose(&actions, errPipe[0])
+        // Nothing else of the test process's: its sockets (other tests run beside this one) are
+        // not close-on-exec, and a server started with a low file limit must not inherit them.
+        // (glibc 2.34's posix_spawn_file_actions_addclosefrom_np, which Swift's Glibc module
+        // does not import: looked up by name.)
+        typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+        if let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") {
+            _ = unsafeBitCast(symbol, to: CloseFrom.self)(&actions, 3)
+        }
         let program = fileLimit == nil ? ServerProcess.executable : "/bin/sh"
         let command = fileLimit.map { ["/bin/sh", "-c", "ulimit -n \($0) && exec \"$0\" \"$@\"", ServerProcess.executable] }
             ?? [ServerProcess.executable]

@@ -97,13 +97,23 @@ import Testing
         #expect(machine.writeQueued(to: .client, share: 0, now: 1).stopReading == .client)
     }
 
-    @Test func declinedBuffer_pausesAHolder_untilItsOwnWritesGoOut() {
+    @Test func declinedBuffer_holdsBackAHolder_untilOneOfItsOwnWritesGoesOut() {
         var machine = openEcho()
         _ = machine.writeQueued(to: .client, share: 4, now: 1)
         _ = machine.writeQueued(to: .client, share: 4, now: 1)
         // The pools are down to the reserve: this connection holds 2 buffers, so it waits.
         #expect(machine.declinedBuffer(on: .client) == Action(stopReading: .client))
-        #expect(machine.writeCompleted(to: .client, cancelled: false, lowWatermark: 4, now: 2) == Action(startReading: .client))
+        #expect(machine.client.heldBack)
+        #expect(machine.writeCompleted(to: .client, cancelled: false, lowWatermark: 0, now: 2) == Action(startReading: .client))
+    }
+
+    @Test func declinedBuffer_inRelay_eitherDirectionsHoldingCounts() {
+        var machine = openRelay()
+        // The client-to-upstream direction holds a buffer; the other direction is refused one.
+        _ = machine.writeQueued(to: .upstream, share: 4, now: 1)
+        #expect(machine.declinedBuffer(on: .upstream) == Action(stopReading: .upstream))
+        // A write of the session's other direction completing lets it try again.
+        #expect(machine.writeCompleted(to: .upstream, cancelled: false, lowWatermark: 0, now: 2) == Action(startReading: .upstream))
     }
 
     @Test func declinedBuffer_withNothingQueued_waitsForABuffer() {

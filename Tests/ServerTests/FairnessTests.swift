@@ -1,0 +1,146 @@
+import PacketBuffers
+@testable import ServerCore
+import Testing
+import TestSupport
+import UVLoop
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Clients that send and never read must not starve anyone: each one's share of the buffers
+/// shrinks as the pools fill, the last of them are kept for connections that hold none, and a
+/// fresh client is served at once.
+@Suite(.serialized) struct FairnessTests {
+    /// Opens `count` clients that send as fast as the server takes bytes and never read, until
+    /// the server has stopped reading every one of them (a pass in which no hog could send a
+    /// byte, twice). Non-blocking sends, so one slow hog does not hold up the others.
+    func openHogs(_ count: Int, to address: SocketAddress) throws -> (hogs: [TestSocket], bytes: Int) {
+        var hogs: [TestSocket] = []
+        for _ in 0..<count {
+            let hog = try TestSocket(connectingTo: address, receiveBuffer: 4096)
+            var size: Int32 = 16 * 1024
+            setsockopt(hog.fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+            _ = fcntl(hog.fd, F_SETFL, fcntl(hog.fd, F_GETFL) | O_NONBLOCK)
+            hogs.append(hog)
+        }
+        let chunk = pattern(64 * 1024)
+        var total = 0
+        var idlePasses = 0
+        let deadline = EventLoop.hrtime() + 120_000_000_000
+        while idlePasses < 2 && EventLoop.hrtime() < deadline {
+            var sentThisPass = 0
+            for hog in hogs {
+                while true {
+                    let sent = chunk.withUnsafeBytes { send(hog.fd, $0.baseAddress!, $0.count, Int32(MSG_NOSIGNAL)) }
+                    guard sent > 0 else { break }  // EAGAIN: its buffers are full for now
+                    sentThisPass += sent
+                }
+            }
+            total += sentThisPass
+            if sentThisPass == 0 {
+                idlePasses += 1
+                usleep(100_000)  // let the server catch up before the next look
+            } else {
+                idlePasses = 0
+            }
+        }
+        #expect(idlePasses == 2, "the hogs never stopped sending: the server kept reading them")
+        return (hogs, total)
+    }
+
+    /// One fresh client's round trip of 64 bytes, in seconds (or nil if it failed).
+    func freshEcho(_ address: SocketAddress, seed: Int) -> Double? {
+        let start = EventLoop.hrtime()
+        guard let client = try? TestSocket(connectingTo: address, timeout: 5) else { return nil }
+        let message = pattern(64, seed: seed)
+        guard (try? client.sendAll(message)) != nil, (try? client.receive(exactly: 64)) == message else { return nil }
+        client.close()
+        return Double(EventLoop.hrtime() - start) / 1e9
+    }
+
+    @Test(arguments: [ServerMode.echo, .relay])
+    func fourHundredNeverReadingClients_freshClientsServedAtOnce(mode: ServerMode) throws {
+        // The default pools (2 workers: 2 x 128 local buffers and an overflow pool of 1,024, all
+        // of 64 KiB), as the problem was reported: each hog used to hold up to the high
+        // watermark, and 400 of them took every buffer.
+        var upstreamServer: Server?
+        if mode == .relay {
+            upstreamServer = try startServer { $0.buffers = try PacketBufferConfig() }
+        }
+        let server = try startServer(mode, upstream: upstreamServer?.address) { config in
+            config.buffers = try PacketBufferConfig()
+            config.idleTimeout = 120
+            config.writeTimeout = 0  // nothing is reset for stalling here: the shares must do it
+        }
+        let (hogs, bytes) = try openHogs(400, to: server.address)
+        let held = server.statistics()
+        let reachable = 2 * 128 + 1024
+        print("fairness (\(mode)): 400 hogs sent \(bytes >> 20) MiB; buffers in use \(held.buffers.totalInUse) of \(reachable); buffer waits \(held.bufferWaits); pauses \(held.backpressurePauses)")
+        #expect(held.buffers.totalInUse <= reachable - Worker.reserve(reachable: 128 + 1024),
+                "the hogs reached into the reserve: \(held.buffers.totalInUse) of \(reachable) buffers in use")
+
+        var latencies: [Double] = []
+        for index in 0..<20 {
+            let latency = freshEcho(server.address, seed: index)
+            #expect(latency != nil, "fresh client \(index) got no echo")
+            if let latency {
+                #expect(latency <= 0.5, "fresh client \(index) waited \(latency) s for its echo")
+                latencies.append(latency)
+            }
+        }
+        latencies.sort()
+        if !latencies.isEmpty {
+            print("fairness (\(mode)): fresh clients' echo: median \(Int(latencies[latencies.count / 2] * 1e6)) µs, max \(Int(latencies.last! * 1e6)) µs")
+        }
+
+        for hog in hogs { hog.reset() }
+        let final = finish(server)  // every buffer back once the hogs have gone
+        #expect(final.connectionsAccepted == 420)
+        if let upstreamServer { finish(upstreamServer) }
+    }
+
+    @Test func writeTimeout_resetsAClientThatStoppedReading_andCountsIt() throws {
+        let server = try startServer { config in
+            config.writeTimeout = 0.3
+            config.highWatermark = 32 * 1024
+            config.lowWatermark = 16 * 1024
+        }
+        let hog = try TestSocket(connectingTo: server.address, receiveBuffer: 4096)
+        _ = fcntl(hog.fd, F_SETFL, fcntl(hog.fd, F_GETFL) | O_NONBLOCK)
+        let chunk = pattern(64 * 1024)
+        // Send until the server resets it (EPIPE/ECONNRESET) or a bound; never read.
+        var failure: Int32 = 0
+        let deadline = EventLoop.hrtime() + 20_000_000_000
+        while failure == 0 && EventLoop.hrtime() < deadline {
+            let sent = chunk.withUnsafeBytes { send(hog.fd, $0.baseAddress!, $0.count, Int32(MSG_NOSIGNAL)) }
+            if sent < 0 && errno != EAGAIN { failure = errno } else if sent <= 0 { usleep(5_000) }
+        }
+        #expect(failure == ECONNRESET || failure == EPIPE, "send ended with errno \(failure)")
+        #expect(eventually(timeout: 10) { server.statistics().writeTimeouts == 1 }, "\(server.statistics().summary)")
+        #expect(eventually(timeout: 10) { server.statistics().buffers.totalInUse == 0 }, "its buffers came back")
+        // Others are served as before.
+        #expect(freshEcho(server.address, seed: 1) != nil)
+        finish(server)
+    }
+
+    @Test func lingeringClose_endsEvenWithNoIdleTimeout() throws {
+        // The upstream refuses: the client gets a FIN and is drained of input (a lingering
+        // close). With --idle-timeout 0 only the linger deadline can end it.
+        let upstream = try TestListener().address  // closed again at once: connects are refused
+        let server = try startServer(.relay, upstream: upstream) { config in
+            config.idleTimeout = 0
+            config.lingerTimeout = 0.5
+        }
+        let client = try TestSocket(connectingTo: server.address, timeout: 10)
+        // The client keeps sending and never closes its side.
+        #expect(try client.receiveUntilEOF() == [], "a clean end (FIN), not a reset")
+        let start = EventLoop.hrtime()
+        #expect(eventually(timeout: 10) { server.statistics().connectionsActive == 0 }, "the lingering close never ended")
+        let waited = Double(EventLoop.hrtime() - start) / 1e9
+        #expect(waited < 5, "ended after \(waited) s")
+        let final = finish(server)
+        #expect(final.lingerTimeouts == 1)
+        #expect(final.upstreamConnectFailures == 1)
+        client.close()
+    }
+}
