@@ -1,3 +1,4 @@
+import Foundation
 import PacketBuffers
 @testable import ServerCore
 import Testing
@@ -142,5 +143,69 @@ import Glibc
         #expect(final.lingerTimeouts == 1)
         #expect(final.upstreamConnectFailures == 1)
         client.close()
+    }
+}
+
+/// TCP keepalive on the server's sockets, read back from the sockets themselves (the server
+/// runs in this process, so its descriptors are ours to inspect).
+@Suite struct KeepaliveTests {
+    /// The keepalive settings of this process's socket whose peer is `peer` (the server's end
+    /// of a test connection), found through /proc/self/fd.
+    func keepalive(ofSocketWithPeer peer: sockaddr_in) -> (on: Bool, idle: Int32)? {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") else { return nil }
+        for entry in entries {
+            guard let fd = Int32(entry) else { continue }
+            var address = sockaddr_in()
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let found = withUnsafeMutablePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &length) == 0 }
+            }
+            guard found, address.sin_family == sa_family_t(AF_INET), address.sin_port == peer.sin_port,
+                  address.sin_addr.s_addr == peer.sin_addr.s_addr else { continue }
+            var on: Int32 = 0
+            var idle: Int32 = 0
+            var size = socklen_t(MemoryLayout<Int32>.size)
+            getsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, &size)
+            size = socklen_t(MemoryLayout<Int32>.size)
+            getsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPIDLE, &idle, &size)
+            return (on != 0, idle)
+        }
+        return nil
+    }
+
+    func localAddress(_ socket: TestSocket) -> sockaddr_in {
+        var address = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(socket.fd, $0, &length) }
+        }
+        return address
+    }
+
+    @Test func clientAndUpstreamSockets_getKeepalive() throws {
+        let upstream = try TestListener()
+        let server = try startServer(.relay, upstream: upstream.address) { $0.tcpKeepalive = 7 }
+        let client = try TestSocket(connectingTo: server.address)
+        let peer = try upstream.accept()
+        try client.sendAll([1])
+        #expect(try peer.receive(exactly: 1) == [1])  // both connections are ready
+        let clientSide = keepalive(ofSocketWithPeer: localAddress(client))
+        #expect(clientSide?.on == true && clientSide?.idle == 7, "the server's socket to the client: \(String(describing: clientSide))")
+        let upstreamSide = keepalive(ofSocketWithPeer: localAddress(peer))
+        #expect(upstreamSide?.on == true && upstreamSide?.idle == 7, "the server's socket to the upstream: \(String(describing: upstreamSide))")
+        client.close()
+        peer.close()
+        finish(server)
+    }
+
+    @Test func keepaliveZero_isOff() throws {
+        let server = try startServer { $0.tcpKeepalive = 0 }
+        let client = try TestSocket(connectingTo: server.address)
+        try client.sendAll([1])
+        #expect(try client.receive(exactly: 1) == [1])
+        let serverSide = keepalive(ofSocketWithPeer: localAddress(client))
+        #expect(serverSide != nil && serverSide?.on == false)
+        client.close()
+        finish(server)
     }
 }
