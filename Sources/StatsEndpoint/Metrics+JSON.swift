@@ -69,6 +69,7 @@ indirect enum JSONNode {
 
     /// Keys are our own identifiers; escaped all the same, so that the document always parses.
     static func escaped(_ text: String) -> String {
+        if text.utf8.allSatisfy({ $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) { return text }
         var out = ""
         for scalar in text.unicodeScalars {
             switch scalar {
@@ -93,29 +94,37 @@ struct JSONObject {
 
     /// Sets the node at `path`, making the objects on the way.
     mutating func set(_ path: ArraySlice<String>, to node: JSONNode) {
-        guard let key = path.first else { return }
-        let index = entries.firstIndex { $0.key == key }
-        if path.count == 1 {
-            if let index { entries[index].node = node } else { entries.append((key, node)) }
-            return
-        }
-        var child = JSONObject()
-        if let index, case .object(let existing) = entries[index].node { child = existing }
-        child.set(path.dropFirst(), to: node)
-        if let index { entries[index].node = .object(child) } else { entries.append((key, .object(child))) }
+        update(path) { _ in node }
     }
 
     /// Adds `value` to the number at `path` (0 when there is none yet).
     mutating func add(_ path: ArraySlice<String>, _ value: MetricValue) {
-        var current: MetricValue?
-        if case .value(let existing)? = node(at: path) { current = existing }
-        set(path, to: .value(current.map { $0 + value } ?? value))
+        update(path) { existing in
+            if case .value(let current)? = existing { return .value(current + value) }
+            return .value(value)
+        }
     }
 
-    func node(at path: ArraySlice<String>) -> JSONNode? {
-        guard let key = path.first, let entry = entries.first(where: { $0.key == key }) else { return nil }
-        if path.count == 1 { return entry.node }
-        guard case .object(let child) = entry.node else { return nil }
-        return child.node(at: path.dropFirst())
+    /// Replaces the node at `path` with `change(old node)`, making the objects on the way. Each
+    /// child is moved out while it changes, so that it is the only reference and changes in place.
+    mutating func update(_ path: ArraySlice<String>, _ change: (JSONNode?) -> JSONNode) {
+        guard let key = path.first else { return }
+        let found = entries.firstIndex { $0.key == key }
+        if path.count == 1 {
+            if let found { entries[found].node = change(entries[found].node) } else { entries.append((key, change(nil))) }
+            return
+        }
+        var child = JSONObject()
+        let index: Int
+        if let found {
+            index = found
+            if case .object(let existing) = entries[found].node { child = existing }
+            entries[found].node = .array([])  // drop the entry's reference to the child while it changes
+        } else {
+            index = entries.count
+            entries.append((key, .array([])))
+        }
+        child.update(path.dropFirst(), change)
+        entries[index].node = .object(child)
     }
 }
