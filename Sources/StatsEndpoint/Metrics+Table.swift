@@ -77,7 +77,7 @@ extension Metric {
         Metric(.counter, "fastalloc_connections_accepted_total", "Client connections accepted.") { f in
             f.workers("connections_accepted", \.connectionsAccepted)
         },
-        Metric(.counter, "fastalloc_connections_closed_total", "Client connections closed, for any reason.") { f in
+        Metric(.counter, "fastalloc_connections_closed_total", "Accepted client connections that have since closed, for any reason.") { f in
             f.workers("connections_closed", \.connectionsClosed)
         },
         Metric(.counter, "fastalloc_connections_rejected_total", "Connections closed at once because of --max-connections.") { f in
