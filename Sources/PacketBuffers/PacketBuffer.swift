@@ -5,7 +5,9 @@ import CPacketBuffersShims
 /// Noncopyable: exactly one owner returns it, by `deinit` or `release()`. It goes home to the
 /// pool it came from wherever it is released: on its worker's thread straight to the local free
 /// list; on any other thread onto that pool's return stack, which the worker drains; overflow
-/// buffers to the overflow pool, under its lock. It is `Sendable`, so it may travel.
+/// buffers to the overflow pool, under its lock. It is `Sendable`, so it may travel, but it must
+/// not outlive its worker: once the worker's pool is retired (`WorkerBufferPool.retire()`), a
+/// release still goes home safely and is counted, but debug builds trap on it.
 ///
 /// For C (libuv's `alloc_cb`, `read_cb`, write completions) a buffer can be lent out as a raw
 /// address and taken back by that address in O(1): see `unsafeLend()` and
@@ -39,7 +41,7 @@ public struct PacketBuffer: ~Copyable, @unchecked Sendable {
         let home = header.load(fromByteOffset: _Header.homeOffset, as: UnsafeMutablePointer<_Home>.self)
         if home.pointee.isOverflow {
             _Home.putOverflow(header, into: home)
-        } else if home.pointee.owner == fastalloc_current_thread() {
+        } else if _Home.isOwnedByCurrentThread(home) {
             _Home.putLocal(header, into: home)
         } else {
             _Home.pushRemote(header, onto: home)

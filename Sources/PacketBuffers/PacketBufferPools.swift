@@ -59,7 +59,7 @@ public final class PacketBufferPools: @unchecked Sendable {
     }
 
     /// Makes the calling thread's local pool. Call it on the worker thread that will use it:
-    /// that thread becomes its owner.
+    /// that thread becomes its owner, and retires it (`WorkerBufferPool.retire()`) before exiting.
     public func makeWorkerPool() -> WorkerBufferPool {
         registryLock.lock()
         let worker = homes.pointee.count
@@ -116,7 +116,8 @@ public final class PacketBufferPools: @unchecked Sendable {
 /// One worker thread's buffers: taken and returned with no lock and no atomic
 /// read-modify-write. When they run out it draws from the shared overflow pool.
 ///
-/// Not `Sendable`: it belongs to the thread that made it (debug builds check).
+/// Not `Sendable`: it belongs to the thread that made it (debug builds check), which calls
+/// `retire()` before it exits.
 public final class WorkerBufferPool {
     /// Keeps the shared pools (and so every home) alive as long as a worker pool exists.
     public let pools: PacketBufferPools
@@ -137,6 +138,9 @@ public final class WorkerBufferPool {
     /// (counted as a failed draw): the caller should stop reading until buffers come back.
     @inlinable @inline(__always)
     public func take() -> PacketBuffer? {
+        #if DEBUG
+        if isRetired { fatalError("WorkerBufferPool.take(): worker \(worker)'s pool is retired") }
+        #endif
         if let data = _Home.takeLocal(home) {
             return PacketBuffer(data: data)
         }
@@ -174,6 +178,26 @@ public final class WorkerBufferPool {
     @discardableResult
     public func drainReturns() -> Int {
         _Home.drainReturns(home)
+    }
+
+    /// Retires this pool: call it on the worker thread as its last act with buffers, once its
+    /// loop has ended and every buffer it used has come back (it drains returns itself too).
+    ///
+    /// Why: a buffer released on the owner thread goes to the free list with no lock, and the
+    /// owner is recognised by a thread-local address that a thread started after this one exits
+    /// may get again. After `retire()` no thread is the owner: a buffer of this pool released
+    /// later, on any thread, goes onto the return stack (lock-free, safe from anywhere) and counts
+    /// as back in the statistics; its slot is not used again. Such a release is a bug (a buffer
+    /// outlived its worker), so debug builds trap on it, and on `take()` after `retire()`.
+    /// Overflow buffers are not affected: they go home to the overflow pool as always.
+    /// Owner thread only (traps elsewhere); calling it again does nothing.
+    public func retire() {
+        _Home.retire(home)
+    }
+
+    /// Whether `retire()` was called. Any thread.
+    public var isRetired: Bool {
+        home.pointee.owner.load(ordering: .relaxed) == _Home.retired
     }
 }
 

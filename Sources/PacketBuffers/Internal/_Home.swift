@@ -42,9 +42,13 @@ package enum _Header {
 package struct _Home: ~Copyable {
     @usableFromInline package let slots: UnsafeMutablePointer<_SlotCore>
     @usableFromInline package let isOverflow: Bool
-    /// Local homes: the owner thread's identity (`fastalloc_current_thread()` on it). The owner
-    /// thread must outlive the pool: a later thread could reuse the identity.
-    @usableFromInline package let owner: UnsafeMutableRawPointer
+    /// Local homes: the owner thread's identity (the address `fastalloc_current_thread()` gives
+    /// on it), or `_Home.retired` once the owner retired the home (`retire(_:)`). A thread that
+    /// starts after the owner exited may get the same address; retiring first makes sure no
+    /// thread ever matches again, so every later release takes the remote path.
+    /// An atomic only so that the retiring store and other threads' loads are not a data race:
+    /// a relaxed load is a plain load, as the `let` it replaced was (release's hot path).
+    @usableFromInline package let owner: Atomic<UInt>
     /// Overflow home: the lock around `slots`.
     @usableFromInline package let lock: _ContentionLock?
     package let worker: Int
@@ -79,7 +83,7 @@ package struct _Home: ~Copyable {
         slots = _Home.makeSlots(config, capacity: config.localBuffers, growth: .none,
                                 maximum: config.localBuffers, name: "worker-\(worker)")
         isOverflow = false
-        owner = fastalloc_current_thread()
+        owner = Atomic(UInt(bitPattern: fastalloc_current_thread()))
         lock = nil
         self.worker = worker
         bufferSize = config.bufferSize
@@ -96,7 +100,7 @@ package struct _Home: ~Copyable {
         slots = _Home.makeSlots(config, capacity: config.overflowInitial, growth: config.overflowGrowth,
                                 maximum: config.overflowMax, name: "overflow")
         isOverflow = true
-        owner = fastalloc_current_thread()
+        owner = Atomic(UInt(bitPattern: fastalloc_current_thread()))  // unused: overflow homes are locked
         lock = _ContentionLock()
         worker = -1
         bufferSize = config.bufferSize
@@ -188,11 +192,53 @@ package struct _Home: ~Copyable {
         home.pointee.inUse.store(home.pointee.slots.pointee.inUse, ordering: .relaxed)
     }
 
-    /// Pushes a buffer onto its local home's return stack, from any thread but the owner's.
+    /// The `owner` of a retired local home: no thread's identity (a thread-local byte's address
+    /// is never null).
+    @usableFromInline package static let retired: UInt = 0
+
+    /// The calling thread's identity as a local home records its owner (for tests that look for
+    /// a new thread that got a retired owner's identity).
+    package static func currentThreadIdentity() -> UInt {
+        UInt(bitPattern: fastalloc_current_thread())
+    }
+
+    /// Whether the calling thread owns `home` (a local home that is not retired): one plain load
+    /// and a compare with the thread pointer's offset, on every release.
+    @inlinable @inline(__always)
+    package static func isOwnedByCurrentThread(_ home: UnsafeMutablePointer<_Home>) -> Bool {
+        // Relaxed is enough: only the owner itself ever stores (when it retires), and a thread
+        // that could match the owner's address after that starts after the owner exited, which
+        // orders the store before it (thread exit, stack reuse and pthread_create synchronise).
+        home.pointee.owner.load(ordering: .relaxed) == UInt(bitPattern: fastalloc_current_thread())
+    }
+
+    /// Retires a local home, on its owner thread, as that thread's last act with the pool: takes
+    /// back what other threads returned, then gives up the owner's identity. From then on no
+    /// thread is the owner, so a buffer of this home released anywhere (the same thread included)
+    /// goes onto the return stack, which nobody drains any more: still counted as back (statistics
+    /// and the pools' deinit subtract pending returns), its slot never used again. Debug builds
+    /// trap on such a release instead (`pushRemote`): a buffer outlived its worker. Calling it
+    /// again does nothing.
+    package static func retire(_ home: UnsafeMutablePointer<_Home>) {
+        let owner = home.pointee.owner.load(ordering: .relaxed)
+        if owner == retired { return }
+        let onOwner = owner == UInt(bitPattern: fastalloc_current_thread())
+        precondition(onOwner, "WorkerBufferPool.retire(): worker \(home.pointee.worker)'s pool belongs to another thread: retire it on the thread that made it")
+        _ = drainReturns(home)
+        home.pointee.owner.store(retired, ordering: .releasing)
+    }
+
+    /// Pushes a buffer onto its local home's return stack, from any thread but the owner's (or
+    /// from any thread once the home is retired).
     /// A Treiber-stack push: one compare-and-swap, retried while other pushers win. Safe from
     /// ABA because nobody pops single slots: the owner takes the whole stack with one exchange.
     @usableFromInline
     package static func pushRemote(_ slot: UnsafeMutableRawPointer, onto home: UnsafeMutablePointer<_Home>) {
+        #if DEBUG
+        if home.pointee.owner.load(ordering: .relaxed) == retired {
+            fatalError("PacketBuffer released after worker \(home.pointee.worker)'s pool was retired: the buffer outlived its worker thread (release every buffer before WorkerBufferPool.retire())")
+        }
+        #endif
         var head = home.pointee.returnHead.load(ordering: .relaxed)
         while true {
             // Safe: the slot is ours until the exchange below publishes it; its link word is free.
