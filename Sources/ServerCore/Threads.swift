@@ -5,44 +5,49 @@ import Glibc
 
 // MARK: Threads
 
-/// A worker's wake-up as other threads use it: `send()` is safe at any time, also after the
-/// worker has closed its handle (then it does nothing). The lock orders a send before the close:
-/// libuv's uv_async_send must not touch a handle after uv_close.
+/// A worker's wake-up as other threads use it. Deprecated in place: `AsyncWake` itself is now
+/// safe to `send()` from any thread at any time, also after `close()` (it does nothing then), so
+/// this only forwards to it. It will be removed; use `AsyncWake` directly.
 package final class WorkerWake: @unchecked Sendable {
-    // @unchecked: `async` and `open` are only touched with `mutex` held.
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private var async: AsyncWake?
+    // @unchecked: `async` is immutable and AsyncWake is Sendable (send from any thread).
+    private let async: AsyncWake
 
     package init(_ async: AsyncWake) {
         self.async = async
+    }
+
+    package func send() {
+        async.send()
+    }
+
+    /// On the worker's thread: closes the handle; sends after it do nothing.
+    package func close() {
+        async.close()
+    }
+}
+
+/// A joinable thread running a closure. A reference: copies share one join state, so joining is
+/// idempotent and thread-safe: the first `join()` waits for the thread, a concurrent one waits
+/// for that first join to finish, and any later one returns at once (pthread_join twice on one
+/// thread is undefined behaviour).
+package final class ThreadHandle: @unchecked Sendable {
+    // @unchecked: `thread` is immutable; `joined` is only touched with `mutex` held.
+    private let thread: pthread_t
+    /// Held for the whole of the first join, so a second joiner waits for it.
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private var joined = false
+
+    private init(thread: pthread_t) {
+        self.thread = thread
         pthread_mutex_init(mutex, nil)
     }
 
     deinit {
+        // Never joined: let the thread's resources go when it ends rather than leak them.
+        if !joined { pthread_detach(thread) }
         pthread_mutex_destroy(mutex)
         mutex.deallocate()
     }
-
-    package func send() {
-        pthread_mutex_lock(mutex)
-        async?.send()
-        pthread_mutex_unlock(mutex)
-    }
-
-    /// On the worker's thread: no send reaches the handle after this; then it is closed.
-    package func close() {
-        pthread_mutex_lock(mutex)
-        let handle = async
-        async = nil
-        pthread_mutex_unlock(mutex)
-        handle?.close()
-    }
-}
-
-/// A joinable thread running a closure.
-package struct ThreadHandle: @unchecked Sendable {
-    // @unchecked: pthread_t is an identifier; join is called once, by the thread that started it.
-    let thread: pthread_t
 
     package static func start(_ body: @escaping @Sendable () -> Void) -> ThreadHandle {
         final class Box { let body: @Sendable () -> Void; init(_ body: @escaping @Sendable () -> Void) { self.body = body } }
@@ -58,8 +63,23 @@ package struct ThreadHandle: @unchecked Sendable {
         return ThreadHandle(thread: thread)
     }
 
+    /// Waits for the thread to end; any thread but this one itself (that traps). Safe to call
+    /// any number of times, from several threads at once.
     package func join() {
-        pthread_join(thread, nil)
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        if joined { return }
+        let status = pthread_join(thread, nil)
+        precondition(status != EDEADLK, "ThreadHandle.join(): a thread cannot join itself")
+        precondition(status == 0, "pthread_join failed: \(status)")
+        joined = true
+    }
+
+    /// Whether a `join()` has returned.
+    package var isJoined: Bool {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return joined
     }
 }
 
