@@ -129,11 +129,24 @@ class Server:
         self.name, self.kind, self.threads, self.command, self.port, self.config = name, kind, threads, command, port, config
 
 
-def servers(upstream_port, base_port, haproxy_dir):
+def servers(upstream_port, base_port, haproxy_dir, compare=None):
+    """Every server and relay of the run. compare: (path, label) of another fastalloc-server
+    build (an earlier commit's, say), run beside this one with the same options."""
     server = os.path.join(ROOT, ".build/release/fastalloc-server")
     nio = os.path.join(PEERS, "nio-echo/.build/release/nio-echo")
     result = []
     port = base_port
+    if compare:
+        other, label = compare
+        for threads in (1, 2):
+            result.append(Server(f"fastalloc-server echo ({label})", "echo", threads,
+                                 [other, "echo", "--listen", f"127.0.0.1:{port}", "--workers", str(threads),
+                                  "--max-connections", "12000"], port))
+            port += 1
+            result.append(Server(f"fastalloc-server relay ({label})", "relay", threads,
+                                 [other, "relay", "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream_port}",
+                                  "--workers", str(threads), "--max-connections", "12000"], port))
+            port += 1
     for threads in (1, 2):
         result.append(Server("fastalloc-server echo", "echo", threads,
                              [server, "echo", "--listen", f"127.0.0.1:{port}", "--workers", str(threads),
@@ -463,6 +476,11 @@ def main():
     parser.add_argument("--no-sweeps", action="store_true")
     parser.add_argument("--plots", metavar="DIR", help="write the sweeps' plots (PNG, needs matplotlib) to DIR")
     parser.add_argument("--json", metavar="FILE", help="write every figure to FILE")
+    parser.add_argument("--compare", metavar="PATH[:LABEL]",
+                        help="also run another fastalloc-server build (e.g. the previous commit's release "
+                             "binary) beside this one, with the same options, to show a change side by side")
+    parser.add_argument("--only-fastalloc", action="store_true",
+                        help="only fastalloc-server rows (with --compare: this build against the other one)")
     parser.add_argument("--quick", action="store_true",
                         help="1 round of 1 s per configuration and a few sweep points: checks that every "
                              "configuration runs and matches every byte")
@@ -484,7 +502,17 @@ def main():
     results, ceilings, found = {}, [], None
     try:
         wait_port(upstream_port, upstream)
-        chosen = [s for s in servers(upstream_port, 17510, config_dir) if not args.only or s.kind == args.only]
+        compare = None
+        if args.compare:
+            path, _, label = args.compare.partition(":")
+            compare = (os.path.abspath(path), label or "compared")
+            if args.only_fastalloc:
+                # The ratios are then this build against the other one.
+                global ECHO_BASELINE, RELAY_BASELINE
+                ECHO_BASELINE = f"fastalloc-server echo ({compare[1]})"
+                RELAY_BASELINE = f"fastalloc-server relay ({compare[1]})"
+        chosen = [s for s in servers(upstream_port, 17510, config_dir, compare)
+                  if (not args.only or s.kind == args.only) and (not args.only_fastalloc or s.name.startswith("fastalloc-server"))]
         for round_number in range(1, args.rounds + 1):
             ceiling = iperf3_ceiling(args.seconds)
             if ceiling:

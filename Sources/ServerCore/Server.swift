@@ -80,7 +80,7 @@ public final class Server: Sendable {
     /// A worker as other threads see it.
     private struct WorkerHandle: Sendable {
         let thread: ThreadHandle
-        let wake: WorkerWake
+        let wake: AsyncWake
         let counters: WorkerCounters
     }
 
@@ -129,12 +129,12 @@ public final class Server: Sendable {
         // Worker 0 binds first, so that a port 0 becomes a real port the others can share.
         for index in 0..<config.workers {
             let counters = WorkerCounters()
-            let ready = OneShot<Result<(WorkerWake, SocketAddress), UVError>>()
+            let ready = OneShot<Result<(AsyncWake, SocketAddress), UVError>>()
             let shared = self.shared
             let bindAddress = address
             let thread = ThreadHandle.start { [onFinished] in
                 let worker: Worker
-                let wake: WorkerWake
+                let wake: AsyncWake
                 do {
                     worker = try Worker(index: index, config: config, shared: shared, counters: counters, logger: logger)
                 } catch {

@@ -6,7 +6,7 @@ import UVLoop
 /// One worker: a thread, its own libuv loop, its own listener on the shared address
 /// (SO_REUSEPORT) and its own local packet-buffer pool. A connection, its relay peer and every
 /// buffer it uses stay on this thread. Everything here runs on the worker's thread; other
-/// threads reach it only through its `WorkerWake` and read its `WorkerCounters`.
+/// threads reach it only through its `AsyncWake` and read its `WorkerCounters`.
 final class Worker: TCPListenerDelegate {
     let index: Int
     let config: ServerConfig
@@ -42,7 +42,7 @@ final class Worker: TCPListenerDelegate {
     private var bufferWaitTimer: Timer?
     private var sweepTimer: Timer?
     private var drainTimer: Timer?
-    private var wake: WorkerWake?
+    private var wake: AsyncWake?
     private(set) var draining = false
     /// Upstream failures logged in the current second, to keep a dead upstream from flooding
     /// the log (every failure is counted).
@@ -78,7 +78,7 @@ final class Worker: TCPListenerDelegate {
 
     /// Binds and listens (on the worker's thread); returns the handle other threads wake it with.
     /// On failure everything it opened is closing: run the loop once more to finish that.
-    func start(address: SocketAddress) throws(UVError) -> WorkerWake {
+    func start(address: SocketAddress) throws(UVError) -> AsyncWake {
         do {
             return try open(address: address)
         } catch {
@@ -87,11 +87,11 @@ final class Worker: TCPListenerDelegate {
         }
     }
 
-    private func open(address: SocketAddress) throws(UVError) -> WorkerWake {
+    private func open(address: SocketAddress) throws(UVError) -> AsyncWake {
         let listener = try TCPListener(loop: loop, address: address, reusePort: true, backlog: Int32(config.backlog))
         listener.delegate = self
         self.listener = listener
-        let wake = WorkerWake(try AsyncWake(loop: loop) { [unowned self] _ in self.handleCommand() })
+        let wake = try AsyncWake(loop: loop) { [unowned self] _ in self.handleCommand() }
         self.wake = wake
         let sweepTimer = try Timer(loop: loop)
         if let interval = config.sweepIntervalMilliseconds {
@@ -111,6 +111,8 @@ final class Worker: TCPListenerDelegate {
         loop.run()
         // Buffers other threads released to this worker: take them home before the pool goes.
         buffers.drainReturns()
+        // The thread ends: no later thread may take the owner's lock-free path into this pool.
+        buffers.retire()
     }
 
     // MARK: Accepting
