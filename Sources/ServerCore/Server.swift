@@ -120,6 +120,18 @@ public final class Server: Sendable {
                 """)
         }
         connectionLimit = min(config.maxConnections, budget)
+        let fair = Server.fairConnections(config.buffers, workers: config.workers)
+        if connectionLimit > fair {
+            let buffers = config.workers * config.buffers.localBuffers + config.buffers.overflowMax
+            logger.warning("""
+                --max-connections \(connectionLimit) is more than the buffer pools serve fairly: a client that stops \
+                reading holds at least one buffer, and the pools hold \(buffers) (\(config.workers) x --local-buffers \
+                \(config.buffers.localBuffers) + --overflow-max \(config.buffers.overflowMax)), less a reserve kept for new \
+                connections: room for \(fair). Beyond \(fair) such clients, new clients wait for a buffer until \
+                --write-timeout resets the stalled ones. Raise --overflow-max to at least \(config.buffers.overflowMax + connectionLimit - fair) \
+                or lower --max-connections to \(fair).
+                """)
+        }
         self.config = config
         self.onFinished = onFinished
         shared = ServerShared(pools: try PacketBufferPools(config: config.buffers), maxConnections: connectionLimit)
@@ -206,6 +218,14 @@ public final class Server: Sendable {
             connectionsRejected: shared.rejected.load(ordering: .relaxed),
             buffers: shared.pools.statistics(),
             draining: shared.command.load(ordering: .relaxed) != ServerShared.commandNone)
+    }
+
+    /// How many connections that each hold one buffer (what a client that stops reading holds
+    /// once the pools run low) fit in the pools and leave every worker its reserve for new
+    /// connections. Up to this many, no client that stops reading delays a new one.
+    public static func fairConnections(_ buffers: PacketBufferConfig, workers: Int) -> Int {
+        let total = workers * buffers.localBuffers + buffers.overflowMax
+        return max(0, total - Worker.reserve(reachable: buffers.localBuffers + buffers.overflowMax))
     }
 
     /// Many connections need many descriptors: raise the soft limit to the hard one. Returns

@@ -27,7 +27,10 @@ public struct ServerConfig: Sendable {
     /// Packet buffers: size, local buffers per worker, the shared overflow pool.
     public var buffers: PacketBufferConfig = try! PacketBufferConfig()
     /// Connections open at once, all workers together; beyond it new ones are closed at once.
-    public var maxConnections: Int = 10_000
+    /// 1,024 by default: the default pools (at least 128 + 1,024 buffers) can then give every
+    /// connection the one buffer a client that stops reading holds, and still keep a reserve
+    /// for new ones (see `Server.fairConnections`); more warns at start.
+    public var maxConnections: Int = 1024
     /// Seconds a connection may stay without a byte read from it or a queued write to it
     /// completing (0: never closed for it).
     public var idleTimeout: Double = 60
@@ -139,7 +142,7 @@ extension ServerConfig {
         .init(name: "overflow-initial", environment: "FASTALLOC_OVERFLOW_INITIAL", help: "Buffers the shared overflow pool starts with. Default 64."),
         .init(name: "overflow-growth", environment: "FASTALLOC_OVERFLOW_GROWTH", help: "How the overflow pool grows: linear:N (N up to 2147483647), exponential:F (F > 1) or none. Default exponential:2."),
         .init(name: "overflow-max", environment: "FASTALLOC_OVERFLOW_MAX", help: "Most buffers the overflow pool may hold, up to 2147483647; beyond, readers wait (backpressure). Default 1024."),
-        .init(name: "max-connections", environment: "FASTALLOC_MAX_CONNECTIONS", help: "Client connections open at once, 1 to 1000000; beyond, new ones are closed at once and counted. Default 10000."),
+        .init(name: "max-connections", environment: "FASTALLOC_MAX_CONNECTIONS", help: "Client connections open at once, 1 to 1000000; beyond, new ones are closed at once and counted. Default 1024 (what the default buffer pools serve fairly; more warns at start)."),
         .init(name: "idle-timeout", environment: "FASTALLOC_IDLE_TIMEOUT", help: "Close a connection that has neither sent nor taken a byte for this long, 0 (never) to 7d. Default 60s."),
         .init(name: "connect-timeout", environment: "FASTALLOC_CONNECT_TIMEOUT", help: "Relay mode: time the upstream may take to accept, at most 1h. Default 5s."),
         .init(name: "drain-timeout", environment: "FASTALLOC_DRAIN_TIMEOUT", help: "On SIGTERM/SIGINT, time queued writes may take before everything is closed, 0 to 7d. Default 10s."),

@@ -72,9 +72,10 @@ final class Worker: TCPListenerDelegate {
         upstreamText = config.upstream.map { "\($0)" } ?? "?"
     }
 
-    /// The buffers kept for connections that hold none: an eighth of what a worker can reach,
-    /// at least 2.
-    static func reserve(reachable: Int) -> Int { max(2, reachable / 8) }
+    /// The buffers kept for connections that hold none: a sixteenth of what a worker can reach,
+    /// at least 2 (72 with the default pools: reads by new connections at the same instant;
+    /// each is written back and returned at once unless its client is slow too).
+    static func reserve(reachable: Int) -> Int { max(2, reachable / 16) }
 
     /// Binds and listens (on the worker's thread); returns the handle other threads wake it with.
     /// On failure everything it opened is closing: run the loop once more to finish that.

@@ -170,6 +170,23 @@ final class ServerProcess {
         #expect(server.errors.contains("second signal"))
     }
 
+    @Test func maxConnectionsBeyondWhatThePoolsServeFairly_warnsAtStart() throws {
+        // 1 worker: 128 local + 1,024 overflow buffers, less a reserve of 72: room for 1,080.
+        let over = try ServerProcess(["echo", "--listen", "127.0.0.1:0", "--workers", "1", "--stats", "off", "--max-connections", "5000"])
+        _ = try over.waitUntilListening()
+        #expect(over.errors.contains("--max-connections 5000 is more than the buffer pools serve fairly"), "stderr: \(over.errors)")
+        #expect(over.errors.contains("room for 1080"))
+        #expect(over.errors.contains("Raise --overflow-max to at least 4944 or lower --max-connections to 1080"))
+        kill(over.pid, SIGTERM)
+        #expect(over.waitForExit() == 0)
+        // The defaults are consistent: no such warning.
+        let defaults = try ServerProcess(["echo", "--listen", "127.0.0.1:0", "--workers", "1", "--stats", "off"])
+        _ = try defaults.waitUntilListening()
+        #expect(!defaults.errors.contains("serve fairly"), "stderr: \(defaults.errors)")
+        kill(defaults.pid, SIGTERM)
+        #expect(defaults.waitForExit() == 0)
+    }
+
     @Test func portInUse_isOneClearLine_andExitStatus1() throws {
         let holder = try TestListener()
         let server = try ServerProcess(["echo", "--listen", "\(holder.address)", "--workers", "1", "--stats", "off"])
