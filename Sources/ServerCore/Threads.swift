@@ -1,3 +1,4 @@
+import Synchronization
 import UVLoop
 #if canImport(Glibc)
 import Glibc
@@ -31,11 +32,13 @@ package final class WorkerWake: @unchecked Sendable {
 /// for that first join to finish, and any later one returns at once (pthread_join twice on one
 /// thread is undefined behaviour).
 package final class ThreadHandle: @unchecked Sendable {
-    // @unchecked: `thread` is immutable; `joined` is only touched with `mutex` held.
+    // @unchecked: `thread` is immutable; pthread_join is only called with `mutex` held.
     private let thread: pthread_t
     /// Held for the whole of the first join, so a second joiner waits for it.
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private var joined = false
+    /// Set (under `mutex`) once pthread_join returned; read without the lock, so that asking
+    /// never waits for a join in progress (the thread itself may ask).
+    private let joined = Atomic<Bool>(false)
 
     private init(thread: pthread_t) {
         self.thread = thread
@@ -44,7 +47,7 @@ package final class ThreadHandle: @unchecked Sendable {
 
     deinit {
         // Never joined: let the thread's resources go when it ends rather than leak them.
-        if !joined { pthread_detach(thread) }
+        if !joined.load(ordering: .acquiring) { pthread_detach(thread) }
         pthread_mutex_destroy(mutex)
         mutex.deallocate()
     }
@@ -66,20 +69,19 @@ package final class ThreadHandle: @unchecked Sendable {
     /// Waits for the thread to end; any thread but this one itself (that traps). Safe to call
     /// any number of times, from several threads at once.
     package func join() {
+        if joined.load(ordering: .acquiring) { return }  // joined before: the thread has ended
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
-        if joined { return }
+        if joined.load(ordering: .relaxed) { return }  // a concurrent join finished while we waited
         let status = pthread_join(thread, nil)
         precondition(status != EDEADLK, "ThreadHandle.join(): a thread cannot join itself")
         precondition(status == 0, "pthread_join failed: \(status)")
-        joined = true
+        joined.store(true, ordering: .releasing)
     }
 
-    /// Whether a `join()` has returned.
+    /// Whether a `join()` has returned (the thread has ended). Any thread; never waits.
     package var isJoined: Bool {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return joined
+        joined.load(ordering: .acquiring)
     }
 }
 
