@@ -1,6 +1,9 @@
 import PacketBuffers
 import TestSupport
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A worker's pool outlived by its thread: `WorkerBufferPool.retire()`.
 ///
@@ -15,11 +18,17 @@ import Testing
         var retired: Bool
     }
 
+    /// A stack size no other thread of the test process asks for, and smaller than the default
+    /// (8 MiB): glibc gives an ended thread's cached stack to a new thread asking for the same
+    /// size first, and never to one that asks for more (the default-size threads of the other
+    /// tests), so the probes below usually get the worker's at the first try.
+    static let stackSize = (2 << 20) + 4096
+
     /// Runs a worker on its own thread that takes one buffer, lends it out, retires its pool and
     /// exits; returns (after the thread ended) the buffer's address and the worker's identity.
     static func workerThatLeavesABufferOut(_ pools: PacketBufferPools) -> Leftover {
         let leftover = Locked<Leftover?>(nil)
-        onAnotherThread {
+        let worker = startThread(stackSize: stackSize) {
             let pool = pools.makeWorkerPool()
             var buffer = pool.take()!
             buffer.length = 7
@@ -30,6 +39,7 @@ import Testing
                               retired: pool.isRetired)
             }
         }
+        pthread_join(worker, nil)
         return leftover.withLock { $0! }
     }
 
@@ -81,6 +91,12 @@ import Testing
         #expect(stats.totalInUse == 0)
     }
 
+    static func now() -> UInt64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+    }
+
     #if !DEBUG
     /// The regression test: without retirement the release below takes the owner's path (the
     /// free list, no lock, `remoteReturns` stays 0) on a thread that is not the owner.
@@ -89,21 +105,26 @@ import Testing
         let leftover = Self.workerThatLeavesABufferOut(pools)
         #expect(leftover.retired)
         #expect(pools.statistics().workers[0].inUse == 1)
-        // glibc hands a new thread the stack (and so the thread-local block) of one that ended;
-        // other tests start threads too, so try a bounded number of times.
+        // glibc hands a new thread the stack (and so the thread-local block) of one that ended,
+        // of the same size first (see `stackSize`); other tests start threads too, so keep
+        // trying, within a bound.
         var lengthSeen: Int?  // set by the thread that released it
-        for _ in 0..<2000 where lengthSeen == nil {
+        var tries = 0
+        let deadline = Self.now() + 20_000_000_000
+        while lengthSeen == nil && Self.now() < deadline {
+            tries += 1
             let done = Locked<Int?>(nil)
-            onAnotherThread {
+            let probe = startThread(stackSize: Self.stackSize) {
                 guard _Home.currentThreadIdentity() == leftover.identity else { return }
                 let buffer = PacketBuffer.unsafeReclaim(UnsafeMutableRawPointer(bitPattern: leftover.address)!)
                 let length = buffer.length
                 buffer.release()
                 done.withLock { $0 = length }
             }
+            pthread_join(probe, nil)
             lengthSeen = done.withLock { $0 }
         }
-        try #require(lengthSeen != nil, "no new thread got the retired worker's thread identity in 2000 tries")
+        try #require(lengthSeen != nil, "no new thread got the retired worker's thread identity in \(tries) tries (20 s)")
         #expect(lengthSeen == 7)
         let stats = pools.statistics()
         #expect(stats.workers[0].remoteReturns == 1)  // the safe path, not the owner's

@@ -107,11 +107,20 @@ public final class Latch<Value>: @unchecked Sendable {
     }
 }
 
-/// Starts `body` on a new thread and returns it, to join later.
-public func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t {
+/// Starts `body` on a new thread and returns it, to join later. `stackSize`: the thread's stack
+/// in bytes (default: the system's); glibc reuses the stack (and the thread-local block at its
+/// top) of an ended thread for a new one of the same size first.
+public func startThread(stackSize: Int? = nil, _ body: @escaping @Sendable () -> Void) -> pthread_t {
     var thread = pthread_t()
+    var attributes = pthread_attr_t()
+    pthread_attr_init(&attributes)
+    defer { pthread_attr_destroy(&attributes) }
+    if let stackSize {
+        let set = pthread_attr_setstacksize(&attributes, stackSize)
+        precondition(set == 0, "pthread_attr_setstacksize(\(stackSize)) failed: \(set)")
+    }
     let box = Unmanaged.passRetained(Box(body)).toOpaque()
-    let status = pthread_create(&thread, nil, { raw in
+    let status = pthread_create(&thread, &attributes, { raw in
         // Safe: `raw` is the Box retained above, passed to exactly this one thread.
         Unmanaged<Box<@Sendable () -> Void>>.fromOpaque(raw!).takeRetainedValue().value()
         return nil
