@@ -17,14 +17,16 @@ public final class StatsEndpoint: Sendable {
     public let address: SocketAddress
     private let thread: ThreadHandle
     private let wake: WorkerWake
+    private let counters = StatsConnectionCounters()
 
     public init(server: Server, address: SocketAddress, limits: StatsLimits = StatsLimits(),
                 logger: Logger = Logger(label: "fastalloc-stats")) throws(UVError) {
         let ready = OneShot<Result<(WorkerWake, SocketAddress), UVError>>()
+        let counters = counters
         thread = ThreadHandle.start {
             let loop: StatsLoop
             do {
-                loop = try StatsLoop(server: server, limits: limits, logger: logger)
+                loop = try StatsLoop(source: ServerStatsSource(server: server), limits: limits, counters: counters, logger: logger)
             } catch {
                 ready.set(.failure(error as! UVError))  // StatsLoop.init throws(UVError) only
                 return
@@ -54,25 +56,36 @@ public final class StatsEndpoint: Sendable {
         wake.send()
         thread.join()
     }
+
+    /// The endpoint's own connections: open now, admitted, evicted and refused at the limit.
+    /// Any thread (relaxed atomic loads).
+    public var connectionStatistics: StatsConnectionStatistics { counters.snapshot() }
 }
 
 /// The endpoint's loop and everything on it (its thread only).
 final class StatsLoop: TCPListenerDelegate {
-    let server: Server
+    let source: any StatsSource
     let limits: StatsLimits
     let loop: EventLoop
+    let counters: StatsConnectionCounters
     var logger: Logger
     private var listener: TCPListener?
     private var sweepTimer: Timer?
     private var wake: WorkerWake?
+    /// Connections not yet closing (each knows its index here).
     private var connections: [HTTPConnection] = []
+    /// Connections whose close is under way (their close callback has not run yet).
+    private var closing = 0
     private var stopping = false
-    /// Connections refused because `limits.maxConnections` were open.
-    private(set) var refused = 0
+    /// The next connection's place in the order of accepts.
+    private var nextSerial: UInt64 = 0
+    /// Evictions and refusals already logged (the sweep logs what is new, one line at most).
+    private var logged = (evicted: UInt64(0), refused: UInt64(0))
 
-    init(server: Server, limits: StatsLimits, logger: Logger) throws(UVError) {
-        self.server = server
+    init(source: any StatsSource, limits: StatsLimits, counters: StatsConnectionCounters, logger: Logger) throws(UVError) {
+        self.source = source
         self.limits = limits
+        self.counters = counters
         self.logger = logger
         loop = try EventLoop()
     }
@@ -100,33 +113,79 @@ final class StatsLoop: TCPListenerDelegate {
     func run() { loop.run() }
 
     func listener(_ listener: TCPListener, didAccept stream: TCPStream) {
-        guard !stopping, connections.count < limits.maxConnections else {
-            refused += 1
-            stream.close()
-            return
+        guard !stopping else { return refuse(stream) }
+        if connections.count >= limits.maxConnections {
+            // At the limit: the longest-idle connection without a request in progress makes
+            // room, so that a probe is answered even when idle clients hold every place.
+            guard let idlest = longestIdle() else { return refuse(stream) }
+            idlest.close()
+            StatsConnectionCounters.add(counters.evicted)
         }
-        let connection = HTTPConnection(endpoint: self, stream: stream, limits: limits)
+        let connection = HTTPConnection(endpoint: self, stream: stream, serial: nextSerial,
+                                        handler: HTTPRequestHandler(limits: limits, source: source, now: loop.nowMilliseconds))
+        nextSerial += 1
         connection.index = connections.count
         connections.append(connection)
+        StatsConnectionCounters.add(counters.accepted)
+        counters.open.store(connections.count + closing, ordering: .relaxed)
         connection.start()
+    }
+
+    private func refuse(_ stream: TCPStream) {
+        StatsConnectionCounters.add(counters.refused)
+        stream.close()
+    }
+
+    /// The open connection idle the longest (no request bytes since its last answer, nothing
+    /// left to write), or nil when every one has a request in progress. Of those idle since the
+    /// same millisecond, the one accepted first.
+    private func longestIdle() -> HTTPConnection? {
+        var best: (connection: HTTPConnection, since: UInt64)?
+        for connection in connections {
+            guard let since = connection.evictableSince else { continue }
+            if let current = best, (current.since, current.connection.serial) <= (since, connection.serial) { continue }
+            best = (connection, since)
+        }
+        return best?.connection
     }
 
     func listener(_ listener: TCPListener, acceptFailed error: UVError) {
         logger.warning("stats: accept failed: \(error)")
     }
 
-    func connectionDidClose(_ connection: HTTPConnection) {
+    /// A connection called uv_close: it leaves the list now, and counts as open until its close
+    /// callback.
+    func connectionIsClosing(_ connection: HTTPConnection) {
         let last = connections.removeLast()
         if last !== connection {
             last.index = connection.index
             connections[connection.index] = last
         }
-        if stopping && connections.isEmpty { closeOwnHandles() }
+        closing += 1
+    }
+
+    func connectionDidClose(_ connection: HTTPConnection) {
+        closing -= 1
+        counters.open.store(connections.count + closing, ordering: .relaxed)
+        if stopping && connections.isEmpty && closing == 0 { closeOwnHandles() }
     }
 
     private func sweep() {
         let now = loop.nowMilliseconds
-        for connection in connections where connection.timedOut(now: now) { connection.expire() }
+        for connection in connections { connection.checkTimeout(now: now) }
+        logEvictions()
+    }
+
+    /// At most one debug line per sweep, and only when there were evictions or refusals.
+    private func logEvictions() {
+        let evicted = counters.evicted.load(ordering: .relaxed)
+        let refused = counters.refused.load(ordering: .relaxed)
+        guard evicted != logged.evicted || refused != logged.refused else { return }
+        logger.debug("""
+            stats: at the limit of \(limits.maxConnections) connections, \(evicted - logged.evicted) idle ones \
+            closed for new ones, \(refused - logged.refused) new ones refused
+            """)
+        logged = (evicted, refused)
     }
 
     private func stop() {
@@ -134,7 +193,8 @@ final class StatsLoop: TCPListenerDelegate {
         stopping = true
         listener?.close()
         listener = nil
-        if connections.isEmpty { closeOwnHandles() } else { for connection in connections { connection.close() } }
+        for connection in connections { connection.close() }  // each leaves the list (a copy is iterated)
+        if closing == 0 { closeOwnHandles() }
     }
 
     private func closeOwnHandles() {
@@ -142,32 +202,5 @@ final class StatsLoop: TCPListenerDelegate {
         sweepTimer = nil
         wake?.close()
         wake = nil
-    }
-
-    // MARK: Routes
-
-    func respond(to request: HTTPRequest) -> HTTPResponse {
-        guard request.method == HTTP_GET.rawValue || request.method == HTTP_HEAD.rawValue else {
-            return HTTPResponse(status: 405, body: "only GET and HEAD\n", extraHeaders: [("Allow", "GET, HEAD")])
-        }
-        switch request.path {
-        case "/metrics":
-            return HTTPResponse(status: 200, contentType: MetricsRenderer.contentType,
-                                body: MetricsRenderer.prometheus(server.statistics(), process: .current()))
-        case "/stats":
-            return HTTPResponse(status: 200, contentType: "application/json",
-                                body: MetricsRenderer.json(server.statistics(), process: .current(),
-                                                           monotonicNowNanoseconds: EventLoop.hrtime()))
-        case "/healthz":
-            return HTTPResponse(status: 200, body: "ok\n")
-        case "/readyz":
-            return server.statistics().draining
-                ? HTTPResponse(status: 503, body: "draining\n")
-                : HTTPResponse(status: 200, body: "ready\n")
-        case "/":
-            return HTTPResponse(status: 200, contentType: "text/html; charset=utf-8", body: Dashboard.html)
-        default:
-            return HTTPResponse(status: 404, body: "not found; try /metrics, /stats, /healthz, /readyz or /\n")
-        }
     }
 }
