@@ -1,0 +1,120 @@
+// ThreadSafePool: handles acquired on this thread or the other one (half each), released on
+// either; statistics and lock statistics against the model.
+import FastAlloc
+import FuzzSupport
+
+final class SharedDriver: Driver {
+    let pool: ThreadSafePool<Payload>
+    var model: PoolModel
+    let alignment: Int
+    /// Whether the other-thread operations really run on the other thread (see makeDriver);
+    /// when not, they run here, as plain acquires and releases.
+    let crossThreads: Bool
+    var live = Live()
+    // As in UnsynchronizedDriver: `slotCount` initialised optionals, moved out and back in place.
+    let handles = UnsafeMutablePointer<SharedPoolHandle<Payload>?>.allocate(capacity: slotCount)
+
+    init(pool: ThreadSafePool<Payload>, model: PoolModel, alignment: Int, crossThreads: Bool) {
+        self.pool = pool
+        self.model = model
+        self.alignment = alignment
+        self.crossThreads = crossThreads
+        for slot in 0..<slotCount { (handles + slot).initialize(to: nil) }
+    }
+
+    deinit {
+        handles.deinitialize(count: slotCount)
+        handles.deallocate()
+    }
+
+    private func put(_ handle: consuming SharedPoolHandle<Payload>, at slot: Int, serial: UInt64) {
+        if !handle.isAligned(to: alignment) { fail("handle not aligned to \(alignment)") }
+        live.added(slot, address: handle.address, serial: serial, alignment: alignment)
+        handles[slot] = consume handle  // Safe: slot < slotCount, emptied by the caller.
+    }
+
+    func acquire(_ slot: Int, serial: UInt64) {
+        release(slot)
+        // Acquired on the other thread half of the time: the pool is shared. (Bit 8: the low
+        // byte of every serial is 0, so bit 0 never chose the other thread.)
+        let carrier = Carrier<SharedPoolHandle<Payload>>(nil)
+        if !crossThreads || (serial >> 8) & 1 == 0 {
+            carrier.handle = pool.tryAcquire(Payload(serial))
+        } else {
+            let pool = self.pool
+            onOtherThread { carrier.handle = pool.tryAcquire(Payload(serial)) }
+        }
+        let expected = model.take()
+        guard let handle = carrier.handle.take() else {
+            if expected { fail("tryAcquire gave nil at \(model.inUse)/\(model.capacity)") }
+            return
+        }
+        if !expected { fail("tryAcquire gave a slot; the model expected none") }
+        put(handle, at: slot, serial: serial)
+    }
+
+    func acquireBatch(first: Int, count: Int, serial: UInt64) {
+        for index in 0..<count { release(batchSlot(first: first, index: index)) }
+        let expected = model.takeBatch(count)
+        guard var batch = pool.tryAcquire(count: count, { Payload(serial &+ UInt64($0)) }) else {
+            if expected { fail("batch of \(count) refused; the model expected it") }
+            return
+        }
+        if !expected { fail("batch of \(count) given; the model expected none") }
+        for index in 0..<count {
+            guard let handle = batch.popFirst() else { fail("batch ran out at \(index) of \(count)") }
+            let held = handle.value.serial
+            if held != serial &+ UInt64(index) { fail("batch slot \(index) holds \(held)") }
+            put(handle, at: batchSlot(first: first, index: index), serial: serial &+ UInt64(index))
+        }
+        let empty = batch.isEmpty
+        if !empty { fail("batch not empty after \(count) pops") }
+    }
+
+    private func take(_ slot: Int) -> SharedPoolHandle<Payload>? {
+        // Safe: slot < slotCount; moved out and re-initialised at once.
+        let handle = (handles + slot).move()
+        (handles + slot).initialize(to: nil)
+        if let handle {
+            if handle.value.serial != live.serial(slot) || !handle.value.intact { fail("value changed before release") }
+            model.put()
+            live.removed(slot)
+            return handle
+        }
+        return nil
+    }
+
+    func release(_ slot: Int) {
+        take(slot)?.release()
+    }
+
+    func releaseOnAnotherThread(_ slot: Int) {
+        guard crossThreads else { return release(slot) }
+        guard let handle = take(slot) else { return }
+        let carrier = Carrier<SharedPoolHandle<Payload>>(handle)
+        onOtherThread { carrier.handle = nil }
+        if carrier.handle != nil { fail("the other thread did not release") }
+    }
+
+    func write(_ slot: Int, serial: UInt64) {
+        guard live.held[slot] else { return }
+        handles[slot]!.withValue { $0 = Payload(serial) }
+        live.serials[slot] = serial
+    }
+
+    func verify() {
+        for index in 0..<live.count {
+            let slot = live.list[index]
+            let value = handles[slot]!.value  // Safe: slot < slotCount, and it holds a handle.
+            if value.serial != live.serials[slot] || !value.intact { fail("slot \(slot) holds \(value.serial)") }
+        }
+        model.verify(pool.statistics)
+        let lock = pool.lockStatistics
+        if lock.contended > lock.acquisitions { fail("contended \(lock.contended) > acquisitions \(lock.acquisitions)") }
+    }
+
+    func finish() {
+        for slot in 0..<slotCount { release(slot) }
+        verify()
+    }
+}
