@@ -19,7 +19,9 @@ struct FastAllocServer: ParsableCommand {
             connection to the fixed --upstream (clients never choose it) and moves bytes both ways.
 
             Every option can also come from the environment variable named in its help; a flag \
-            wins over the variable. The server binds 127.0.0.1 unless told otherwise.
+            wins over the variable. The server binds 127.0.0.1 unless told otherwise. Every time, \
+            size and count has the range its help gives (and all packet buffers together must fit \
+            the physical memory): a value outside it is refused with its rule (status 64).
 
             On SIGTERM or SIGINT the server stops accepting, lets queued writes finish (up to \
             --drain-timeout), closes everything, prints a summary and exits 0; a second signal \

@@ -112,8 +112,8 @@ func checkLoadBounds(_ config: LoadConfig) {
 }
 
 /// Builds a LoadConfig as fastalloc-load's makeConfig() does: integers as ArgumentParser reads
-/// them (Int(_:)), the rate as a Double, durations with parseDuration. Nil: a flag the command
-/// line itself refuses (exit 64 before validation).
+/// them (Int(_:)), the rate as a Double, durations with parseDuration; a value the command line
+/// itself refuses (exit 64 before validation) ends the input. Then validates it.
 func fuzzLoad(_ bytes: UnsafeBufferPointer<UInt8>) {
     var config = LoadConfig(target: SocketAddress(host: "127.0.0.1", port: 7000))
     for line in bytes.dropFirst().split(separator: UInt8(ascii: "\n")) where line.count >= 2 {
