@@ -18,6 +18,10 @@ let package = Package(
             "FuzzSupport", .product(name: "ServerCore", package: "FastAlloc"), .product(name: "StatsEndpoint", package: "FastAlloc"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The same request handling without a socket: HTTPRequestHandler fed in pieces, in-process.
+        .executableTarget(name: "fuzz-http-handler", dependencies: [
+            "FuzzSupport", .product(name: "StatsEndpoint", package: "FastAlloc"),
+        ]),
         .executableTarget(name: "fuzz-pools", dependencies: [
             "FuzzSupport", .product(name: "FastAlloc", package: "FastAlloc"), .product(name: "PacketBuffers", package: "FastAlloc"),
         ]),

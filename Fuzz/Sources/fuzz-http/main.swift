@@ -8,6 +8,8 @@
 // file path, a stack trace, a Swift runtime message or an environment variable; and after
 // every 64 inputs a fresh GET /healthz still gets 200. Crashes and memory errors stop the run
 // (AddressSanitizer). The first byte picks how the input is split into writes.
+// fuzz-http-handler drives the same request handling without the socket, far faster; this
+// target keeps the socket, the loop and the real figures in the loop.
 import FuzzSupport
 import Logging
 import ServerCore
