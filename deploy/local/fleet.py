@@ -11,7 +11,9 @@ The upstream is a fastalloc-server in echo mode, so `fastalloc-load --target 127
 checks every byte end to end.
 
     deploy/local/fleet.py [--relays 3] [--base-port 7100] [--stats-base-port 9500] [--prometheus-port 9590]
-Runs until Ctrl-C (or SIGTERM), then drains the relays and stops everything it started.
+Runs until Ctrl-C (or SIGTERM), then stops everything it started: each relay drains (stops
+accepting, /readyz 503; its connections go on until they end or its --drain-timeout of 5 s
+passes, when the rest are reset on both sides) and exits 0.
 """
 import argparse
 import os
@@ -62,8 +64,11 @@ class Fleet:
                        stdout=subprocess.DEVNULL)
         return os.path.join(ROOT, ".build/release/fastalloc-server")
 
+    def _log_path(self, program, port):
+        return os.path.join(self.work, f"{os.path.basename(program)}-{port}.log")
+
     def _start(self, command, port):
-        log = open(os.path.join(self.work, f"{os.path.basename(command[0])}-{port}.log"), "w")
+        log = open(self._log_path(command[0], port), "w")
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         self.processes.append(process)
         wait_port(port, process)
@@ -84,7 +89,24 @@ class Fleet:
         self._start(["prometheus", f"--config.file={self._prometheus_config()}",
                      f"--storage.tsdb.path={os.path.join(self.work, 'tsdb')}",
                      f"--web.listen-address=127.0.0.1:{self.prometheus_port}", "--log.level=warn"], self.prometheus_port)
+        self._wait_ready(f"http://127.0.0.1:{self.prometheus_port}/-/ready", self.processes[-1])
         return self
+
+    @staticmethod
+    def _wait_ready(url, process, timeout=30):
+        """Prometheus listens before it can answer (503 until its storage is open): wait for 200."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{process.args[0]} exited with {process.returncode}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:  # URLError and HTTPError (503) are OSErrors
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{url} did not answer 200 within {timeout} s")
 
     def _haproxy_config(self):
         path = os.path.join(self.work, "haproxy.cfg")
@@ -156,6 +178,13 @@ scrape_configs:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        # What each relay logged (its drain summary last), kept for the caller: the logs go with work.
+        self.relay_logs = []
+        for relay, port in zip(self.relays, self.relay_ports):
+            try:
+                self.relay_logs.append(open(self._log_path(relay.args[0], port)).read())
+            except OSError:
+                self.relay_logs.append("")
         shutil.rmtree(self.work, ignore_errors=True)
 
 

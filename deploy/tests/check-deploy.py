@@ -6,12 +6,15 @@
                libraries traced to the Debian packages the runtime stage installs; the
                HEALTHCHECK command run against a live server.
   systemd      `systemd-analyze verify`, `systemd-analyze security --offline` (exposure <= 2.0),
-               the hardening the unit must keep, stop timeout > drain, and the environment file
-               started for real.
+               the hardening the unit must keep, stop timeout > drain, descriptors, pools that
+               serve --max-connections fairly, and the environment file started for real (with
+               no fairness warning).
   Kubernetes   `kubernetes-validate --strict` (Kubernetes 1.31 schemas) on every resource of the
                kustomization (and a broken copy, which must fail), then what a schema cannot see:
                probes, ports and grace period agree with the ConfigMap, the pod runs as the image's
-               user with a read-only root, selectors match; the ConfigMap started for real.
+               user with a read-only root, selectors match, the pools serve --max-connections
+               fairly and fit the memory request; the ConfigMap started for real (no fairness
+               warning). The connection alert's threshold is both deployments' --max-connections.
   Prometheus   `promtool check config`, `check rules`, `test rules`; the Kubernetes scrape job's shape.
   Grafana      every query parses as PromQL (promtool) and names only metrics the server exposes
                (read from a live server's /metrics), as do the alert rules.
@@ -127,6 +130,65 @@ def seconds(text):
     match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m)?", str(text))
     value, unit = float(match.group(1)), match.group(2) or "s"
     return value / 1000 if unit == "ms" else value * 60 if unit == "m" else value
+
+
+def size_bytes(text):
+    """A server byte count: 65536, 16K, 16KiB, 1M, 1MiB, 1G, 1GiB (powers of 1024)."""
+    match = re.fullmatch(r"(\d+)\s*(KiB|MiB|GiB|K|M|G|B)?", str(text))
+    return int(match.group(1)) * {None: 1, "B": 1, "K": 1 << 10, "KiB": 1 << 10, "M": 1 << 20, "MiB": 1 << 20,
+                                  "G": 1 << 30, "GiB": 1 << 30}[match.group(2)]
+
+
+def quantity_bytes(text):
+    """A Kubernetes memory quantity: 256Mi, 1Gi, 128M, 1000."""
+    match = re.fullmatch(r"(\d+)(Ki|Mi|Gi|k|M|G)?", str(text))
+    return int(match.group(1)) * {None: 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "k": 10 ** 3, "M": 10 ** 6,
+                                  "G": 10 ** 9}[match.group(2)]
+
+
+# The server's defaults (`fastalloc-server --help`) for the settings the checks below combine.
+DEFAULTS = {"FASTALLOC_BUFFER_SIZE": "65536", "FASTALLOC_LOCAL_BUFFERS": "128", "FASTALLOC_OVERFLOW_MAX": "1024",
+            "FASTALLOC_MAX_CONNECTIONS": "1024"}
+
+
+def setting(environment, name):
+    return environment.get(name, DEFAULTS[name])
+
+
+def pools(environment, workers):
+    """(buffers, bytes, fair connections) of a deployment's buffer pools with `workers` workers.
+    Fair connections as Server.fairConnections: a client that stops reading holds one buffer, and
+    each worker keeps a sixteenth of what it reaches (its local buffers + the overflow maximum),
+    at least 2, for connections holding none."""
+    local = int(setting(environment, "FASTALLOC_LOCAL_BUFFERS"))
+    overflow = int(setting(environment, "FASTALLOC_OVERFLOW_MAX"))
+    buffers = workers * local + overflow
+    fair = max(0, buffers - max(2, (local + overflow) // 16))
+    return buffers, buffers * size_bytes(setting(environment, "FASTALLOC_BUFFER_SIZE")), fair
+
+
+def check_fair(environment, workers, where):
+    connections = int(setting(environment, "FASTALLOC_MAX_CONNECTIONS"))
+    buffers, memory, fair = pools(environment, workers)
+    check(f"{where}: the pools serve FASTALLOC_MAX_CONNECTIONS fairly with {workers} worker(s)", connections <= fair,
+          f"{connections} connections, room for {fair} ({buffers} buffers, {memory / (1 << 20):.0f} MiB)")
+    print(f"       ({workers} worker(s): {buffers} buffers = {memory / (1 << 20):.0f} MiB, fair for {fair}, "
+          f"max-connections {connections})")
+    return connections
+
+
+def check_no_fairness_warning(err, where):
+    check(f"{where}: no start-up warning that the pools do not serve --max-connections fairly",
+          "serve fairly" not in err, err[-800:])
+
+
+ALERT_LIMIT = re.compile(r"fastalloc_connections_active\)\s*>\s*0\.9\s*\*\s*(\d+)")
+
+
+def alerted_limit():
+    """The --max-connections FastAllocConnectionsNearLimit assumes (its `> 0.9 * N`)."""
+    match = ALERT_LIMIT.search(open(os.path.join(DEPLOY, "prometheus/alerts.yml")).read())
+    return int(match.group(1)) if match else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,14 +366,20 @@ def check_systemd(binary, variables):
     check("TimeoutStopSec is longer than the drain timeout", seconds(one("TimeoutStopSec")) > drain,
           f"{one('TimeoutStopSec')} vs {drain}s")
     limit = int(one("LimitNOFILE") or 0)
-    connections = int(env.get("FASTALLOC_MAX_CONNECTIONS", "10000"))
+    connections = int(setting(env, "FASTALLOC_MAX_CONNECTIONS"))
     check("LimitNOFILE holds two descriptors per connection (relay)", limit >= 2 * connections + 100,
           f"{limit} for {connections}")
+    # Without FASTALLOC_WORKERS the server runs one worker per core: fewer workers own fewer
+    # buffers, so 1 worker is the case to check; a set value is checked as it is.
+    check_fair(env, int(env.get("FASTALLOC_WORKERS", "1")), "environment file")
+    check("FastAllocConnectionsNearLimit assumes the environment file's FASTALLOC_MAX_CONNECTIONS",
+          alerted_limit() == connections, f"alerts.yml: {alerted_limit()}, environment file: {connections}")
     upstream = free_listener()
     server = LiveServer(binary, for_this_machine(env, upstream))
     check("the environment file starts the server", server.data is not None, server.line)
     status, err = server.stop() if server.data else (None, "")
     check("and SIGTERM drains it with status 0", status == 0, err[-500:])
+    check_no_fairness_warning(err, "environment file")
     upstream.close()
 
 
@@ -374,7 +442,19 @@ def check_kubernetes(binary, variables):
     check("CPU and memory requests and a memory limit", "cpu" in resources_["requests"] and
           "memory" in resources_["requests"] and "memory" in resources_.get("limits", {}))
     cpu = float(str(resources_["requests"]["cpu"]).rstrip("m")) / (1000 if str(resources_["requests"]["cpu"]).endswith("m") else 1)
-    check("FASTALLOC_WORKERS fits the CPU request", int(config.get("FASTALLOC_WORKERS", "0")) <= max(1, round(cpu)))
+    workers = int(config.get("FASTALLOC_WORKERS", "0"))
+    check("FASTALLOC_WORKERS fits the CPU request", 0 < workers <= max(1, round(cpu)), f"{workers} for {cpu} cores")
+    connections = check_fair(config, max(1, workers), "ConfigMap")
+    _, pool_memory, _ = pools(config, max(1, workers))
+    # The pools at their most, the process (~30 MiB: code, stacks, heap) and ~1.1 KiB per relayed
+    # connection (make bench-idle) must fit the memory request, so the limit is never reached by
+    # the server's own memory; what is above is for the kernel's socket buffers.
+    request, limit = quantity_bytes(resources_["requests"]["memory"]), quantity_bytes(resources_["limits"]["memory"])
+    needed = pool_memory + (32 << 20) + connections * 2048
+    check("the pools at their most + 32 MiB + 2 KiB per connection fit the memory request", needed <= request <= limit,
+          f"{needed / (1 << 20):.0f} MiB needed, request {request / (1 << 20):.0f} MiB, limit {limit / (1 << 20):.0f} MiB")
+    check("FastAllocConnectionsNearLimit assumes the ConfigMap's FASTALLOC_MAX_CONNECTIONS",
+          alerted_limit() == connections, f"alerts.yml: {alerted_limit()}, ConfigMap: {connections}")
     labels = pod["metadata"]["labels"]
     for (kind, name), doc in docs.items():
         if kind == "Service":
@@ -395,6 +475,7 @@ def check_kubernetes(binary, variables):
         check("/readyz answers 200 while serving", server.get("/readyz")[0] == 200)
     status, err = server.stop() if server.data else (None, "")
     check("and SIGTERM drains it with status 0", status == 0, err[-500:])
+    check_no_fairness_warning(err, "ConfigMap")
     upstream.close()
 
 
