@@ -36,7 +36,7 @@ public struct ServerConfig: Sendable {
     public var idleTimeout: Double = 60
     /// Seconds the relay waits for the upstream to accept.
     public var connectTimeout: Double = 5
-    /// Seconds a graceful drain may take before the rest is closed.
+    /// Seconds established connections may go on after SIGTERM/SIGINT; then the rest are reset.
     public var drainTimeout: Double = 10
     /// Seconds a write queued to a connection may make no progress before the connection is
     /// reset and counted (a reader that stopped reading holds buffers only this long; 0: never).
@@ -145,7 +145,7 @@ extension ServerConfig {
         .init(name: "max-connections", environment: "FASTALLOC_MAX_CONNECTIONS", help: "Client connections open at once, 1 to 1000000; beyond, new ones are closed at once and counted. Default 1024 (what the default buffer pools serve fairly; more warns at start)."),
         .init(name: "idle-timeout", environment: "FASTALLOC_IDLE_TIMEOUT", help: "Close a connection that has neither sent nor taken a byte for this long, 0 (never) to 7d. Default 60s."),
         .init(name: "connect-timeout", environment: "FASTALLOC_CONNECT_TIMEOUT", help: "Relay mode: time the upstream may take to accept, at most 1h. Default 5s."),
-        .init(name: "drain-timeout", environment: "FASTALLOC_DRAIN_TIMEOUT", help: "On SIGTERM/SIGINT, time queued writes may take before everything is closed, 0 to 7d. Default 10s."),
+        .init(name: "drain-timeout", environment: "FASTALLOC_DRAIN_TIMEOUT", help: "On SIGTERM/SIGINT, how long established connections may go on (both ways) before what is left is reset on both sides, 0 to 7d. Default 10s."),
         .init(name: "write-timeout", environment: "FASTALLOC_WRITE_TIMEOUT", help: "Reset a connection whose queued writes make no progress for this long (a reader that stopped reading; counted), 0 (never) to 7d. Default 30s."),
         .init(name: "linger-timeout", environment: "FASTALLOC_LINGER_TIMEOUT", help: "After a failure, how long a connection may linger (flush, FIN, discard input until the peer closes) before it is closed, at most 7d. Default 5s."),
         .init(name: "tcp-keepalive", environment: "FASTALLOC_TCP_KEEPALIVE", help: "TCP keepalive on client and upstream sockets: seconds of silence before probes start, 0 (off) to 32767s (Linux's most). Default 60s."),

@@ -23,9 +23,11 @@ struct FastAllocServer: ParsableCommand {
             size and count has the range its help gives (and all packet buffers together must fit \
             the physical memory): a value outside it is refused with its rule (status 64).
 
-            On SIGTERM or SIGINT the server stops accepting, lets queued writes finish (up to \
-            --drain-timeout), closes everything, prints a summary and exits 0; a second signal \
-            exits at once (status 1). Exit status 1 when it cannot listen; 64 for a bad option.
+            On SIGTERM or SIGINT the server stops accepting (/readyz answers 503) and lets every \
+            connection go on, both ways, until it ends by itself; when --drain-timeout passes it \
+            resets what is left on both sides (a cut is never a clean end), prints a summary with \
+            how many ended and how many were cut, and exits 0; a second signal exits at once \
+            (status 1). Exit status 1 when it cannot listen; 64 for a bad option.
             """)
 
     @Argument(help: "echo or relay (FASTALLOC_MODE).")
