@@ -168,6 +168,14 @@ public final class WorkerBufferPool {
         return local + max(0, overflowRoom)
     }
 
+    /// This worker's own free buffers (not counting returns from other threads): two plain
+    /// loads, no atomic, so a hot path can ask it first. Owner thread.
+    @inlinable
+    public var localAvailable: Int {
+        let slots = home.pointee.slots
+        return slots.pointee.maxCapacity &- slots.pointee.inUse
+    }
+
     /// Buffers this worker can reach at most: its own and the overflow pool's maximum.
     public var reachable: Int {
         home.pointee.slots.pointee.maxCapacity + pools.config.overflowMax

@@ -25,6 +25,9 @@ final class WorkerCounters: Sendable {
     let writeTimeouts = Atomic<UInt64>(0)
     /// Lingering closes (after a failure) ended by --linger-timeout instead of by the peer.
     let lingerTimeouts = Atomic<UInt64>(0)
+    /// Connections reset because the pools ran out while a connection holding no buffer needed
+    /// one (the longest-stalled first).
+    let stalledEvictions = Atomic<UInt64>(0)
     /// Connections open when a drain began that ended by themselves before --drain-timeout.
     let drainCompleted = Atomic<UInt64>(0)
     /// Connections reset (both sides) when --drain-timeout passed.
@@ -64,6 +67,7 @@ final class WorkerCounters: Sendable {
                 other: acceptErrorsOther.load(ordering: .relaxed)),
             writeTimeouts: writeTimeouts.load(ordering: .relaxed),
             lingerTimeouts: lingerTimeouts.load(ordering: .relaxed),
+            stalledEvictions: stalledEvictions.load(ordering: .relaxed),
             drainCompleted: drainCompleted.load(ordering: .relaxed),
             drainCut: drainCut.load(ordering: .relaxed))
     }
@@ -88,6 +92,7 @@ public struct WorkerStatistics: Sendable, Hashable, Codable {
     public var acceptErrors: AcceptErrorStatistics
     public var writeTimeouts: UInt64
     public var lingerTimeouts: UInt64
+    public var stalledEvictions: UInt64
     public var drainCompleted: UInt64
     public var drainCut: UInt64
 }
@@ -127,6 +132,7 @@ public struct ServerStatistics: Sendable {
     public var acceptErrors: UInt64 { workers.reduce(0) { $0 + $1.acceptErrors.total } }
     public var writeTimeouts: UInt64 { workers.reduce(0) { $0 + $1.writeTimeouts } }
     public var lingerTimeouts: UInt64 { workers.reduce(0) { $0 + $1.lingerTimeouts } }
+    public var stalledEvictions: UInt64 { workers.reduce(0) { $0 + $1.stalledEvictions } }
     public var drainCompleted: UInt64 { workers.reduce(0) { $0 + $1.drainCompleted } }
     public var drainCut: UInt64 { workers.reduce(0) { $0 + $1.drainCut } }
 
@@ -135,7 +141,7 @@ public struct ServerStatistics: Sendable {
         "connections accepted \(connectionsAccepted), rejected \(connectionsRejected), active \(connectionsActive); "
             + "bytes received \(bytesReceived), sent \(bytesSent); backpressure pauses \(backpressurePauses), "
             + "buffer waits \(bufferWaits); upstream connect failures \(upstreamConnectFailures), resets \(upstreamResets); "
-            + "idle timeouts \(idleTimeouts), write timeouts \(writeTimeouts), linger timeouts \(lingerTimeouts); "
+            + "idle timeouts \(idleTimeouts), write timeouts \(writeTimeouts), linger timeouts \(lingerTimeouts), stalled evictions \(stalledEvictions); "
             + "drain: \(drainCompleted) ended by themselves, \(drainCut) cut (reset); buffers in use \(buffers.totalInUse), overflow high water \(buffers.overflow.highWater)"
     }
 }

@@ -37,6 +37,11 @@ final class Endpoint: TCPStreamDelegate {
 
     func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer {
         let worker = session.worker
+        if session.machine[side].input == .discarding {
+            // A lingering close drops what it reads: into the worker's scratch memory, so that
+            // it can see its peer's end even when the pools are empty.
+            return worker.scratch
+        }
         // Fairness: when the pools are down to their reserve, what is left is kept for sessions
         // that hold no buffer, so that clients that stopped reading cannot take the last ones.
         if session.machine.queuedBuffers > 0 && worker.buffersScarce() {
@@ -51,6 +56,21 @@ final class Endpoint: TCPStreamDelegate {
 
     func stream(_ stream: TCPStream, didRead count: Int, into memory: UnsafeMutableRawBufferPointer) {
         let worker = session.worker
+        if memory.baseAddress != nil && memory.baseAddress == worker.scratch.baseAddress {
+            // Lingering: the bytes are dropped; the scratch memory is not a pool buffer.
+            if count > 0 {
+                _ = session.machine.bytesRead(from: side, now: worker.loop.nowMilliseconds)
+                return
+            }
+            if count == 0 { return }
+            let status = Int32(count)
+            if status == UVError.endOfFile {
+                session.perform(session.machine.readEnded(on: side))
+            } else {
+                session.perform(session.machine.readFailed(on: side, now: worker.loop.nowMilliseconds))
+            }
+            return
+        }
         if count > 0 {
             // Safe: readBuffer lent this buffer for this read and count > 0 means it holds the bytes.
             let base = memory.baseAddress!
@@ -81,6 +101,9 @@ final class Endpoint: TCPStreamDelegate {
                 action = session.machine.declinedBuffer(on: side)
             } else {
                 action = session.machine.outOfBuffers(on: side)
+                // Every pool is empty and this session holds nothing: it must not wait on
+                // clients that stopped reading. The worker frees its longest-stalled queue.
+                if session.machine.queuedBuffers == 0 { worker.evictLongestStalled(sparing: session) }
             }
         } else {
             session.log(UVError(status, side == .client ? "read from client" : "read from upstream"))
@@ -117,7 +140,7 @@ final class Endpoint: TCPStreamDelegate {
             PacketBuffer.unsafeReclaim(base).release()
             worker.bufferReleased()
             session.log(error)
-            session.perform(session.machine.writeFailed(to: side, now: worker.loop.nowMilliseconds))
+            session.perform(session.machine.writeFailed(to: side, wasQueued: false, now: worker.loop.nowMilliseconds))
         }
     }
 
@@ -132,13 +155,12 @@ final class Endpoint: TCPStreamDelegate {
         if status == 0 {
             WorkerCounters.add(worker.counters.bytesSent, UInt64(length))
         }
-        var action = session.machine.writeCompleted(to: side, cancelled: status != 0, lowWatermark: worker.lowWatermarkBuffers, now: now)
         if status != 0 && status != UVError.cancelled {
-            session.perform(action)
             session.log(UVError(status, side == .client ? "write to client" : "write to upstream"))
-            action = session.machine.writeFailed(to: side, now: now)
+            session.perform(session.machine.writeFailed(to: side, wasQueued: true, now: now))
+        } else {
+            session.perform(session.machine.writeCompleted(to: side, cancelled: status != 0, lowWatermark: worker.lowWatermarkBuffers, now: now))
         }
-        session.perform(action)
     }
 
     // MARK: Connecting and ending
@@ -148,7 +170,8 @@ final class Endpoint: TCPStreamDelegate {
     }
 
     func stream(_ stream: TCPStream, didShutdown status: Int32) {
-        session.perform(session.machine.shutdownCompleted(on: side, failed: status < 0 && status != UVError.cancelled))
+        session.perform(session.machine.shutdownCompleted(on: side, failed: status < 0 && status != UVError.cancelled,
+                                                          now: session.worker.loop.nowMilliseconds))
     }
 
     func streamDidClose(_ stream: TCPStream) {
@@ -166,8 +189,10 @@ final class Session {
     private(set) var client: Endpoint!
     /// Kept across reuses (relay mode).
     private(set) var upstream: Endpoint?
-    /// The decisions. Replaced for every connection.
-    var machine: SessionStateMachine
+    /// The decisions. Replaced for every connection. Unchecked exclusivity: only this worker's
+    /// thread touches it, and no access to it overlaps another (each event is one call, and
+    /// `perform` runs after it returns), so the dynamic checks would only cost time per message.
+    @exclusivity(unchecked) var machine: SessionStateMachine
     /// Index in the worker's session list (for O(1) removal).
     var slot = 0
     /// The session was open when the worker began to drain (for the drain's count).
@@ -242,7 +267,7 @@ final class Session {
                 do {
                     try endpoint(side).stream.shutdown()
                 } catch {
-                    perform(machine.shutdownCompleted(on: side, failed: true))
+                    perform(machine.shutdownCompleted(on: side, failed: true, now: worker.loop.nowMilliseconds))
                 }
             }
         }

@@ -47,6 +47,9 @@ enum SessionCount: Sendable, Equatable {
     case idleTimeout
     /// The drain deadline passed with the session still open: both sides were reset.
     case drainCut
+    /// The pools ran out while a connection holding no buffer needed one: the worker's
+    /// longest-stalled connection was reset to free its buffers.
+    case stalledEviction
 }
 
 /// What the driver does after an event, in this order: stop reading, start reading, join the
@@ -293,6 +296,7 @@ struct SessionStateMachine: Sendable {
     /// A write queued to `side` finished, written (`cancelled` false) or cancelled by a close.
     /// `lowWatermark` is the queue length (in buffers) at or under which a paused source resumes.
     mutating func writeCompleted(to side: SessionSide, cancelled: Bool, lowWatermark: Int, now: UInt64) -> SessionAction {
+        assert(self[side].queued > 0, "a queued write completed on \(side) with none queued")
         self[side].queued &-= 1
         if !cancelled {
             lastActivity = now  // a slow reader that is still taking bytes is not idle
@@ -315,10 +319,14 @@ struct SessionStateMachine: Sendable {
         return action
     }
 
-    /// A write to `side` failed (its completion reported an error, or the write could not be
-    /// started). Counts as that side's failure.
-    mutating func writeFailed(to side: SessionSide, now: UInt64) -> SessionAction {
-        fail(side, now: now)
+    /// A write to `side` failed: a queued write's completion reported an error (`wasQueued`),
+    /// or the write could not be started (nothing was queued). Counts as that side's failure.
+    mutating func writeFailed(to side: SessionSide, wasQueued: Bool, now: UInt64) -> SessionAction {
+        if wasQueued {
+            assert(self[side].queued > 0, "a queued write completed on \(side) with none queued")
+            self[side].queued &-= 1
+        }
+        return fail(side, now: now)
     }
 
     /// End of stream on `side`: nothing more to forward from it. Its target gets a FIN after
@@ -362,16 +370,14 @@ struct SessionStateMachine: Sendable {
         return action
     }
 
-    /// The FIN requested on `side` went out (or the shutdown failed: then the socket closes).
-    mutating func shutdownCompleted(on side: SessionSide, failed: Bool) -> SessionAction {
-        var action = SessionAction()
-        guard self[side].isOpen else { return action }
+    /// The FIN requested on `side` went out, or the shutdown failed (the peer had gone, say):
+    /// then that side has failed, and in a relay the other side lingers.
+    mutating func shutdownCompleted(on side: SessionSide, failed: Bool, now: UInt64) -> SessionAction {
+        guard self[side].isOpen else { return .none }
         self[side].output = .shut
-        if failed {
-            closeSocket(side, &action)
-        } else {
-            closeIfDone(side, &action)
-        }
+        if failed { return fail(side, now: now) }
+        var action = SessionAction()
+        closeIfDone(side, &action)
         reconcileReading(&action)
         return action
     }
@@ -454,12 +460,35 @@ struct SessionStateMachine: Sendable {
         return action
     }
 
-    /// Close every socket now (the server is stopping).
+    /// Reset every socket now (the server is stopping): a stop cuts streams, and a cut must
+    /// never look like a clean end.
     mutating func stop() -> SessionAction {
-        guard phase != .ended else { return .none }
         var action = SessionAction()
-        for side in SessionSide.allCases where side.rawValue <= lastSide.rawValue && self[side].isOpen { closeSocket(side, &action) }
-        phase = .closing
+        for side in SessionSide.allCases where side.rawValue <= lastSide.rawValue && self[side].isOpen { resetSocket(side, &action) }
+        if !action.reset.isEmpty { phase = .closing }
+        return action
+    }
+
+    /// Since when the longest-stalled of this session's write queues has made no progress, or
+    /// nil when nothing is queued (or the session is closing).
+    var stalledSince: UInt64? {
+        var oldest: UInt64?
+        for side in SessionSide.allCases where side.rawValue <= lastSide.rawValue && self[side].isOpen && self[side].queued > 0 {
+            oldest = min(oldest ?? .max, self[side].progressAt)
+        }
+        return oldest
+    }
+
+    /// The pools ran out and this session's queue is the worker's longest-stalled: reset the
+    /// stalled side so its buffers come back (the other side, in a relay, lingers).
+    mutating func evict(now: UInt64) -> SessionAction {
+        var stalled: SessionSide?
+        for side in SessionSide.allCases where side.rawValue <= lastSide.rawValue && self[side].isOpen && self[side].queued > 0 {
+            if stalled == nil || self[side].progressAt < self[stalled!].progressAt { stalled = side }
+        }
+        guard let stalled else { return .none }
+        var action = failure(stalled, now: now, reset: true)
+        action.count = .stalledEviction
         return action
     }
 

@@ -40,6 +40,12 @@ final class Worker: TCPListenerDelegate {
     /// Buffers released by other workers (overflow) do not wake this one: while reads wait,
     /// this timer looks again every few milliseconds.
     private var bufferWaitTimer: Timer?
+    /// Where lingering closes read the bytes they drop (never a pool buffer: a lingering side
+    /// must see its peer's end even when the pools are empty).
+    let scratch: UnsafeMutableRawBufferPointer
+    /// How long the longest-stalled queue must have made no progress before the worker resets
+    /// it for a connection that holds no buffer and finds every pool empty.
+    static let evictionMinimumStallMilliseconds: UInt64 = 50
     private var sweepTimer: Timer?
     private var drainTimer: Timer?
     private var wake: AsyncWake?
@@ -70,6 +76,13 @@ final class Worker: TCPListenerDelegate {
         reserveBuffers = Worker.reserve(reachable: buffers.reachable)
         keepAliveSeconds = config.tcpKeepaliveSeconds
         upstreamText = config.upstream.map { "\($0)" } ?? "?"
+        scratch = .allocate(byteCount: 16 * 1024, alignment: 64)
+    }
+
+    deinit {
+        // Safe: libuv fills `scratch` only inside a read callback on this thread, and every
+        // stream of this worker's loop has closed before the worker goes.
+        scratch.deallocate()
     }
 
     /// The buffers kept for connections that hold none: a sixteenth of what a worker can reach,
@@ -212,37 +225,45 @@ final class Worker: TCPListenerDelegate {
         return max(1, min(highWatermarkBuffers, Int(share)))
     }
 
-    /// Only the reserve is left.
+    /// Only the reserve is left. Asks the worker's own free list first (plain loads): the
+    /// shared figures are read only when that is low.
     @inline(__always)
-    func buffersScarce() -> Bool { buffers.available <= reserveBuffers }
+    func buffersScarce() -> Bool {
+        buffers.localAvailable <= reserveBuffers && buffers.available <= reserveBuffers
+    }
 
     /// A read found no buffer: it waits its turn.
     func waitForBuffer(_ endpoint: Endpoint) {
         bufferWaiters.append(endpoint)
         if bufferWaiters.count - waitersHead == 1 {
             let interval = Worker.bufferWaitRetryMilliseconds
-            bufferWaitTimer?.start(after: interval, repeat: interval) { [unowned self] _ in
-                self.buffers.drainReturns()
-                self.wakeBufferWaiters()
-            }
+            bufferWaitTimer?.start(after: interval, repeat: interval, retryWaitingReads)
         }
     }
 
-    /// A buffer went back to this worker's pool: the first waiting reads may go on.
-    @inline(__always)
-    func bufferReleased() {
-        if waitersHead != bufferWaiters.count { wakeBufferWaiters() }
+    /// The buffer-wait timer's body, made once (starting the timer allocates no closure).
+    private lazy var retryWaitingReads: (Timer) -> Void = { [unowned self] _ in
+        self.buffers.drainReturns()
+        self.wakeBufferWaiters(upTo: self.buffers.available)
     }
 
-    /// Wakes as many waiting reads, first come first served, as there are buffers to take.
-    private func wakeBufferWaiters() {
-        var budget = buffers.available
+    /// A buffer went back to this worker's pool: the first waiting read may go on.
+    @inline(__always)
+    func bufferReleased() {
+        if waitersHead != bufferWaiters.count { wakeBufferWaiters(upTo: 1) }
+    }
+
+    /// Wakes waiting reads, first come first served, at most `limit` of them (the buffers there
+    /// are to take). Entries that no longer wait (closed, or a reused endpoint) cost nothing.
+    private func wakeBufferWaiters(upTo limit: Int) {
+        var budget = min(limit, buffers.available)
         while budget > 0 && waitersHead < bufferWaiters.count {
             let endpoint = bufferWaiters[waitersHead]
             waitersHead += 1
-            budget -= 1
             let session = endpoint.session
-            session.perform(session.machine.buffersAvailable(for: endpoint.side))
+            let action = session.machine.buffersAvailable(for: endpoint.side)
+            if action != .none { budget -= 1 }
+            session.perform(action)
         }
         if waitersHead == bufferWaiters.count {
             bufferWaiters.removeAll(keepingCapacity: true)
@@ -252,6 +273,22 @@ final class Worker: TCPListenerDelegate {
             bufferWaiters.removeFirst(waitersHead)
             waitersHead = 0
         }
+    }
+
+    /// Every pool is empty and `sparing` holds no buffer: reset the session whose queue has
+    /// made no progress the longest (at least `evictionMinimumStallMilliseconds`), so that
+    /// clients that stopped reading, however many, cannot keep a new client waiting. A queue
+    /// that moves is never the longest-stalled for long; one that has not moved for 50 ms while
+    /// the pools are empty is what holds them.
+    func evictLongestStalled(sparing: Session) {
+        let now = loop.nowMilliseconds
+        var oldest: (session: Session, since: UInt64)?
+        for session in sessions where session !== sparing {
+            guard let since = session.machine.stalledSince else { continue }
+            if oldest == nil || since < oldest!.since { oldest = (session, since) }
+        }
+        guard let (victim, since) = oldest, now &- since >= Worker.evictionMinimumStallMilliseconds else { return }
+        victim.perform(victim.machine.evict(now: now))
     }
 
     // MARK: Counting
@@ -266,6 +303,7 @@ final class Worker: TCPListenerDelegate {
         case .lingerTimeout: WorkerCounters.add(counters.lingerTimeouts)
         case .idleTimeout: WorkerCounters.add(counters.idleTimeouts)
         case .drainCut: WorkerCounters.add(counters.drainCut)
+        case .stalledEviction: WorkerCounters.add(counters.stalledEvictions)
         }
     }
 
@@ -308,8 +346,15 @@ final class Worker: TCPListenerDelegate {
         }
         for session in sessions { session.inDrain = true }
         logger.info("draining: \(sessions.count) connections may run for up to \(config.drainTimeout) s")
-        drainTimer = try? Timer(loop: loop)
-        drainTimer?.start(after: config.drainTimeoutMilliseconds) { [unowned self] _ in self.cutRemaining() }
+        do {
+            let timer = try Timer(loop: loop)
+            drainTimer = timer
+            timer.start(after: config.drainTimeoutMilliseconds) { [unowned self] _ in self.cutRemaining() }
+        } catch {
+            // No timer, no deadline: cut now rather than let the drain run for ever.
+            logger.error("drain: no timer (\(error)): resetting the connections now")
+            cutRemaining()
+        }
     }
 
     /// The drain deadline: reset everything still open (counted as cut).
@@ -327,7 +372,8 @@ final class Worker: TCPListenerDelegate {
         if sessions.isEmpty {
             finish()
         } else {
-            for session in sessions { session.perform(session.machine.stop()) }
+            // A stop resets; sessions of a drain under way count as cut.
+            for session in sessions { session.perform(session.inDrain ? session.machine.cut() : session.machine.stop()) }
         }
     }
 

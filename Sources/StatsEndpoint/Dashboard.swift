@@ -103,6 +103,7 @@ function failureCounts(t) {
       detail: [["process file limit", accept.process_file_limit ?? 0], ["system file limit", accept.system_file_limit ?? 0],
                ["memory", accept.memory ?? 0], ["other", accept.other ?? 0]] },
     { key: "write_timeouts", label: "write timeouts", value: t.write_timeouts ?? 0 },
+    { key: "stalled_evictions", label: "stalled evictions", value: t.stalled_evictions ?? 0 },
     { key: "linger_timeouts", label: "linger timeouts", value: t.linger_timeouts ?? 0 },
     { key: "drain_cut", label: "drain cut / completed", value: drain.cut ?? 0,
       text: `${drain.cut ?? 0} / ${drain.completed ?? 0}` },

@@ -93,7 +93,7 @@ extension Metric {
             ])
         },
         // Workers: how connections fail.
-        Metric(.counter, "fastalloc_client_resets_total", "Client connections that failed mid-stream (reset or broken pipe).") { f in
+        Metric(.counter, "fastalloc_client_resets_total", "Client connections that failed mid-stream (reset, broken pipe, keepalive timeout).") { f in
             f.workers("client_resets", \.clientResets)
         },
         Metric(.counter, "fastalloc_idle_timeouts_total", "Connections closed by the idle timeout.") { f in
@@ -102,6 +102,10 @@ extension Metric {
         Metric(.counter, "fastalloc_write_timeouts_total",
                "Connections reset because a queued write made no progress for --write-timeout (a peer that stopped reading).") { f in
             f.workers("write_timeouts", \.writeTimeouts)
+        },
+        Metric(.counter, "fastalloc_stalled_evictions_total",
+               "Connections reset because the buffer pools ran out while a connection holding none needed one (the longest-stalled first).") { f in
+            f.workers("stalled_evictions", \.stalledEvictions)
         },
         Metric(.counter, "fastalloc_linger_timeouts_total",
                "Lingering closes after a failure that --linger-timeout ended (the peer did not close in time).") { f in

@@ -194,10 +194,12 @@ public final class TCPStream: Handle {
         close()
     }
 
-    /// TCP keepalive: probes start after `seconds` of silence (0 turns it off), so a peer that
-    /// vanished without a FIN or reset is found even while nothing is queued to it.
-    public func setKeepAlive(seconds: UInt32) {
+    /// TCP keepalive: probes start after `seconds` of silence (0 turns it off), then one every
+    /// `interval` seconds, and after `probes` unanswered ones the connection fails (ETIMEDOUT),
+    /// so a peer that vanished without a FIN or reset is found even while nothing is queued to it.
+    public func setKeepAlive(seconds: UInt32, interval: Int32 = 10, probes: Int32 = 6) {
         uv_tcp_keepalive(tcp, seconds > 0 ? 1 : 0, seconds)
+        if seconds > 0 { _ = fastalloc_uv_tcp_keepalive_probes(tcp, interval, probes) }
     }
 
     /// Sends small writes at once (TCP_NODELAY).

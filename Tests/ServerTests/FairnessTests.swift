@@ -15,12 +15,16 @@ import Glibc
     /// Opens `count` clients that send as fast as the server takes bytes and never read, until
     /// the server has stopped reading every one of them (a pass in which no hog could send a
     /// byte, twice). Non-blocking sends, so one slow hog does not hold up the others.
-    func openHogs(_ count: Int, to address: SocketAddress) throws -> (hogs: [TestSocket], bytes: Int) {
+    /// (A small send buffer keeps the bytes each hog sends down, at the price of speed: with
+    /// its 16 KiB each send waits for acknowledgements; `smallSendBuffer: false` is 20x faster
+    /// per hog, with twice the bytes.)
+    func openHogs(_ count: Int, to address: SocketAddress, quietPass: UInt32 = 100_000,
+                  smallSendBuffer: Bool = true) throws -> (hogs: [TestSocket], bytes: Int) {
         var hogs: [TestSocket] = []
         for _ in 0..<count {
             let hog = try TestSocket(connectingTo: address, receiveBuffer: 4096)
             var size: Int32 = 16 * 1024
-            setsockopt(hog.fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+            if smallSendBuffer { setsockopt(hog.fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size)) }
             _ = fcntl(hog.fd, F_SETFL, fcntl(hog.fd, F_GETFL) | O_NONBLOCK)
             hogs.append(hog)
         }
@@ -40,7 +44,7 @@ import Glibc
             total += sentThisPass
             if sentThisPass == 0 {
                 idlePasses += 1
-                usleep(100_000)  // let the server catch up before the next look
+                usleep(quietPass)  // let the server catch up before the next look
             } else {
                 idlePasses = 0
             }
@@ -98,6 +102,46 @@ import Glibc
         let final = finish(server)  // every buffer back once the hogs have gone
         #expect(final.connectionsAccepted == 420)
         if let upstreamServer { finish(upstreamServer) }
+    }
+
+    @Test func moreNeverReadingClientsThanBuffers_arrivingOneByOne_freshClientsStillServed() throws {
+        let mode = ServerMode.echo
+        // 96 buffers (2 x 16 local + 64 overflow) and 120 clients that never read, each filled
+        // until the server stops reading it before the next one connects: the early ones get
+        // the biggest shares, the later ones take the reserve, the last ones find no buffer at
+        // all. Then a new client's read finds every pool empty: the worker resets its
+        // longest-stalled connection for it instead of letting it wait for --write-timeout.
+        // (Echo: through a relay, the upstream's own pools take the bytes, and the relay's are
+        // not the ones that run out.)
+        let server = try startServer(mode) { config in
+            config.buffers = try PacketBufferConfig(bufferSize: 16 * 1024, localBuffers: 16, overflowInitial: 16, overflowMax: 64)
+            config.highWatermark = 64 * 1024
+            config.lowWatermark = 16 * 1024
+            config.writeTimeout = 0  // only the eviction can free buffers here
+            config.idleTimeout = 120
+        }
+        var hogs: [TestSocket] = []
+        for _ in 0..<120 {
+            let (one, _) = try openHogs(1, to: server.address, quietPass: 20_000, smallSendBuffer: false)
+            hogs += one
+        }
+        let held = server.statistics()
+        print("fairness (\(mode), one by one): buffers in use \(held.buffers.totalInUse) of 96; stalled evictions so far \(held.stalledEvictions)")
+        var latencies: [Double] = []
+        for index in 0..<20 {
+            let latency = freshEcho(server.address, seed: index)
+            #expect(latency != nil, "fresh client \(index) got no echo")
+            if let latency {
+                #expect(latency <= 0.5, "fresh client \(index) waited \(latency) s for its echo")
+                latencies.append(latency)
+            }
+        }
+        latencies.sort()
+        let after = server.statistics()
+        print("fairness (\(mode), one by one): fresh clients' echo: median \(Int((latencies.isEmpty ? 0 : latencies[latencies.count / 2]) * 1e6)) µs, max \(Int((latencies.last ?? 0) * 1e6)) µs; stalled evictions \(after.stalledEvictions)")
+        #expect(after.stalledEvictions > 0, "more hogs than buffers: some had to be reset")
+        for hog in hogs { hog.reset() }
+        finish(server)
     }
 
     @Test func writeTimeout_resetsAClientThatStoppedReading_andCountsIt() throws {

@@ -40,6 +40,7 @@ import Testing
             stats.workers[index].acceptErrors.other = n()
             stats.workers[index].writeTimeouts = n()
             stats.workers[index].lingerTimeouts = n()
+            stats.workers[index].stalledEvictions = n()
             stats.workers[index].drainCompleted = n()
             stats.workers[index].drainCut = n()
         }
@@ -133,6 +134,7 @@ import Testing
         #expect(value("fastalloc_connections_closed_total", ["worker": "1"]) == Double(worker.connectionsClosed))
         #expect(value("fastalloc_write_timeouts_total", ["worker": "1"]) == Double(worker.writeTimeouts))
         #expect(value("fastalloc_linger_timeouts_total", ["worker": "1"]) == Double(worker.lingerTimeouts))
+        #expect(value("fastalloc_stalled_evictions_total", ["worker": "1"]) == Double(worker.stalledEvictions))
         #expect(value("fastalloc_drain_connections_total", ["worker": "1", "outcome": "completed"]) == Double(worker.drainCompleted))
         #expect(value("fastalloc_drain_connections_total", ["worker": "1", "outcome": "cut"]) == Double(worker.drainCut))
         for (reason, count) in [("process_file_limit", worker.acceptErrors.processFileLimit),
@@ -270,7 +272,7 @@ import Testing
         for key in before { #expect(keys.contains(key) as Bool, "\(key) is missing") }
         // The new ones, as the dashboard reads them.
         let added = """
-            totals.connections_closed totals.client_resets totals.write_timeouts totals.linger_timeouts
+            totals.connections_closed totals.client_resets totals.write_timeouts totals.linger_timeouts totals.stalled_evictions
             totals.accept_errors.process_file_limit totals.accept_errors.system_file_limit totals.accept_errors.memory
             totals.accept_errors.other totals.drain_connections.completed totals.drain_connections.cut
             workers[].client_resets workers[].write_timeouts workers[].linger_timeouts workers[].accept_errors.memory
@@ -435,6 +437,7 @@ struct FieldExpectation {
         case ("WorkerStatistics", "idleTimeouts"): return perWorker("fastalloc_idle_timeouts_total", "idle_timeouts")
         case ("WorkerStatistics", "writeTimeouts"): return perWorker("fastalloc_write_timeouts_total", "write_timeouts")
         case ("WorkerStatistics", "lingerTimeouts"): return perWorker("fastalloc_linger_timeouts_total", "linger_timeouts")
+        case ("WorkerStatistics", "stalledEvictions"): return perWorker("fastalloc_stalled_evictions_total", "stalled_evictions")
         case ("WorkerStatistics", "drainCompleted"), ("WorkerStatistics", "drainCut"):
             let outcome = leaf.field == "drainCut" ? "cut" : "completed"
             return FieldExpectation(prometheus: [("fastalloc_drain_connections_total", worker.merging(["outcome": outcome]) { $1 })],

@@ -42,7 +42,7 @@ import Testing
         #expect(machine.client.input == .discarding, "the client's input is drained, not forwarded")
         #expect(machine.bytesRead(from: .client, now: 6) == nil, "nothing is forwarded to a failed upstream")
         // The client's FIN goes out, then its EOF arrives: it closes; then the session ends.
-        #expect(machine.shutdownCompleted(on: .client, failed: false) == .none)
+        #expect(machine.shutdownCompleted(on: .client, failed: false, now: 9) == .none)
         #expect(machine.readEnded(on: .client) == Action(close: .client))
         #expect(machine.closed(.upstream) == .none)
         #expect(machine.closed(.client) == Action(ended: true))
@@ -143,7 +143,7 @@ import Testing
         var machine = openEcho()
         #expect(machine.readEnded(on: .client) == Action(stopReading: .client, shutdown: .client))
         #expect(machine.bytesRead(from: .client, now: 1) == nil)
-        #expect(machine.shutdownCompleted(on: .client, failed: false) == Action(close: .client))
+        #expect(machine.shutdownCompleted(on: .client, failed: false, now: 9) == Action(close: .client))
         #expect(machine.closed(.client) == Action(ended: true))
     }
 
@@ -152,11 +152,11 @@ import Testing
         // The client finishes sending: the upstream gets a FIN; the upstream may still answer.
         #expect(machine.readEnded(on: .client) == Action(stopReading: .client, shutdown: .upstream))
         #expect(machine.bytesRead(from: .upstream, now: 1) == .client, "the other direction still flows")
-        #expect(machine.shutdownCompleted(on: .upstream, failed: false) == .none)
+        #expect(machine.shutdownCompleted(on: .upstream, failed: false, now: 9) == .none)
         // The upstream finishes: the client gets its FIN; the upstream socket is done both ways.
         // (A closing handle stops reading by itself: no separate stop.)
         #expect(machine.readEnded(on: .upstream) == Action(shutdown: .client, close: .upstream))
-        #expect(machine.shutdownCompleted(on: .client, failed: false) == Action(close: .client))
+        #expect(machine.shutdownCompleted(on: .client, failed: false, now: 9) == Action(close: .client))
         #expect(machine.closed(.upstream) == .none)
         #expect(machine.closed(.client) == Action(ended: true))
     }
@@ -164,7 +164,45 @@ import Testing
     @Test func shutdownFailure_closesThatSide() {
         var machine = openEcho()
         _ = machine.readEnded(on: .client)
-        #expect(machine.shutdownCompleted(on: .client, failed: true) == Action(close: .client))
+        #expect(machine.shutdownCompleted(on: .client, failed: true, now: 9) == Action(close: .client, count: .clientFailure))
+    }
+
+    @Test func relay_shutdownFailure_isThatSidesFailure_theOtherLingers() {
+        // The upstream went away while it was not being read; the client's EOF asks for a FIN
+        // to it, which fails. The client must still get its own FIN (it used to wait for the
+        // idle timeout, or for ever with --idle-timeout 0).
+        var machine = openRelay()
+        _ = machine.outOfBuffers(on: .upstream)  // not reading the upstream
+        #expect(machine.readEnded(on: .client) == Action(stopReading: .client, shutdown: .upstream))
+        let action = machine.shutdownCompleted(on: .upstream, failed: true, now: 9)
+        #expect(action == Action(shutdown: .client, close: .upstream, count: .upstreamFailure))
+        #expect(machine.phase == .lingering(since: 9))
+        #expect(machine.shutdownCompleted(on: .client, failed: false, now: 10) == Action(close: .client))
+    }
+
+    @Test func writeFailure_ofAQueuedWrite_countsDown_andFails() {
+        var machine = openRelay()
+        _ = machine.writeQueued(to: .client, share: 1, now: 1)  // the upstream pauses
+        let action = machine.writeFailed(to: .client, wasQueued: true, now: 2)
+        #expect(machine.client.queued == 0)
+        #expect(action == Action(startReading: .upstream, shutdown: .upstream, close: .client, count: .clientFailure),
+                "one transition: the paused upstream lingers, reading to discard")
+        #expect(machine.upstream.reading && machine.upstream.input == .discarding)
+    }
+
+    @Test func evict_resetsTheLongestStalledSide() {
+        var machine = openRelay()
+        #expect(machine.stalledSince == nil)
+        _ = machine.writeQueued(to: .upstream, share: 4, now: 50)
+        _ = machine.writeQueued(to: .client, share: 4, now: 20)
+        #expect(machine.stalledSince == 20)
+        #expect(machine.evict(now: 100) == Action(shutdown: .upstream, reset: .client, count: .stalledEviction))
+        #expect(machine.stalledSince == 50 || machine.stalledSince == nil)
+    }
+
+    @Test func evict_withNothingQueued_doesNothing() {
+        var machine = openEcho()
+        #expect(machine.evict(now: 100) == .none)
     }
 
     // MARK: Failures
@@ -186,13 +224,13 @@ import Testing
         #expect(machine.bytesRead(from: .client, now: 3) == nil)
         // The queued write completes, the FIN goes out, the client closes its end: done.
         #expect(machine.writeCompleted(to: .client, cancelled: false, lowWatermark: 1, now: 4) == .none)
-        #expect(machine.shutdownCompleted(on: .client, failed: false) == .none)
+        #expect(machine.shutdownCompleted(on: .client, failed: false, now: 9) == .none)
         #expect(machine.readEnded(on: .client) == Action(close: .client))
     }
 
     @Test func relay_clientWriteFails_upstreamLingers() {
         var machine = openRelay()
-        let action = machine.writeFailed(to: .client, now: 1)
+        let action = machine.writeFailed(to: .client, wasQueued: false, now: 1)
         #expect(action == Action(shutdown: .upstream, close: .client, count: .clientFailure))
     }
 
@@ -277,7 +315,7 @@ import Testing
     @Test func drain_cut_ofASessionEndingByItself_isNotACut() {
         var machine = openEcho()
         _ = machine.readEnded(on: .client)
-        _ = machine.shutdownCompleted(on: .client, failed: false)  // closing by itself
+        _ = machine.shutdownCompleted(on: .client, failed: false, now: 9)  // closing by itself
         #expect(machine.cut() == .none)
         #expect(!machine.wasCut)
     }
@@ -288,9 +326,9 @@ import Testing
         #expect(machine.cut() == Action(reset: .client, count: .drainCut))
     }
 
-    @Test func stop_closesEverythingOpen() {
+    @Test func stop_resetsEverythingOpen() {
         var machine = openRelay()
-        #expect(machine.stop() == Action(close: .both))
+        #expect(machine.stop() == Action(reset: .both))
         #expect(machine.stop() == .none)
     }
 
