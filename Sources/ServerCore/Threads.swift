@@ -6,27 +6,6 @@ import Glibc
 
 // MARK: Threads
 
-/// A worker's wake-up as other threads use it. Deprecated in place: `AsyncWake` itself is now
-/// safe to `send()` from any thread at any time, also after `close()` (it does nothing then), so
-/// this only forwards to it. It will be removed; use `AsyncWake` directly.
-package final class WorkerWake: @unchecked Sendable {
-    // @unchecked: `async` is immutable and AsyncWake is Sendable (send from any thread).
-    private let async: AsyncWake
-
-    package init(_ async: AsyncWake) {
-        self.async = async
-    }
-
-    package func send() {
-        async.send()
-    }
-
-    /// On the worker's thread: closes the handle; sends after it do nothing.
-    package func close() {
-        async.close()
-    }
-}
-
 /// A joinable thread running a closure. A reference: copies share one join state, so joining is
 /// idempotent and thread-safe: the first `join()` waits for the thread, a concurrent one waits
 /// for that first join to finish, and any later one returns at once (pthread_join twice on one

@@ -16,12 +16,12 @@ public final class StatsEndpoint: Sendable {
     /// The bound address (the real port when port 0 was asked for).
     public let address: SocketAddress
     private let thread: ThreadHandle
-    private let wake: WorkerWake
+    private let wake: AsyncWake
     private let counters = StatsConnectionCounters()
 
     public init(server: Server, address: SocketAddress, limits: StatsLimits = StatsLimits(),
                 logger: Logger = Logger(label: "fastalloc-stats")) throws(UVError) {
-        let ready = OneShot<Result<(WorkerWake, SocketAddress), UVError>>()
+        let ready = OneShot<Result<(AsyncWake, SocketAddress), UVError>>()
         let counters = counters
         thread = ThreadHandle.start {
             let loop: StatsLoop
@@ -71,7 +71,7 @@ final class StatsLoop: TCPListenerDelegate {
     var logger: Logger
     private var listener: TCPListener?
     private var sweepTimer: Timer?
-    private var wake: WorkerWake?
+    private var wake: AsyncWake?
     /// Connections not yet closing (each knows its index here).
     private var connections: [HTTPConnection] = []
     /// Connections whose close is under way (their close callback has not run yet).
@@ -90,12 +90,12 @@ final class StatsLoop: TCPListenerDelegate {
         loop = try EventLoop()
     }
 
-    func start(address: SocketAddress) throws(UVError) -> WorkerWake {
+    func start(address: SocketAddress) throws(UVError) -> AsyncWake {
         do {
             let listener = try TCPListener(loop: loop, address: address, backlog: 128)
             listener.delegate = self
             self.listener = listener
-            let wake = WorkerWake(try AsyncWake(loop: loop) { [unowned self] _ in self.stop() })
+            let wake = try AsyncWake(loop: loop) { [unowned self] _ in self.stop() }
             self.wake = wake
             let timer = try Timer(loop: loop)
             let interval = UInt64(min(max(limits.idleTimeout * 1000 / 4, 10), 1000))
