@@ -262,12 +262,7 @@ public final class Server: Sendable {
 
     /// Descriptors this process has open now (Linux: /proc/self/fd; elsewhere a guess).
     static func openDescriptors() -> Int {
-        guard let directory = opendir("/proc/self/fd") else { return 16 }
-        defer { closedir(directory) }
-        var count = -1  // the directory's own descriptor is listed too
-        while let entry = readdir(directory) {
-            if entry.pointee.d_name.0 != CChar(UInt8(ascii: ".")) { count += 1 }
-        }
-        return max(count, 0)
+        guard let count = countDirectoryEntries("/proc/self/fd") else { return 16 }
+        return max(count - 1, 0)  // the directory's own descriptor is listed too
     }
 }

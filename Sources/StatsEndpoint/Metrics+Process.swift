@@ -1,3 +1,4 @@
+import UVLoop
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -33,13 +34,7 @@ public struct ProcessFigures: Sendable, Hashable {
                 figures.startTimeSeconds = bootTime + start / ticks
             }
         }
-        if let directory = opendir("/proc/self/fd") {
-            var count = 0
-            while let entry = readdir(directory) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { $0.first }
-                if name != UInt8(ascii: ".") { count += 1 }
-            }
-            closedir(directory)
+        if let count = countDirectoryEntries("/proc/self/fd") {
             figures.openFileDescriptors = max(0, count - 1)  // minus the descriptor of the listing
         }
         return figures
