@@ -95,6 +95,7 @@ check "failures panel: the 5 client resets" '<td>client resets</td><td>([5-9]|[1
 check "failures panel: accept errors" '<td>accept errors</td><td>[0-9]+</td>'
 check "failures panel: write timeouts" '<td>write timeouts</td><td>[0-9]+</td>'
 check "failures panel: linger timeouts" '<td>linger timeouts</td><td>[0-9]+</td>'
+check "failures panel: stalled evictions" '<td>stalled evictions</td><td>[0-9]+</td>'
 check "failures panel: drain cut / completed" '<td>drain cut / completed</td><td>[0-9]+ / [0-9]+</td>'
 if [ -n "${SCREENSHOT:-}" ]; then
     timeout 60 "$browser" "${flags[@]}" --window-size=1200,900 --screenshot="$SCREENSHOT" "http://127.0.0.1:$stats_port/" \
