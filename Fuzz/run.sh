@@ -16,7 +16,12 @@ seconds=${1:-600}
 build=(swift build -c release -Xswiftc -DDEBUG -Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld)
 "${build[@]}" >/dev/null
 bin=$("${build[@]}" --show-bin-path)
+# Every file libFuzzer writes for a finding (crash-, leak-, timeout-, oom-, slow-unit-) goes under
+# artifacts/ (git-ignored), by an absolute prefix. Without -artifact_prefix a fuzzing run writes
+# them to its working directory, a seed that crashes while the corpus loads included (a crash-
+# file identical to a seed once sat untracked in Fuzz/ that way). Replaying one input writes none.
 mkdir -p artifacts
+artifacts="$PWD/artifacts/"
 status=0
 for source in Sources/fuzz-*/; do
     name=$(basename "$source")
@@ -30,14 +35,14 @@ for source in Sources/fuzz-*/; do
     [[ -f "$corpus.options" ]] && read -r -a options <"$corpus.options"
     # SWIFT_BACKTRACE off: on a crash, libFuzzer's own report is wanted, not a symbolicating hang.
     if SWIFT_BACKTRACE=enable=no "$bin/$name" "$work" "$corpus" "${dict[@]}" "${options[@]}" -max_total_time="$seconds" \
-        -artifact_prefix=artifacts/ -print_final_stats=1 >"$log" 2>&1; then
+        -artifact_prefix="$artifacts" -print_final_stats=1 >"$log" 2>&1; then
         runs=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | tail -1)
         rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
         echo "$name: ${runs:-ran}, ${rate:-?} exec/s (no crash; corpus $(ls "corpus/${name#fuzz-}" | wc -l) seeds + $(ls "$work" | grep -vc '^log$') new)"
     else
         echo "$name: FAILED" >&2
         grep -E 'Fatal error|ERROR: |SUMMARY|Test unit written' "$log" | head -10 >&2
-        echo "replay: $bin/$name artifacts/crash-..." >&2
+        echo "replay: (cd $PWD && $bin/$name artifacts/crash-...)" >&2
         status=1
     fi
     rm -rf "$work"

@@ -44,12 +44,13 @@ public func onAnotherThread(_ body: @escaping () -> Void) {
 }
 
 /// Reads the fuzzer's input a byte at a time; zeros once it runs out.
+/// Inlinable: fuzz-pools calls it twice per operation.
 public struct ByteReader {
-    private let bytes: UnsafeBufferPointer<UInt8>
-    private var position = 0
+    @usableFromInline let bytes: UnsafeBufferPointer<UInt8>
+    @usableFromInline var position = 0
     public init(_ bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
-    public var isAtEnd: Bool { position >= bytes.count }
-    public mutating func next() -> UInt8 {
+    @inlinable public var isAtEnd: Bool { position >= bytes.count }
+    @inlinable public mutating func next() -> UInt8 {
         guard position < bytes.count else { return 0 }
         defer { position += 1 }
         return bytes[position]

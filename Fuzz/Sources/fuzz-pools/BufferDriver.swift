@@ -5,35 +5,52 @@ import FuzzSupport
 import PacketBuffers
 
 final class BufferDriver: Driver {
-    let pools: PacketBufferPools
-    let worker: WorkerBufferPool
-    let config: PacketBufferConfig
-    /// Whether releases "on another thread" really run on the other thread (see makeDriver);
-    /// when not, they are plain releases here.
-    let crossThreads: Bool
+    /// The one instance, started with each input's new pools (see UnsynchronizedDriver).
+    nonisolated(unsafe) static let shared = BufferDriver()
+    /// Held between inputs, so that the input's pools are destroyed when the input ends.
+    nonisolated(unsafe) private static let idleWorker = try! PacketBufferPools(config: PacketBufferConfig(
+        bufferSize: 64, localBuffers: 1, overflowInitial: 1, overflowMax: 1)).makeWorkerPool()
+
+    private(set) var worker = BufferDriver.idleWorker
+    var pools: PacketBufferPools { worker.pools }
+    var config = BufferDriver.idleWorker.pools.config
+    /// How many more releases "on another thread" of this input really run on the other thread
+    /// (see crosses in main.swift); the rest are plain releases here.
+    var crossings = 0
     /// The overflow pool's model (no hooks: its hook counters stay at zero).
-    var overflow: PoolModel
+    var overflow = PoolModel(capacity: 1, maximum: 1, growth: .none)
     var localOut = 0      // local buffers held here
     var pending = 0       // local buffers released on another thread, not drained yet
     var overflowDraws: UInt64 = 0
     var failedDraws: UInt64 = 0
-    var fromOverflow = [Bool](repeating: false, count: slotCount)
+    let fromOverflow = UnsafeMutablePointer<Bool>.allocate(capacity: slotCount)
     var live = Live()
     // As above: `slotCount` initialised optionals, moved out and back in place.
     let buffers = UnsafeMutablePointer<PacketBuffer?>.allocate(capacity: slotCount)
 
-    init(config: PacketBufferConfig, crossThreads: Bool) throws {
-        self.config = config
-        self.crossThreads = crossThreads
-        pools = try PacketBufferPools(config: config)
-        worker = pools.makeWorkerPool()
-        overflow = PoolModel(capacity: config.overflowInitial, maximum: config.overflowMax, growth: config.overflowGrowth)
+    private init() {
+        fromOverflow.initialize(repeating: false, count: slotCount)
         for slot in 0..<slotCount { (buffers + slot).initialize(to: nil) }
     }
 
-    deinit {
-        buffers.deinitialize(count: slotCount)
-        buffers.deallocate()
+    func start(config: PacketBufferConfig, crossings: Int) throws -> BufferDriver {
+        self.config = config
+        self.crossings = crossings
+        worker = try PacketBufferPools(config: config).makeWorkerPool()
+        overflow = PoolModel(capacity: config.overflowInitial, maximum: config.overflowMax, growth: config.overflowGrowth)
+        localOut = 0
+        pending = 0
+        overflowDraws = 0
+        failedDraws = 0
+        live.reset()
+        return self
+    }
+
+    /// Whether this release really crosses to the other thread (one of the input's crossings).
+    private func crossing() -> Bool {
+        guard crossings > 0 else { return false }
+        crossings -= 1
+        return true
     }
 
     /// The length a buffer holding `serial` gets: its capacity less 0 to 3 words.
@@ -102,7 +119,7 @@ final class BufferDriver: Driver {
     }
 
     func releaseOnAnotherThread(_ slot: Int) {
-        guard crossThreads else { return release(slot) }
+        guard live.held[slot], crossing() else { return release(slot) }
         guard let buffer = take(slot) else { return }
         let carrier = Carrier<PacketBuffer>(buffer)
         onOtherThread { carrier.handle = nil }
@@ -155,5 +172,6 @@ final class BufferDriver: Driver {
         pending = 0
         verify()
         if pools.statistics().totalInUse != 0 { fail("buffers in use after releasing everything") }
+        worker = BufferDriver.idleWorker
     }
 }

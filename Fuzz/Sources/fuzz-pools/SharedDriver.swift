@@ -4,27 +4,38 @@ import FastAlloc
 import FuzzSupport
 
 final class SharedDriver: Driver {
-    let pool: ThreadSafePool<Payload>
-    var model: PoolModel
-    let alignment: Int
-    /// Whether the other-thread operations really run on the other thread (see makeDriver);
-    /// when not, they run here, as plain acquires and releases.
-    let crossThreads: Bool
+    /// The one instance, started with each input's new pool (see UnsynchronizedDriver).
+    nonisolated(unsafe) static let shared = SharedDriver()
+    private static let idlePool = try! ThreadSafePool<Payload>(config: PoolConfig(capacity: 1))
+
+    private(set) var pool = SharedDriver.idlePool
+    var model = PoolModel(capacity: 1, maximum: 1, growth: .none)
+    var alignment = 8
+    /// How many more other-thread operations of this input really run on the other thread (see
+    /// crosses in main.swift); the rest run here, as plain acquires and releases.
+    var crossings = 0
     var live = Live()
     // As in UnsynchronizedDriver: `slotCount` initialised optionals, moved out and back in place.
     let handles = UnsafeMutablePointer<SharedPoolHandle<Payload>?>.allocate(capacity: slotCount)
 
-    init(pool: ThreadSafePool<Payload>, model: PoolModel, alignment: Int, crossThreads: Bool) {
-        self.pool = pool
-        self.model = model
-        self.alignment = alignment
-        self.crossThreads = crossThreads
+    private init() {
         for slot in 0..<slotCount { (handles + slot).initialize(to: nil) }
     }
 
-    deinit {
-        handles.deinitialize(count: slotCount)
-        handles.deallocate()
+    func start(pool: ThreadSafePool<Payload>, model: PoolModel, alignment: Int, crossings: Int) -> SharedDriver {
+        self.pool = pool
+        self.model = model
+        self.alignment = alignment
+        self.crossings = crossings
+        live.reset()
+        return self
+    }
+
+    /// Whether this other-thread operation really crosses (one of the input's crossings).
+    private func crossing() -> Bool {
+        guard crossings > 0 else { return false }
+        crossings -= 1
+        return true
     }
 
     private func put(_ handle: consuming SharedPoolHandle<Payload>, at slot: Int, serial: UInt64) {
@@ -37,15 +48,17 @@ final class SharedDriver: Driver {
         release(slot)
         // Acquired on the other thread half of the time: the pool is shared. (Bit 8: the low
         // byte of every serial is 0, so bit 0 never chose the other thread.)
-        let carrier = Carrier<SharedPoolHandle<Payload>>(nil)
-        if !crossThreads || (serial >> 8) & 1 == 0 {
-            carrier.handle = pool.tryAcquire(Payload(serial))
+        let handle: SharedPoolHandle<Payload>?
+        if (serial >> 8) & 1 == 0 || !crossing() {
+            handle = pool.tryAcquire(Payload(serial))
         } else {
+            let carrier = Carrier<SharedPoolHandle<Payload>>(nil)
             let pool = self.pool
             onOtherThread { carrier.handle = pool.tryAcquire(Payload(serial)) }
+            handle = carrier.handle.take()
         }
         let expected = model.take()
-        guard let handle = carrier.handle.take() else {
+        guard let handle else {
             if expected { fail("tryAcquire gave nil at \(model.inUse)/\(model.capacity)") }
             return
         }
@@ -89,8 +102,8 @@ final class SharedDriver: Driver {
     }
 
     func releaseOnAnotherThread(_ slot: Int) {
-        guard crossThreads else { return release(slot) }
         guard let handle = take(slot) else { return }
+        guard crossing() else { return handle.release() }
         let carrier = Carrier<SharedPoolHandle<Payload>>(handle)
         onOtherThread { carrier.handle = nil }
         if carrier.handle != nil { fail("the other thread did not release") }
@@ -116,5 +129,6 @@ final class SharedDriver: Driver {
     func finish() {
         for slot in 0..<slotCount { release(slot) }
         verify()
+        pool = SharedDriver.idlePool
     }
 }

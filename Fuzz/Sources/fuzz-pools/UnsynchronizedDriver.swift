@@ -4,28 +4,34 @@ import FastAlloc
 import FuzzSupport
 
 final class UnsynchronizedDriver: Driver {
-    let pool: UnsynchronizedPool<Payload>
-    var model: PoolModel
-    let alignment: Int
-    let lowestFirstSlab: UInt?  // a lowest-first FixedPool: its slab, for exact slot checks
-    let stride: UInt
+    /// The one instance: each input starts it with its own new pool (`start`), and `finish`
+    /// lets that pool go; the driver's storage is allocated once for the run.
+    nonisolated(unsafe) static let shared = UnsynchronizedDriver()
+    /// Held between inputs, so that the input's pool is destroyed when the input ends.
+    nonisolated(unsafe) private static let idlePool = try! FixedPool<Payload>(capacity: 1)
+
+    private(set) var pool: UnsynchronizedPool<Payload> = UnsynchronizedDriver.idlePool
+    var model = PoolModel(capacity: 1, maximum: 1, growth: .none)
+    var alignment = 8
+    var lowestFirstSlab: UInt?  // a lowest-first FixedPool: its slab, for exact slot checks
+    var stride: UInt = 1
     var live = Live()
     // Handles are noncopyable, so they live in raw storage: `slotCount` initialised optionals,
-    // each moved out and re-initialised in one place (put/release below), deinitialised in deinit.
+    // each moved out and re-initialised in one place (put/release below); all nil between inputs.
     let handles = UnsafeMutablePointer<PoolHandle<Payload>?>.allocate(capacity: slotCount)
 
-    init(pool: UnsynchronizedPool<Payload>, model: PoolModel, alignment: Int, lowestFirstSlab: UInt?) {
+    private init() {
+        for slot in 0..<slotCount { (handles + slot).initialize(to: nil) }
+    }
+
+    func start(pool: UnsynchronizedPool<Payload>, model: PoolModel, alignment: Int, lowestFirstSlab: UInt?) -> UnsynchronizedDriver {
         self.pool = pool
         self.model = model
         self.alignment = alignment
         self.lowestFirstSlab = lowestFirstSlab
         stride = UInt(pool.slotStride)
-        for slot in 0..<slotCount { (handles + slot).initialize(to: nil) }
-    }
-
-    deinit {
-        handles.deinitialize(count: slotCount)
-        handles.deallocate()
+        live.reset()
+        return self
     }
 
     private func put(_ handle: consuming PoolHandle<Payload>, at slot: Int, serial: UInt64) {
@@ -110,5 +116,6 @@ final class UnsynchronizedDriver: Driver {
         for slot in 0..<slotCount { release(slot) }
         verify()
         if pool.statistics.inUse != 0 { fail("in use after releasing everything") }
+        pool = UnsynchronizedDriver.idlePool
     }
 }
