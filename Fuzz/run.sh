@@ -22,11 +22,18 @@ bin=$("${build[@]}" --show-bin-path)
 # file identical to a seed once sat untracked in Fuzz/ that way). Replaying one input writes none.
 mkdir -p artifacts
 artifacts="$PWD/artifacts/"
+# New inputs go to a temporary directory in memory where there is one: libFuzzer writes every new
+# or reduced input as a file, and creating files on /tmp's disk (thousands of entries here) took
+# about a tenth of fuzz-pools' time (10-17% more exec/s from /dev/shm in 60 s runs).
+scratch=/dev/shm
+[[ -d $scratch && -w $scratch ]] || scratch=${TMPDIR:-/tmp}
+work=
+trap '[[ -n $work ]] && rm -rf "$work"' EXIT
 status=0
 for source in Sources/fuzz-*/; do
     name=$(basename "$source")
     if [[ -n "${FUZZERS:-}" && " $FUZZERS " != *" $name "* ]]; then continue; fi
-    work=$(mktemp -d)
+    work=$(mktemp -d -p "$scratch" fuzz.XXXXXX)
     log="$work/log"
     corpus="corpus/${name#fuzz-}"
     dict=()
