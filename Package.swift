@@ -12,6 +12,7 @@ let package = Package(
         // endpoint's request handling.
         .library(name: "ServerCore", targets: ["ServerCore"]),
         .library(name: "StatsEndpoint", targets: ["StatsEndpoint"]),
+        .library(name: "Threads", targets: ["Threads"]),
         .executable(name: "fastalloc-demo", targets: ["fastalloc-demo"]),
     ],
     dependencies: [
@@ -28,33 +29,36 @@ let package = Package(
         .target(name: "CPacketBuffersShims"),
         // Debian's libuv1-dev, as a module.
         .systemLibrary(name: "CLibUV", pkgConfig: "libuv", providers: [.apt(["libuv1-dev"])]),
+        // Thread start-up, written once: ThreadHandle (start, idempotent join) and OneShot.
+        .target(name: "Threads"),
         // The few libuv pieces the server and the load client need, in Swift.
         .target(name: "UVLoop", dependencies: ["CLibUV", "FastAlloc"]),
-        // The load client's engine: connections, pattern, verification, histograms, report.
         // The server: workers, sessions (echo and relay), backpressure, timeouts, limits, drain.
         .target(name: "ServerCore", dependencies: [
-            "UVLoop", "PacketBuffers", "FastAlloc", "CLibUV", .product(name: "Logging", package: "swift-log"),
+            "UVLoop", "PacketBuffers", "FastAlloc", "Threads", .product(name: "Logging", package: "swift-log"),
         ]),
         // Debian's libhttp-parser-dev (nodejs/http-parser), as a module: the stats endpoint's parser.
         .systemLibrary(name: "CHTTPParser", providers: [.apt(["libhttp-parser-dev"])]),
         // The stats HTTP endpoint: /metrics, /stats, /healthz, /readyz and the dashboard.
         .target(name: "StatsEndpoint", dependencies: [
-            "ServerCore", "UVLoop", "PacketBuffers", "CHTTPParser", "CLibUV", .product(name: "Logging", package: "swift-log"),
+            "ServerCore", "UVLoop", "PacketBuffers", "Threads", "CHTTPParser", .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "fastalloc-server", dependencies: [
             "ServerCore", "StatsEndpoint", "UVLoop", "FastAlloc", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .target(name: "LoadClient", dependencies: ["UVLoop", "FastAlloc", .product(name: "Histogram", package: "hdrhistogram-swift")]),
+        // The load client's engine: connections, pattern, verification, histograms, report.
+        .target(name: "LoadClient", dependencies: ["UVLoop", "FastAlloc", "Threads", .product(name: "Histogram", package: "hdrhistogram-swift")]),
         .executableTarget(name: "fastalloc-load", dependencies: [
             "LoadClient", "UVLoop", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        // Until the server exists, `make run` runs this demo of the pools.
-        .executableTarget(name: "fastalloc-demo", dependencies: ["FastAlloc", "PacketBuffers"]),
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        // A tour of the pools, printed (`make demo`).
+        .executableTarget(name: "fastalloc-demo", dependencies: ["FastAlloc", "PacketBuffers", "Threads"]),
+        .target(name: "TestSupport", dependencies: ["Threads"], path: "Tests/TestSupport"),
         .testTarget(name: "FastAllocTests", dependencies: ["FastAlloc", "TestSupport"]),
         .testTarget(name: "PacketBuffersTests", dependencies: ["PacketBuffers", "FastAlloc", "TestSupport"]),
         .testTarget(name: "LoadClientTests", dependencies: ["LoadClient", "UVLoop", "TestSupport"]),
+        .testTarget(name: "ThreadsTests", dependencies: ["Threads", "TestSupport"]),
         .testTarget(name: "UVLoopTests", dependencies: ["UVLoop", "TestSupport"]),
         // End to end: in-process servers and the real fastalloc-server process on 127.0.0.1.
         .testTarget(name: "ServerTests", dependencies: [

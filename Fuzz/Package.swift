@@ -23,7 +23,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
-        .target(name: "FuzzSupport", swiftSettings: harnessCoverage),
+        .target(name: "FuzzSupport", dependencies: [.product(name: "Threads", package: "FastAlloc")], swiftSettings: harnessCoverage),
         .executableTarget(name: "fuzz-config", dependencies: ["FuzzSupport", .product(name: "ServerCore", package: "FastAlloc")]),
         .executableTarget(name: "fuzz-http", dependencies: [
             "FuzzSupport", .product(name: "ServerCore", package: "FastAlloc"), .product(name: "StatsEndpoint", package: "FastAlloc"),

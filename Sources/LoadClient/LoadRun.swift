@@ -1,5 +1,6 @@
 import Histogram
 import Synchronization
+import Threads
 import UVLoop
 #if canImport(Glibc)
 import Glibc
@@ -57,20 +58,12 @@ public func runLoad(_ config: LoadConfig, progress: (@Sendable (Double, Double, 
     let published = (0..<config.threads).map { _ in Published() }
     let results = ResultBox(count: config.threads)
     let startTime = EventLoop.hrtime()
-    var threads: [pthread_t] = []
-    for index in 0..<config.threads {
+    let threads = (0..<config.threads).map { index in
         let job = WorkerJob(index: index, config: config, ring: ring, published: published, results: results,
                             startTime: startTime, progress: progress)
-        var thread = pthread_t()
-        let status = pthread_create(&thread, nil, { raw in
-            // Safe: `raw` is the WorkerJob retained below, passed to exactly this one thread.
-            Unmanaged<WorkerJob>.fromOpaque(raw!).takeRetainedValue().run()
-            return nil
-        }, Unmanaged.passRetained(job).toOpaque())
-        precondition(status == 0, "pthread_create failed: \(status)")
-        threads.append(thread)
+        return ThreadHandle.start { job.run() }
     }
-    for thread in threads { pthread_join(thread, nil) }
+    for thread in threads { thread.join() }
     return results.merged(config)
 }
 

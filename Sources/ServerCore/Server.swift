@@ -2,6 +2,7 @@ import FastAlloc
 import Logging
 import PacketBuffers
 import Synchronization
+import Threads
 import UVLoop
 #if canImport(Glibc)
 import Glibc

@@ -1,4 +1,3 @@
-import CLibUV
 import UVLoop
 
 /// One stats connection: the bytes libuv reads go to its `HTTPRequestHandler`, whose answers go

@@ -1,6 +1,7 @@
 import CHTTPParser
 import Logging
 import ServerCore
+import Threads
 import UVLoop
 
 /// The stats HTTP endpoint: `/metrics` (Prometheus), `/stats` (JSON), `/healthz`, `/readyz` and

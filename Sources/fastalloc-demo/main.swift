@@ -2,6 +2,7 @@
 // work, growth events, statistics, and a shared pool used by several threads at once.
 import FastAlloc
 import PacketBuffers
+import Threads
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -53,23 +54,16 @@ func threadSafePoolTour() throws {
     print("ThreadSafePool: shared by 4 threads, handles released on any thread")
     let pool = try ThreadSafePool<Packet>(config: PoolConfig(
         capacity: 8, growth: .linear(8), maxCapacity: 64, name: "shared", initialize: { Packet() }))
-    let threads = (0..<4).map { worker -> pthread_t in
-        let box = Unmanaged.passRetained(Job {
+    let threads = (0..<4).map { worker in
+        ThreadHandle.start {
             for i in 0..<100_000 {
                 var handle = pool.acquire()
                 handle.withValue { $0.length = worker * 100_000 + i }
                 precondition(handle.value.length == worker * 100_000 + i, "a slot was shared")
             }
-        }).toOpaque()
-        var thread = pthread_t()
-        pthread_create(&thread, nil, { raw in
-            // Safe: `raw` is the Job retained above, passed to exactly this one thread.
-            Unmanaged<Job>.fromOpaque(raw!).takeRetainedValue().run()
-            return nil
-        }, box)
-        return thread
+        }
     }
-    for thread in threads { pthread_join(thread, nil) }
+    for thread in threads { thread.join() }
     printStatistics(pool.statistics)
     let lock = pool.lockStatistics
     print("  lock: \(lock.acquisitions) acquisitions, \(lock.contended) contended, \(lock.waitNanoseconds / 1000) µs waiting")
@@ -91,18 +85,12 @@ func packetBufferTour() throws {
         + "overflow \(stats.overflow.inUse)/\(stats.overflow.capacity) after \(stats.overflow.growthEvents) growth events, "
         + "failed draws \(stats.workers[0].failedDraws)")
     let addresses = lent
-    let job = Job {  // released on another thread: local buffers go onto the worker's return stack
+    // Released on another thread: local buffers go onto the worker's return stack.
+    ThreadHandle.start {
         for address in addresses {
             PacketBuffer.unsafeReclaim(UnsafeMutableRawPointer(bitPattern: address)!).release()
         }
-    }
-    var thread = pthread_t()
-    pthread_create(&thread, nil, { raw in
-        // Safe: `raw` is the Job retained below, passed to exactly this one thread.
-        Unmanaged<Job>.fromOpaque(raw!).takeRetainedValue().run()
-        return nil
-    }, Unmanaged.passRetained(job).toOpaque())
-    pthread_join(thread, nil)
+    }.join()
     stats = buffers.statistics()
     print("  released on another thread: \(stats.workers[0].remoteReturns) returned to worker 0, \(stats.workers[0].pendingReturns) pending; "
         + "in use \(stats.totalInUse)")
@@ -110,11 +98,6 @@ func packetBufferTour() throws {
         + "\(stats.overflow.lock.contended) contended")
 }
 
-final class Job: @unchecked Sendable {
-    // @unchecked: run once, on the thread it is handed to.
-    let run: () -> Void
-    init(_ run: @escaping () -> Void) { self.run = run }
-}
 
 do {
     try fixedPoolTour()

@@ -24,13 +24,14 @@ final class TestEchoServer: @unchecked Sendable {
 
     let behaviour: Behaviour
     private(set) var port = 0
-    private var thread = pthread_t()
+    
     private var wake: AsyncWake?
+    private var thread: ThreadHandle?
 
     init(_ behaviour: Behaviour = .echo) throws {
         self.behaviour = behaviour
         let ready = Latch<Result<(Int, AsyncWake), UVError>>()
-        thread = startThread { [self] in
+        thread = ThreadHandle.start { [self] in
             do {
                 let loop = try EventLoop()
                 let listener = try TCPListener(loop: loop, address: SocketAddress(host: "127.0.0.1", port: 0))
@@ -61,7 +62,7 @@ final class TestEchoServer: @unchecked Sendable {
 
     func stop() {
         wake?.send()
-        pthread_join(thread, nil)
+        thread?.join()
         wake = nil
     }
 }

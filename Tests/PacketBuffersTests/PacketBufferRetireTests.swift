@@ -28,7 +28,7 @@ import Glibc
     /// exits; returns (after the thread ended) the buffer's address and the worker's identity.
     static func workerThatLeavesABufferOut(_ pools: PacketBufferPools) -> Leftover {
         let leftover = Locked<Leftover?>(nil)
-        let worker = startThread(stackSize: stackSize) {
+        let worker = ThreadHandle.start(stackSize: stackSize) {
             let pool = pools.makeWorkerPool()
             var buffer = pool.take()!
             buffer.length = 7
@@ -39,7 +39,7 @@ import Glibc
                               retired: pool.isRetired)
             }
         }
-        pthread_join(worker, nil)
+        worker.join()
         return leftover.withLock { $0! }
     }
 
@@ -114,14 +114,14 @@ import Glibc
         while lengthSeen == nil && Self.now() < deadline {
             tries += 1
             let done = Locked<Int?>(nil)
-            let probe = startThread(stackSize: Self.stackSize) {
+            let probe = ThreadHandle.start(stackSize: Self.stackSize) {
                 guard _Home.currentThreadIdentity() == leftover.identity else { return }
                 let buffer = PacketBuffer.unsafeReclaim(UnsafeMutableRawPointer(bitPattern: leftover.address)!)
                 let length = buffer.length
                 buffer.release()
                 done.withLock { $0 = length }
             }
-            pthread_join(probe, nil)
+            probe.join()
             lengthSeen = done.withLock { $0 }
         }
         try #require(lengthSeen != nil, "no new thread got the retired worker's thread identity in \(tries) tries (20 s)")

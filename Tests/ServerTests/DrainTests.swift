@@ -16,9 +16,9 @@ struct ReadOutcome: Sendable {
 }
 
 /// Reads `socket` on a new thread until EOF or an error; `progress` hears of bytes as they come.
-func readUntilEnd(_ socket: TestSocket, progress: (@Sendable (Int) -> Void)? = nil) -> (pthread_t, Latch<ReadOutcome>) {
+func readUntilEnd(_ socket: TestSocket, progress: (@Sendable (Int) -> Void)? = nil) -> (ThreadHandle, Latch<ReadOutcome>) {
     let result = Latch<ReadOutcome>()
-    let thread = startThread {
+    let thread = ThreadHandle.start {
         var outcome = ReadOutcome()
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
@@ -40,7 +40,7 @@ func readUntilEnd(_ socket: TestSocket, progress: (@Sendable (Int) -> Void)? = n
 final class RecordingEchoUpstream: @unchecked Sendable {
     let listener: TestListener
     let received = Latch<ReadOutcome>()
-    private var thread: pthread_t?
+    private var thread: ThreadHandle?
     /// The accepted connection, for tests that inspect how it ended.
     let accepted = Latch<TestSocket?>()
 
@@ -49,7 +49,7 @@ final class RecordingEchoUpstream: @unchecked Sendable {
         let listener = self.listener
         let received = self.received
         let accepted = self.accepted
-        thread = startThread {
+        thread = ThreadHandle.start {
             guard let socket = try? listener.accept() else {
                 accepted.set(nil)
                 received.set(ReadOutcome(error: ETIMEDOUT))
@@ -77,7 +77,7 @@ final class RecordingEchoUpstream: @unchecked Sendable {
     var address: SocketAddress { listener.address }
 
     func join() {
-        if let thread { pthread_join(thread, nil) }
+        thread?.join()
         thread = nil
     }
 }
@@ -112,7 +112,7 @@ final class RecordingEchoUpstream: @unchecked Sendable {
         let echoed = Atomic<Int>(0)
         let (reader, outcome) = readUntilEnd(socket) { echoed.add($0, ordering: .releasing) }
         try send(stream, on: socket, echoed: echoed, drainAfter: 1 << 20, server)
-        pthread_join(reader, nil)
+        reader.join()
         let result = outcome.wait()
         #expect(result.error == 0, "the stream ended with errno \(result.error), not a clean end")
         #expect(result.bytes.count == stream.count, "received \(result.bytes.count) of \(stream.count) bytes")
@@ -148,7 +148,7 @@ final class RecordingEchoUpstream: @unchecked Sendable {
         let echoed = Atomic<Int>(0)
         let (reader, outcome) = readUntilEnd(socket) { echoed.add($0, ordering: .releasing) }
         try send(stream, on: socket, echoed: echoed, drainAfter: 1 << 20, server)
-        pthread_join(reader, nil)
+        reader.join()
         upstream.join()
         let atUpstream = upstream.received.wait()
         #expect(atUpstream.error == 0, "the upstream's stream ended with errno \(atUpstream.error)")
@@ -170,7 +170,7 @@ final class RecordingEchoUpstream: @unchecked Sendable {
         server.drain()
         // The client neither sends nor closes: at the deadline the server resets it.
         let (reader, outcome) = readUntilEnd(socket)
-        pthread_join(reader, nil)
+        reader.join()
         let waited = Double(EventLoop.hrtime() - start) / 1e9
         #expect(outcome.wait().error == ECONNRESET, "a cut must be a reset, not a clean end (errno \(outcome.wait().error))")
         #expect(waited >= 0.9, "reset after \(waited) s, before the drain timeout")
@@ -186,7 +186,7 @@ final class RecordingEchoUpstream: @unchecked Sendable {
         #expect(try socket.receive(exactly: 100) == pattern(100))
         server.drain()
         let (reader, outcome) = readUntilEnd(socket)
-        pthread_join(reader, nil)
+        reader.join()
         upstream.join()
         #expect(outcome.wait().error == ECONNRESET, "the client saw errno \(outcome.wait().error), not a reset")
         let atUpstream = upstream.received.wait()

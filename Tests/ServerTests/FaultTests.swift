@@ -106,9 +106,9 @@ func roundTrip(_ address: SocketAddress, _ count: Int = 100_000, seed: Int = 9) 
     defer { client.close() }
     let bytes = pattern(count, seed: seed)
     let reader = Latch<[UInt8]?>()
-    let thread = startThread { reader.set(try? client.receive(exactly: count)) }
+    let thread = ThreadHandle.start { reader.set(try? client.receive(exactly: count)) }
     try client.sendAll(bytes)
-    pthread_join(thread, nil)
+    thread.join()
     return reader.wait() == bytes
 }
 

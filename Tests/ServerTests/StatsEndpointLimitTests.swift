@@ -129,7 +129,7 @@ func startRequestInProgress(_ socket: TestSocket) throws {
         #expect(waitUntil { let f = stats.connectionStatistics; return f.accepted + f.refused == 400 }, "\(stats.connectionStatistics)")
         // The slow clients go on sending their request a byte per second (they need 37 s).
         let stopSending = StopFlag()
-        let sender = startThread {
+        let sender = ThreadHandle.start {
             var next = 1
             while !stopSending.isRaised && next < request.count {
                 // Waits a second in steps, so that the test can stop it at once.
@@ -183,7 +183,7 @@ func startRequestInProgress(_ socket: TestSocket) throws {
         for socket in idle where (try? socket.receiveUntilEOF()) == [] { closedSilently += 1 }
         #expect(closedSilently == 200)
         stopSending.raise()
-        pthread_join(sender, nil)
+        sender.join()
         // Nothing left open once the clients are gone.
         for socket in idle + slow { socket.close() }
         #expect(waitUntil { stats.connectionStatistics.open == 0 }, "connections left: \(stats.connectionStatistics)")

@@ -200,7 +200,7 @@ func pattern(_ count: Int, seed: Int = 0) -> [UInt8] {
 /// returns its report (nil if it could not run).
 func loadWhileHogsLetGo(_ address: SocketAddress, hogs: [TestSocket]) -> LoadReport? {
     let load = Latch<LoadReport?>()
-    let loader = startThread {
+    let loader = ThreadHandle.start {
         var config = LoadConfig(target: address)
         config.connections = 4
         config.size = 3000
@@ -210,6 +210,6 @@ func loadWhileHogsLetGo(_ address: SocketAddress, hogs: [TestSocket]) -> LoadRep
         load.set(try? runLoad(config))
     }
     for hog in hogs { hog.reset() }
-    pthread_join(loader, nil)
+    loader.join()
     return load.wait()
 }

@@ -23,10 +23,10 @@ import Glibc
         wake.close()
         loop.runOnce(wait: false)  // runs the close callback
         #expect(wake.isClosed)
-        let sender = startThread {
+        let sender = ThreadHandle.start {
             for _ in 0..<10_000 { wake.send() }
         }
-        pthread_join(sender, nil)
+        sender.join()
         // Only a timer keeps the loop waiting now: nothing may wake it before the timer fires.
         var timerFired = false
         let timer = try Timer(loop: loop)
@@ -51,7 +51,7 @@ import Glibc
             }
             let sent = Counter()
             let stop = Counter()
-            let sender = startThread {
+            let sender = ThreadHandle.start {
                 while stop.value.load(ordering: .relaxed) == 0 {
                     wake.send()
                     sent.value.add(1, ordering: .relaxed)
@@ -66,7 +66,7 @@ import Glibc
                 sched_yield()
             }
             stop.value.store(1, ordering: .relaxed)
-            pthread_join(sender, nil)
+            sender.join()
             #expect(sent.value.load(ordering: .relaxed) >= atClose + 1000)
             #expect(runs == 1)
             #expect(!loop.runOnce(wait: false))  // nothing left on the loop: the wake-up is gone
@@ -83,7 +83,7 @@ import Glibc
         }
         let stop = Counter()
         let senders = (0..<4).map { _ in
-            startThread {
+            ThreadHandle.start {
                 while stop.value.load(ordering: .relaxed) == 0 {
                     wake.send()
                     sched_yield()
@@ -93,7 +93,7 @@ import Glibc
         }
         loop.run()  // until the third wake-up closed the handle
         stop.value.store(1, ordering: .relaxed)
-        for sender in senders { pthread_join(sender, nil) }
+        for sender in senders { sender.join() }
         #expect(wakeUps.value.load(ordering: .relaxed) == 3)
         #expect(wake.isClosed)
     }

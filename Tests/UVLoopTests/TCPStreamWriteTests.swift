@@ -64,8 +64,8 @@ import Glibc
         #expect(stream.queuedWriteBytes > 0)
         // Now the peer reads everything, on its own thread, while the loop writes the rest.
         let received = Latch<[UInt8]>()
-        let reader = startThread { received.set(BlockingPeer.read(socket, count: count)) }
-        defer { pthread_join(reader, nil) }
+        let reader = ThreadHandle.start { received.set(BlockingPeer.read(socket, count: count)) }
+        defer { reader.join() }
         let watchdog = try Timer(loop: loop)
         recorder.onWrite = { _, _ in watchdog.close() }
         watchdog.start(after: 60_000) { timer in  // a hang fails the test instead of the run

@@ -87,9 +87,9 @@ import Glibc
             ranOnLoopThread = pthread_equal(pthread_self(), loopThread) != 0
             wake.close()
         }
-        let sender = startThread { wake.send() }
+        let sender = ThreadHandle.start { wake.send() }
         loop.run()  // returns once the wake-up ran and closed its handle
-        pthread_join(sender, nil)
+        sender.join()
         #expect(ranOnLoopThread)
     }
 

@@ -1,5 +1,6 @@
 // What every fuzzer here shares: libFuzzer's driver, a check that names what broke, and a way
 // to run a closure on a new thread and wait for it.
+import Threads
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -24,23 +25,17 @@ public func check(_ condition: @autoclosure () -> Bool, _ message: @autoclosure 
     if !condition() { fatalError("property violated: \(message())", file: file, line: line) }
 }
 
-private final class ThreadBody {
-    let body: () -> Void
-    init(_ body: @escaping () -> Void) { self.body = body }
-}
-
-/// Runs `body` on a new thread and waits for it to finish.
+/// Runs `body` on a new thread and waits for it to finish. The body need not be Sendable: the
+/// fuzzers hand a pool to another thread on purpose, and wait for that thread before they touch
+/// the pool again (the join orders the two).
 public func onAnotherThread(_ body: @escaping () -> Void) {
-    var thread = pthread_t()
-    let context = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
-    let status = pthread_create(&thread, nil, { context in
-        // Safe: `context` is the retained ThreadBody passed below; taken back exactly once.
-        let box = Unmanaged<ThreadBody>.fromOpaque(context!).takeRetainedValue()
-        box.body()
-        return nil
-    }, context)
-    check(status == 0, "pthread_create: \(status)")
-    pthread_join(thread, nil)
+    final class Body: @unchecked Sendable {
+        // @unchecked: run exactly once, on the new thread, while the caller waits in join().
+        let run: () -> Void
+        init(_ run: @escaping () -> Void) { self.run = run }
+    }
+    let box = Body(body)
+    ThreadHandle.start { box.run() }.join()
 }
 
 /// Reads the fuzzer's input a byte at a time; zeros once it runs out.

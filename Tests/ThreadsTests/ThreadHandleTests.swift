@@ -1,4 +1,4 @@
-import ServerCore
+import Threads
 import TestSupport
 import Testing
 #if canImport(Glibc)
@@ -33,14 +33,14 @@ import Glibc
             // join returned: both must say yes.
             let sawFinished = Locked<[Bool]>([])
             let joiners = (0..<2).map { _ in
-                startThread {
+                ThreadHandle.start {
                     thread.join()
                     let done = finished.withLock { $0 }
                     sawFinished.withLock { $0.append(done) }
                 }
             }
             release.set(true)
-            for joiner in joiners { pthread_join(joiner, nil) }
+            for joiner in joiners { joiner.join() }
             #expect(sawFinished.withLock { $0 } == [true, true])
             #expect(thread.isJoined)
         }

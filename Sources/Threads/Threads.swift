@@ -1,16 +1,17 @@
 import Synchronization
-import UVLoop
 #if canImport(Glibc)
 import Glibc
 #endif
 
-// MARK: Threads
+// Thread start-up, written once: the server's workers, the stats endpoint, the load client, the
+// demo and the tests all start threads here. A thread is a joinable ThreadHandle; OneShot hands
+// one value from a thread to a waiter.
 
 /// A joinable thread running a closure. A reference: copies share one join state, so joining is
 /// idempotent and thread-safe: the first `join()` waits for the thread, a concurrent one waits
 /// for that first join to finish, and any later one returns at once (pthread_join twice on one
 /// thread is undefined behaviour).
-package final class ThreadHandle: @unchecked Sendable {
+public final class ThreadHandle: @unchecked Sendable {
     // @unchecked: `thread` is immutable; pthread_join is only called with `mutex` held.
     private let thread: pthread_t
     /// Held for the whole of the first join, so a second joiner waits for it.
@@ -31,11 +32,21 @@ package final class ThreadHandle: @unchecked Sendable {
         mutex.deallocate()
     }
 
-    package static func start(_ body: @escaping @Sendable () -> Void) -> ThreadHandle {
+    /// Starts `body` on a new thread. `stackSize`: the thread's stack in bytes (default: the
+    /// system's); glibc reuses the stack (and the thread-local block at its top) of an ended
+    /// thread for a new one of the same size first, which some tests rely on.
+    public static func start(stackSize: Int? = nil, _ body: @escaping @Sendable () -> Void) -> ThreadHandle {
         final class Box { let body: @Sendable () -> Void; init(_ body: @escaping @Sendable () -> Void) { self.body = body } }
         var thread = pthread_t()
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        defer { pthread_attr_destroy(&attributes) }
+        if let stackSize {
+            let set = pthread_attr_setstacksize(&attributes, stackSize)
+            precondition(set == 0, "pthread_attr_setstacksize(\(stackSize)) failed: \(set)")
+        }
         let context = Unmanaged.passRetained(Box(body)).toOpaque()
-        let status = pthread_create(&thread, nil, { context in
+        let status = pthread_create(&thread, &attributes, { context in
             // Safe: the context is the Box retained just above, consumed exactly once here.
             let box = Unmanaged<Box>.fromOpaque(context!).takeRetainedValue()
             box.body()
@@ -47,7 +58,7 @@ package final class ThreadHandle: @unchecked Sendable {
 
     /// Waits for the thread to end; any thread but this one itself (that traps). Safe to call
     /// any number of times, from several threads at once.
-    package func join() {
+    public func join() {
         if joined.load(ordering: .acquiring) { return }  // joined before: the thread has ended
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
@@ -59,13 +70,13 @@ package final class ThreadHandle: @unchecked Sendable {
     }
 
     /// Whether a `join()` has returned (the thread has ended). Any thread; never waits.
-    package var isJoined: Bool {
+    public var isJoined: Bool {
         joined.load(ordering: .acquiring)
     }
 }
 
 /// A value set once by one thread and waited for by another.
-package final class OneShot<Value: Sendable>: @unchecked Sendable {
+public final class OneShot<Value: Sendable>: @unchecked Sendable {
     // @unchecked: `value` is only touched under `mutex`. The mutex and condition live in their
     // own allocations: pthread objects must not move, and a class property's address is not
     // guaranteed to stay put across `&` accesses.
@@ -73,7 +84,7 @@ package final class OneShot<Value: Sendable>: @unchecked Sendable {
     private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private var value: Value?
 
-    package init() {
+    public init() {
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(condition, nil)
     }
@@ -85,14 +96,14 @@ package final class OneShot<Value: Sendable>: @unchecked Sendable {
         condition.deallocate()
     }
 
-    package func set(_ newValue: Value) {
+    public func set(_ newValue: Value) {
         pthread_mutex_lock(mutex)
         value = newValue
         pthread_cond_broadcast(condition)
         pthread_mutex_unlock(mutex)
     }
 
-    package func wait() -> Value {
+    public func wait() -> Value {
         pthread_mutex_lock(mutex)
         while value == nil { pthread_cond_wait(condition, mutex) }
         let result = value!
