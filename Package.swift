@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "ServerCore", targets: ["ServerCore"]),
         .library(name: "StatsEndpoint", targets: ["StatsEndpoint"]),
         .library(name: "Threads", targets: ["Threads"]),
+        .library(name: "Options", targets: ["Options"]),
         .executable(name: "fastalloc-demo", targets: ["fastalloc-demo"]),
     ],
     dependencies: [
@@ -31,11 +32,14 @@ let package = Package(
         .systemLibrary(name: "CLibUV", pkgConfig: "libuv", providers: [.apt(["libuv1-dev"])]),
         // Thread start-up, written once: ThreadHandle (start, idempotent join) and OneShot.
         .target(name: "Threads"),
+        // Options declared once (name, variable, parser, rule, help) and what reads them: the
+        // command line, the environment, validation, --help; the value syntaxes they share.
+        .target(name: "Options", dependencies: ["FastAlloc"]),
         // The few libuv pieces the server and the load client need, in Swift.
         .target(name: "UVLoop", dependencies: ["CLibUV", "FastAlloc"]),
         // The server: workers, sessions (echo and relay), backpressure, timeouts, limits, drain.
         .target(name: "ServerCore", dependencies: [
-            "UVLoop", "PacketBuffers", "FastAlloc", "Threads", .product(name: "Logging", package: "swift-log"),
+            "UVLoop", "PacketBuffers", "FastAlloc", "Options", "Threads", .product(name: "Logging", package: "swift-log"),
         ]),
         // Debian's libhttp-parser-dev (nodejs/http-parser), as a module: the stats endpoint's parser.
         .systemLibrary(name: "CHTTPParser", providers: [.apt(["libhttp-parser-dev"])]),
@@ -44,13 +48,12 @@ let package = Package(
             "ServerCore", "UVLoop", "PacketBuffers", "Threads", "CHTTPParser", .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "fastalloc-server", dependencies: [
-            "ServerCore", "StatsEndpoint", "UVLoop", "FastAlloc", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            .product(name: "Logging", package: "swift-log"),
+            "ServerCore", "StatsEndpoint", "UVLoop", "FastAlloc", "Options", .product(name: "Logging", package: "swift-log"),
         ]),
         // The load client's engine: connections, pattern, verification, histograms, report.
-        .target(name: "LoadClient", dependencies: ["UVLoop", "FastAlloc", "Threads", .product(name: "Histogram", package: "hdrhistogram-swift")]),
+        .target(name: "LoadClient", dependencies: ["UVLoop", "FastAlloc", "Options", "Threads", .product(name: "Histogram", package: "hdrhistogram-swift")]),
         .executableTarget(name: "fastalloc-load", dependencies: [
-            "LoadClient", "UVLoop", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "LoadClient", "UVLoop", "Options", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // A tour of the pools, printed (`make demo`).
         .executableTarget(name: "fastalloc-demo", dependencies: ["FastAlloc", "PacketBuffers", "Threads"]),
@@ -58,11 +61,12 @@ let package = Package(
         .testTarget(name: "FastAllocTests", dependencies: ["FastAlloc", "TestSupport"]),
         .testTarget(name: "PacketBuffersTests", dependencies: ["PacketBuffers", "FastAlloc", "TestSupport"]),
         .testTarget(name: "LoadClientTests", dependencies: ["LoadClient", "UVLoop", "TestSupport"]),
+        .testTarget(name: "OptionsTests", dependencies: ["Options", "FastAlloc"]),
         .testTarget(name: "ThreadsTests", dependencies: ["Threads", "TestSupport"]),
         .testTarget(name: "UVLoopTests", dependencies: ["UVLoop", "TestSupport"]),
         // End to end: in-process servers and the real fastalloc-server process on 127.0.0.1.
         .testTarget(name: "ServerTests", dependencies: [
-            "ServerCore", "StatsEndpoint", "LoadClient", "UVLoop", "PacketBuffers", "TestSupport", "fastalloc-server",
+            "ServerCore", "StatsEndpoint", "LoadClient", "UVLoop", "PacketBuffers", "Options", "TestSupport", "fastalloc-server",
             .product(name: "Logging", package: "swift-log"),
         ]),
     ],

@@ -9,7 +9,5 @@ static inline unsigned int fastalloc_http_method(const http_parser *parser) { re
 static inline unsigned int fastalloc_http_errno(const http_parser *parser) { return parser->http_errno; }
 static inline unsigned int fastalloc_http_upgrade(const http_parser *parser) { return parser->upgrade; }
 static inline unsigned long long fastalloc_http_content_length(const http_parser *parser) { return parser->content_length; }
-static inline unsigned short fastalloc_http_major(const http_parser *parser) { return parser->http_major; }
-static inline unsigned short fastalloc_http_minor(const http_parser *parser) { return parser->http_minor; }
 
 #endif

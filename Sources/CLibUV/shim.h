@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 /// Debian's libuv 1.44 has no UV_TCP_REUSEPORT: set SO_REUSEPORT on the handle's socket, which
-/// uv_tcp_init_ex(loop, handle, AF_INET) created, before binding. Returns 0 or a UV_E* code.
+/// uv_tcp_init_ex(loop, handle, family) created, before binding. Returns 0 or a UV_E* code.
 static inline int fastalloc_uv_tcp_reuseport(uv_tcp_t *handle) {
     uv_os_fd_t fd;
     int status = uv_fileno((const uv_handle_t *)handle, &fd);
@@ -31,11 +31,6 @@ static inline int fastalloc_uv_tcp_keepalive_probes(uv_tcp_t *handle, int interv
     if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval)) != 0) return uv_translate_sys_error(errno);
     if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count)) != 0) return uv_translate_sys_error(errno);
     return 0;
-}
-
-/// uv_buf_t's fields by name, for Swift.
-static inline uv_buf_t fastalloc_uv_buf(void *base, size_t len) {
-    return uv_buf_init((char *)base, (unsigned int)len);
 }
 
 /// A non-blocking CLOCK_MONOTONIC timerfd (the clock uv_hrtime reads). Returns the fd or a

@@ -1,3 +1,4 @@
+import Options
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -79,38 +80,12 @@ extension ServerConfig {
             ? Int.max : bytes
     }
 
-    /// A duration option's rule: the range validate() and the parser enforce, and its text.
-    struct DurationRule {
-        let zeroAllowed: Bool
-        let maximum: Double
-        let text: String
-
-        func allows(_ seconds: Double) -> Bool {
-            seconds.isFinite && seconds <= maximum && (zeroAllowed ? seconds >= 0 : seconds > 0)
-        }
-    }
-
-    static let durationRules: [String: DurationRule] = [
-        "idle-timeout": .init(zeroAllowed: true, maximum: maxTimeout, text: "a time from 0 to 7d (0: none), like 60s"),
-        "connect-timeout": .init(zeroAllowed: false, maximum: maxConnectTimeout, text: "a time > 0, at most 1h, like 5s"),
-        "drain-timeout": .init(zeroAllowed: true, maximum: maxTimeout, text: "a time from 0 to 7d (0: close at once), like 10s"),
-        "write-timeout": .init(zeroAllowed: true, maximum: maxTimeout, text: "a time from 0 to 7d (0: none), like 30s"),
-        "linger-timeout": .init(zeroAllowed: false, maximum: maxTimeout, text: "a time > 0, at most 7d, like 5s"),
-        "tcp-keepalive": .init(zeroAllowed: true, maximum: maxTCPKeepalive,
-                               text: "a time from 0 to 32767s (0: off; Linux's most), like 60s"),
-    ]
-
-    /// `1536` → `1.5 KiB`, `67108864` → `64.0 GiB`: a byte figure for messages.
-    static func formatBytes(_ bytes: Int) -> String {
-        let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
-        var value = Double(bytes)
-        var unit = 0
-        while value >= 1024 && unit < units.count - 1 {
-            value /= 1024
-            unit += 1
-        }
-        if unit == 0 { return "\(bytes) B" }
-        let tenths = (value * 10).rounded() / 10
-        return "\(tenths) \(units[unit])"
-    }
+    /// The rules of the duration options (their ranges above).
+    static let idleTimeoutRule = DurationRule(zeroAllowed: true, maximum: maxTimeout, text: "a time from 0 to 7d (0: none), like 60s")
+    static let connectTimeoutRule = DurationRule(zeroAllowed: false, maximum: maxConnectTimeout, text: "a time > 0, at most 1h, like 5s")
+    static let drainTimeoutRule = DurationRule(zeroAllowed: true, maximum: maxTimeout, text: "a time from 0 to 7d (0: close at once), like 10s")
+    static let writeTimeoutRule = DurationRule(zeroAllowed: true, maximum: maxTimeout, text: "a time from 0 to 7d (0: none), like 30s")
+    static let lingerTimeoutRule = DurationRule(zeroAllowed: false, maximum: maxTimeout, text: "a time > 0, at most 7d, like 5s")
+    static let tcpKeepaliveRule = DurationRule(zeroAllowed: true, maximum: maxTCPKeepalive,
+                                               text: "a time from 0 to 32767s (0: off; Linux's most), like 60s")
 }

@@ -1,5 +1,7 @@
 import FastAlloc
 import PacketBuffers
+import Logging
+import Options
 import UVLoop
 #if canImport(Glibc)
 import Glibc
@@ -51,8 +53,12 @@ public struct ServerConfig: Sendable {
     /// stops reading. Reading resumes at or below `lowWatermark`.
     public var highWatermark: Int = 256 * 1024
     public var lowWatermark: Int = 64 * 1024
-    /// Listen backlog.
+    /// The listen backlog of each worker's listener (the kernel caps it at net.core.somaxconn).
     public var backlog: Int = 1024
+    /// How much the server logs: trace, debug, info, notice, warning, error or critical.
+    public var logLevel: Logger.Level = .info
+    /// Run even as root (the server refuses to otherwise: it needs no privilege).
+    public var allowRoot = false
     /// Where the stats HTTP endpoint listens (`--stats off`: nil, no endpoint). 127.0.0.1:9464 by
     /// default: loopback, and not 9090, which a local Prometheus takes.
     public var stats: SocketAddress? = SocketAddress(host: "127.0.0.1", port: 9464)
@@ -66,7 +72,18 @@ public struct ServerConfig: Sendable {
     /// The default worker count: one per online core, at most 256 (`defaultWorkers(onlineCores:)`).
     public static var defaultWorkers: Int { defaultWorkers(onlineCores: onlineCores) }
 
-    /// Checks every rule; the error names the first option that breaks one.
+    /// Builds a configuration from option values: each from `values` (the command line; a
+    /// config file will give the same names) or, when absent there, from its environment
+    /// variable, or else its default. Errors name the option (and the variable when the value
+    /// came from there), the value and the rule.
+    public init(mode: ServerMode, values: [String: String], environment: [String: String]) throws(ConfigError) {
+        self.init(mode: mode)
+        let origins = try ServerConfig.table.apply(values: values, environment: environment, to: &self)
+        do { try validate() } catch { throw origins.renaming(error) }
+    }
+
+    /// Checks every rule, each option's own (the table's) and those between options; the error
+    /// names the first option that breaks one.
     public func validate() throws(ConfigError) {
         func fail(_ option: String, _ value: Any, _ rule: String) -> ConfigError {
             ConfigError(field: option, value: "\(value)", expected: rule)
@@ -77,13 +94,7 @@ public struct ServerConfig: Sendable {
         case (.relay, let upstream?) where upstream.port == 0: throw fail("--upstream", upstream, "a port from 1 to 65535")
         default: break
         }
-        if !ServerConfig.workersRange.contains(workers) { throw fail("--workers", workers, "1...256") }
-        if !ServerConfig.localBuffersRange.contains(buffers.localBuffers) {
-            throw fail("--local-buffers", buffers.localBuffers, "1...\(ServerConfig.localBuffersRange.upperBound)")
-        }
-        if case .linear(let step) = buffers.overflowGrowth, step > ServerConfig.maxLinearGrowth {
-            throw fail("--overflow-growth", buffers.overflowGrowth, "a linear step from 1 to \(ServerConfig.maxLinearGrowth)")
-        }
+        try ServerConfig.table.validate(self)
         do {
             try buffers.validate()
         } catch {
@@ -100,167 +111,14 @@ public struct ServerConfig: Sendable {
             let (option, value) = localShare >= buffers.overflowMax
                 ? ("--local-buffers", buffers.localBuffers) : ("--overflow-max", buffers.overflowMax)
             throw fail(option, value, "total packet-buffer memory (workers × --local-buffers + --overflow-max) × --buffer-size "
-                + "at most the physical memory, \(ServerConfig.formatBytes(ServerConfig.bufferMemoryCeiling)); "
-                + "this configuration asks for \(ServerConfig.formatBytes(memory))")
-        }
-        if !ServerConfig.maxConnectionsRange.contains(maxConnections) { throw fail("--max-connections", maxConnections, "1...1000000") }
-        for (option, seconds) in [("idle-timeout", idleTimeout), ("connect-timeout", connectTimeout), ("drain-timeout", drainTimeout),
-                                  ("write-timeout", writeTimeout), ("linger-timeout", lingerTimeout), ("tcp-keepalive", tcpKeepalive)] {
-            let rule = ServerConfig.durationRules[option]!
-            if !rule.allows(seconds) { throw fail("--\(option)", seconds, rule.text) }
-        }
-        if !ServerConfig.highWatermarkRange.contains(highWatermark) {
-            throw fail("--high-watermark", highWatermark, "a byte count from 1 to 1GiB")
+                + "at most the physical memory, \(formatBytes(ServerConfig.bufferMemoryCeiling)); "
+                + "this configuration asks for \(formatBytes(memory))")
         }
         if lowWatermark < 0 || lowWatermark >= highWatermark {
             throw fail("--low-watermark", lowWatermark, "0...--high-watermark - 1 (\(highWatermark - 1))")
         }
-        if !ServerConfig.backlogRange.contains(backlog) { throw fail("--backlog", backlog, "1...65535") }
         if let stats, stats == listen, stats.port != 0 {
             throw fail("--stats", stats, "an address other than --listen's")
-        }
-    }
-}
-
-// MARK: Parsing the command line and the environment
-
-/// One option of the server's command line, with its environment variable and rule.
-public struct ServerOption: Sendable {
-    public let name: String
-    public let environment: String
-    public let help: String
-}
-
-extension ServerConfig {
-    /// Every option the command line and the environment take, in `--help` order.
-    public static let options: [ServerOption] = [
-        .init(name: "listen", environment: "FASTALLOC_LISTEN", help: "Address to accept clients on, HOST:PORT (port 0: any free port). Default 127.0.0.1:7000."),
-        .init(name: "upstream", environment: "FASTALLOC_UPSTREAM", help: "Relay mode: the fixed upstream every client is relayed to, HOST:PORT; a host name is resolved once, at startup, to its first IPv4 address."),
-        .init(name: "workers", environment: "FASTALLOC_WORKERS", help: "Worker threads, each with its own event loop and buffer pool, 1 to 256. Default: the online cores (at most 256)."),
-        .init(name: "buffer-size", environment: "FASTALLOC_BUFFER_SIZE", help: "Bytes per packet buffer (one read), 64 to 1048576; suffixes K, KiB, M, MiB, G, GiB. Default 65536."),
-        .init(name: "local-buffers", environment: "FASTALLOC_LOCAL_BUFFERS", help: "Buffers each worker owns (taken without a lock), 1 to 1048576. Default 128. All packet buffers together, (workers × this + --overflow-max) × --buffer-size, must fit the physical memory."),
-        .init(name: "overflow-initial", environment: "FASTALLOC_OVERFLOW_INITIAL", help: "Buffers the shared overflow pool starts with. Default 64."),
-        .init(name: "overflow-growth", environment: "FASTALLOC_OVERFLOW_GROWTH", help: "How the overflow pool grows: linear:N (N up to 2147483647), exponential:F (F > 1) or none. Default exponential:2."),
-        .init(name: "overflow-max", environment: "FASTALLOC_OVERFLOW_MAX", help: "Most buffers the overflow pool may hold, up to 2147483647; beyond, readers wait (backpressure). Default 1024."),
-        .init(name: "max-connections", environment: "FASTALLOC_MAX_CONNECTIONS", help: "Client connections open at once, 1 to 1000000; beyond, new ones are closed at once and counted. Default 1024 (what the default buffer pools serve fairly; more warns at start)."),
-        .init(name: "idle-timeout", environment: "FASTALLOC_IDLE_TIMEOUT", help: "Close a connection that has neither sent nor taken a byte for this long, 0 (never) to 7d. Default 60s."),
-        .init(name: "connect-timeout", environment: "FASTALLOC_CONNECT_TIMEOUT", help: "Relay mode: time the upstream may take to accept, at most 1h. Default 5s."),
-        .init(name: "drain-timeout", environment: "FASTALLOC_DRAIN_TIMEOUT", help: "On SIGTERM/SIGINT, how long established connections may go on (both ways) before what is left is reset on both sides, 0 to 7d. Default 10s."),
-        .init(name: "write-timeout", environment: "FASTALLOC_WRITE_TIMEOUT", help: "Reset a connection whose queued writes make no progress for this long (a reader that stopped reading; counted), 0 (never) to 7d. Default 30s."),
-        .init(name: "linger-timeout", environment: "FASTALLOC_LINGER_TIMEOUT", help: "After a failure, how long a connection may linger (flush, FIN, discard input until the peer closes) before it is closed, at most 7d. Default 5s."),
-        .init(name: "tcp-keepalive", environment: "FASTALLOC_TCP_KEEPALIVE", help: "TCP keepalive on client and upstream sockets: seconds of silence before probes start, 0 (off) to 32767s (Linux's most). Default 60s."),
-        .init(name: "high-watermark", environment: "FASTALLOC_HIGH_WATERMARK", help: "Buffer memory a direction's write queue may hold before its source stops reading (counted in whole buffers), 1 byte to 1GiB. Default 256KiB."),
-        .init(name: "low-watermark", environment: "FASTALLOC_LOW_WATERMARK", help: "Reading resumes when the queue holds this much or less (below --high-watermark). Default 64KiB."),
-        .init(name: "stats", environment: "FASTALLOC_STATS", help: "Stats HTTP endpoint (/metrics, /stats, /healthz, /readyz, / dashboard), HOST:PORT or off. Default 127.0.0.1:9464."),
-        .init(name: "log-level", environment: "FASTALLOC_LOG_LEVEL", help: "trace, debug, info, notice, warning, error or critical. Default info."),
-    ]
-
-    /// Builds a configuration from option values: each from `values` (the command line) or,
-    /// when absent there, from its environment variable, or else its default. Errors name the
-    /// option (and the variable when the value came from there).
-    public init(mode: ServerMode, values: [String: String], environment: [String: String]) throws(ConfigError) {
-        self.init(mode: mode)
-        var origin: [String: String] = [:]
-        func value(_ name: String) -> String? {
-            if let text = values[name] { origin[name] = "--\(name)"; return text }
-            let variable = ServerConfig.options.first { $0.name == name }!.environment
-            if let text = environment[variable], !text.isEmpty { origin[name] = "--\(name) (from \(variable))"; return text }
-            return nil
-        }
-        func fail(_ name: String, _ text: String, _ rule: String) -> ConfigError {
-            ConfigError(field: origin[name] ?? "--\(name)", value: "'\(text)'", expected: rule)
-        }
-        func address(_ name: String) throws(ConfigError) -> SocketAddress? {
-            guard let text = value(name) else { return nil }
-            do { return try SocketAddress(parsing: text) } catch { throw fail(name, text, "HOST:PORT with an IPv4 host, like 127.0.0.1:7000 (\(error.reason))") }
-        }
-        func integer(_ name: String, bytes: Bool = false) throws(ConfigError) -> Int? {
-            guard let text = value(name) else { return nil }
-            if bytes, let count = ServerConfig.parseByteCount(text) { return count }
-            guard let number = Int(text) else {
-                throw fail(name, text, bytes ? "a byte count like 65536, 64K or 1MiB" : "a whole number")
-            }
-            return number
-        }
-        func seconds(_ name: String) throws(ConfigError) -> Double? {
-            guard let text = value(name) else { return nil }
-            guard let seconds = parseDuration(text) else { throw fail(name, text, "a time like 60s, 500ms, 2m or 1.5") }
-            // The range is checked here too, so that the error quotes the text as given.
-            if let rule = ServerConfig.durationRules[name], !rule.allows(seconds) { throw fail(name, text, rule.text) }
-            return seconds
-        }
-
-        if let listen = try address("listen") { self.listen = listen }
-        if let text = value("upstream") {
-            do { upstream = try SocketAddress(resolving: text) } catch {
-                throw fail("upstream", text, "HOST:PORT with an IPv4 address or a name that resolves to one, "
-                    + "like 127.0.0.1:7001 or upstream.internal:7001 (\(error.reason))")
-            }
-        }
-        if let workers = try integer("workers") { self.workers = workers }
-        var buffers = self.buffers
-        if let size = try integer("buffer-size", bytes: true) { buffers.bufferSize = size }
-        if let local = try integer("local-buffers") { buffers.localBuffers = local }
-        if let initial = try integer("overflow-initial") { buffers.overflowInitial = initial }
-        if let text = value("overflow-growth") {
-            guard let growth = ServerConfig.parseGrowth(text) else {
-                throw fail("overflow-growth", text, "linear:N (N > 0), exponential:F (F > 1) or none")
-            }
-            buffers.overflowGrowth = growth
-        }
-        if let maximum = try integer("overflow-max") { buffers.overflowMax = maximum }
-        self.buffers = buffers
-        if let maximum = try integer("max-connections") { maxConnections = maximum }
-        if let idle = try seconds("idle-timeout") { idleTimeout = idle }
-        if let connect = try seconds("connect-timeout") { connectTimeout = connect }
-        if let drain = try seconds("drain-timeout") { drainTimeout = drain }
-        if let write = try seconds("write-timeout") { writeTimeout = write }
-        if let linger = try seconds("linger-timeout") { lingerTimeout = linger }
-        if let keepalive = try seconds("tcp-keepalive") { tcpKeepalive = keepalive }
-        if let high = try integer("high-watermark", bytes: true) { highWatermark = high }
-        if let low = try integer("low-watermark", bytes: true) { lowWatermark = low }
-        if let text = value("stats") {
-            if text == "off" {
-                stats = nil
-            } else {
-                do { stats = try SocketAddress(parsing: text) } catch {
-                    throw fail("stats", text, "HOST:PORT with an IPv4 host, or off (\(error.reason))")
-                }
-            }
-        }
-        do {
-            try validate()
-        } catch {
-            // Say where a bad value came from when it was the environment.
-            let name = String(error.field.dropFirst(2))
-            if let where_ = origin[name], where_ != error.field {
-                throw ConfigError(field: where_, value: error.value, expected: error.expected)
-            }
-            throw error
-        }
-    }
-
-    /// `65536`, `64K`, `64KiB`, `1M`, `1MiB`, `1G`, `1GiB` (powers of 1024). Nil when the
-    /// count does not fit an Int (`99999999999999999999K`).
-    public static func parseByteCount(_ text: String) -> Int? {
-        let units: [(String, Int)] = [("KiB", 1024), ("MiB", 1 << 20), ("GiB", 1 << 30), ("K", 1024), ("M", 1 << 20), ("G", 1 << 30),
-                                      ("k", 1024)]
-        for (suffix, scale) in units where text.hasSuffix(suffix) {
-            guard let value = Int(text.dropLast(suffix.count)), value >= 0, value <= Int.max / scale else { return nil }
-            return value * scale
-        }
-        return Int(text)
-    }
-
-    /// `linear:N`, `exponential:F` or `none`. The numbers' own rules are checked by validate().
-    public static func parseGrowth(_ text: String) -> GrowthStrategy? {
-        if text == "none" { return GrowthStrategy.none }
-        let parts = text.split(separator: ":", maxSplits: 1).map(String.init)
-        guard parts.count == 2 else { return nil }
-        switch parts[0] {
-        case "linear": return Int(parts[1]).map { .linear($0) }
-        case "exponential": return Double(parts[1]).map { .exponential($0) }
-        default: return nil
         }
     }
 }

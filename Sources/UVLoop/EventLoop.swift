@@ -28,8 +28,8 @@ public final class EventLoop {
     }
 
     deinit {
-        // Handles close asynchronously: let their close callbacks run, then close the loop.
-        uv_run(raw, UV_RUN_NOWAIT)
+        // Every owner closes its handles and runs the loop once more (their close callbacks
+        // free them) before it lets the loop go; a handle still open makes uv_loop_close fail.
         let status = uv_loop_close(raw)
         if status == 0 {
             raw.deallocate()
@@ -62,86 +62,3 @@ public final class EventLoop {
 
 @available(*, unavailable, message: "an EventLoop belongs to one thread")
 extension EventLoop: Sendable {}
-
-/// An IPv4 address and port.
-public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
-    public let host: String
-    public let port: Int
-
-    public init(host: String, port: Int) {
-        self.host = host
-        self.port = port
-    }
-
-    /// Parses `host:port` (IPv4 only). Errors say what was wrong.
-    public init(parsing text: String) throws(AddressError) {
-        guard let colon = text.lastIndex(of: ":") else {
-            throw AddressError(text: text, reason: "expected HOST:PORT, like 127.0.0.1:7000")
-        }
-        let host = String(text[..<colon])
-        guard let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
-            throw AddressError(text: text, reason: "the port must be a number from 0 to 65535")
-        }
-        var probe = sockaddr_in()
-        guard uv_ip4_addr(host, Int32(port), &probe) == 0 else {
-            throw AddressError(text: text, reason: "'\(host)' is not an IPv4 address")
-        }
-        self.init(host: host, port: port)
-    }
-
-    public var description: String { "\(host):\(port)" }
-
-    /// Parses `host:port` where the host may also be a name, resolved now, once, to its first
-    /// IPv4 address (`getaddrinfo`, as nginx resolves a `proxy_pass` name at startup). For a
-    /// name whose address does not change while the process runs, like a Kubernetes Service.
-    public init(resolving text: String) throws(AddressError) {
-        do {
-            try self.init(parsing: text)
-            return
-        } catch where error.reason.hasSuffix("is not an IPv4 address") {
-            // a name: resolved below
-        }
-        let colon = text.lastIndex(of: ":")!  // init(parsing:) got as far as the host
-        let host = String(text[..<colon])
-        let port = Int(text[text.index(after: colon)...])!
-        var hints = addrinfo()
-        hints.ai_family = AF_INET
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var list: UnsafeMutablePointer<addrinfo>?
-        let status = getaddrinfo(host, nil, &hints, &list)
-        defer { if let list { freeaddrinfo(list) } }
-        guard status == 0, let first = list, let address = first.pointee.ai_addr, first.pointee.ai_family == AF_INET else {
-            let reason = status == 0 ? "no IPv4 address" : String(cString: gai_strerror(status))
-            throw AddressError(text: text, reason: "'\(host)' is neither an IPv4 address nor a name that resolves to one (\(reason))")
-        }
-        // Safe: with ai_family AF_INET, getaddrinfo's ai_addr points at a sockaddr_in that
-        // lives until freeaddrinfo (deferred above); it is copied out before then.
-        var ip = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr }
-        var buffer = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
-        guard inet_ntop(AF_INET, &ip, &buffer, socklen_t(buffer.count)) != nil else {
-            throw AddressError(text: text, reason: "'\(host)' resolved to an address that cannot be printed")
-        }
-        let length = buffer.firstIndex(of: 0) ?? buffer.count
-        self.init(host: String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self), port: port)
-    }
-
-
-    /// Calls `body` with the C address.
-    func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>) throws(UVError) -> R) throws(UVError) -> R {
-        var address = sockaddr_in()
-        try UVError.check(uv_ip4_addr(host, Int32(port), &address), "address \(self)")
-        return try withUnsafePointer(to: &address) { (pointer) throws(UVError) -> R in
-            // Safe: a sockaddr_in begins with the sockaddr header; libuv reads it for the call only.
-            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sockaddrPointer) throws(UVError) -> R in
-                try body(sockaddrPointer)
-            }
-        }
-    }
-}
-
-/// A `host:port` that could not be parsed.
-public struct AddressError: Error, Sendable, CustomStringConvertible {
-    public let text: String
-    public let reason: String
-    public var description: String { "'\(text)': \(reason)" }
-}

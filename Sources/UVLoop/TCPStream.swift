@@ -41,8 +41,6 @@ struct _WriteRequest {
 public final class TCPStream: Handle {
     /// Strong, so the owner lives while the stream does; dropped when the stream closes.
     public var delegate: (any TCPStreamDelegate)?
-    /// Anything the owner wants to hang on the stream (a connection index, a session).
-    public var userData: Int = 0
 
     /// The connect and shutdown requests, made on first use and kept with the stream (at most
     /// one of each is pending at a time), so a reused stream allocates nothing.
@@ -76,7 +74,6 @@ public final class TCPStream: Handle {
             markClosedWithoutInit()
             throw UVError(status, "uv_tcp_init")
         }
-        userData = 0
         retainForCallbacks()
     }
 
@@ -239,7 +236,7 @@ public final class TCPListener: Handle {
     public init(loop: EventLoop, address: SocketAddress, reusePort: Bool = false, backlog: Int32 = 1024) throws(UVError) {
         super.init(loop: loop, type: UV_TCP)
         let tcp = rawHandle.assumingMemoryBound(to: uv_tcp_t.self)
-        var status = uv_tcp_init_ex(loop.raw, tcp, UInt32(AF_INET))
+        var status = uv_tcp_init_ex(loop.raw, tcp, UInt32(address.family.cValue))
         if status < 0 {
             throw UVError(status, "uv_tcp_init_ex")
         }
@@ -287,21 +284,14 @@ public final class TCPListener: Handle {
     public var localAddress: SocketAddress {
         var storage = sockaddr_storage()
         var length = Int32(MemoryLayout<sockaddr_storage>.size)
-        let status = withUnsafeMutablePointer(to: &storage) { pointer in
-            // Safe: sockaddr_storage is large enough for any address getsockname writes.
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                uv_tcp_getsockname(rawHandle.assumingMemoryBound(to: uv_tcp_t.self), $0, &length)
-            }
-        }
-        guard status == 0 else { return SocketAddress(host: "0.0.0.0", port: 0) }
-        return withUnsafePointer(to: &storage) { pointer in
-            // Safe: the listener is AF_INET, so the storage holds a sockaddr_in.
-            pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { address in
-                var text = [CChar](repeating: 0, count: 64)
-                var copy = address.pointee
-                uv_ip4_name(&copy, &text, text.count)
-                let host = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-                return SocketAddress(host: host, port: Int(UInt16(bigEndian: address.pointee.sin_port)))
+        return withUnsafeMutablePointer(to: &storage) { pointer in
+            // Safe: sockaddr_storage is large enough and aligned for any address getsockname
+            // writes, and SocketAddress copies it out before the storage goes.
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
+                guard uv_tcp_getsockname(rawHandle.assumingMemoryBound(to: uv_tcp_t.self), address, &length) == 0 else {
+                    return SocketAddress(host: "0.0.0.0", port: 0)
+                }
+                return SocketAddress(address) ?? SocketAddress(host: "0.0.0.0", port: 0)
             }
         }
     }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import LoadClient
+import Options
 import UVLoop
 #if canImport(Glibc)
 import Glibc

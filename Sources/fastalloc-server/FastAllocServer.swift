@@ -1,6 +1,6 @@
-import ArgumentParser
 import FastAlloc
 import Logging
+import Options
 import ServerCore
 import StatsEndpoint
 import UVLoop
@@ -10,89 +10,71 @@ import Glibc
 
 /// fastalloc-server: a libuv TCP echo or relay server on pooled packet buffers.
 @main
-struct FastAllocServer: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "fastalloc-server",
-        abstract: "A libuv TCP echo and relay server whose every read lands in a pooled packet buffer.",
-        discussion: """
-            Modes: echo sends every byte back to its sender; relay gives every client its own \
-            connection to the fixed --upstream (clients never choose it) and moves bytes both ways.
+struct FastAllocServer {
+    static let usage = "USAGE: fastalloc-server <echo|relay> [--option value ...]"
 
-            Every option can also come from the environment variable named in its help; a flag \
-            wins over the variable. The server binds 127.0.0.1 unless told otherwise. Every time, \
-            size and count has the range its help gives (and all packet buffers together must fit \
-            the physical memory): a value outside it is refused with its rule (status 64).
+    static let about = """
+        A libuv TCP echo and relay server whose every read lands in a pooled packet buffer.
 
-            On SIGTERM or SIGINT the server stops accepting (/readyz answers 503) and lets every \
-            connection go on, both ways, until it ends by itself; when --drain-timeout passes it \
-            resets what is left on both sides (a cut is never a clean end), prints a summary with \
-            how many ended and how many were cut, and exits 0; a second signal exits at once \
-            (status 1). Exit status 1 when it cannot listen; 64 for a bad option.
-            """)
+        Modes: echo sends every byte back to its sender; relay gives every client its own
+        connection to the fixed --upstream (clients never choose it) and moves bytes both ways.
+        The mode is the first argument or FASTALLOC_MODE.
 
-    @Argument(help: "echo or relay (FASTALLOC_MODE).")
-    var mode: String?
+        Every option can also come from the environment variable named in its help; a flag wins
+        over the variable. The server binds 127.0.0.1 unless told otherwise. Every time, size and
+        count has the range its help gives (and all packet buffers together must fit the physical
+        memory): a value outside it is refused with its rule (status 64).
 
-    @Option(help: ArgumentHelp(ServerConfig.help("listen"))) var listen: String?
-    @Option(help: ArgumentHelp(ServerConfig.help("upstream"))) var upstream: String?
-    @Option(help: ArgumentHelp(ServerConfig.help("workers"))) var workers: String?
-    @Option(name: .customLong("buffer-size"), help: ArgumentHelp(ServerConfig.help("buffer-size"))) var bufferSize: String?
-    @Option(name: .customLong("local-buffers"), help: ArgumentHelp(ServerConfig.help("local-buffers"))) var localBuffers: String?
-    @Option(name: .customLong("overflow-initial"), help: ArgumentHelp(ServerConfig.help("overflow-initial"))) var overflowInitial: String?
-    @Option(name: .customLong("overflow-growth"), help: ArgumentHelp(ServerConfig.help("overflow-growth"))) var overflowGrowth: String?
-    @Option(name: .customLong("overflow-max"), help: ArgumentHelp(ServerConfig.help("overflow-max"))) var overflowMax: String?
-    @Option(name: .customLong("max-connections"), help: ArgumentHelp(ServerConfig.help("max-connections"))) var maxConnections: String?
-    @Option(name: .customLong("idle-timeout"), help: ArgumentHelp(ServerConfig.help("idle-timeout"))) var idleTimeout: String?
-    @Option(name: .customLong("connect-timeout"), help: ArgumentHelp(ServerConfig.help("connect-timeout"))) var connectTimeout: String?
-    @Option(name: .customLong("drain-timeout"), help: ArgumentHelp(ServerConfig.help("drain-timeout"))) var drainTimeout: String?
-    @Option(name: .customLong("write-timeout"), help: ArgumentHelp(ServerConfig.help("write-timeout"))) var writeTimeout: String?
-    @Option(name: .customLong("linger-timeout"), help: ArgumentHelp(ServerConfig.help("linger-timeout"))) var lingerTimeout: String?
-    @Option(name: .customLong("tcp-keepalive"), help: ArgumentHelp(ServerConfig.help("tcp-keepalive"))) var tcpKeepalive: String?
-    @Option(name: .customLong("high-watermark"), help: ArgumentHelp(ServerConfig.help("high-watermark"))) var highWatermark: String?
-    @Option(name: .customLong("low-watermark"), help: ArgumentHelp(ServerConfig.help("low-watermark"))) var lowWatermark: String?
-    @Option(help: ArgumentHelp(ServerConfig.help("stats"))) var stats: String?
-    @Option(name: .customLong("log-level"), help: ArgumentHelp(ServerConfig.help("log-level"))) var logLevel: String?
-    @Flag(name: .customLong("allow-root"), help: """
-        Run even as root (FASTALLOC_ALLOW_ROOT=1). Without it the server refuses to start as root: \
-        it needs no privilege (it binds ports above 1024 by default), so run it as its own user.
-        """)
-    var allowRoot = false
+        On SIGTERM or SIGINT the server stops accepting (/readyz answers 503) and lets every
+        connection go on, both ways, until it ends by itself; when --drain-timeout passes it
+        resets what is left on both sides (a cut is never a clean end), prints a summary with how
+        many ended and how many were cut, and exits 0; a second signal exits at once (status 1).
+        Exit status 1 when it cannot listen; 64 for a bad option.
+        """
 
-    private var values: [String: String] {
-        let pairs: [(String, String?)] = [
-            ("listen", listen), ("upstream", upstream), ("workers", workers), ("buffer-size", bufferSize),
-            ("local-buffers", localBuffers), ("overflow-initial", overflowInitial), ("overflow-growth", overflowGrowth),
-            ("overflow-max", overflowMax), ("max-connections", maxConnections), ("idle-timeout", idleTimeout),
-            ("connect-timeout", connectTimeout), ("drain-timeout", drainTimeout), ("write-timeout", writeTimeout),
-            ("linger-timeout", lingerTimeout), ("tcp-keepalive", tcpKeepalive), ("high-watermark", highWatermark),
-            ("low-watermark", lowWatermark), ("stats", stats), ("log-level", logLevel),
-        ]
-        return Dictionary(uniqueKeysWithValues: pairs.compactMap { name, value in value.map { (name, $0) } })
-    }
-
-    func run() throws {
+    static func main() {
         let environment = ProcessEnvironment.current
-        let modeText = mode ?? environment["FASTALLOC_MODE"] ?? ""
+        let command: ParsedCommandLine
+        do {
+            command = try ServerConfig.table.parse(commandLine: Array(CommandLine.arguments.dropFirst()))
+        } catch {
+            usageError(error.message)
+        }
+        if command.wantsHelp {
+            write("\(about)\n\n\(usage)\n\nOPTIONS:\n\(ServerConfig.table.help(defaults: ServerConfig(mode: .echo)))"
+                + "  -h, --help\n        Show this help.\n", to: 1)
+            exit(0)
+        }
+        if command.positional.count > 1 { usageError("one mode expected, got \(command.positional.joined(separator: " "))") }
+        let modeText = command.positional.first ?? environment["FASTALLOC_MODE"] ?? ""
         guard let mode = ServerMode(rawValue: modeText) else {
-            throw ValidationError("mode: '\(modeText)' (expected: echo or relay, as the first argument or FASTALLOC_MODE)")
+            usageError("mode: '\(modeText)' (expected: echo or relay, as the first argument or FASTALLOC_MODE)")
         }
         let config: ServerConfig
-        let level: Logger.Level
         do {
-            config = try ServerConfig(mode: mode, values: values, environment: environment)
-            level = try ServerConfig.logLevel(values["log-level"] ?? environment["FASTALLOC_LOG_LEVEL"])
+            config = try ServerConfig(mode: mode, values: command.values, environment: environment)
         } catch {
-            throw ValidationError("\(error)")
+            usageError("\(error)")
         }
-        if geteuid() == 0 && !allowRoot && !["1", "true", "yes"].contains(environment["FASTALLOC_ALLOW_ROOT"]?.lowercased() ?? "") {
+        if geteuid() == 0 && !config.allowRoot {
             // A server that faces the network should hold no privilege it does not need: a flaw
             // in it must not hand out root. Binding a port below 1024 needs only
             // CAP_NET_BIND_SERVICE (see deploy/systemd), not root.
-            throw ValidationError("""
+            usageError("""
                 refusing to run as root (effective uid 0): run it as an unprivileged user \
                 (deploy/systemd and deploy/kubernetes do), or pass --allow-root (FASTALLOC_ALLOW_ROOT=1) to accept the risk
                 """)
         }
+        do {
+            try run(config, viaFlag: command.values["allow-root"] != nil)
+        } catch {
+            fail("\(error)")
+        }
+    }
+
+    static func run(_ config: ServerConfig, viaFlag allowRootFlag: Bool) throws {
+        let mode = config.mode
+        let level = config.logLevel
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
@@ -100,7 +82,7 @@ struct FastAllocServer: ParsableCommand {
         }
         let logger = Logger(label: "fastalloc-server")
         if geteuid() == 0 {
-            let why = allowRoot ? "--allow-root" : "FASTALLOC_ALLOW_ROOT is set (the Makefile sets it when you are root)"
+            let why = allowRootFlag ? "--allow-root" : "FASTALLOC_ALLOW_ROOT is set (the Makefile sets it when you are root)"
             logger.warning("running as root because \(why); an unprivileged user is safer (SECURITY.md)")
         }
 
@@ -162,6 +144,12 @@ struct FastAllocServer: ParsableCommand {
         FastAllocServer.write("stopped: \(final.summary)\n", to: 1)
     }
 
+    /// A bad command line or option: the message, the usage line, status 64 (EX_USAGE).
+    static func usageError(_ message: String) -> Never {
+        write("Error: \(message)\n\(usage)\n  See 'fastalloc-server --help' for the options.\n", to: 2)
+        exit(64)
+    }
+
     static func fail(_ message: String) -> Never {
         write("fastalloc-server: \(message)\n", to: 2)
         Glibc.exit(1)
@@ -193,20 +181,5 @@ enum ProcessEnvironment {
             pointer += 1
         }
         return result
-    }
-}
-
-extension ServerConfig {
-    static func help(_ name: String) -> String {
-        guard let option = options.first(where: { $0.name == name }) else { return "" }
-        return "\(option.help) (\(option.environment))"
-    }
-
-    static func logLevel(_ text: String?) throws(ConfigError) -> Logger.Level {
-        guard let text else { return .info }
-        guard let level = Logger.Level(rawValue: text) else {
-            throw ConfigError(field: "--log-level", value: "'\(text)'", expected: "trace, debug, info, notice, warning, error or critical")
-        }
-        return level
     }
 }

@@ -123,16 +123,6 @@ import UVLoop
 }
 
 @Suite struct LoadConfigTests {
-    @Test(arguments: [("10s", 10.0), ("500ms", 0.5), ("2m", 120.0), ("1.5", 1.5), ("250us", 0.00025)])
-    func durations_parse(_ text: String, _ seconds: Double) {
-        #expect(parseDuration(text) == seconds)
-    }
-
-    @Test(arguments: ["", "ten", "-1s", "5x", "inf"])
-    func badDurations_rejected(_ text: String) {
-        #expect(parseDuration(text) == nil)
-    }
-
     @Test func badValues_nameTheFlagAndRule() throws {
         var config = LoadConfig(target: SocketAddress(host: "127.0.0.1", port: 7000))
         config.size = 0

@@ -31,7 +31,7 @@ let options = ServerConfig.options.filter { $0.name != "upstream" }
 /// What an error's field may be: an option of the table, or one with the variable its value came
 /// from. Made once: an error is the common outcome, and building both spellings for every option
 /// on every error cost more than the parse.
-let optionFields = Set(ServerConfig.options.flatMap { ["--\($0.name)", "--\($0.name) (from \($0.environment))"] })
+let optionFields = Set(ServerConfig.options.flatMap { ["--\($0.name)", "--\($0.name) (from \($0.environment!))"] })
 
 // MARK: The server
 
@@ -79,7 +79,7 @@ func fuzzServer(_ bytes: UnsafeBufferPointer<UInt8>) {
         let key = line[line.startIndex]
         let option = options[Int(key & 0x7F) % options.count]
         let value = String(decoding: line.dropFirst(2), as: UTF8.self)
-        if key & 0x80 == 0 { values[option.name] = value } else { environment[option.environment] = value }
+        if key & 0x80 == 0 { values[option.name] = value } else { environment[option.environment!] = value }
     }
     do {
         let config = try ServerConfig(mode: mode, values: values, environment: environment)

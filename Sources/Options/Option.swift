@@ -1,0 +1,154 @@
+import FastAlloc
+
+/// One option of a configuration, declared once: its name (`--idle-timeout` on the command
+/// line, `idle-timeout` as a key), its environment variable, its parser, its rule, its help and
+/// how its value prints. That one declaration drives the command line, the environment,
+/// validation, `--help`, the documentation test and the fuzzers; an `OptionTable` holds them.
+///
+/// The default is the configuration's own initial value, printed by `render`: it is written
+/// once, in the configuration type.
+public struct ConfigOption<Config>: Sendable {
+    /// The long name without dashes: `idle-timeout`.
+    public let name: String
+    /// The environment variable that may give the value (`FASTALLOC_IDLE_TIMEOUT`), if any.
+    public let environment: String?
+    /// What the value looks like in `--help`: `TIME`, `N`, `BYTES`, `HOST:PORT`.
+    public let valueName: String
+    /// What the option does, and its range.
+    public let help: String
+    /// What `--help` says the default is, when the default value alone would mislead (`the
+    /// online cores`); nil: the default configuration's value, printed.
+    public let defaultText: String?
+    /// A flag takes no value: present means `true`.
+    public let isFlag: Bool
+    /// Parses the text and stores the value; throws the rule the text broke.
+    let store: @Sendable (inout Config, String) throws(OptionRuleError) -> Void
+    /// The rule the configuration's value breaks, with the value as the message shows it; nil
+    /// when it keeps it. `validate` calls it for every option.
+    let check: @Sendable (Config) -> OptionViolation?
+    /// The value as text, the way the option takes it (`60s`, `65536`, `127.0.0.1:7000`, `off`).
+    public let render: @Sendable (Config) -> String
+
+    public init(_ name: String, environment: String?, valueName: String, help: String, defaultText: String? = nil,
+                isFlag: Bool = false,
+                store: @escaping @Sendable (inout Config, String) throws(OptionRuleError) -> Void,
+                check: @escaping @Sendable (Config) -> OptionViolation? = { _ in nil },
+                render: @escaping @Sendable (Config) -> String) {
+        self.name = name
+        self.environment = environment
+        self.valueName = valueName
+        self.help = help
+        self.defaultText = defaultText
+        self.isFlag = isFlag
+        self.store = store
+        self.check = check
+        self.render = render
+    }
+}
+
+/// A text an option could not take: the rule, for the message `--name: 'text' (expected: rule)`.
+public struct OptionRuleError: Error, Sendable {
+    public let rule: String
+    public init(_ rule: String) { self.rule = rule }
+}
+
+/// A value that breaks its option's rule, for the message `--name: value (expected: rule)`.
+public struct OptionViolation: Sendable {
+    public let value: String
+    public let rule: String
+    public init(value: String, rule: String) {
+        self.value = value
+        self.rule = rule
+    }
+}
+
+// MARK: The kinds of option
+
+extension ConfigOption {
+    /// A whole number in `range`, checked when the configuration is validated; nil range: the
+    /// rule lives with a cross-option check or the library the value is handed to.
+    public static func integer(_ name: String, environment: String?, _ keyPath: WritableKeyPath<Config, Int> & Sendable,
+                               range: ClosedRange<Int>?, rule: String? = nil, help: String, defaultText: String? = nil) -> ConfigOption {
+        ConfigOption(name, environment: environment, valueName: "N", help: help, defaultText: defaultText, store: { config, text throws(OptionRuleError) in
+            guard let number = Int(text) else { throw OptionRuleError("a whole number") }
+            config[keyPath: keyPath] = number
+        }, check: { config in
+            let value = config[keyPath: keyPath]
+            guard let range, !range.contains(value) else { return nil }
+            return OptionViolation(value: "\(value)", rule: rule ?? "\(range.lowerBound)...\(range.upperBound)")
+        }, render: { "\($0[keyPath: keyPath])" })
+    }
+
+    /// A byte count (`65536`, `64K`, `1MiB`: `parseByteCount`) in `range`, checked when the
+    /// configuration is validated; nil range: the rule lives with a cross-option check.
+    public static func byteCount(_ name: String, environment: String?, _ keyPath: WritableKeyPath<Config, Int> & Sendable,
+                                 range: ClosedRange<Int>?, rule: String? = nil, help: String) -> ConfigOption {
+        ConfigOption(name, environment: environment, valueName: "BYTES", help: help, store: { config, text throws(OptionRuleError) in
+            guard let count = parseByteCount(text) else { throw OptionRuleError("a byte count like 65536, 64K or 1MiB") }
+            config[keyPath: keyPath] = count
+        }, check: { config in
+            let value = config[keyPath: keyPath]
+            guard let range, !range.contains(value) else { return nil }
+            return OptionViolation(value: "\(value)", rule: rule ?? "\(range.lowerBound)...\(range.upperBound)")
+        }, render: { formatByteCount($0[keyPath: keyPath]) })
+    }
+
+    /// A time (`60s`, `500ms`, `2m`: `parseDuration`) in seconds that keeps `rule`. The rule is
+    /// checked as the text is parsed too, so that its message quotes the text as given.
+    public static func duration(_ name: String, environment: String?, _ keyPath: WritableKeyPath<Config, Double> & Sendable,
+                                rule: DurationRule, help: String) -> ConfigOption {
+        ConfigOption(name, environment: environment, valueName: "TIME", help: help, store: { config, text throws(OptionRuleError) in
+            guard let seconds = parseDuration(text) else { throw OptionRuleError("a time like 60s, 500ms, 2m or 1.5") }
+            guard rule.allows(seconds) else { throw OptionRuleError(rule.text) }
+            config[keyPath: keyPath] = seconds
+        }, check: { config in
+            let seconds = config[keyPath: keyPath]
+            return rule.allows(seconds) ? nil : OptionViolation(value: "\(seconds)", rule: rule.text)
+        }, render: { formatDuration($0[keyPath: keyPath]) })
+    }
+
+    /// One of a fixed set of words (`T`'s raw values).
+    public static func choice<T: RawRepresentable & CaseIterable & Sendable>(
+        _ name: String, environment: String?, _ keyPath: WritableKeyPath<Config, T> & Sendable, help: String
+    ) -> ConfigOption where T.RawValue == String {
+        let words = T.allCases.map(\.rawValue)
+        return ConfigOption(name, environment: environment, valueName: words.joined(separator: "|"), help: help, store: { config, text throws(OptionRuleError) in
+            guard let value = T(rawValue: text) else { throw OptionRuleError(listing(words)) }
+            config[keyPath: keyPath] = value
+        }, render: { $0[keyPath: keyPath].rawValue })
+    }
+
+    /// A flag: present (or `1`, `true`, `yes` in the environment) sets it.
+    public static func flag(_ name: String, environment: String?, _ keyPath: WritableKeyPath<Config, Bool> & Sendable,
+                            help: String) -> ConfigOption {
+        ConfigOption(name, environment: environment, valueName: "", help: help, isFlag: true, store: { config, text throws(OptionRuleError) in
+            switch text.lowercased() {
+            case "1", "true", "yes": config[keyPath: keyPath] = true
+            case "0", "false", "no": config[keyPath: keyPath] = false
+            default: throw OptionRuleError("1, true or yes (set), 0, false or no (unset)")
+            }
+        }, render: { $0[keyPath: keyPath] ? "true" : "false" })
+    }
+}
+
+/// `a, b or c`.
+func listing(_ words: [String]) -> String {
+    words.count < 2 ? words.joined() : words.dropLast().joined(separator: ", ") + " or " + words.last!
+}
+
+/// A duration option's rule: the range validation and the parser enforce, and its text.
+public struct DurationRule: Sendable {
+    public let zeroAllowed: Bool
+    public let maximum: Double
+    public let text: String
+
+    public init(zeroAllowed: Bool, maximum: Double, text: String) {
+        self.zeroAllowed = zeroAllowed
+        self.maximum = maximum
+        self.text = text
+    }
+
+    public func allows(_ seconds: Double) -> Bool {
+        seconds.isFinite && seconds <= maximum && (zeroAllowed ? seconds >= 0 : seconds > 0)
+    }
+}

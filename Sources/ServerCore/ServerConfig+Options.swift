@@ -1,0 +1,131 @@
+import FastAlloc
+import Logging
+import Options
+import PacketBuffers
+import UVLoop
+
+// The server's options, each declared once: name, variable, field (whose initial value in
+// ServerConfig is the default), parser, rule and help. The command line, the environment,
+// validate(), --help, the documentation test and the fuzzer all read this table; the config
+// file will too.
+
+extension ServerConfig {
+    /// Every option, in `--help` order.
+    public static let table = OptionTable<ServerConfig>([
+        .address("listen", \.listen, help: "Address to accept clients on, HOST:PORT (port 0: any free port)."),
+        ConfigOption("upstream", environment: variable("upstream"), valueName: "HOST:PORT",
+               help: "Relay mode: the fixed upstream every client is relayed to, HOST:PORT; a host name is resolved once, at startup, to its first IPv4 address.",
+               store: { config, text throws(OptionRuleError) in
+                   do throws(AddressError) { config.upstream = try SocketAddress(resolving: text, allowing: .ipv4) } catch {
+                       throw OptionRuleError("HOST:PORT with an IPv4 address or a name that resolves to one, "
+                           + "like 127.0.0.1:7001 or upstream.internal:7001 (\(error.reason))")
+                   }
+               }, render: { $0.upstream?.description ?? "" }),
+        .integer("workers", environment: variable("workers"), \.workers, range: workersRange,
+                 help: "Worker threads, each with its own event loop and buffer pool, 1 to 256.",
+                 defaultText: "the online cores (at most 256)"),
+        .byteCount("buffer-size", environment: variable("buffer-size"), \.buffers.bufferSize, range: PacketBufferConfig.bufferSizeRange,
+                   rule: bufferSizeRule,
+                   help: "Bytes per packet buffer (one read), 64 to 1048576; suffixes K, KiB, M, MiB, G, GiB."),
+        .integer("local-buffers", environment: variable("local-buffers"), \.buffers.localBuffers, range: localBuffersRange,
+                 help: "Buffers each worker owns (taken without a lock), 1 to 1048576. All packet buffers together, "
+                     + "(workers × this + --overflow-max) × --buffer-size, must fit the physical memory."),
+        .integer("overflow-initial", environment: variable("overflow-initial"), \.buffers.overflowInitial, range: nil,
+                 help: "Buffers the shared overflow pool starts with, 1 to --overflow-max."),
+        ConfigOption("overflow-growth", environment: variable("overflow-growth"), valueName: "GROWTH",
+               help: "How the overflow pool grows: linear:N (N up to 2147483647), exponential:F (F > 1) or none.",
+               store: { config, text throws(OptionRuleError) in
+                   guard let growth = parseGrowth(text) else {
+                       throw OptionRuleError("linear:N (N > 0), exponential:F (F > 1) or none")
+                   }
+                   config.buffers.overflowGrowth = growth
+               }, check: { config in
+                   guard case .linear(let step) = config.buffers.overflowGrowth, step > maxLinearGrowth else { return nil }
+                   return OptionViolation(value: "\(config.buffers.overflowGrowth)", rule: "a linear step from 1 to \(maxLinearGrowth)")
+               }, render: { renderGrowth($0.buffers.overflowGrowth) }),
+        .integer("overflow-max", environment: variable("overflow-max"), \.buffers.overflowMax, range: nil,
+                 help: "Most buffers the overflow pool may hold, up to 2147483647; beyond, readers wait (backpressure)."),
+        .integer("max-connections", environment: variable("max-connections"), \.maxConnections, range: maxConnectionsRange,
+                 help: "Client connections open at once, 1 to 1000000; beyond, new ones are closed at once and counted. "
+                     + "The default is what the default buffer pools serve fairly; more warns at start."),
+        .duration("idle-timeout", environment: variable("idle-timeout"), \.idleTimeout, rule: idleTimeoutRule,
+                  help: "Close a connection that has neither sent nor taken a byte for this long, 0 (never) to 7d."),
+        .duration("connect-timeout", environment: variable("connect-timeout"), \.connectTimeout, rule: connectTimeoutRule,
+                  help: "Relay mode: time the upstream may take to accept, at most 1h."),
+        .duration("drain-timeout", environment: variable("drain-timeout"), \.drainTimeout, rule: drainTimeoutRule,
+                  help: "On SIGTERM/SIGINT, how long established connections may go on (both ways) before what is left is "
+                      + "reset on both sides, 0 to 7d."),
+        .duration("write-timeout", environment: variable("write-timeout"), \.writeTimeout, rule: writeTimeoutRule,
+                  help: "Reset a connection whose queued writes make no progress for this long (a reader that stopped "
+                      + "reading; counted), 0 (never) to 7d."),
+        .duration("linger-timeout", environment: variable("linger-timeout"), \.lingerTimeout, rule: lingerTimeoutRule,
+                  help: "After a failure, how long a connection may linger (flush, FIN, discard input until the peer "
+                      + "closes) before it is closed, at most 7d."),
+        .duration("tcp-keepalive", environment: variable("tcp-keepalive"), \.tcpKeepalive, rule: tcpKeepaliveRule,
+                  help: "TCP keepalive on client and upstream sockets: seconds of silence before probes start (then every "
+                      + "10 s, 6 probes), 0 (off) to 32767s (Linux's most)."),
+        .byteCount("high-watermark", environment: variable("high-watermark"), \.highWatermark, range: highWatermarkRange,
+                   rule: "a byte count from 1 to 1GiB",
+                   help: "Buffer memory a direction's write queue may hold before its source stops reading (counted in "
+                       + "whole buffers), 1 byte to 1GiB."),
+        .byteCount("low-watermark", environment: variable("low-watermark"), \.lowWatermark, range: nil,
+                   help: "Reading resumes when the queue holds this much or less (below --high-watermark)."),
+        .integer("backlog", environment: variable("backlog"), \.backlog, range: backlogRange,
+                 help: "The listen backlog of each worker's listener, 1 to 65535 (the kernel caps it at net.core.somaxconn)."),
+        ConfigOption("stats", environment: variable("stats"), valueName: "HOST:PORT|off",
+               help: "Stats HTTP endpoint (/metrics, /stats, /healthz, /readyz, / dashboard), HOST:PORT or off.",
+               store: { config, text throws(OptionRuleError) in
+                   if text == "off" { config.stats = nil; return }
+                   do throws(AddressError) { config.stats = try SocketAddress(parsing: text, allowing: .ipv4) } catch {
+                       throw OptionRuleError("HOST:PORT with an IPv4 host, or off (\(error.reason))")
+                   }
+               }, render: { $0.stats?.description ?? "off" }),
+        .choice("log-level", environment: variable("log-level"), \.logLevel,
+                help: "How much to log: trace, debug, info, notice, warning, error or critical."),
+        .flag("allow-root", environment: variable("allow-root"), \.allowRoot,
+              help: "Run even as root. Without it the server refuses to start as root: it needs no privilege (it binds "
+                  + "ports above 1024 by default), so run it as its own user."),
+    ], environmentPrefix: "FASTALLOC_")
+
+    static let bufferSizeRule = "\(PacketBufferConfig.bufferSizeRange.lowerBound)...\(PacketBufferConfig.bufferSizeRange.upperBound) bytes"
+
+    /// Every option, in `--help` order.
+    public static var options: [ConfigOption<ServerConfig>] { table.options }
+
+    /// `FASTALLOC_` and the name in capitals, dashes as underscores: `FASTALLOC_IDLE_TIMEOUT`.
+    static func variable(_ name: String) -> String {
+        "FASTALLOC_" + name.uppercased().replacing("-", with: "_")
+    }
+
+    /// `linear:N`, `exponential:F` or `none`. The numbers' own rules are checked by validate().
+    public static func parseGrowth(_ text: String) -> GrowthStrategy? {
+        if text == "none" { return GrowthStrategy.none }
+        let parts = text.split(separator: ":", maxSplits: 1).map(String.init)
+        guard parts.count == 2 else { return nil }
+        switch parts[0] {
+        case "linear": return Int(parts[1]).map { .linear($0) }
+        case "exponential": return Double(parts[1]).map { .exponential($0) }
+        default: return nil
+        }
+    }
+
+    /// A growth strategy as `parseGrowth` reads it back.
+    static func renderGrowth(_ growth: GrowthStrategy) -> String {
+        switch growth {
+        case .none: "none"
+        case .linear(let step): "linear:\(step)"
+        case .exponential(let factor): factor.rounded() == factor && abs(factor) < 1e15 ? "exponential:\(Int(factor))" : "exponential:\(factor)"
+        }
+    }
+}
+
+extension ConfigOption where Config == ServerConfig {
+    /// A numeric IPv4 `HOST:PORT` (IPv6 comes with the upstream pool).
+    static func address(_ name: String, _ keyPath: WritableKeyPath<ServerConfig, SocketAddress> & Sendable, help: String) -> ConfigOption {
+        ConfigOption(name, environment: ServerConfig.variable(name), valueName: "HOST:PORT", help: help, store: { config, text throws(OptionRuleError) in
+            do throws(AddressError) { config[keyPath: keyPath] = try SocketAddress(parsing: text, allowing: .ipv4) } catch {
+                throw OptionRuleError("HOST:PORT with an IPv4 host, like 127.0.0.1:7000 (\(error.reason))")
+            }
+        }, render: { $0[keyPath: keyPath].description })
+    }
+}
