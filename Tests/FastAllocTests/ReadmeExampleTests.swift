@@ -3,7 +3,8 @@ import TestSupport
 import Synchronization
 import Testing
 
-/// The README's examples, compiled and run, so the documentation cannot drift from the API.
+/// The library's examples, compiled and run, so the documentation cannot drift from the API:
+/// `quickStart` is README.md's ("The library"), the others are docs/LIBRARY.md's.
 @Suite struct ReadmeExampleTests {
     struct Particle { var id = 0; var velocity = 0 }
     struct Packet { var length = 0 }
@@ -63,7 +64,7 @@ import Testing
         #expect(shared.lockStatistics.contended <= shared.lockStatistics.acquisitions)
     }
 
-    /// A place another thread can take a handle from (README: "Sharing").
+    /// A place another thread can take a handle from (docs/LIBRARY.md: "Sharing").
     final class Inbox: Sendable {
         let handle = Mutex<SharedPoolHandle<Request>?>(nil)
     }

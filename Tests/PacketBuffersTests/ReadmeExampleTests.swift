@@ -1,7 +1,7 @@
 import PacketBuffers
 import Testing
 
-/// The README's packet-buffer example, compiled and run.
+/// The packet-buffer example of docs/LIBRARY.md ("Packet buffers"), compiled and run.
 @Suite struct PacketBufferReadmeExampleTests {
     @Test func example() throws {
         let buffers = try PacketBufferPools(config: PacketBufferConfig(
