@@ -10,7 +10,7 @@ import Glibc
 /// Handles are classes that keep themselves alive while libuv holds them: from creation until
 /// their close callback, which is also where their C memory is freed.
 public final class EventLoop {
-    public let raw: UnsafeMutablePointer<uv_loop_t>
+    let raw: UnsafeMutablePointer<uv_loop_t>
     /// Write requests, pooled: a queued write takes one and its completion returns it, so
     /// writing costs no heap allocation once the pool has grown to the peak of queued writes.
     let writeRequests: ThreadLocalPool<_WriteRequest>

@@ -10,7 +10,7 @@ import Glibc
 /// before it is reopened and closed again).
 public class Handle {
     /// The `uv_*_t` allocation; while open, its `data` field holds the retained `self`.
-    public let rawHandle: UnsafeMutableRawPointer
+    let rawHandle: UnsafeMutableRawPointer
     public let loop: EventLoop
     public private(set) var isClosing = false
     /// The close callback has run: libuv holds nothing of this handle any more.
