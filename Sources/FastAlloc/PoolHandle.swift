@@ -10,21 +10,21 @@
 public struct PoolHandle<Element>: ~Copyable, PoolSlotHandle {
     // The slot pointer first, as in SharedPoolHandle (ThreadSanitizer reports `mutating`
     // accesses at the address the first word holds).
-    public let _pointer: UnsafeMutablePointer<Element>
+    public let _unsafePointer: UnsafeMutablePointer<Element>
     @usableFromInline let _core: UnsafeMutablePointer<_TypedCore<Element>>
 
     @inlinable
     init(core: UnsafeMutablePointer<_TypedCore<Element>>, pointer: UnsafeMutablePointer<Element>) {
         _core = core
-        _pointer = pointer
+        _unsafePointer = pointer
     }
 
     @inlinable
     deinit {
-        // Safe: this handle owns the in-use slot at `_pointer`, which holds an initialised
+        // Safe: this handle owns the in-use slot at `_unsafePointer`, which holds an initialised
         // Element, and the core outlives every handle (see `_TypedCore.retire`).
-        _TypedCore.prepareRelease(_pointer, of: _core)
-        _core.pointee.slots.pointee.put(UnsafeMutableRawPointer(_pointer))
+        _TypedCore.prepareRelease(_unsafePointer, of: _core)
+        _core.pointee.slots.pointee.put(UnsafeMutableRawPointer(_unsafePointer))
         _TypedCore.destroyIfOrphanedAndEmpty(_core)
     }
 
@@ -42,7 +42,7 @@ public protocol PoolSlotHandle: ~Copyable {
     associatedtype Element
     /// The owned slot. Underscored: not for use outside the library (reach the value through
     /// the accessors below).
-    var _pointer: UnsafeMutablePointer<Element> { get }
+    var _unsafePointer: UnsafeMutablePointer<Element> { get }
 }
 
 extension PoolSlotHandle where Self: ~Copyable {
@@ -50,8 +50,8 @@ extension PoolSlotHandle where Self: ~Copyable {
     @inlinable
     public var value: Element {
         // Safe: the slot is in use and owned by this handle, so it holds an initialised Element.
-        get { _pointer.pointee }
-        set { _pointer.pointee = newValue }
+        get { _unsafePointer.pointee }
+        set { _unsafePointer.pointee = newValue }
     }
 
     /// Calls `body` with the value in place.
@@ -60,7 +60,7 @@ extension PoolSlotHandle where Self: ~Copyable {
         _ body: (inout Element) throws(Failure) -> Result
     ) throws(Failure) -> Result {
         // Safe: the slot is owned by this handle, and `mutating` keeps other accesses out.
-        try body(&_pointer.pointee)
+        try body(&_unsafePointer.pointee)
     }
 
     /// Calls `body` with the value's bytes (`MemoryLayout<Element>.size` of them), valid only inside.
@@ -69,7 +69,7 @@ extension PoolSlotHandle where Self: ~Copyable {
         _ body: (UnsafeMutableRawBufferPointer) throws(Failure) -> Result
     ) throws(Failure) -> Result {
         // Safe: the slot holds `MemoryLayout<Element>.size` initialised bytes owned by this handle.
-        try body(UnsafeMutableRawBufferPointer(start: _pointer, count: MemoryLayout<Element>.size))
+        try body(UnsafeMutableRawBufferPointer(start: _unsafePointer, count: MemoryLayout<Element>.size))
     }
 
     /// Calls `body` with the value's bytes, read-only, valid only inside.
@@ -78,16 +78,16 @@ extension PoolSlotHandle where Self: ~Copyable {
         _ body: (UnsafeRawBufferPointer) throws(Failure) -> Result
     ) throws(Failure) -> Result {
         // Safe: as in withUnsafeMutableBytes, read-only.
-        try body(UnsafeRawBufferPointer(start: _pointer, count: MemoryLayout<Element>.size))
+        try body(UnsafeRawBufferPointer(start: _unsafePointer, count: MemoryLayout<Element>.size))
     }
 
     /// Whether the slot's address is a multiple of `alignment` (for tests and diagnostics).
     public func isAligned(to alignment: Int) -> Bool {
-        Int(bitPattern: _pointer) & (alignment - 1) == 0
+        Int(bitPattern: _unsafePointer) & (alignment - 1) == 0
     }
 
     /// The slot's address, for identity checks (is it the same slot as before, did it move).
     /// Not a way to reach the value: use `withValue`.
-    public var address: UInt { UInt(bitPattern: _pointer) }
+    public var address: UInt { UInt(bitPattern: _unsafePointer) }
 }
 

@@ -183,21 +183,21 @@ public struct SharedPoolHandle<Element: Sendable>: ~Copyable, PoolSlotHandle, @u
     // The slot pointer comes first on purpose: ThreadSanitizer reports a `mutating` access to a
     // noncopyable struct at the address its first word holds, and the slot is this handle's
     // alone, while the header is read by every thread.
-    public let _pointer: UnsafeMutablePointer<Element>
+    public let _unsafePointer: UnsafeMutablePointer<Element>
     @usableFromInline let _shared: UnsafeMutablePointer<_TypedCore<Element>>
 
     @inlinable
     init(shared: UnsafeMutablePointer<_TypedCore<Element>>, pointer: UnsafeMutablePointer<Element>) {
         _shared = shared
-        _pointer = pointer
+        _unsafePointer = pointer
     }
 
     @inlinable
     deinit {
-        // Safe: this handle owns the in-use slot at `_pointer`; hooks run outside the lock on
+        // Safe: this handle owns the in-use slot at `_unsafePointer`; hooks run outside the lock on
         // the value only this handle can reach, then the slot goes back under the lock.
-        _TypedCore.prepareRelease(_pointer, of: _shared)
-        _TypedCore.lockedPut(UnsafeMutableRawPointer(_pointer), into: _shared)
+        _TypedCore.prepareRelease(_unsafePointer, of: _shared)
+        _TypedCore.lockedPut(UnsafeMutableRawPointer(_unsafePointer), into: _shared)
     }
 
     /// Returns the slot to its pool now, from any thread.
