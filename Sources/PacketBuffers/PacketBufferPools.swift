@@ -182,7 +182,9 @@ public final class WorkerBufferPool {
     }
 
     /// Takes back the buffers other threads released, now (the pool also does it by itself
-    /// when it runs out). Returns how many. A server calls it once per loop iteration.
+    /// when it runs out). Returns how many. Owner thread. The server (ServerCore's `Worker`)
+    /// calls it from its buffer-wait retry timer while reads wait for a buffer, and once after
+    /// its loop ends, before `retire()`: not on every loop iteration.
     @discardableResult
     public func drainReturns() -> Int {
         _Home.drainReturns(home)
