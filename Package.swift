@@ -1,4 +1,4 @@
-// swift-tools-version:6.1
+// swift-tools-version:6.2
 import PackageDescription
 
 let package = Package(
@@ -23,9 +23,11 @@ let package = Package(
     ],
     targets: [
         // The pool library: standard library, Synchronization and the platform C library only.
-        .target(name: "FastAlloc"),
+        // Both it and PacketBuffers build with strict memory safety checking (SE-0458, which
+        // needs tools 6.2): every unsafe operation is marked `unsafe`, with its invariant.
+        .target(name: "FastAlloc", swiftSettings: [.strictMemorySafety()]),
         // Fixed-size byte buffers for the server: a local pool per worker, a shared overflow pool.
-        .target(name: "PacketBuffers", dependencies: ["FastAlloc", "CPacketBuffersShims"]),
+        .target(name: "PacketBuffers", dependencies: ["FastAlloc", "CPacketBuffersShims"], swiftSettings: [.strictMemorySafety()]),
         // A thread identity that costs no call: one thread-local byte's address.
         .target(name: "CPacketBuffersShims"),
         // Debian's libuv1-dev, as a module.

@@ -8,7 +8,7 @@ if ! command -v swift >/dev/null 2>&1; then
     if [ -x /opt/swift/usr/bin/swift ]; then
         echo "setup: swift is at /opt/swift/usr/bin but not on PATH; add it: export PATH=/opt/swift/usr/bin:\$PATH" >&2
     else
-        echo "setup: no Swift toolchain found; install Swift 6.1 or later from https://swift.org/install" >&2
+        echo "setup: no Swift toolchain found; install Swift 6.2 or later from https://swift.org/install" >&2
     fi
     exit 1
 fi

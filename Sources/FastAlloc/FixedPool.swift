@@ -25,5 +25,6 @@ public final class FixedPool<Element>: UnsynchronizedPool<Element> {
     }
 
     /// The slab's address range, for tests of stability: it never changes.
-    public var slabAddress: UInt { UInt(bitPattern: _core.pointee.slots.pointee.chunkTable[0].base) }
+    // Safe: the core lives as long as the pool, and chunk 0 exists from its init.
+    public var slabAddress: UInt { unsafe UInt(bitPattern: _core.pointee.slots.pointee.chunkTable[0].base) }
 }

@@ -10,8 +10,9 @@ public final class GrowingPool<Element>: UnsynchronizedPool<Element> {
     }
 
     /// Every growth so far, oldest first.
-    public var growthEvents: [GrowthEvent] { _core.pointee.slots.pointee.events }
+    // Safe (both): the core lives as long as the pool (`UnsynchronizedPool`), on one thread.
+    public var growthEvents: [GrowthEvent] { unsafe _core.pointee.slots.pointee.events }
 
     /// Chunks allocated so far (1 + growth events).
-    public var chunkCount: Int { _core.pointee.slots.pointee.chunkCount }
+    public var chunkCount: Int { unsafe _core.pointee.slots.pointee.chunkCount }
 }

@@ -3,6 +3,11 @@
 /// The batch chains its slots through their link words, so it needs no storage of its own: no
 /// allocation however many slots it holds. Take handles out with `popFirst()`, or work on all
 /// values in place with `forEach`; whatever is still in the batch when it dies goes back.
+///
+/// Memory safety: `@safe`; every `unsafe` in it rests on this: the slots chained from `_head`
+/// are in use, owned by this batch alone (it is noncopyable and not `Sendable`), hold
+/// initialised Elements, and their link words hold the chain; the core outlives them.
+@safe
 public struct PoolBatch<Element>: ~Copyable {
     @usableFromInline var _head: UnsafeMutableRawPointer?  // first: see PoolHandle
     @usableFromInline let _core: UnsafeMutablePointer<_TypedCore<Element>>
@@ -10,24 +15,25 @@ public struct PoolBatch<Element>: ~Copyable {
     public private(set) var count: Int
 
     init(core: UnsafeMutablePointer<_TypedCore<Element>>, head: UnsafeMutableRawPointer?, count: Int) {
-        _core = core
-        _head = head
+        // Safe: the pool hands over `count` in-use slots chained from `head` (see the type).
+        unsafe _core = core
+        unsafe _head = head
         self.count = count
     }
 
     deinit {
         // An empty batch owns nothing and must not touch the core: its pool may be gone.
-        guard _head != nil else { return }
-        let linkOffset = _core.pointee.slots.pointee.linkOffset
-        var next = _head
-        while let slot = next {
+        guard unsafe _head != nil else { return }
+        let linkOffset = unsafe _core.pointee.slots.pointee.linkOffset
+        var next = unsafe _head
+        while let slot = unsafe next {
             // Safe: batch slots are in use and owned by this batch; their link word holds the
             // next one, read before the slot is given back.
-            next = (slot + linkOffset).load(as: UnsafeMutableRawPointer?.self)
-            _TypedCore.prepareRelease(slot.assumingMemoryBound(to: Element.self), of: _core)
-            _core.pointee.slots.pointee.put(slot)
+            unsafe next = (slot + linkOffset).load(as: UnsafeMutableRawPointer?.self)
+            unsafe _TypedCore.prepareRelease(slot.assumingMemoryBound(to: Element.self), of: _core)
+            unsafe _core.pointee.slots.pointee.put(slot)
         }
-        _TypedCore.destroyIfOrphanedAndEmpty(_core)
+        unsafe _TypedCore.destroyIfOrphanedAndEmpty(_core)
     }
 
     /// Returns every slot still in the batch now.
@@ -38,21 +44,21 @@ public struct PoolBatch<Element>: ~Copyable {
 
     /// Moves the first slot out of the batch into its own handle.
     public mutating func popFirst() -> PoolHandle<Element>? {
-        guard let slot = _head else { return nil }
+        guard let slot = unsafe _head else { return nil }
         // Safe: batch slots are in use and owned by this batch; their link word holds the next one.
-        _head = (slot + _core.pointee.slots.pointee.linkOffset).load(as: UnsafeMutableRawPointer?.self)
+        unsafe _head = (slot + _core.pointee.slots.pointee.linkOffset).load(as: UnsafeMutableRawPointer?.self)
         count -= 1
         // Safe: an in-use slot holds an initialised Element.
-        return PoolHandle(core: _core, pointer: slot.assumingMemoryBound(to: Element.self))
+        return unsafe PoolHandle(core: _core, pointer: slot.assumingMemoryBound(to: Element.self))
     }
 
     /// Calls `body` with each value in place, first to last.
     public mutating func forEach<Failure: Error>(_ body: (inout Element) throws(Failure) -> Void) throws(Failure) {
-        var next = _head
-        while let slot = next {
+        var next = unsafe _head
+        while let slot = unsafe next {
             // Safe: as in popFirst; the slots stay owned by the batch during the walk.
-            next = (slot + _core.pointee.slots.pointee.linkOffset).load(as: UnsafeMutableRawPointer?.self)
-            try body(&slot.assumingMemoryBound(to: Element.self).pointee)
+            unsafe next = (slot + _core.pointee.slots.pointee.linkOffset).load(as: UnsafeMutableRawPointer?.self)
+            try unsafe body(&slot.assumingMemoryBound(to: Element.self).pointee)
         }
     }
 }

@@ -28,16 +28,20 @@ extension Poolable {
 
 /// The hooks of one pool, resolved once when the pool is made: the element type's `Poolable`
 /// hooks (if it conforms) followed by the configuration's closures.
-@usableFromInline
+///
+/// Memory safety: `@safe`: making and storing the hooks touches no memory; they take a slot
+/// pointer, so every call of one is marked, where the caller owns that initialised slot.
+@safe @usableFromInline
 struct _Hooks<Element> {
     @usableFromInline let onAcquire: ((UnsafeMutablePointer<Element>) -> Void)?
     @usableFromInline let onRelease: ((UnsafeMutablePointer<Element>) -> Void)?
     @usableFromInline let initialize: (@Sendable () -> Element)?
 
     init(_ config: PoolConfig<Element>) {
-        let typeHooks = _poolableHooks(Element.self)
-        onAcquire = _compose(typeHooks?.acquire, config.onAcquire)
-        onRelease = _compose(typeHooks?.release, config.onRelease)
+        // `unsafe`: closures over slot pointers are composed here, not called.
+        let typeHooks = unsafe _poolableHooks(Element.self)
+        unsafe onAcquire = _compose(typeHooks?.acquire, config.onAcquire)
+        unsafe onRelease = _compose(typeHooks?.release, config.onRelease)
         initialize = config.initialize
     }
 }
@@ -46,12 +50,13 @@ private func _compose<Element>(
     _ first: ((UnsafeMutablePointer<Element>) -> Void)?,
     _ second: (@Sendable (inout Element) -> Void)?
 ) -> ((UnsafeMutablePointer<Element>) -> Void)? {
-    switch (first, second) {
+    // `unsafe`: the closures are only composed here; see the comment below for their calls.
+    switch unsafe (first, second) {
     case (nil, nil): return nil
-    case (let first?, nil): return first
+    case (let first?, nil): return unsafe first
     // Safe: the pool calls hooks only with a pointer to an initialised slot it owns.
-    case (nil, let second?): return { second(&$0.pointee) }
-    case (let first?, let second?): return { first($0); second(&$0.pointee) }
+    case (nil, let second?): return { unsafe second(&$0.pointee) }
+    case (let first?, let second?): return { unsafe first($0); unsafe second(&$0.pointee) }
     }
 }
 
@@ -65,8 +70,8 @@ private func _poolableHooks<Element>(
     ) {
         // Safe: `P` is `Element` (the cast above succeeded), and the pool calls hooks only with
         // a pointer to an initialised `Element` slot.
-        return ({ UnsafeMutableRawPointer($0).assumingMemoryBound(to: P.self).pointee.onAcquire() },
-                { UnsafeMutableRawPointer($0).assumingMemoryBound(to: P.self).pointee.onRelease() })
+        return ({ unsafe UnsafeMutableRawPointer($0).assumingMemoryBound(to: P.self).pointee.onAcquire() },
+                { unsafe UnsafeMutableRawPointer($0).assumingMemoryBound(to: P.self).pointee.onRelease() })
     }
-    return open(poolable)
+    return unsafe open(poolable)
 }

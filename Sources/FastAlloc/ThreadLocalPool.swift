@@ -16,10 +16,12 @@ public final class ThreadLocalPool<Element>: UnsynchronizedPool<Element> {
         try config.validate()
         super.init(validated: config, kind: "ThreadLocalPool")
         #if DEBUG
-        _core.pointee.slots.pointee.ownerThread = pthread_self()
+        // Safe: the core was just made by `super.init`, and nobody else has it yet.
+        unsafe _core.pointee.slots.pointee.ownerThread = pthread_self()
         #endif
     }
 
     /// Every growth so far, oldest first.
-    public var growthEvents: [GrowthEvent] { _core.pointee.slots.pointee.events }
+    // Safe: the core lives as long as the pool (`UnsynchronizedPool`), on one thread.
+    public var growthEvents: [GrowthEvent] { unsafe _core.pointee.slots.pointee.events }
 }

@@ -2,21 +2,24 @@ extension _TypedCore {
     /// The lock of a thread-safe pool's header.
     @inlinable @inline(__always)
     static func lock(of core: UnsafeMutablePointer<_TypedCore<Element>>) -> _ContentionLock {
-        // Safe: only ThreadSafePool makes headers with a lock, and only it calls this.
-        core.pointee.lock.unsafelyUnwrapped
+        // Safe: only ThreadSafePool makes headers with a lock, and only it (and its handles and
+        // batches) calls this, so `unsafelyUnwrapped` never meets nil.
+        unsafe core.pointee.lock.unsafelyUnwrapped
     }
 
     /// Gives back a slot whose release hooks have run, under the lock; frees everything if the
     /// pool is gone and this was its last slot.
     @inlinable @inline(__always)
     static func lockedPut(_ slot: UnsafeMutableRawPointer, into core: UnsafeMutablePointer<_TypedCore<Element>>) {
-        let lock = lock(of: core)
-        let slots = core.pointee.slots
+        // Safe: the caller owns the in-use slot, so the core is live; the slot bookkeeping is
+        // touched under the lock only, and the core is destroyed after it by the last slot back.
+        let lock = unsafe lock(of: core)
+        let slots = unsafe core.pointee.slots
         lock.lock()
-        slots.pointee.put(slot)
-        let last = _slowPath(slots.pointee.orphaned) && slots.pointee.inUse == 0
+        unsafe slots.pointee.put(slot)
+        let last = unsafe _slowPath(slots.pointee.orphaned) && slots.pointee.inUse == 0
         lock.unlock()
-        if last { destroy(core) }
+        if last { unsafe destroy(core) }
     }
 }
 
@@ -32,31 +35,39 @@ extension _TypedCore {
 /// // ... on any other thread:
 /// inbox.handle.withLock { $0 = nil }                         // released there: fine
 /// ```
+///
+/// Memory safety: `@safe`; every `unsafe` in it, its handles and batches rests on this: `_shared`
+/// is allocated in `init` and lives until the pool dies with no slot out, or (release builds)
+/// until the last slot comes back; its header is immutable, and the slot bookkeeping it points
+/// to is touched only under its lock; a slot taken under the lock is then its taker's alone.
+@safe
 public final class ThreadSafePool<Element: Sendable>: @unchecked Sendable {
     // @unchecked Sendable: all mutable state lives behind `_shared.lock`; hooks are @Sendable.
     @usableFromInline let _shared: UnsafeMutablePointer<_TypedCore<Element>>
 
     public init(config: PoolConfig<Element>) throws(PoolConfigError) {
         try config.validate()
-        _shared = _TypedCore.make(config, locked: true)
+        // Safe: the pool owns the new core (with a lock) until deinit.
+        unsafe _shared = _TypedCore.make(config, locked: true)
     }
 
     deinit {
-        let lock = _TypedCore.lock(of: _shared)
-        let slots = _shared.pointee.slots
+        // Safe: the core is live; it is destroyed here only with no slot out, under no lock.
+        let lock = unsafe _TypedCore.lock(of: _shared)
+        let slots = unsafe _shared.pointee.slots
         lock.lock()
-        let inUse = slots.pointee.inUse
+        let inUse = unsafe slots.pointee.inUse
         if inUse > 0 {
             #if DEBUG
-            fatalError("FastAlloc: ThreadSafePool '\(slots.pointee.name)' was destroyed while \(inUse) handle(s) still hold slots: a handle outlived its pool")
+            fatalError(unsafe "FastAlloc: ThreadSafePool '\(slots.pointee.name)' was destroyed while \(inUse) handle(s) still hold slots: a handle outlived its pool")
             #else
-            slots.pointee.orphaned = true
+            unsafe slots.pointee.orphaned = true
             lock.unlock()
             return
             #endif
         }
         lock.unlock()
-        _TypedCore.destroy(_shared)
+        unsafe _TypedCore.destroy(_shared)
     }
 
     public typealias Handle = SharedPoolHandle<Element>
@@ -72,10 +83,11 @@ public final class ThreadSafePool<Element: Sendable>: @unchecked Sendable {
     /// Like `acquire(_:)`, but returns nil (and counts a failed acquisition) when exhausted.
     @inlinable @inline(__always)  // the hot path: measured, inlining matters (Benchmarks/)
     public func tryAcquire(_ value: consuming Element) -> SharedPoolHandle<Element>? {
-        guard let taken = _take() else { return nil }
-        let core = _shared
+        // Safe: the core is live (type comment); the slot just taken goes to the new handle.
+        guard let taken = unsafe _take() else { return nil }
+        let core = unsafe _shared
         // Outside the lock: the slot is now owned by this caller alone.
-        return SharedPoolHandle(shared: _shared, pointer: _TypedCore.place(value, in: taken.slot, fresh: taken.fresh, of: core))
+        return unsafe SharedPoolHandle(shared: _shared, pointer: _TypedCore.place(value, in: taken.slot, fresh: taken.fresh, of: core))
     }
 
     /// Hands out a retained value (reset by the hooks) or a new one from `initialize`.
@@ -88,56 +100,59 @@ public final class ThreadSafePool<Element: Sendable>: @unchecked Sendable {
     /// Like `acquire()`, but returns nil when exhausted.
     @inlinable @inline(__always)  // the hot path: measured, inlining matters (Benchmarks/)
     public func tryAcquire() -> SharedPoolHandle<Element>? {
-        let core = _shared
-        if core.pointee.hooks.initialize == nil { _noInitializer() }
-        guard let taken = _take() else { return nil }
-        return SharedPoolHandle(shared: _shared, pointer: _TypedCore.reuse(taken.slot, fresh: taken.fresh, of: core))
+        // Safe: as in `tryAcquire(_:)`; `reuse` needs the initializer checked here first.
+        let core = unsafe _shared
+        if unsafe core.pointee.hooks.initialize == nil { _noInitializer() }
+        guard let taken = unsafe _take() else { return nil }
+        return unsafe SharedPoolHandle(shared: _shared, pointer: _TypedCore.reuse(taken.slot, fresh: taken.fresh, of: core))
     }
 
     @inlinable @inline(__always)
     func _take() -> (slot: UnsafeMutableRawPointer, fresh: Bool)? {
-        let lock = _TypedCore.lock(of: _shared)
-        let slots = _shared.pointee.slots
+        // Safe: the core is live; its slot bookkeeping is touched under the lock only.
+        let lock = unsafe _TypedCore.lock(of: _shared)
+        let slots = unsafe _shared.pointee.slots
         lock.lock()
-        let taken = slots.pointee.take()
+        let taken = unsafe slots.pointee.take()
         lock.unlock()
-        return taken
+        return unsafe taken
     }
 
     /// Acquires `count` slots under one lock acquisition, all or nothing; nil when the pool,
     /// grown to its maximum, could not supply them all (nothing is taken then).
     public func tryAcquire(count: Int, _ value: (Int) -> Element) -> SharedPoolBatch<Element>? {
         precondition(count >= 0, "FastAlloc: acquire(count:) needs count >= 0")
-        let lock = _TypedCore.lock(of: _shared)
-        let core = _shared
+        // Safe: the core is live; bookkeeping under the lock; the slots taken are ours alone.
+        let lock = unsafe _TypedCore.lock(of: _shared)
+        let core = unsafe _shared
         lock.lock()
-        guard core.pointee.slots.pointee.obtainable >= count else {
-            core.pointee.slots.pointee.failedAcquisitions &+= 1
+        guard unsafe core.pointee.slots.pointee.obtainable >= count else {
+            unsafe core.pointee.slots.pointee.failedAcquisitions &+= 1
             lock.unlock()
             return nil
         }
         // Under the lock only the bookkeeping: chain the slots through their link words, each
         // link tagged in bit 0 with whether its own slot is fresh (slots are 8-byte aligned).
-        let linkOffset = core.pointee.slots.pointee.linkOffset
+        let linkOffset = unsafe core.pointee.slots.pointee.linkOffset
         var head: UnsafeMutableRawPointer?
         for _ in 0..<count {
-            let taken = core.pointee.slots.pointee.take()!  // obtainable >= count was checked under the lock
-            let tagged = UInt(bitPattern: head) | (taken.fresh ? 1 : 0)
+            let taken = unsafe core.pointee.slots.pointee.take()!  // obtainable >= count was checked under the lock
+            let tagged = unsafe UInt(bitPattern: head) | (taken.fresh ? 1 : 0)
             // Safe: the slot is in use and owned by this batch, so its link word is ours.
-            (taken.slot + linkOffset).storeBytes(of: tagged, as: UInt.self)
-            head = taken.slot
+            unsafe (taken.slot + linkOffset).storeBytes(of: tagged, as: UInt.self)
+            unsafe head = taken.slot
         }
         lock.unlock()
         // Outside the lock: place the values and clear the tags; the slots are ours alone.
-        var next = head
+        var next = unsafe head
         for index in 0..<count {
-            let slot = next!
-            let tagged = (slot + linkOffset).load(as: UInt.self)
-            next = UnsafeMutableRawPointer(bitPattern: tagged & ~1)
-            (slot + linkOffset).storeBytes(of: next, as: UnsafeMutableRawPointer?.self)
-            _ = _TypedCore.place(value(index), in: slot, fresh: tagged & 1 == 1, of: core)
+            let slot = unsafe next!
+            let tagged = unsafe (slot + linkOffset).load(as: UInt.self)
+            unsafe next = UnsafeMutableRawPointer(bitPattern: tagged & ~1)
+            unsafe (slot + linkOffset).storeBytes(of: next, as: UnsafeMutableRawPointer?.self)
+            _ = unsafe _TypedCore.place(value(index), in: slot, fresh: tagged & 1 == 1, of: core)
         }
-        return SharedPoolBatch(shared: _shared, head: head, count: count)
+        return unsafe SharedPoolBatch(shared: _shared, head: head, count: count)
     }
 
     /// Like `tryAcquire(count:_:)`, but traps when the slots are not all available.
@@ -155,14 +170,16 @@ public final class ThreadSafePool<Element: Sendable>: @unchecked Sendable {
     /// The lock's counters: acquisitions, contended acquisitions, total wait. Read without
     /// taking the lock, so a monitor never adds contention.
     public var lockStatistics: LockStatistics {
-        _TypedCore.lock(of: _shared).statistics
+        // Safe: the core and its lock are live while the pool is.
+        unsafe _TypedCore.lock(of: _shared).statistics
     }
 
     private func _withLock<R>(_ body: (inout _SlotCore) -> R) -> R {
-        let lock = _TypedCore.lock(of: _shared)
+        // Safe: the core is live; the bookkeeping is reached under the lock only.
+        let lock = unsafe _TypedCore.lock(of: _shared)
         lock.lock()
         defer { lock.unlock() }
-        return body(&_shared.pointee.slots.pointee)
+        return unsafe body(&_shared.pointee.slots.pointee)
     }
 
     @usableFromInline
@@ -178,26 +195,32 @@ public final class ThreadSafePool<Element: Sendable>: @unchecked Sendable {
 }
 
 /// Owns one slot of a `ThreadSafePool`; `Sendable`, so it may be released on any thread.
+///
+/// Memory safety: `@safe`; every `unsafe` in it rests on this: `_unsafePointer` is an in-use
+/// slot of the core at `_shared`, owned by this handle alone (it is noncopyable), holding an
+/// initialised Element; the core outlives the handle (see `ThreadSafePool`).
+@safe
 public struct SharedPoolHandle<Element: Sendable>: ~Copyable, PoolSlotHandle, @unchecked Sendable {
     // @unchecked Sendable: the handle owns its slot alone; returning it takes the pool's lock.
     // The slot pointer comes first on purpose: ThreadSanitizer reports a `mutating` access to a
     // noncopyable struct at the address its first word holds, and the slot is this handle's
     // alone, while the header is read by every thread.
-    public let _pointer: UnsafeMutablePointer<Element>
+    public let _unsafePointer: UnsafeMutablePointer<Element>
     @usableFromInline let _shared: UnsafeMutablePointer<_TypedCore<Element>>
 
     @inlinable
     init(shared: UnsafeMutablePointer<_TypedCore<Element>>, pointer: UnsafeMutablePointer<Element>) {
-        _shared = shared
-        _pointer = pointer
+        // Safe: the pool hands over an in-use slot holding an initialised Element (see the type).
+        unsafe _shared = shared
+        unsafe _unsafePointer = pointer
     }
 
     @inlinable
     deinit {
-        // Safe: this handle owns the in-use slot at `_pointer`; hooks run outside the lock on
+        // Safe: this handle owns the in-use slot at `_unsafePointer`; hooks run outside the lock on
         // the value only this handle can reach, then the slot goes back under the lock.
-        _TypedCore.prepareRelease(_pointer, of: _shared)
-        _TypedCore.lockedPut(UnsafeMutableRawPointer(_pointer), into: _shared)
+        unsafe _TypedCore.prepareRelease(_unsafePointer, of: _shared)
+        unsafe _TypedCore.lockedPut(UnsafeMutableRawPointer(_unsafePointer), into: _shared)
     }
 
     /// Returns the slot to its pool now, from any thread.
@@ -206,6 +229,11 @@ public struct SharedPoolHandle<Element: Sendable>: ~Copyable, PoolSlotHandle, @u
 }
 
 /// Slots acquired together from a `ThreadSafePool`; returned together under one lock.
+///
+/// Memory safety: `@safe`; every `unsafe` in it rests on this: the slots chained from `_head`
+/// are in use, owned by this batch alone (it is noncopyable), hold initialised Elements, and
+/// their link words hold the chain; the core outlives them (see `ThreadSafePool`).
+@safe
 public struct SharedPoolBatch<Element: Sendable>: ~Copyable, @unchecked Sendable {
     // @unchecked Sendable: the batch owns its slots alone; returning them takes the pool's lock.
     // `_head` first, for ThreadSanitizer's sake: see SharedPoolHandle.
@@ -215,32 +243,35 @@ public struct SharedPoolBatch<Element: Sendable>: ~Copyable, @unchecked Sendable
     public private(set) var count: Int
 
     init(shared: UnsafeMutablePointer<_TypedCore<Element>>, head: UnsafeMutableRawPointer?, count: Int) {
-        _shared = shared
-        _head = head
+        // Safe: the pool hands over `count` in-use slots chained from `head` (see the type).
+        unsafe _shared = shared
+        unsafe _head = head
         self.count = count
     }
 
     deinit {
-        guard _head != nil else { return }
-        let core = _shared
-        let slots = core.pointee.slots
-        let linkOffset = slots.pointee.linkOffset
-        var next = _head
-        while let slot = next {  // hooks outside the lock
+        // Safe: see the type; the slots go back under the lock, and the core is destroyed after
+        // it only if its pool is gone and these were its last slots.
+        guard unsafe _head != nil else { return }
+        let core = unsafe _shared
+        let slots = unsafe core.pointee.slots
+        let linkOffset = unsafe slots.pointee.linkOffset
+        var next = unsafe _head
+        while let slot = unsafe next {  // hooks outside the lock
             // Safe: batch slots are owned by the batch; their link word holds the next one.
-            next = (slot + linkOffset).load(as: UnsafeMutableRawPointer?.self)
-            _TypedCore.prepareRelease(slot.assumingMemoryBound(to: Element.self), of: core)
+            unsafe next = (slot + linkOffset).load(as: UnsafeMutableRawPointer?.self)
+            unsafe _TypedCore.prepareRelease(slot.assumingMemoryBound(to: Element.self), of: core)
         }
-        let lock = _TypedCore.lock(of: core)
+        let lock = unsafe _TypedCore.lock(of: core)
         lock.lock()
-        next = _head
-        while let slot = next {
-            next = (slot + linkOffset).load(as: UnsafeMutableRawPointer?.self)
-            slots.pointee.put(slot)
+        unsafe next = _head
+        while let slot = unsafe next {
+            unsafe next = (slot + linkOffset).load(as: UnsafeMutableRawPointer?.self)
+            unsafe slots.pointee.put(slot)
         }
-        let last = slots.pointee.orphaned && slots.pointee.inUse == 0
+        let last = unsafe slots.pointee.orphaned && slots.pointee.inUse == 0
         lock.unlock()
-        if last { _TypedCore.destroy(core) }
+        if last { unsafe _TypedCore.destroy(core) }
     }
 
     /// Returns every slot still in the batch now.
@@ -250,21 +281,21 @@ public struct SharedPoolBatch<Element: Sendable>: ~Copyable, @unchecked Sendable
 
     /// Moves the first slot out of the batch into its own handle.
     public mutating func popFirst() -> SharedPoolHandle<Element>? {
-        guard let slot = _head else { return nil }
+        guard let slot = unsafe _head else { return nil }
         // Safe: batch slots are in use and owned by this batch; their link word holds the next one.
-        _head = (slot + _shared.pointee.slots.pointee.linkOffset).load(as: UnsafeMutableRawPointer?.self)
+        unsafe _head = (slot + _shared.pointee.slots.pointee.linkOffset).load(as: UnsafeMutableRawPointer?.self)
         count -= 1
-        return SharedPoolHandle(shared: _shared, pointer: slot.assumingMemoryBound(to: Element.self))
+        return unsafe SharedPoolHandle(shared: _shared, pointer: slot.assumingMemoryBound(to: Element.self))
     }
 
     /// Calls `body` with each value in place, first to last.
     public mutating func forEach<Failure: Error>(_ body: (inout Element) throws(Failure) -> Void) throws(Failure) {
-        let linkOffset = _shared.pointee.slots.pointee.linkOffset
-        var next = _head
-        while let slot = next {
+        let linkOffset = unsafe _shared.pointee.slots.pointee.linkOffset
+        var next = unsafe _head
+        while let slot = unsafe next {
             // Safe: as in popFirst; the slots stay owned by the batch during the walk.
-            next = (slot + linkOffset).load(as: UnsafeMutableRawPointer?.self)
-            try body(&slot.assumingMemoryBound(to: Element.self).pointee)
+            unsafe next = (slot + linkOffset).load(as: UnsafeMutableRawPointer?.self)
+            try unsafe body(&slot.assumingMemoryBound(to: Element.self).pointee)
         }
     }
 }

@@ -3,17 +3,26 @@
 ///
 /// Pools keep a released value in its slot for the next user (see `Poolable`); it is
 /// deinitialised when the slot is reused with a new value or when the pool is destroyed.
+///
+/// Memory safety: `@safe`; its unsafe storage is its core, and every `unsafe` in it rests on
+/// this: `_core` is allocated in `init` and lives until the pool dies (or, in release builds,
+/// until the last slot comes back: `_TypedCore.retire`), and it is used on one thread at a time
+/// (the pool is not `Sendable`). The raw-slot API (`unsafeAcquire`, `unsafeRelease`) has unsafe
+/// types, so its callers mark it.
+@safe
 public class UnsynchronizedPool<Element> {
     @usableFromInline let _core: UnsafeMutablePointer<_TypedCore<Element>>
     let kind: String
 
     init(validated config: PoolConfig<Element>, kind: String) {
-        _core = _TypedCore.make(config, locked: false)
+        // Safe: the pool owns the new core until deinit retires it.
+        unsafe _core = _TypedCore.make(config, locked: false)
         self.kind = kind
     }
 
     deinit {
-        _TypedCore.retire(_core, kind: kind)
+        // Safe: the core is live; `retire` frees it only when no slot is out.
+        unsafe _TypedCore.retire(_core, kind: kind)
     }
 
     /// A handle to one slot of this pool.
@@ -25,15 +34,17 @@ public class UnsynchronizedPool<Element> {
     /// Traps, naming the pool, when it is exhausted and cannot grow; see `tryAcquire(_:)`.
     @inlinable @inline(__always)  // the hot path: measured, inlining matters (Benchmarks/)
     public final func acquire(_ value: consuming Element) -> PoolHandle<Element> {
-        guard let taken = _core.pointee.slots.pointee.take() else { _exhausted() }
-        return PoolHandle(core: _core, pointer: _TypedCore.place(value, in: taken.slot, fresh: taken.fresh, of: _core))
+        // Safe: the core is live (type comment); the slot just taken is handed to the new handle.
+        guard let taken = unsafe _core.pointee.slots.pointee.take() else { _exhausted() }
+        return unsafe PoolHandle(core: _core, pointer: _TypedCore.place(value, in: taken.slot, fresh: taken.fresh, of: _core))
     }
 
     /// Like `acquire(_:)`, but returns nil (and counts a failed acquisition) when exhausted.
     @inlinable @inline(__always)  // the hot path: measured, inlining matters (Benchmarks/)
     public final func tryAcquire(_ value: consuming Element) -> PoolHandle<Element>? {
-        guard let taken = _core.pointee.slots.pointee.take() else { return nil }
-        return PoolHandle(core: _core, pointer: _TypedCore.place(value, in: taken.slot, fresh: taken.fresh, of: _core))
+        // Safe: as in `acquire(_:)`.
+        guard let taken = unsafe _core.pointee.slots.pointee.take() else { return nil }
+        return unsafe PoolHandle(core: _core, pointer: _TypedCore.place(value, in: taken.slot, fresh: taken.fresh, of: _core))
     }
 
     /// Hands out a slot's retained value (reset by the acquire hooks), or a new value from the
@@ -47,9 +58,10 @@ public class UnsynchronizedPool<Element> {
     /// Like `acquire()`, but returns nil when exhausted.
     @inlinable @inline(__always)  // the hot path: measured, inlining matters (Benchmarks/)
     public final func tryAcquire() -> PoolHandle<Element>? {
-        if _core.pointee.hooks.initialize == nil { _noInitializer() }
-        guard let taken = _core.pointee.slots.pointee.take() else { return nil }
-        return PoolHandle(core: _core, pointer: _TypedCore.reuse(taken.slot, fresh: taken.fresh, of: _core))
+        // Safe: as in `acquire(_:)`; `reuse` needs the initializer checked here first.
+        if unsafe _core.pointee.hooks.initialize == nil { _noInitializer() }
+        guard let taken = unsafe _core.pointee.slots.pointee.take() else { return nil }
+        return unsafe PoolHandle(core: _core, pointer: _TypedCore.reuse(taken.slot, fresh: taken.fresh, of: _core))
     }
 
     // MARK: Batches
@@ -65,28 +77,29 @@ public class UnsynchronizedPool<Element> {
     /// the pool, grown to its maximum, could not supply them all. Nothing is taken then.
     public final func tryAcquire(count: Int, _ value: (Int) -> Element) -> PoolBatch<Element>? {
         precondition(count >= 0, "FastAlloc: acquire(count:) needs count >= 0")
-        guard _core.pointee.slots.pointee.obtainable >= count else {
-            _core.pointee.slots.pointee.failedAcquisitions &+= 1
+        // Safe: the core is live (type comment); each slot taken is chained into the new batch.
+        guard unsafe _core.pointee.slots.pointee.obtainable >= count else {
+            unsafe _core.pointee.slots.pointee.failedAcquisitions &+= 1
             return nil
         }
-        let linkOffset = _core.pointee.slots.pointee.linkOffset
+        let linkOffset = unsafe _core.pointee.slots.pointee.linkOffset
         var head: UnsafeMutableRawPointer?
         var tail: UnsafeMutableRawPointer?
         for index in 0..<count {
-            guard let taken = _core.pointee.slots.pointee.take() else {
-                fatalError("FastAlloc: pool '\(_core.pointee.slots.pointee.name)': internal error, batch slot \(index) missing")
+            guard let taken = unsafe _core.pointee.slots.pointee.take() else {
+                fatalError(unsafe "FastAlloc: pool '\(_core.pointee.slots.pointee.name)': internal error, batch slot \(index) missing")
             }
-            _ = _TypedCore.place(value(index), in: taken.slot, fresh: taken.fresh, of: _core)
+            _ = unsafe _TypedCore.place(value(index), in: taken.slot, fresh: taken.fresh, of: _core)
             // Safe: the slot is in use and owned by the batch being built, so its link word is ours.
-            (taken.slot + linkOffset).storeBytes(of: nil, as: UnsafeMutableRawPointer?.self)
-            if let tail {
-                (tail + linkOffset).storeBytes(of: taken.slot, as: UnsafeMutableRawPointer?.self)
+            unsafe (taken.slot + linkOffset).storeBytes(of: nil, as: UnsafeMutableRawPointer?.self)
+            if let tail = unsafe tail {
+                unsafe (tail + linkOffset).storeBytes(of: taken.slot, as: UnsafeMutableRawPointer?.self)
             } else {
-                head = taken.slot
+                unsafe head = taken.slot
             }
-            tail = taken.slot
+            unsafe tail = taken.slot
         }
-        return PoolBatch(core: _core, head: head, count: count)
+        return unsafe PoolBatch(core: _core, head: head, count: count)
     }
 
     // MARK: Raw slots
@@ -99,45 +112,49 @@ public class UnsynchronizedPool<Element> {
     /// release builds do not check. Prefer `acquire(_:)`, whose handle enforces all this.
     @inlinable
     public final func unsafeAcquire(_ value: consuming Element) -> UnsafeMutablePointer<Element>? {
-        guard let taken = _core.pointee.slots.pointee.take() else { return nil }
-        return _TypedCore.place(value, in: taken.slot, fresh: taken.fresh, of: _core)
+        // Safe here: the core is live; what happens to the pointer is the caller's (the rules).
+        guard let taken = unsafe _core.pointee.slots.pointee.take() else { return nil }
+        return unsafe _TypedCore.place(value, in: taken.slot, fresh: taken.fresh, of: _core)
     }
 
     /// Returns a slot taken with `unsafeAcquire(_:)`. See its rules.
     @inlinable
     public final func unsafeRelease(_ pointer: UnsafeMutablePointer<Element>) {
-        _TypedCore.prepareRelease(pointer, of: _core)
-        _core.pointee.slots.pointee.put(UnsafeMutableRawPointer(pointer))
+        // Safe only under the rules above: `pointer` is an in-use slot of this pool, given back once.
+        unsafe _TypedCore.prepareRelease(pointer, of: _core)
+        unsafe _core.pointee.slots.pointee.put(UnsafeMutableRawPointer(pointer))
     }
 
     // MARK: Statistics
+    // Safe (all): reads of the live core's bookkeeping, on the pool's one thread.
 
     /// A snapshot of the counters.
-    public final var statistics: PoolStatistics { _core.pointee.slots.pointee.statistics }
+    public final var statistics: PoolStatistics { unsafe _core.pointee.slots.pointee.statistics }
 
     /// Slots the pool holds now.
-    public final var capacity: Int { _core.pointee.slots.pointee.capacity }
+    public final var capacity: Int { unsafe _core.pointee.slots.pointee.capacity }
 
     /// Slots free now without growing.
-    public final var available: Int { _core.pointee.slots.pointee.capacity - _core.pointee.slots.pointee.inUse }
+    public final var available: Int { unsafe _core.pointee.slots.pointee.capacity - _core.pointee.slots.pointee.inUse }
 
     /// The pool's name, as traps and statistics give it.
-    public final var name: String { _core.pointee.slots.pointee.name }
+    public final var name: String { unsafe _core.pointee.slots.pointee.name }
 
     /// Bytes from one slot to the next (value, link word and alignment padding).
-    public final var slotStride: Int { _core.pointee.slots.pointee.stride }
+    public final var slotStride: Int { unsafe _core.pointee.slots.pointee.stride }
 
     // MARK: Traps
+    // Safe (both): reads of the live core's bookkeeping (a copy, read only, in `_exhausted`).
 
     @usableFromInline
     final func _exhausted(wanted: Int = 1) -> Never {
-        let slots = _core.pointee.slots.pointee
+        let slots = unsafe _core.pointee.slots.pointee
         fatalError("FastAlloc: \(kind) '\(slots.name)' is exhausted: \(slots.inUse) of \(slots.capacity) slots in use (maximum \(slots.maxCapacity)), \(wanted) wanted; use tryAcquire to handle exhaustion")
     }
 
     @usableFromInline
     final func _noInitializer() -> Never {
-        fatalError("FastAlloc: \(kind) '\(_core.pointee.slots.pointee.name)' has no initializer: give PoolConfig an `initialize` closure, or call acquire(_:) with a value")
+        fatalError(unsafe "FastAlloc: \(kind) '\(_core.pointee.slots.pointee.name)' has no initializer: give PoolConfig an `initialize` closure, or call acquire(_:) with a value")
     }
 }
 

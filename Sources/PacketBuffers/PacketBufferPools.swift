@@ -21,6 +21,11 @@ import Glibc
 /// Every buffer goes home wherever it is released (see `PacketBuffer`). The pools live as long
 /// as this object: debug builds trap if it dies while buffers are out; release builds then
 /// keep the memory rather than free it under them.
+///
+/// Memory safety: `@safe`; every `unsafe` in it rests on this: the overflow home, each worker's
+/// home and the `homes` array are allocated here and live until deinit, which frees them only
+/// when no buffer is out; `homes` is touched under `registryLock` only.
+@safe
 public final class PacketBufferPools: @unchecked Sendable {
     // @unchecked Sendable: `overflow` is a `_Home` (thread-safe by its lock and atomics);
     // `homes` is touched only under `registryLock`.
@@ -32,15 +37,20 @@ public final class PacketBufferPools: @unchecked Sendable {
     public init(config: PacketBufferConfig = try! PacketBufferConfig()) throws(PoolConfigError) {
         try config.validate()
         self.config = config
-        overflow = .allocate(capacity: 1)
-        overflow.initialize(to: _Home(overflow: config))
-        homes.initialize(to: [])
+        // Safe: new allocations, one value each, initialised once here.
+        unsafe overflow = .allocate(capacity: 1)
+        unsafe overflow.initialize(to: _Home(overflow: config))
+        unsafe homes.initialize(to: [])
     }
 
     deinit {
-        let all = homes.pointee + [overflow]
-        let out = all.reduce(0) { $0 + $1.pointee.slots.pointee.inUse }
-        let pending = all.reduce(0) { $0 + _Home.pendingReturns($1) }
+        // Safe: the homes are live until the loop below, which frees each once, only when no
+        // buffer is out; nobody else reaches `homes` any more (no worker pool is left).
+        // Assumes no buffer is being released meanwhile: `out` reads the slot cores' plain
+        // counters, and an overflow release still inside its lock would outlive the lock.
+        let all = unsafe homes.pointee + [overflow]
+        let out = unsafe all.reduce(0) { unsafe $0 + $1.pointee.slots.pointee.inUse }
+        let pending = unsafe all.reduce(0) { unsafe $0 + _Home.pendingReturns($1) }
         if out - pending > 0 {
             #if DEBUG
             fatalError("PacketBufferPools destroyed while \(out - pending) buffer(s) are out")
@@ -48,43 +58,48 @@ public final class PacketBufferPools: @unchecked Sendable {
             return  // keep the memory: buffers still point into it
             #endif
         }
-        for home in all {
-            home.pointee.destroy()
-            home.deinitialize(count: 1)
-            home.deallocate()
+        for unsafe home in unsafe all {
+            unsafe home.pointee.destroy()
+            unsafe home.deinitialize(count: 1)
+            unsafe home.deallocate()
         }
-        homes.deinitialize(count: 1)
-        homes.deallocate()
-        registryLock.destroy()
+        unsafe homes.deinitialize(count: 1)
+        unsafe homes.deallocate()
+        unsafe registryLock.destroy()
     }
 
     /// Makes the calling thread's local pool. Call it on the worker thread that will use it:
     /// that thread becomes its owner, and retires it (`WorkerBufferPool.retire()`) before exiting.
     public func makeWorkerPool() -> WorkerBufferPool {
+        // Safe: `homes` under the lock; the new home lives until deinit (the worker pool keeps
+        // these pools alive).
         registryLock.lock()
-        let worker = homes.pointee.count
+        let worker = unsafe homes.pointee.count
         let home = UnsafeMutablePointer<_Home>.allocate(capacity: 1)
-        home.initialize(to: _Home(local: worker, config: config))
-        homes.pointee.append(home)
+        unsafe home.initialize(to: _Home(local: worker, config: config))
+        unsafe homes.pointee.append(home)
         registryLock.unlock()
-        return WorkerBufferPool(pools: self, home: home)
+        return unsafe WorkerBufferPool(pools: self, home: home)
     }
 
     /// Takes a buffer from the overflow pool directly, for threads that have no local pool.
     public func takeShared() -> PacketBuffer? {
-        guard let data = _Home.takeOverflow(overflow) else { return nil }
-        return PacketBuffer(data: data)
+        // Safe: the overflow home is live; the buffer taken goes to the new handle.
+        guard let data = unsafe _Home.takeOverflow(overflow) else { return nil }
+        return unsafe PacketBuffer(data: data)
     }
 
     /// A snapshot of every pool's counters, from any thread, without touching the hot path's
     /// locks: counters are atomics their single writer publishes.
     public func statistics() -> PacketBufferStatistics {
+        // Safe: `homes` under the lock; every home lives as long as these pools; only atomics
+        // and immutable fields are read from other threads' homes.
         registryLock.lock()
-        let locals = homes.pointee
+        let locals = unsafe homes.pointee
         registryLock.unlock()
-        let workers = locals.map { home in
-            let pending = _Home.pendingReturns(home)
-            return WorkerBufferStatistics(
+        let workers = unsafe locals.map { home in
+            let pending = unsafe _Home.pendingReturns(home)
+            return unsafe WorkerBufferStatistics(
                 worker: home.pointee.worker,
                 capacity: home.pointee.capacity.load(ordering: .relaxed),
                 inUse: max(0, home.pointee.inUse.load(ordering: .relaxed) - pending),
@@ -95,11 +110,11 @@ public final class PacketBufferPools: @unchecked Sendable {
                 remoteReturns: home.pointee.remoteReturns.load(ordering: .relaxed),
                 pendingReturns: pending)
         }
-        let home = overflow
+        let home = unsafe overflow
         // In use before capacity (the writer publishes them in the other order), so that
         // inUse <= capacity holds in every snapshot.
-        let overflowInUse = home.pointee.inUse.load(ordering: .acquiring)
-        let overflowStatistics = OverflowBufferStatistics(
+        let overflowInUse = unsafe home.pointee.inUse.load(ordering: .acquiring)
+        let overflowStatistics = unsafe OverflowBufferStatistics(
             capacity: home.pointee.capacity.load(ordering: .acquiring),
             maxCapacity: config.overflowMax,
             inUse: overflowInUse,
@@ -118,6 +133,11 @@ public final class PacketBufferPools: @unchecked Sendable {
 ///
 /// Not `Sendable`: it belongs to the thread that made it (debug builds check), which calls
 /// `retire()` before it exits.
+///
+/// Memory safety: `@safe`; every `unsafe` in it rests on this: `home` and `overflow` live as
+/// long as `pools`, which this object keeps alive, and `home`'s slots are touched only on the
+/// owner thread (this object is not `Sendable`).
+@safe
 public final class WorkerBufferPool {
     /// Keeps the shared pools (and so every home) alive as long as a worker pool exists.
     public let pools: PacketBufferPools
@@ -125,13 +145,16 @@ public final class WorkerBufferPool {
     @usableFromInline let overflow: UnsafeMutablePointer<_Home>
 
     init(pools: PacketBufferPools, home: UnsafeMutablePointer<_Home>) {
+        // Safe: both homes belong to `pools`, kept alive by this object (see the type).
         self.pools = pools
-        self.home = home
-        overflow = pools.overflow
+        unsafe self.home = home
+        unsafe overflow = pools.overflow
     }
 
     /// This worker's number, as the statistics give it.
-    public var worker: Int { home.pointee.worker }
+    // Safe (this and every member below): the homes are live, and this is the owner thread
+    // (see the type); only atomics are read from the shared overflow home.
+    public var worker: Int { unsafe home.pointee.worker }
 
     /// Takes a buffer: from this worker's pool; when it is empty, first what other threads
     /// returned, then from the overflow pool. Nil when the overflow pool is at its maximum too
@@ -141,20 +164,20 @@ public final class WorkerBufferPool {
         #if DEBUG
         if isRetired { fatalError("WorkerBufferPool.take(): worker \(worker)'s pool is retired") }
         #endif
-        if let data = _Home.takeLocal(home) {
-            return PacketBuffer(data: data)
+        if let data = unsafe _Home.takeLocal(home) {
+            return unsafe PacketBuffer(data: data)
         }
         return takeFromOverflow()
     }
 
     @usableFromInline
     func takeFromOverflow() -> PacketBuffer? {
-        guard let data = _Home.takeOverflow(overflow) else {
-            _Home.bump(home.pointee.failedDraws)
+        guard let data = unsafe _Home.takeOverflow(overflow) else {
+            unsafe _Home.bump(home.pointee.failedDraws)
             return nil
         }
-        _Home.bump(home.pointee.overflowDraws)
-        return PacketBuffer(data: data)
+        unsafe _Home.bump(home.pointee.overflowDraws)
+        return unsafe PacketBuffer(data: data)
     }
 
     /// Buffers `take()` could still hand out now: this worker's free ones (what other threads
@@ -162,9 +185,9 @@ public final class WorkerBufferPool {
     /// overflow part is a relaxed reading (other workers draw from it at the same time). A server
     /// uses it to shrink each connection's share as the pools fill.
     public var available: Int {
-        let slots = home.pointee.slots
-        let local = slots.pointee.maxCapacity - slots.pointee.inUse + _Home.pendingReturns(home)
-        let overflowRoom = pools.config.overflowMax - overflow.pointee.inUse.load(ordering: .relaxed)
+        let slots = unsafe home.pointee.slots
+        let local = unsafe slots.pointee.maxCapacity - slots.pointee.inUse + _Home.pendingReturns(home)
+        let overflowRoom = unsafe pools.config.overflowMax - overflow.pointee.inUse.load(ordering: .relaxed)
         return local + max(0, overflowRoom)
     }
 
@@ -172,20 +195,22 @@ public final class WorkerBufferPool {
     /// loads, no atomic, so a hot path can ask it first. Owner thread.
     @inlinable
     public var localAvailable: Int {
-        let slots = home.pointee.slots
-        return slots.pointee.maxCapacity &- slots.pointee.inUse
+        let slots = unsafe home.pointee.slots
+        return unsafe slots.pointee.maxCapacity &- slots.pointee.inUse
     }
 
     /// Buffers this worker can reach at most: its own and the overflow pool's maximum.
     public var reachable: Int {
-        home.pointee.slots.pointee.maxCapacity + pools.config.overflowMax
+        unsafe home.pointee.slots.pointee.maxCapacity + pools.config.overflowMax
     }
 
     /// Takes back the buffers other threads released, now (the pool also does it by itself
-    /// when it runs out). Returns how many. A server calls it once per loop iteration.
+    /// when it runs out). Returns how many. Owner thread. The server (ServerCore's `Worker`)
+    /// calls it from its buffer-wait retry timer while reads wait for a buffer, and once after
+    /// its loop ends, before `retire()`: not on every loop iteration.
     @discardableResult
     public func drainReturns() -> Int {
-        _Home.drainReturns(home)
+        unsafe _Home.drainReturns(home)
     }
 
     /// Retires this pool: call it on the worker thread as its last act with buffers, once its
@@ -200,12 +225,12 @@ public final class WorkerBufferPool {
     /// Overflow buffers are not affected: they go home to the overflow pool as always.
     /// Owner thread only (traps elsewhere); calling it again does nothing.
     public func retire() {
-        _Home.retire(home)
+        unsafe _Home.retire(home)
     }
 
     /// Whether `retire()` was called. Any thread.
     public var isRetired: Bool {
-        home.pointee.owner.load(ordering: .relaxed) == _Home.retired
+        unsafe home.pointee.owner.load(ordering: .relaxed) == _Home.retired
     }
 }
 

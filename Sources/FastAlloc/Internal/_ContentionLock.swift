@@ -27,7 +27,11 @@ import Synchronization
 /// counters a cache line further (waiters spin on the flag, the holder writes the counters,
 /// statistics readers load them without the lock).
 /// Copies share the lock; `destroy()` ends it.
-@usableFromInline
+///
+/// Memory safety: `@safe` on the invariant that its allocation lives from `init` until
+/// `destroy()`, which is `@unsafe` and called once, by the lock's owner, after every use of
+/// every copy. Every `unsafe` below relies on that.
+@safe @usableFromInline
 package struct _ContentionLock {
     /// Written only by the lock holder, with a relaxed load and store (no read-modify-write);
     /// atomics so that a statistics reader on another thread can load them without the lock.
@@ -48,27 +52,32 @@ package struct _ContentionLock {
         let base = UnsafeMutableRawPointer.allocate(
             byteCount: _ContentionLock.countersOffset + MemoryLayout<Counters>.size, alignment: 64)
         // Safe: the allocation holds the flag at offset 0 and Counters at offset 64, both aligned.
-        held = base.bindMemory(to: Atomic<Bool>.self, capacity: 1)
-        held.initialize(to: Atomic(false))
-        counters = (base + _ContentionLock.countersOffset).initializeMemory(as: Counters.self, to: Counters())
+        unsafe held = base.bindMemory(to: Atomic<Bool>.self, capacity: 1)
+        unsafe held.initialize(to: Atomic(false))
+        unsafe counters = (base + _ContentionLock.countersOffset).initializeMemory(as: Counters.self, to: Counters())
     }
 
     /// Frees the allocation. Nobody may hold or wait for the lock.
+    ///
+    /// `@unsafe`: every copy of the lock dangles afterwards. Callers: once, as the last use.
+    @unsafe
     package func destroy() {
-        counters.deinitialize(count: 1)
-        held.deinitialize(count: 1)
-        UnsafeMutableRawPointer(held).deallocate()
+        // Safe: called once, with nobody holding or waiting: both values are deinitialised and
+        // the one allocation (which starts at `held`) is freed.
+        unsafe counters.deinitialize(count: 1)
+        unsafe held.deinitialize(count: 1)
+        unsafe UnsafeMutableRawPointer(held).deallocate()
     }
 
     /// Takes the lock, counting the acquisition and, if it had to wait, the wait.
     @inlinable @inline(__always)
     package func lock() {
-        // Safe: `held` points to a live Atomic for as long as the pool's storage lives.
-        if held.pointee.exchange(true, ordering: .acquiring) {
+        // Safe: `held` points to a live Atomic until `destroy()` (type invariant).
+        if unsafe held.pointee.exchange(true, ordering: .acquiring) {
             lockContended()
         }
         // Safe: the lock is held, so the counters have this one writer.
-        _ContentionLock.add(1, to: counters.pointee.acquisitions)
+        unsafe _ContentionLock.add(1, to: counters.pointee.acquisitions)
     }
 
     /// The slow path: spin on a plain load (no cache-line ping-pong) for a short while, then
@@ -77,20 +86,22 @@ package struct _ContentionLock {
     package func lockContended() {
         let start = _monotonicNanoseconds()
         var looks = 0
+        // Safe: as in `lock()`.
         repeat {
-            while held.pointee.load(ordering: .relaxed) {
+            while unsafe held.pointee.load(ordering: .relaxed) {
                 looks += 1
                 if looks > 64 { sched_yield() }
             }
-        } while held.pointee.exchange(true, ordering: .acquiring)
+        } while unsafe held.pointee.exchange(true, ordering: .acquiring)
         // Safe: the lock is held from here on, so the counters have this one writer.
-        _ContentionLock.add(1, to: counters.pointee.contended)
-        _ContentionLock.add(_monotonicNanoseconds() &- start, to: counters.pointee.waitNanoseconds)
+        unsafe _ContentionLock.add(1, to: counters.pointee.contended)
+        unsafe _ContentionLock.add(_monotonicNanoseconds() &- start, to: counters.pointee.waitNanoseconds)
     }
 
     @inlinable @inline(__always)
     package func unlock() {
-        held.pointee.store(false, ordering: .releasing)
+        // Safe: as in `lock()`.
+        unsafe held.pointee.store(false, ordering: .releasing)
     }
 
     /// A single-writer increment: a relaxed load and store, which cost plain moves on x86-64.
@@ -102,7 +113,8 @@ package struct _ContentionLock {
     /// The counters, from any thread, without taking the lock (each figure is exact; the three
     /// may be a few operations apart from one another).
     package var statistics: LockStatistics {
-        LockStatistics(
+        // Safe: the counters are live until `destroy()`; atomics, so any thread may load them.
+        unsafe LockStatistics(
             acquisitions: counters.pointee.acquisitions.load(ordering: .relaxed),
             contended: counters.pointee.contended.load(ordering: .relaxed),
             waitNanoseconds: counters.pointee.waitNanoseconds.load(ordering: .relaxed))

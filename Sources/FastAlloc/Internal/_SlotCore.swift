@@ -7,7 +7,9 @@ import Darwin
 #endif
 
 /// One contiguous block of slots. Chunks are never moved or freed while their pool lives.
-@usableFromInline
+///
+/// `@safe`: a plain record. Its `base` has an unsafe type, so every use of it is marked.
+@safe @usableFromInline
 package struct _Chunk {
     @usableFromInline package let base: UnsafeMutableRawPointer
     @usableFromInline package let firstIndex: Int
@@ -29,7 +31,17 @@ package struct _Chunk {
 /// holds the next free slot (an intrusive free list); while it is in use, its owner may use it
 /// (a batch chains its slots through it). Typed pools put the link after the value, so a free
 /// slot keeps its value for reuse; raw byte pools may put it at offset 0, over the bytes.
-@usableFromInline
+///
+/// Memory safety: `@safe` because its raw storage is reached only through its own methods, and
+/// every `unsafe` in them rests on these invariants: `chunkTable` holds `chunkCount` initialised
+/// entries and room for `chunkTableCapacity`; `bitmap` (lowest-first only) holds `bitmapWords`
+/// words, enough for `capacity` bits; `bumpNext..<bumpEnd` lies in the newest chunk, a whole
+/// number of strides; `spare` and the `freeHead` list hold free slots of this core only. What the
+/// type cannot check is left to its callers, who see unsafe types and mark their calls: they
+/// serialise access (one thread, or a lock), give `put` only in-use slots of this core, and keep
+/// the one instance at the address its pool allocated (a copy would share the chunk table and
+/// the bitmap, which growth reallocates: copies are only ever read). `freeStorage()` is `@unsafe`.
+@safe @usableFromInline
 package struct _SlotCore {
     // MARK: Hot: touched by every acquire and release.
     @usableFromInline package var freeHead: UnsafeMutableRawPointer?
@@ -80,8 +92,9 @@ package struct _SlotCore {
     ///     value for reuse) rather than over it (raw byte pools).
     package init(valueSize: Int, alignment: Int, linkAfterValue: Bool, capacity: Int, maxCapacity: Int,
          growth: GrowthStrategy, order: AllocationOrder, name: String) {
-        let linkSize = MemoryLayout<UnsafeMutableRawPointer?>.size
-        let align = max(alignment, MemoryLayout<UnsafeMutableRawPointer?>.alignment)
+        // `unsafe` for naming the pointer type only: no pointer is used.
+        let linkSize = unsafe MemoryLayout<UnsafeMutableRawPointer?>.size
+        let align = unsafe max(alignment, MemoryLayout<UnsafeMutableRawPointer?>.alignment)
         let linkOffset = linkAfterValue ? _roundUp(max(valueSize, 0), to: linkSize) : 0
         self.linkOffset = linkOffset
         self.stride = _roundUp(max(linkOffset + linkSize, valueSize), to: align)
@@ -91,11 +104,12 @@ package struct _SlotCore {
         if case .none = growth { self.maxCapacity = capacity } else { self.maxCapacity = maxCapacity }
         self.name = name
         self.capacity = 0
-        self.chunkTable = .allocate(capacity: 4)
-        let first = _SlotCore.allocateChunk(count: capacity, stride: stride, alignment: chunkAlignment, name: name)
-        self.bumpNext = first
-        self.bumpEnd = first + capacity * stride
-        addChunk(base: first, count: capacity)
+        // Safe: a new table and a new chunk of `capacity` slots; the bump region is all of it.
+        unsafe self.chunkTable = .allocate(capacity: 4)
+        let first = unsafe _SlotCore.allocateChunk(count: capacity, stride: stride, alignment: chunkAlignment, name: name)
+        unsafe self.bumpNext = first
+        unsafe self.bumpEnd = first + capacity * stride
+        unsafe addChunk(base: first, count: capacity)
     }
 
     // MARK: Acquire and release
@@ -104,19 +118,20 @@ package struct _SlotCore {
     /// grows. `fresh` is true when the slot never held a value. Nil when exhausted at maximum.
     @inlinable @inline(__always)
     package mutating func take() -> (slot: UnsafeMutableRawPointer, fresh: Bool)? {
-        if let slot = spare {  // the most recently freed slot, kept off the list
-            spare = nil
-            noteAcquired(slot)
-            return (slot, false)
+        // Safe: `spare` and the free list hold free slots of this core only (type invariant).
+        if let slot = unsafe spare {  // the most recently freed slot, kept off the list
+            unsafe spare = nil
+            unsafe noteAcquired(slot)
+            return unsafe (slot, false)
         }
-        if let slot = freeHead {  // always nil in lowest-first order
+        if let slot = unsafe freeHead {  // always nil in lowest-first order
             // Safe: every slot on the free list lies in a live chunk, and its link word
             // (8-byte aligned, inside the slot) holds the next free slot or nil.
-            freeHead = (slot + linkOffset).load(as: UnsafeMutableRawPointer?.self)
-            noteAcquired(slot)
-            return (slot, false)
+            unsafe freeHead = (slot + linkOffset).load(as: UnsafeMutableRawPointer?.self)
+            unsafe noteAcquired(slot)
+            return unsafe (slot, false)
         }
-        return takeSlow()
+        return unsafe takeSlow()
     }
 
     @inlinable @inline(__always)
@@ -125,46 +140,50 @@ package struct _SlotCore {
         inUse &+= 1
         if inUse > highWater { highWater = inUse }
         #if DEBUG
-        debugNoteAcquired(slot)
+        // Safe: the slot is only compared with the chunks' bounds.
+        unsafe debugNoteAcquired(slot)
         #endif
     }
 
     /// Gives an in-use slot back. The caller has already run the release hooks.
     @inlinable @inline(__always)
     package mutating func put(_ slot: UnsafeMutableRawPointer) {
+        // Safe: the caller gives back an in-use slot of this core (debug builds check it here;
+        // release builds trust it), so it may join the free slots.
         #if DEBUG
-        debugCheckRelease(slot)
+        unsafe debugCheckRelease(slot)
         #endif
         inUse &-= 1
         if lowestFirst {
-            putLowest(slot)
+            unsafe putLowest(slot)
             return
         }
         // The newest free slot waits in `spare`; the one it displaces goes on the list. Same
         // LIFO order, but a take right after a release (the common ping-pong) touches no link
         // word (measured: a packet-buffer take+release went from 3.2 to 2.5 ns).
-        if let previous = spare {
+        if let previous = unsafe spare {
             // Safe: `previous` is a free slot of this core, so its link word is ours to write.
-            (previous + linkOffset).storeBytes(of: freeHead, as: UnsafeMutableRawPointer?.self)
-            freeHead = previous
+            unsafe (previous + linkOffset).storeBytes(of: freeHead, as: UnsafeMutableRawPointer?.self)
+            unsafe freeHead = previous
         }
-        spare = slot
+        unsafe spare = slot
     }
 
     /// The bitmap, the bump region and growth: everything but a LIFO free-list hit.
     @usableFromInline
     package mutating func takeSlow() -> (slot: UnsafeMutableRawPointer, fresh: Bool)? {
         if lowestFirst, let index = takeLowestFreeIndex() {
-            let slot = _SlotCore.pointer(at: index, table: chunkTable, count: chunkCount, stride: stride)
-            noteAcquired(slot)
-            return (slot, false)
+            // Safe: a set bit's index is below `capacity`, so `pointer(at:)` finds its chunk.
+            let slot = unsafe _SlotCore.pointer(at: index, table: chunkTable, count: chunkCount, stride: stride)
+            unsafe noteAcquired(slot)
+            return unsafe (slot, false)
         }
-        if bumpNext < bumpEnd || grow() {
-            let slot = bumpNext
+        if unsafe bumpNext < bumpEnd || grow() {
+            let slot = unsafe bumpNext
             // Safe: bumpNext < bumpEnd, both in the newest chunk, so the slot is fresh and inside it.
-            bumpNext += stride
-            noteAcquired(slot)
-            return (slot, true)
+            unsafe bumpNext += stride
+            unsafe noteAcquired(slot)
+            return unsafe (slot, true)
         }
         failedAcquisitions &+= 1
         return nil
@@ -178,12 +197,13 @@ package struct _SlotCore {
 
     @usableFromInline
     package mutating func takeLowestFreeIndex() -> Int? {
-        guard let bitmap else { return nil }
+        // Safe: `word < bitmapWords`, the bitmap's initialised length.
+        guard let bitmap = unsafe bitmap else { return nil }
         var word = bitmapHint
         while word < bitmapWords {
-            let bits = bitmap[word]
+            let bits = unsafe bitmap[word]
             if bits != 0 {
-                bitmap[word] = bits & (bits &- 1)  // clear the lowest set bit
+                unsafe bitmap[word] = bits & (bits &- 1)  // clear the lowest set bit
                 bitmapHint = word
                 return word << 6 | bits.trailingZeroBitCount
             }
@@ -195,12 +215,14 @@ package struct _SlotCore {
 
     @usableFromInline
     package mutating func putLowest(_ slot: UnsafeMutableRawPointer) {
-        guard let index = _SlotCore.index(of: slot, table: chunkTable, count: chunkCount, stride: stride),
-              let bitmap else {
+        // Safe: `index(of:)` only compares addresses, and a found index is below `capacity`,
+        // so its word is below `bitmapWords`. A foreign pointer traps here, in every build.
+        guard let index = unsafe _SlotCore.index(of: slot, table: chunkTable, count: chunkCount, stride: stride),
+              let bitmap = unsafe bitmap else {
             fatalError("FastAlloc: pool '\(name)': released a pointer that is not one of its slots")
         }
         let word = index >> 6
-        bitmap[word] |= 1 << UInt64(index & 63)
+        unsafe bitmap[word] |= 1 << UInt64(index & 63)
         if word < bitmapHint { bitmapHint = word }
     }
 
@@ -211,9 +233,10 @@ package struct _SlotCore {
     @usableFromInline
     package static func index(of slot: UnsafeMutableRawPointer, table: UnsafeMutablePointer<_Chunk>, count: Int, stride: Int) -> Int? {
         for position in 0..<count {
-            // Safe: position < count, the number of initialised entries in the table.
-            let chunk = table[position]
-            let offset = slot - chunk.base
+            // Safe: position < count, the number of initialised entries in the table; `slot`
+            // is only compared with the chunk's bounds, never dereferenced.
+            let chunk = unsafe table[position]
+            let offset = unsafe slot - chunk.base
             if offset >= 0 && offset < chunk.count * stride {
                 return offset % stride == 0 ? chunk.firstIndex + offset / stride : nil
             }
@@ -229,11 +252,11 @@ package struct _SlotCore {
         while low < high {  // the last chunk whose firstIndex <= index
             let mid = (low + high + 1) / 2
             // Safe: 0 <= low <= mid <= high < count.
-            if table[mid].firstIndex <= index { low = mid } else { high = mid - 1 }
+            if unsafe table[mid].firstIndex <= index { low = mid } else { high = mid - 1 }
         }
-        let chunk = table[low]
+        let chunk = unsafe table[low]
         // Safe: firstIndex <= index < firstIndex + count, so the slot lies inside this chunk.
-        return chunk.base + (index - chunk.firstIndex) * stride
+        return unsafe chunk.base + (index - chunk.firstIndex) * stride
     }
 
     /// Adds one growth step if the strategy and the maximum allow it.
@@ -243,10 +266,11 @@ package struct _SlotCore {
         let after = growth.nextCapacity(after: before, maximum: maxCapacity)
         guard after > before else { return false }
         let added = after - before
-        let base = _SlotCore.allocateChunk(count: added, stride: stride, alignment: chunkAlignment, name: name)
-        bumpNext = base
-        bumpEnd = base + added * stride
-        addChunk(base: base, count: added)
+        // Safe: a new chunk of `added` slots becomes the bump region (the old one was empty).
+        let base = unsafe _SlotCore.allocateChunk(count: added, stride: stride, alignment: chunkAlignment, name: name)
+        unsafe bumpNext = base
+        unsafe bumpEnd = base + added * stride
+        unsafe addChunk(base: base, count: added)
         growthEvents.append(GrowthEvent(
             monotonicNanoseconds: _monotonicNanoseconds(), capacityBefore: before, capacityAfter: after))
         return true
@@ -256,13 +280,13 @@ package struct _SlotCore {
         if chunkCount == chunkTableCapacity {
             let grown = UnsafeMutablePointer<_Chunk>.allocate(capacity: chunkTableCapacity * 2)
             // Safe: the old table holds chunkCount initialised entries; the new one has room for twice that.
-            grown.moveInitialize(from: chunkTable, count: chunkCount)
-            chunkTable.deallocate()
-            chunkTable = grown
+            unsafe grown.moveInitialize(from: chunkTable, count: chunkCount)
+            unsafe chunkTable.deallocate()
+            unsafe chunkTable = grown
             chunkTableCapacity *= 2
         }
         // Safe: chunkCount < chunkTableCapacity.
-        (chunkTable + chunkCount).initialize(to: _Chunk(base: base, firstIndex: capacity, count: count))
+        unsafe (chunkTable + chunkCount).initialize(to: _Chunk(base: base, firstIndex: capacity, count: count))
         chunkCount += 1
         capacity += count
         if lowestFirst {
@@ -270,12 +294,12 @@ package struct _SlotCore {
             if words > bitmapWords {
                 let grown = UnsafeMutablePointer<UInt64>.allocate(capacity: words)
                 // Safe: both buffers hold at least bitmapWords initialised words; the tail is zeroed.
-                if let bitmap {
-                    grown.update(from: bitmap, count: bitmapWords)
-                    bitmap.deallocate()
+                if let bitmap = unsafe bitmap {
+                    unsafe grown.update(from: bitmap, count: bitmapWords)
+                    unsafe bitmap.deallocate()
                 }
-                (grown + bitmapWords).initialize(repeating: 0, count: words - bitmapWords)
-                bitmap = grown
+                unsafe (grown + bitmapWords).initialize(repeating: 0, count: words - bitmapWords)
+                unsafe bitmap = grown
                 bitmapWords = words
             }
         }
@@ -289,39 +313,47 @@ package struct _SlotCore {
         if overflow {
             fatalError("FastAlloc: pool '\(name)': \(count) slots of \(stride) bytes overflow Int")
         }
+        // Safe: `bytes` did not overflow; `alignment` is a power of two (PoolConfig validates it).
         return UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: alignment)
     }
 
     /// Calls `body` with each free slot that held a value (not the fresh ones).
     package func forEachFreeUsedSlot(_ body: (UnsafeMutableRawPointer) -> Void) {
         if lowestFirst {
-            guard let bitmap else { return }
+            // Safe: words below `bitmapWords`; a set bit's index is below `capacity`.
+            guard let bitmap = unsafe bitmap else { return }
             for word in 0..<bitmapWords {
-                var bits = bitmap[word]
+                var bits = unsafe bitmap[word]
                 while bits != 0 {
-                    body(_SlotCore.pointer(at: word << 6 | bits.trailingZeroBitCount, table: chunkTable, count: chunkCount, stride: stride))
+                    unsafe body(_SlotCore.pointer(at: word << 6 | bits.trailingZeroBitCount, table: chunkTable, count: chunkCount, stride: stride))
                     bits &= bits &- 1
                 }
             }
         } else {
-            if let spare { body(spare) }
-            var next = freeHead
-            while let slot = next {
+            if let spare = unsafe spare { unsafe body(spare) }
+            var next = unsafe freeHead
+            while let slot = unsafe next {
                 // Safe: free-list slots lie in live chunks and their link word holds the next one.
-                next = (slot + linkOffset).load(as: UnsafeMutableRawPointer?.self)
-                body(slot)
+                unsafe next = (slot + linkOffset).load(as: UnsafeMutableRawPointer?.self)
+                unsafe body(slot)
             }
         }
     }
 
     /// Frees every chunk and the bitmap. Values must have been deinitialised first.
+    ///
+    /// `@unsafe`: every slot pointer this core handed out dangles afterwards, as do copies of
+    /// it. Callers: only with no slot in use, once, as the core's last use.
+    @unsafe
     package mutating func freeStorage() {
-        for position in 0..<chunkCount { chunkTable[position].base.deallocate() }
-        chunkTable.deinitialize(count: chunkCount)
-        chunkTable.deallocate()
+        // Safe: the table's `chunkCount` entries are initialised; each chunk and the bitmap were
+        // allocated by this core and are freed once.
+        for position in 0..<chunkCount { unsafe chunkTable[position].base.deallocate() }
+        unsafe chunkTable.deinitialize(count: chunkCount)
+        unsafe chunkTable.deallocate()
         chunkCount = 0
-        bitmap?.deallocate()
-        bitmap = nil
+        unsafe bitmap?.deallocate()
+        unsafe bitmap = nil
     }
 
     package var statistics: PoolStatistics {
@@ -339,7 +371,8 @@ package struct _SlotCore {
     @usableFromInline
     package mutating func debugNoteAcquired(_ slot: UnsafeMutableRawPointer) {
         debugCheckThread("acquire from")
-        guard let index = _SlotCore.index(of: slot, table: chunkTable, count: chunkCount, stride: stride) else {
+        // Safe: `index(of:)` only compares the slot with the chunks' bounds.
+        guard let index = unsafe _SlotCore.index(of: slot, table: chunkTable, count: chunkCount, stride: stride) else {
             fatalError("FastAlloc: pool '\(name)': internal error, handed out a slot outside its chunks")
         }
         slotInUse[index] = true
@@ -348,8 +381,10 @@ package struct _SlotCore {
     @usableFromInline
     package mutating func debugCheckRelease(_ slot: UnsafeMutableRawPointer) {
         debugCheckThread("release to")
-        guard let index = _SlotCore.index(of: slot, table: chunkTable, count: chunkCount, stride: stride) else {
-            fatalError("FastAlloc: pool '\(name)': released \(slot), which is not one of its slots (out of range or misaligned)")
+        // Safe: `index(of:)` only compares the slot with the chunks' bounds; the message prints
+        // the address.
+        guard let index = unsafe _SlotCore.index(of: slot, table: chunkTable, count: chunkCount, stride: stride) else {
+            fatalError(unsafe "FastAlloc: pool '\(name)': released \(slot), which is not one of its slots (out of range or misaligned)")
         }
         guard slotInUse[index] else {
             fatalError("FastAlloc: pool '\(name)': double release of slot \(index)")
@@ -374,6 +409,7 @@ package func _roundUp(_ value: Int, to alignment: Int) -> Int {
 @usableFromInline
 package func _monotonicNanoseconds() -> UInt64 {
     var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
+    // Safe: `&now` points to a live timespec for the call only.
+    unsafe clock_gettime(CLOCK_MONOTONIC, &now)
     return UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
 }

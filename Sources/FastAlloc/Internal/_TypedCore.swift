@@ -9,7 +9,11 @@
 /// Value invariant: a fresh slot is uninitialised; an in-use slot and a free slot that was used
 /// before both hold an initialised `Element` (a released value stays for reuse until the pool
 /// hands the slot out again or is destroyed).
-@usableFromInline
+///
+/// Memory safety: `@safe`, a header of immutable fields. Everything that touches slots takes or
+/// returns pointers, so callers mark it; the `unsafe` inside rests on the value invariant above
+/// and on the core outliving every slot it handed out (`retire` and `destroyIfOrphanedAndEmpty`).
+@safe @usableFromInline
 struct _TypedCore<Element> {
     /// The slot bookkeeping: used by one thread, or under `lock`.
     @usableFromInline let slots: UnsafeMutablePointer<_SlotCore>
@@ -19,14 +23,15 @@ struct _TypedCore<Element> {
 
     /// Allocates and initialises a header and its slots for a validated configuration.
     static func make(_ config: PoolConfig<Element>, locked: Bool) -> UnsafeMutablePointer<_TypedCore<Element>> {
+        // Safe: both allocations are new, one value each, initialised once here.
         let slots = UnsafeMutablePointer<_SlotCore>.allocate(capacity: 1)
-        slots.initialize(to: _SlotCore(
+        unsafe slots.initialize(to: _SlotCore(
             valueSize: MemoryLayout<Element>.size, alignment: config.alignment, linkAfterValue: true,
             capacity: config.capacity, maxCapacity: config.maxCapacity, growth: config.growth,
             order: config.order, name: config.name))
         let core = UnsafeMutablePointer<_TypedCore<Element>>.allocate(capacity: 1)
-        core.initialize(to: _TypedCore(slots: slots, hooks: _Hooks(config), lock: locked ? _ContentionLock() : nil))
-        return core
+        unsafe core.initialize(to: _TypedCore(slots: slots, hooks: _Hooks(config), lock: locked ? _ContentionLock() : nil))
+        return unsafe core
     }
 
     /// Puts `value` in a slot just taken: initialises a fresh slot, replaces the old value of a
@@ -42,14 +47,15 @@ struct _TypedCore<Element> {
         let pointer: UnsafeMutablePointer<Element>
         if fresh {
             // Safe: a fresh slot is uninitialised memory inside a live chunk, aligned for Element.
-            pointer = slot.initializeMemory(as: Element.self, to: value)
+            unsafe pointer = slot.initializeMemory(as: Element.self, to: value)
         } else {
             // Safe: a reused slot holds an initialised Element (the value invariant above).
-            pointer = slot.assumingMemoryBound(to: Element.self)
-            pointer.pointee = value
+            unsafe pointer = slot.assumingMemoryBound(to: Element.self)
+            unsafe pointer.pointee = value
         }
-        core.pointee.hooks.onAcquire?(pointer)
-        return pointer
+        // Safe: `core` is live while a slot of it is taken; the hooks get the initialised slot.
+        unsafe core.pointee.hooks.onAcquire?(pointer)
+        return unsafe pointer
     }
 
     /// Hands out a slot's retained value, or a new one from the configured initialiser for a
@@ -62,19 +68,22 @@ struct _TypedCore<Element> {
         if fresh {
             // Safe: a fresh slot is uninitialised memory inside a live chunk, aligned for Element;
             // pools check that an initialiser exists before taking a slot for `acquire()`.
-            pointer = slot.initializeMemory(as: Element.self, to: core.pointee.hooks.initialize.unsafelyUnwrapped())
+            unsafe pointer = slot.initializeMemory(as: Element.self, to: core.pointee.hooks.initialize.unsafelyUnwrapped())
         } else {
             // Safe: a reused slot holds an initialised Element (the value invariant above).
-            pointer = slot.assumingMemoryBound(to: Element.self)
+            unsafe pointer = slot.assumingMemoryBound(to: Element.self)
         }
-        core.pointee.hooks.onAcquire?(pointer)
-        return pointer
+        // Safe: as in `place`.
+        unsafe core.pointee.hooks.onAcquire?(pointer)
+        return unsafe pointer
     }
 
     /// Runs the release hooks; the caller then puts the slot back.
     @inlinable @inline(__always)
     static func prepareRelease(_ pointer: UnsafeMutablePointer<Element>, of core: UnsafeMutablePointer<_TypedCore<Element>>) {
-        core.pointee.hooks.onRelease?(pointer)
+        // Safe: the caller owns the in-use slot at `pointer`, so `core` is live and the slot
+        // holds an initialised Element.
+        unsafe core.pointee.hooks.onRelease?(pointer)
     }
 
     /// Destroys the core: deinitialises every retained value and frees all storage. Only when
@@ -82,38 +91,42 @@ struct _TypedCore<Element> {
     @usableFromInline
     static func destroy(_ core: UnsafeMutablePointer<_TypedCore<Element>>) {
         // Safe: free slots that were used hold initialised Elements (the value invariant); fresh
-        // slots hold nothing, and no slot is in use.
-        let slots = core.pointee.slots
-        slots.pointee.forEachFreeUsedSlot { $0.assumingMemoryBound(to: Element.self).deinitialize(count: 1) }
-        slots.pointee.freeStorage()
-        slots.deinitialize(count: 1)
-        slots.deallocate()
-        core.pointee.lock?.destroy()
-        core.deinitialize(count: 1)
-        core.deallocate()
+        // slots hold nothing, and no slot is in use. Each allocation is freed once, here, and
+        // nothing reaches the core afterwards (its pool is gone or going, no handle is out).
+        let slots = unsafe core.pointee.slots
+        unsafe slots.pointee.forEachFreeUsedSlot { unsafe $0.assumingMemoryBound(to: Element.self).deinitialize(count: 1) }
+        unsafe slots.pointee.freeStorage()
+        unsafe slots.deinitialize(count: 1)
+        unsafe slots.deallocate()
+        unsafe core.pointee.lock?.destroy()
+        unsafe core.deinitialize(count: 1)
+        unsafe core.deallocate()
     }
 
     /// Called when the pool object dies. With no slot in use the storage goes at once; otherwise
     /// debug builds trap (a handle outlived its pool) and release builds leave the storage to the
     /// last handle, which frees it when it comes back.
     static func retire(_ core: UnsafeMutablePointer<_TypedCore<Element>>, kind: String) {
-        let inUse = core.pointee.slots.pointee.inUse
+        // Safe: the dying pool's core is live; destroyed only when no handle can reach it.
+        let inUse = unsafe core.pointee.slots.pointee.inUse
         if inUse == 0 {
-            destroy(core)
+            unsafe destroy(core)
             return
         }
         #if DEBUG
-        fatalError("FastAlloc: \(kind) '\(core.pointee.slots.pointee.name)' was destroyed while \(inUse) handle(s) still hold slots: a handle outlived its pool")
+        fatalError(unsafe "FastAlloc: \(kind) '\(core.pointee.slots.pointee.name)' was destroyed while \(inUse) handle(s) still hold slots: a handle outlived its pool")
         #else
-        core.pointee.slots.pointee.orphaned = true
+        unsafe core.pointee.slots.pointee.orphaned = true
         #endif
     }
 
     /// After a release: frees an orphaned core once its last slot is back.
     @inlinable @inline(__always)
     static func destroyIfOrphanedAndEmpty(_ core: UnsafeMutablePointer<_TypedCore<Element>>) {
-        if _slowPath(core.pointee.slots.pointee.orphaned) && core.pointee.slots.pointee.inUse == 0 {
-            destroy(core)
+        // Safe: called by the owner of a slot just given back, so the core is still live; an
+        // orphaned core with nothing in use has nobody left to reach it.
+        if unsafe _slowPath(core.pointee.slots.pointee.orphaned) && core.pointee.slots.pointee.inUse == 0 {
+            unsafe destroy(core)
         }
     }
 }

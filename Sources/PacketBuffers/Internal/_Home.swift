@@ -38,7 +38,14 @@ package enum _Header {
 /// bookkeeping lives in its own allocation (`slots`), touched only by the owner thread (local)
 /// or under `lock` (overflow). Statistics are single-writer atomics, published with relaxed
 /// stores by whoever may change them and read by anyone without a lock.
-@usableFromInline
+///
+/// Memory safety: `@safe`; every `unsafe` in it rests on this: a home lives at the address
+/// `PacketBufferPools` allocated for it until the pools' deinit destroys it, with no buffer of
+/// it out; `slots` is touched by the owner thread only (local) or under `lock` (overflow); a
+/// buffer's slot, header included, belongs to whoever holds the buffer (handle, C, or a return
+/// stack). The static functions take a home's address, so their callers mark them; `destroy()`
+/// is `@unsafe`.
+@safe @usableFromInline
 package struct _Home: ~Copyable {
     @usableFromInline package let slots: UnsafeMutablePointer<_SlotCore>
     @usableFromInline package let isOverflow: Bool
@@ -80,33 +87,35 @@ package struct _Home: ~Copyable {
     package let recentLimit: Int
 
     package init(local worker: Int, config: PacketBufferConfig) {
-        slots = _Home.makeSlots(config, capacity: config.localBuffers, growth: .none,
+        // Safe: new slots, owned by this home; the thread's address is kept as an identity only.
+        unsafe slots = _Home.makeSlots(config, capacity: config.localBuffers, growth: .none,
                                 maximum: config.localBuffers, name: "worker-\(worker)")
         isOverflow = false
-        owner = Atomic(UInt(bitPattern: fastalloc_current_thread()))
+        owner = unsafe Atomic(UInt(bitPattern: fastalloc_current_thread()))
         lock = nil
         self.worker = worker
         bufferSize = config.bufferSize
         eventsLock = nil
-        recentEvents = nil
+        unsafe recentEvents = nil
         recentLimit = 0
         capacity.store(config.localBuffers, ordering: .relaxed)
         #if DEBUG
-        slots.pointee.ownerThread = pthread_self()
+        unsafe slots.pointee.ownerThread = pthread_self()
         #endif
     }
 
     package init(overflow config: PacketBufferConfig) {
-        slots = _Home.makeSlots(config, capacity: config.overflowInitial, growth: config.overflowGrowth,
+        // Safe: new slots and a new events array, owned by this home; the address is an identity.
+        unsafe slots = _Home.makeSlots(config, capacity: config.overflowInitial, growth: config.overflowGrowth,
                                 maximum: config.overflowMax, name: "overflow")
         isOverflow = true
-        owner = Atomic(UInt(bitPattern: fastalloc_current_thread()))  // unused: overflow homes are locked
+        owner = unsafe Atomic(UInt(bitPattern: fastalloc_current_thread()))  // unused: overflow homes are locked
         lock = _ContentionLock()
         worker = -1
         bufferSize = config.bufferSize
         eventsLock = _ContentionLock()
-        recentEvents = .allocate(capacity: 1)
-        recentEvents!.initialize(to: [])
+        unsafe recentEvents = .allocate(capacity: 1)
+        unsafe recentEvents!.initialize(to: [])
         recentLimit = config.recentGrowthEventLimit
         capacity.store(config.overflowInitial, ordering: .relaxed)
     }
@@ -114,23 +123,29 @@ package struct _Home: ~Copyable {
     private static func makeSlots(_ config: PacketBufferConfig, capacity: Int, growth: GrowthStrategy,
                                   maximum: Int, name: String) -> UnsafeMutablePointer<_SlotCore> {
         let slots = UnsafeMutablePointer<_SlotCore>.allocate(capacity: 1)
+        // Safe: a new allocation for one value, initialised once here.
         // The link word sits at offset 0, inside the header (linkAfterValue: false).
-        slots.initialize(to: _SlotCore(
+        unsafe slots.initialize(to: _SlotCore(
             valueSize: _Header.size + config.bufferSize, alignment: 64, linkAfterValue: false,
             capacity: capacity, maxCapacity: maximum, growth: growth, order: .lifo, name: name))
-        return slots
+        return unsafe slots
     }
 
     /// Frees the slots. No buffer may be out.
+    ///
+    /// `@unsafe`: every buffer of this home, and the home's address in their headers, dangles
+    /// afterwards. Callers: once, with no buffer out, as the home's last use.
+    @unsafe
     package func destroy() {
-        slots.pointee.freeStorage()
-        slots.deinitialize(count: 1)
-        slots.deallocate()
-        lock?.destroy()
-        eventsLock?.destroy()
-        if let recentEvents {
-            recentEvents.deinitialize(count: 1)
-            recentEvents.deallocate()
+        // Safe: each allocation was made by this home and is freed once, here.
+        unsafe slots.pointee.freeStorage()
+        unsafe slots.deinitialize(count: 1)
+        unsafe slots.deallocate()
+        unsafe lock?.destroy()
+        unsafe eventsLock?.destroy()
+        if let recentEvents = unsafe recentEvents {
+            unsafe recentEvents.deinitialize(count: 1)
+            unsafe recentEvents.deallocate()
         }
     }
 
@@ -145,13 +160,14 @@ package struct _Home: ~Copyable {
     /// take count (the slot core's own acquisition counter: no second counter to maintain).
     @inlinable @inline(__always)
     package static func publish(_ home: UnsafeMutablePointer<_Home>) {
-        let slots = home.pointee.slots
-        let inUse = slots.pointee.inUse
-        home.pointee.inUse.store(inUse, ordering: .releasing)
-        if inUse == slots.pointee.highWater {
-            home.pointee.highWater.store(inUse, ordering: .relaxed)
+        // Safe: the home is live; its caller is the one writer of `slots` (owner or lock holder).
+        let slots = unsafe home.pointee.slots
+        let inUse = unsafe slots.pointee.inUse
+        unsafe home.pointee.inUse.store(inUse, ordering: .releasing)
+        if unsafe inUse == slots.pointee.highWater {
+            unsafe home.pointee.highWater.store(inUse, ordering: .relaxed)
         }
-        home.pointee.takes.store(slots.pointee.acquisitions, ordering: .relaxed)
+        unsafe home.pointee.takes.store(slots.pointee.acquisitions, ordering: .relaxed)
     }
 
     /// Readies a taken slot's header: a fresh slot gets its home and capacity (they never change
@@ -160,15 +176,15 @@ package struct _Home: ~Copyable {
     package static func prepare(_ slot: UnsafeMutableRawPointer, fresh: Bool, home: UnsafeMutablePointer<_Home>) -> UnsafeMutableRawPointer {
         // Safe: `slot` was just taken from `home`'s slots, so its 64-byte header is ours to write.
         if fresh {
-            slot.storeBytes(of: home, toByteOffset: _Header.homeOffset, as: UnsafeMutablePointer<_Home>.self)
-            slot.storeBytes(of: home.pointee.bufferSize, toByteOffset: _Header.capacityOffset, as: Int.self)
+            unsafe slot.storeBytes(of: home, toByteOffset: _Header.homeOffset, as: UnsafeMutablePointer<_Home>.self)
+            unsafe slot.storeBytes(of: home.pointee.bufferSize, toByteOffset: _Header.capacityOffset, as: Int.self)
         }
-        slot.storeBytes(of: 0, toByteOffset: _Header.lengthOffset, as: Int.self)
+        unsafe slot.storeBytes(of: 0, toByteOffset: _Header.lengthOffset, as: Int.self)
         #if DEBUG
-        slot.storeBytes(of: _Header.stateHeld, toByteOffset: _Header.stateOffset, as: UInt8.self)
-        slot.storeBytes(of: _Header.magic, toByteOffset: _Header.magicOffset, as: UInt64.self)
+        unsafe slot.storeBytes(of: _Header.stateHeld, toByteOffset: _Header.stateOffset, as: UInt8.self)
+        unsafe slot.storeBytes(of: _Header.magic, toByteOffset: _Header.magicOffset, as: UInt64.self)
         #endif
-        return slot + _Header.size
+        return unsafe slot + _Header.size
     }
 
     // MARK: Local homes (owner thread)
@@ -176,20 +192,22 @@ package struct _Home: ~Copyable {
     /// Takes a buffer from a local home: the free list, then what other threads returned.
     @inlinable @inline(__always)
     package static func takeLocal(_ home: UnsafeMutablePointer<_Home>) -> UnsafeMutableRawPointer? {
-        if let taken = home.pointee.slots.pointee.take() {
-            publish(home)
-            return prepare(taken.slot, fresh: taken.fresh, home: home)
+        // Safe: the owner thread calls this on its live home; the slot taken is the caller's.
+        if let taken = unsafe home.pointee.slots.pointee.take() {
+            unsafe publish(home)
+            return unsafe prepare(taken.slot, fresh: taken.fresh, home: home)
         }
-        guard drainReturns(home) > 0, let taken = home.pointee.slots.pointee.take() else { return nil }
-        publish(home)
-        return prepare(taken.slot, fresh: taken.fresh, home: home)
+        guard unsafe drainReturns(home) > 0, let taken = unsafe home.pointee.slots.pointee.take() else { return nil }
+        unsafe publish(home)
+        return unsafe prepare(taken.slot, fresh: taken.fresh, home: home)
     }
 
     /// Gives a buffer back to its local home, on the owner thread.
     @inlinable @inline(__always)
     package static func putLocal(_ slot: UnsafeMutableRawPointer, into home: UnsafeMutablePointer<_Home>) {
-        home.pointee.slots.pointee.put(slot)
-        home.pointee.inUse.store(home.pointee.slots.pointee.inUse, ordering: .relaxed)
+        // Safe: on the owner thread, the holder of a buffer of this live home gives its slot back.
+        unsafe home.pointee.slots.pointee.put(slot)
+        unsafe home.pointee.inUse.store(home.pointee.slots.pointee.inUse, ordering: .relaxed)
     }
 
     /// The `owner` of a retired local home: no thread's identity (a thread-local byte's address
@@ -199,7 +217,8 @@ package struct _Home: ~Copyable {
     /// The calling thread's identity as a local home records its owner (for tests that look for
     /// a new thread that got a retired owner's identity).
     package static func currentThreadIdentity() -> UInt {
-        UInt(bitPattern: fastalloc_current_thread())
+        // Safe: the address only, never dereferenced.
+        unsafe UInt(bitPattern: fastalloc_current_thread())
     }
 
     /// Whether the calling thread owns `home` (a local home that is not retired): one plain load
@@ -209,7 +228,8 @@ package struct _Home: ~Copyable {
         // Relaxed is enough: only the owner itself ever stores (when it retires), and a thread
         // that could match the owner's address after that starts after the owner exited, which
         // orders the store before it (thread exit, stack reuse and pthread_create synchronise).
-        home.pointee.owner.load(ordering: .relaxed) == UInt(bitPattern: fastalloc_current_thread())
+        // Safe: the home is live while a buffer of it is out; the thread's address is compared only.
+        unsafe home.pointee.owner.load(ordering: .relaxed) == UInt(bitPattern: fastalloc_current_thread())
     }
 
     /// Retires a local home, on its owner thread, as that thread's last act with the pool: takes
@@ -220,12 +240,13 @@ package struct _Home: ~Copyable {
     /// trap on such a release instead (`pushRemote`): a buffer outlived its worker. Calling it
     /// again does nothing.
     package static func retire(_ home: UnsafeMutablePointer<_Home>) {
-        let owner = home.pointee.owner.load(ordering: .relaxed)
+        // Safe: the home is live while its worker pool exists; addresses are compared only.
+        let owner = unsafe home.pointee.owner.load(ordering: .relaxed)
         if owner == retired { return }
-        let onOwner = owner == UInt(bitPattern: fastalloc_current_thread())
-        precondition(onOwner, "WorkerBufferPool.retire(): worker \(home.pointee.worker)'s pool belongs to another thread: retire it on the thread that made it")
-        _ = drainReturns(home)
-        home.pointee.owner.store(retired, ordering: .releasing)
+        let onOwner = unsafe owner == UInt(bitPattern: fastalloc_current_thread())
+        precondition(onOwner, unsafe "WorkerBufferPool.retire(): worker \(home.pointee.worker)'s pool belongs to another thread: retire it on the thread that made it")
+        _ = unsafe drainReturns(home)
+        unsafe home.pointee.owner.store(retired, ordering: .releasing)
     }
 
     /// Pushes a buffer onto its local home's return stack, from any thread but the owner's (or
@@ -234,49 +255,52 @@ package struct _Home: ~Copyable {
     /// ABA because nobody pops single slots: the owner takes the whole stack with one exchange.
     @usableFromInline
     package static func pushRemote(_ slot: UnsafeMutableRawPointer, onto home: UnsafeMutablePointer<_Home>) {
+        // Safe: the home is live while a buffer of it is out.
         #if DEBUG
-        if home.pointee.owner.load(ordering: .relaxed) == retired {
-            fatalError("PacketBuffer released after worker \(home.pointee.worker)'s pool was retired: the buffer outlived its worker thread (release every buffer before WorkerBufferPool.retire())")
+        if unsafe home.pointee.owner.load(ordering: .relaxed) == retired {
+            fatalError(unsafe "PacketBuffer released after worker \(home.pointee.worker)'s pool was retired: the buffer outlived its worker thread (release every buffer before WorkerBufferPool.retire())")
         }
         #endif
-        var head = home.pointee.returnHead.load(ordering: .relaxed)
+        var head = unsafe home.pointee.returnHead.load(ordering: .relaxed)
         while true {
             // Safe: the slot is ours until the exchange below publishes it; its link word is free.
-            slot.storeBytes(of: head, as: UInt.self)
-            let (exchanged, current) = home.pointee.returnHead.weakCompareExchange(
+            unsafe slot.storeBytes(of: head, as: UInt.self)
+            let (exchanged, current) = unsafe home.pointee.returnHead.weakCompareExchange(
                 expected: head, desired: UInt(bitPattern: slot), successOrdering: .releasing, failureOrdering: .relaxed)
             if exchanged { break }
             head = current
         }
-        home.pointee.remoteReturns.add(1, ordering: .relaxed)
+        unsafe home.pointee.remoteReturns.add(1, ordering: .relaxed)
     }
 
     /// Buffers pushed onto the return stack and not drained yet, from any thread. Drained is
     /// loaded first: both counters only grow and drained never passes pushed, so a later load of
     /// pushed is at least the drained figure read before it (the result is never negative).
     package static func pendingReturns(_ home: UnsafeMutablePointer<_Home>) -> Int {
-        let drained = home.pointee.drainedReturns.load(ordering: .acquiring)
-        let pushed = home.pointee.remoteReturns.load(ordering: .acquiring)
+        // Safe: the home is live; atomics, so any thread may load them.
+        let drained = unsafe home.pointee.drainedReturns.load(ordering: .acquiring)
+        let pushed = unsafe home.pointee.remoteReturns.load(ordering: .acquiring)
         return pushed >= drained ? Int(pushed - drained) : 0
     }
 
     /// Takes back everything other threads returned; owner thread only. Returns how many.
     @usableFromInline
     package static func drainReturns(_ home: UnsafeMutablePointer<_Home>) -> Int {
-        guard home.pointee.returnHead.load(ordering: .relaxed) != 0 else { return 0 }
-        var next = home.pointee.returnHead.exchange(0, ordering: .acquiring)
+        // Safe: the owner thread calls this on its live home (see the loop for the slots).
+        guard unsafe home.pointee.returnHead.load(ordering: .relaxed) != 0 else { return 0 }
+        var next = unsafe home.pointee.returnHead.exchange(0, ordering: .acquiring)
         var count = 0
         while next != 0 {
             // Safe: the acquiring exchange made the pushers' link writes visible; each slot on
             // the stack is one of this home's, owned by nobody until put back here.
-            let slot = UnsafeMutableRawPointer(bitPattern: next)!
-            next = slot.load(as: UInt.self)
-            home.pointee.slots.pointee.put(slot)
+            let slot = unsafe UnsafeMutableRawPointer(bitPattern: next)!
+            next = unsafe slot.load(as: UInt.self)
+            unsafe home.pointee.slots.pointee.put(slot)
             count += 1
         }
-        home.pointee.drainedReturns.store(
+        unsafe home.pointee.drainedReturns.store(
             home.pointee.drainedReturns.load(ordering: .relaxed) &+ UInt64(count), ordering: .relaxed)
-        home.pointee.inUse.store(home.pointee.slots.pointee.inUse, ordering: .relaxed)
+        unsafe home.pointee.inUse.store(home.pointee.slots.pointee.inUse, ordering: .relaxed)
         return count
     }
 
@@ -284,53 +308,59 @@ package struct _Home: ~Copyable {
 
     @usableFromInline
     package static func takeOverflow(_ home: UnsafeMutablePointer<_Home>) -> UnsafeMutableRawPointer? {
-        let lock = home.pointee.lock.unsafelyUnwrapped
-        let slots = home.pointee.slots
+        // Safe: the overflow home is live while its pools are, and always has a lock (so
+        // `unsafelyUnwrapped` never meets nil); its slots are touched under that lock only.
+        let lock = unsafe home.pointee.lock.unsafelyUnwrapped
+        let slots = unsafe home.pointee.slots
         lock.lock()
-        let growthBefore = slots.pointee.growthEvents.count
-        let taken = slots.pointee.take()
+        let growthBefore = unsafe slots.pointee.growthEvents.count
+        let taken = unsafe slots.pointee.take()
         // Capacity first, then in-use: a reader that loads in-use before capacity then never
         // sees more in use than capacity.
-        if slots.pointee.growthEvents.count != growthBefore { recordGrowth(home) }
-        if taken != nil {
-            publish(home)
+        if unsafe slots.pointee.growthEvents.count != growthBefore { unsafe recordGrowth(home) }
+        if unsafe taken != nil {
+            unsafe publish(home)
         } else {
-            bump(home.pointee.failedDraws)
+            unsafe bump(home.pointee.failedDraws)
         }
         lock.unlock()
-        guard let taken else { return nil }
-        return prepare(taken.slot, fresh: taken.fresh, home: home)
+        guard let taken = unsafe taken else { return nil }
+        return unsafe prepare(taken.slot, fresh: taken.fresh, home: home)
     }
 
     @usableFromInline
     package static func putOverflow(_ slot: UnsafeMutableRawPointer, into home: UnsafeMutablePointer<_Home>) {
-        let lock = home.pointee.lock.unsafelyUnwrapped
+        // Safe: as in `takeOverflow`; the holder of one of its buffers gives the slot back.
+        let lock = unsafe home.pointee.lock.unsafelyUnwrapped
         lock.lock()
-        home.pointee.slots.pointee.put(slot)
-        home.pointee.inUse.store(home.pointee.slots.pointee.inUse, ordering: .relaxed)
+        unsafe home.pointee.slots.pointee.put(slot)
+        unsafe home.pointee.inUse.store(home.pointee.slots.pointee.inUse, ordering: .relaxed)
         lock.unlock()
     }
 
     /// Publishes the latest growth (called under the overflow lock).
     private static func recordGrowth(_ home: UnsafeMutablePointer<_Home>) {
-        let slots = home.pointee.slots
-        home.pointee.capacity.store(slots.pointee.capacity, ordering: .relaxed)
-        home.pointee.growthCount.store(slots.pointee.growthEvents.count, ordering: .relaxed)
-        guard let event = slots.pointee.growthEvents.last, let events = home.pointee.recentEvents,
-              let eventsLock = home.pointee.eventsLock else { return }
+        // Safe: the overflow home is live, its slots under its lock (held by the caller), its
+        // events array under `eventsLock`.
+        let slots = unsafe home.pointee.slots
+        unsafe home.pointee.capacity.store(slots.pointee.capacity, ordering: .relaxed)
+        unsafe home.pointee.growthCount.store(slots.pointee.growthEvents.count, ordering: .relaxed)
+        guard let event = unsafe slots.pointee.growthEvents.last, let events = unsafe home.pointee.recentEvents,
+              let eventsLock = unsafe home.pointee.eventsLock else { return }
         eventsLock.lock()
-        events.pointee.append(event)
-        if events.pointee.count > home.pointee.recentLimit {
-            events.pointee.removeFirst(events.pointee.count - home.pointee.recentLimit)
+        unsafe events.pointee.append(event)
+        if unsafe events.pointee.count > home.pointee.recentLimit {
+            unsafe events.pointee.removeFirst(events.pointee.count - home.pointee.recentLimit)
         }
         eventsLock.unlock()
     }
 
     /// The latest growth events, oldest first (any thread).
     package func recentGrowthEvents() -> [GrowthEvent] {
-        guard let recentEvents, let eventsLock else { return [] }
+        // Safe: the events array lives as long as the home and is read under `eventsLock`.
+        guard let recentEvents = unsafe recentEvents, let eventsLock else { return [] }
         eventsLock.lock()
         defer { eventsLock.unlock() }
-        return recentEvents.pointee
+        return unsafe recentEvents.pointee
     }
 }
