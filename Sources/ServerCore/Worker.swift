@@ -35,7 +35,7 @@ final class Worker: TCPListenerDelegate {
     private var freeSessions: [Session] = []
     private var freeStreams: [TCPStream] = []
     /// Reads waiting for a buffer, first come, first served: `bufferWaiters[waitersHead...]`.
-    private var bufferWaiters: [Endpoint] = []
+    private var bufferWaiters: [SessionConnection] = []
     private var waitersHead = 0
     /// Buffers released by other workers (overflow) do not wake this one: while reads wait,
     /// this timer looks again every few milliseconds.
@@ -233,8 +233,8 @@ final class Worker: TCPListenerDelegate {
     }
 
     /// A read found no buffer: it waits its turn.
-    func waitForBuffer(_ endpoint: Endpoint) {
-        bufferWaiters.append(endpoint)
+    func waitForBuffer(_ connection: SessionConnection) {
+        bufferWaiters.append(connection)
         if bufferWaiters.count - waitersHead == 1 {
             let interval = Worker.bufferWaitRetryMilliseconds
             bufferWaitTimer?.start(after: interval, repeat: interval, retryWaitingReads)
@@ -254,14 +254,14 @@ final class Worker: TCPListenerDelegate {
     }
 
     /// Wakes waiting reads, first come first served, at most `limit` of them (the buffers there
-    /// are to take). Entries that no longer wait (closed, or a reused endpoint) cost nothing.
+    /// are to take). Entries that no longer wait (closed, or a reused connection object) cost nothing.
     private func wakeBufferWaiters(upTo limit: Int) {
         var budget = min(limit, buffers.available)
         while budget > 0 && waitersHead < bufferWaiters.count {
-            let endpoint = bufferWaiters[waitersHead]
+            let connection = bufferWaiters[waitersHead]
             waitersHead += 1
-            let session = endpoint.session
-            let action = session.machine.buffersAvailable(for: endpoint.side)
+            let session = connection.session
+            let action = session.machine.buffersAvailable(for: connection.side)
             if action != .none { budget -= 1 }
             session.perform(action)
         }
@@ -314,7 +314,7 @@ final class Worker: TCPListenerDelegate {
         // Sessions end only in close callbacks, never inside this loop: the list stays put.
         for session in sessions {
             let action = session.machine.tick(now: now, timeouts: timeouts) { side in
-                session.endpoint(side).stream.queuedWriteBytes
+                session.connection(side).stream.queuedWriteBytes
             }
             if action.count == .upstreamConnectFailure {
                 logUpstreamFailure(UVError.timedOut("connect to upstream \(upstreamText)"))
