@@ -152,9 +152,12 @@ struct SessionStateMachine: Sendable {
         var socket: Socket = .absent
         /// What the driver was last told: uv_read_start in effect.
         var reading = false
-        /// Reading stopped because this side's target queue reached its share; `pausedAt` is
-        /// that queue's length then. Resumes when the queue is below both it and the low watermark.
-        var pausedAt = 0
+        /// Backpressure, as the source side holds it: this side stopped reading because the
+        /// write queue of its target (the side its bytes are written to: itself in echo mode,
+        /// the other side in a relay) reached its share; this is that queue's length then, and
+        /// 0 while this side is not paused. Set by `writeQueued(to:)` on the target's queue;
+        /// reading resumes when that queue is below both it and the low watermark.
+        var targetQueueAtPause = 0
         /// A read found no buffer; waiting in the worker's queue.
         var waitingForBuffer = false
         /// A read was refused a buffer because the pools are down to their reserve and this
@@ -168,6 +171,8 @@ struct SessionStateMachine: Sendable {
         var queuedBytesSeen = 0
 
         var isOpen: Bool { socket == .open }
+        /// Reading is stopped for backpressure (see `targetQueueAtPause`).
+        var pausedForTarget: Bool { targetQueueAtPause != 0 }
     }
 
     let mode: Mode
@@ -269,8 +274,8 @@ struct SessionStateMachine: Sendable {
         }
         self[side].queued &+= 1
         let source = source(of: side)
-        guard self[side].queued >= max(share, 1), self[source].pausedAt == 0, self[source].input == .open else { return .none }
-        self[source].pausedAt = self[side].queued
+        guard self[side].queued >= max(share, 1), !self[source].pausedForTarget, self[source].input == .open else { return .none }
+        self[source].targetQueueAtPause = self[side].queued
         var action = SessionAction(count: .backpressurePause)
         reconcileReading(&action)
         return action
@@ -308,9 +313,9 @@ struct SessionStateMachine: Sendable {
         client.heldBack = false
         upstream.heldBack = false
         let source = source(of: side)
-        let pausedAt = self[source].pausedAt
-        if pausedAt != 0, self[side].queued <= min(lowWatermark, pausedAt - 1) {
-            self[source].pausedAt = 0
+        let queueAtPause = self[source].targetQueueAtPause
+        if queueAtPause != 0, self[side].queued <= min(lowWatermark, queueAtPause - 1) {
+            self[source].targetQueueAtPause = 0
         } else if !heldBack {
             return .none
         }
@@ -519,7 +524,7 @@ struct SessionStateMachine: Sendable {
     private mutating func linger(_ side: SessionSide, now: UInt64, _ action: inout SessionAction) {
         guard self[side].isOpen else { return }
         phase = .lingering(since: now)
-        self[side].pausedAt = 0
+        self[side].targetQueueAtPause = 0
         if self[side].input != .ended { self[side].input = .discarding }
         shutdownOutput(side, &action)
         closeIfDone(side, &action)
@@ -556,7 +561,7 @@ struct SessionStateMachine: Sendable {
         self[side].reading = false  // libuv stops reading a closing handle by itself
         self[side].waitingForBuffer = false
         self[side].heldBack = false
-        self[side].pausedAt = 0
+        self[side].targetQueueAtPause = 0
     }
 
     /// Whether `side` should be read now.
@@ -564,7 +569,7 @@ struct SessionStateMachine: Sendable {
         let state = self[side]
         guard state.isOpen, !state.waitingForBuffer, !state.heldBack else { return false }
         switch state.input {
-        case .open: return state.pausedAt == 0
+        case .open: return !state.pausedForTarget
         case .discarding: return true
         case .waiting, .ended: return false
         }
