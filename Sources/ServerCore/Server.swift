@@ -8,17 +8,15 @@ import UVLoop
 import Glibc
 #endif
 
-/// What every worker shares: the buffer pools, the connection limit, the drain command.
+/// What every worker shares: the buffer pools, the connection limit, the shutdown phase asked for.
 final class ServerShared: Sendable {
-    static let commandNone = 0
-    static let commandDrain = 1
-    static let commandStop = 2
-
     let pools: PacketBufferPools
     let maxConnections: Int
     let active = Atomic<Int>(0)
     let rejected = Atomic<UInt64>(0)
-    let command = Atomic<Int>(ServerShared.commandNone)
+    /// What `drain()` or `stop()` asked for (`.serving` until then). Only ever raised; each
+    /// worker reads it when woken and enters that phase.
+    let requestedPhase = Atomic<ShutdownPhase>(.serving)
     /// Workers whose loop has ended.
     let finishedWorkers = Atomic<Int>(0)
 
@@ -38,15 +36,15 @@ final class ServerShared: Sendable {
         return true
     }
 
-    /// Stores `command` unless a stronger one (a higher value: stop over drain) is in force.
-    /// Returns the command in force afterwards.
+    /// Requests `phase` unless a later one (stop over drain) is requested already. Returns the
+    /// phase requested afterwards.
     @discardableResult
-    func raiseCommand(to command: Int) -> Int {
-        var current = self.command.load(ordering: .relaxed)
-        while current < command {
-            let (exchanged, found) = self.command.compareExchange(
-                expected: current, desired: command, successOrdering: .releasing, failureOrdering: .relaxed)
-            if exchanged { return command }
+    func request(_ phase: ShutdownPhase) -> ShutdownPhase {
+        var current = requestedPhase.load(ordering: .relaxed)
+        while current < phase {
+            let (exchanged, found) = requestedPhase.compareExchange(
+                expected: current, desired: phase, successOrdering: .releasing, failureOrdering: .relaxed)
+            if exchanged { return phase }
             current = found
         }
         return current
@@ -176,7 +174,7 @@ public final class Server: Sendable {
             case .failure(let error):
                 thread.join()
                 // Stop the workers already running before reporting the error.
-                shared.raiseCommand(to: ServerShared.commandStop)
+                shared.request(.stopping)
                 for handle in handles { handle.wake.send() }
                 for handle in handles { handle.thread.join() }
                 throw error
@@ -189,18 +187,17 @@ public final class Server: Sendable {
     /// Graceful drain, from any thread: stop accepting, let each connection flush what it has
     /// (up to the drain timeout), close everything. `wait()` returns when it is done.
     public func drain() {
-        send(ServerShared.commandDrain)
+        request(.draining)
     }
 
-    /// Closes every connection now.
+    /// Closes every connection now (resets them).
     public func stop() {
-        send(ServerShared.commandStop)
+        request(.stopping)
     }
 
-    /// Raises the command to `command` (a stop is never weakened into a drain) and wakes every
-    /// worker to act on it.
-    private func send(_ command: Int) {
-        shared.raiseCommand(to: command)
+    /// Requests `phase` (a stop is never weakened into a drain) and wakes every worker to enter it.
+    private func request(_ phase: ShutdownPhase) {
+        shared.request(phase)
         for worker in workers { worker.wake.send() }
     }
 
@@ -218,7 +215,7 @@ public final class Server: Sendable {
             workers: workers.enumerated().map { $0.element.counters.snapshot(worker: $0.offset) },
             connectionsRejected: shared.rejected.load(ordering: .relaxed),
             buffers: shared.pools.statistics(),
-            draining: shared.command.load(ordering: .relaxed) != ServerShared.commandNone)
+            shutdownPhase: shared.requestedPhase.load(ordering: .relaxed))
     }
 
     /// How many connections that each hold one buffer (what a client that stops reading holds

@@ -116,7 +116,9 @@ public struct ServerStatistics: Sendable {
     public var workers: [WorkerStatistics]
     public var connectionsRejected: UInt64
     public var buffers: PacketBufferStatistics
-    public var draining: Bool
+    /// What `drain()` or `stop()` asked for (the workers act on it at once). `/readyz` answers
+    /// 503, and the `draining` metric and JSON key read 1 (true), in every phase but `.serving`.
+    public var shutdownPhase: ShutdownPhase
 
     public var connectionsActive: Int { workers.reduce(0) { $0 + $1.connectionsActive } }
     public var connectionsAccepted: UInt64 { workers.reduce(0) { $0 + $1.connectionsAccepted } }

@@ -49,7 +49,9 @@ final class Worker: TCPListenerDelegate {
     private var sweepTimer: Timer?
     private var drainTimer: Timer?
     private var wake: AsyncWake?
-    private(set) var draining = false
+    /// The phase this worker has entered (it follows `shared.requestedPhase` when woken). Past
+    /// `.serving` it accepts nothing and ends once its last session has.
+    private(set) var shutdownPhase = ShutdownPhase.serving
     /// Upstream failures logged in the current second, to keep a dead upstream from flooding
     /// the log (every failure is counted).
     private var failureLogSecond: UInt64 = 0
@@ -105,7 +107,7 @@ final class Worker: TCPListenerDelegate {
         let listener = try TCPListener(loop: loop, address: address, reusePort: true, backlog: Int32(config.backlog))
         listener.delegate = self
         self.listener = listener
-        let wake = try AsyncWake(loop: loop) { [unowned self] _ in self.handleCommand() }
+        let wake = try AsyncWake(loop: loop) { [unowned self] _ in self.enterRequestedPhase() }
         self.wake = wake
         let sweepTimer = try Timer(loop: loop)
         if let interval = config.sweepIntervalMilliseconds {
@@ -132,7 +134,7 @@ final class Worker: TCPListenerDelegate {
     // MARK: Accepting
 
     func listener(_ listener: TCPListener, didAccept stream: TCPStream) {
-        guard !draining else {
+        guard shutdownPhase == .serving else {
             stream.close()
             return
         }
@@ -209,7 +211,7 @@ final class Worker: TCPListenerDelegate {
         WorkerCounters.add(counters.closed)
         if session.inDrain && !session.machine.wasCut { WorkerCounters.add(counters.drainCompleted) }
         shared.release()
-        if draining && sessions.isEmpty { finish() }
+        if shutdownPhase != .serving && sessions.isEmpty { finish() }
     }
 
     // MARK: Buffers
@@ -325,19 +327,20 @@ final class Worker: TCPListenerDelegate {
 
     // MARK: Drain and stop
 
-    private func handleCommand() {
-        switch shared.command.load(ordering: .acquiring) {
-        case ServerShared.commandDrain: beginDrain()
-        case ServerShared.commandStop: stopNow()
-        default: break
+    /// Woken: enter the phase the server asked for.
+    private func enterRequestedPhase() {
+        switch shared.requestedPhase.load(ordering: .acquiring) {
+        case .draining: beginDrain()
+        case .stopping: stopNow()
+        case .serving: break
         }
     }
 
     /// Stops accepting; every connection goes on, both ways, until it ends by itself; when the
     /// drain timeout passes, whatever is left is reset on both sides.
     private func beginDrain() {
-        guard !draining else { return }
-        draining = true
+        guard shutdownPhase == .serving else { return }
+        shutdownPhase = .draining
         listener?.close()
         listener = nil
         if sessions.isEmpty {
@@ -366,7 +369,7 @@ final class Worker: TCPListenerDelegate {
     }
 
     private func stopNow() {
-        draining = true
+        shutdownPhase = .stopping
         listener?.close()
         listener = nil
         if sessions.isEmpty {

@@ -45,7 +45,7 @@ import Testing
             stats.workers[index].drainCut = n()
         }
         stats.connectionsRejected = n()
-        stats.draining = true
+        stats.shutdownPhase = .draining
         stats.buffers.bufferSize = i()
         for index in stats.buffers.workers.indices {
             stats.buffers.workers[index].worker = index
@@ -90,7 +90,7 @@ import Testing
 
         // Distinct values, so that a value found under a name can only have come from its field.
         var seen: [Double: String] = [:]
-        for leaf in leaves where leaf.field != "worker" && leaf.field != "draining" {
+        for leaf in leaves where leaf.field != "worker" && leaf.field != "shutdownPhase" {
             if let other = seen[leaf.value] {
                 Issue.record("\(leaf.path) and \(other) both hold \(leaf.value): give the new field its own value in distinctFigures()")
             }
@@ -107,13 +107,13 @@ import Testing
                 let matching = samples.filter { $0.name == series.name && $0.labels == series.labels }
                 #expect(matching.count == 1, "\(leaf.path): \(matching.count) samples \(series.name)\(series.labels)")
                 if let sample = matching.first {
-                    #expect(sample.value == leaf.value / expected.divisor, "\(leaf.path): \(series.name)\(series.labels) = \(sample.value)")
+                    #expect(sample.value == expected.rendered(leaf.value), "\(leaf.path): \(series.name)\(series.labels) = \(sample.value)")
                     familiesMatched.insert(series.name)
                 }
             }
             for path in expected.json {
                 let found = lookup(json, path)
-                #expect((found as? NSNumber)?.doubleValue == leaf.value / expected.divisor,
+                #expect((found as? NSNumber)?.doubleValue == expected.rendered(leaf.value),
                         "\(leaf.path): /stats \(path) = \(String(describing: found))")
             }
         }
@@ -141,6 +141,18 @@ import Testing
                                 ("system_file_limit", worker.acceptErrors.systemFileLimit),
                                 ("memory", worker.acceptErrors.memory), ("other", worker.acceptErrors.other)] {
             #expect(value("fastalloc_accept_errors_total", ["worker": "1", "reason": reason]) == Double(count), "\(reason)")
+        }
+    }
+
+    @Test func shutdownPhase_isRenderedAsDraining_inBothLaterPhases() throws {
+        // As /readyz's 503: fastalloc_draining and "draining" say "not serving" (drain() or stop()).
+        var (stats, process) = try Self.distinctFigures()
+        for (phase, draining) in [(ShutdownPhase.serving, false), (.draining, true), (.stopping, true)] {
+            stats.shutdownPhase = phase
+            let samples = try PrometheusSample.parse(MetricsRenderer.prometheus(stats, process: process))
+            #expect(samples.filter { $0.name == "fastalloc_draining" }.map(\.value) == [draining ? 1 : 0], "\(phase)")
+            let text = MetricsRenderer.json(stats, process: process, monotonicNowNanoseconds: Self.now)
+            #expect(text.hasPrefix(#"{"draining":\#(draining),"#), "\(phase): \(text.prefix(40))")
         }
     }
 
@@ -358,6 +370,7 @@ struct StatisticsLeaf {
         case let number as Int: return leaf(Double(number))
         case let number as Double: return leaf(number)
         case let flag as Bool: return leaf(flag ? 1 : 0)
+        case let phase as ShutdownPhase: return leaf(Double(phase.rawValue))
         default: break
         }
         let mirror = Mirror(reflecting: value)
@@ -395,12 +408,17 @@ enum JSONKey: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, CustomStr
 }
 
 /// Where one field of the statistics must appear: Prometheus series (name and exact labels) and
-/// JSON paths, with what the field is divided by in the rendering (nanoseconds to seconds).
+/// JSON paths, with what the field is divided by in the rendering (nanoseconds to seconds), or
+/// whether it is rendered as a flag (1 for any value but 0).
 /// This is the test's own statement of the names, written apart from Metrics+Table.swift.
 struct FieldExpectation {
     var prometheus: [(name: String, labels: [String: String])]
     var json: [[JSONKey]]
     var divisor: Double = 1
+    var flag = false
+
+    /// The value the renderings must show for a field holding `value`.
+    func rendered(_ value: Double) -> Double { flag ? (value != 0 ? 1 : 0) : value / divisor }
 
     static func of(_ leaf: StatisticsLeaf) -> FieldExpectation? {
         let w = leaf.worker ?? -1
@@ -417,8 +435,9 @@ struct FieldExpectation {
         switch (leaf.owner, leaf.field) {
         case ("ServerStatistics", "connectionsRejected"):
             return FieldExpectation(prometheus: [("fastalloc_connections_rejected_total", [:])], json: [["totals", "connections_rejected"]])
-        case ("ServerStatistics", "draining"):
-            return FieldExpectation(prometheus: [("fastalloc_draining", [:])], json: [["draining"]])
+        // The phase (serving 0, draining 1, stopping 2) is rendered as a flag: draining or stopping.
+        case ("ServerStatistics", "shutdownPhase"):
+            return FieldExpectation(prometheus: [("fastalloc_draining", [:])], json: [["draining"]], flag: true)
 
         // The worker number is a label: its value is checked through every other field's labels.
         case ("WorkerStatistics", "worker"), ("WorkerBufferStatistics", "worker"):
