@@ -16,24 +16,22 @@ extension SessionStateMachine {
             if timeouts.connect > 0 && now &- since >= timeouts.connect { return upstreamConnectFailed(now: now) }
             return .none
         case .lingering(let since):
-            if timeouts.linger > 0 && now &- since >= timeouts.linger {
-                var action = SessionAction(count: .lingerTimeout)
-                for side in SessionSide.allCases where side.rawValue <= lastSide.rawValue && self[side].isOpen { closeSocket(side, &action) }
-                phase = .closing
-                return action
-            }
+            if timeouts.linger > 0 && now &- since >= timeouts.linger { return closeAll(counting: .lingerTimeout) }
             return writeStallCheck(now: now, timeouts: timeouts, queuedBytes: queuedBytes)
         case .open:
-            if timeouts.idle > 0 && now &- lastActivity >= timeouts.idle {
-                var action = SessionAction(count: .idleTimeout)
-                for side in SessionSide.allCases where side.rawValue <= lastSide.rawValue && self[side].isOpen { closeSocket(side, &action) }
-                phase = .closing
-                return action
-            }
+            if timeouts.idle > 0 && now &- lastActivity >= timeouts.idle { return closeAll(counting: .idleTimeout) }
             return writeStallCheck(now: now, timeouts: timeouts, queuedBytes: queuedBytes)
         case .closing, .ended:
             return .none
         }
+    }
+
+    /// A deadline ended the session: close every side still open, counted as `count`.
+    private mutating func closeAll(counting count: SessionCount) -> SessionAction {
+        var action = SessionAction(count: count)
+        for side in SessionSide.allCases where side.rawValue <= lastSide.rawValue && self[side].isOpen { closeSocket(side, &action) }
+        phase = .closing
+        return action
     }
 
     private mutating func writeStallCheck(now: UInt64, timeouts: SessionTimeouts, queuedBytes: (SessionSide) -> Int) -> SessionAction {
