@@ -1,7 +1,7 @@
 import UVLoop
 
-/// A client connection and, in relay mode, its upstream connection, owned by one worker: the
-/// libuv driver of a `SessionStateMachine`.
+/// A client connection and, in relay mode, its upstream connection (each a
+/// `SessionConnection`), owned by one worker: the libuv driver of a `SessionStateMachine`.
 ///
 /// Sessions are reused: when one ends, the worker keeps it (and its closed streams) for a later
 /// connection, so that accepting allocates nothing once the worker has seen its peak.

@@ -66,6 +66,7 @@ final class Worker: TCPListenerDelegate {
     /// The phase this worker has entered (it follows `shared.requestedPhase` when woken). Past
     /// `.serving` it accepts nothing and ends once its last session has.
     var shutdownPhase = ShutdownPhase.serving
+
     /// Upstream failures logged in the current second, to keep a dead upstream from flooding
     /// the log (every failure is counted).
     private var failureLogSecond: UInt64 = 0
