@@ -1,4 +1,3 @@
-import FastAlloc
 import Logging
 import PacketBuffers
 import Synchronization
@@ -7,55 +6,6 @@ import UVLoop
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// What every worker shares: the buffer pools, the connection limit, the drain command.
-final class ServerShared: Sendable {
-    static let commandNone = 0
-    static let commandDrain = 1
-    static let commandStop = 2
-
-    let pools: PacketBufferPools
-    let maxConnections: Int
-    let active = Atomic<Int>(0)
-    let rejected = Atomic<UInt64>(0)
-    let command = Atomic<Int>(ServerShared.commandNone)
-    /// Workers whose loop has ended.
-    let finishedWorkers = Atomic<Int>(0)
-
-    init(pools: PacketBufferPools, maxConnections: Int) {
-        self.pools = pools
-        self.maxConnections = maxConnections
-    }
-
-    /// Counts a new connection in, or refuses it (counted) when the limit is reached. One atomic
-    /// read-modify-write per connection, none per message.
-    func admit() -> Bool {
-        if active.add(1, ordering: .relaxed).newValue > maxConnections {
-            active.subtract(1, ordering: .relaxed)
-            rejected.add(1, ordering: .relaxed)
-            return false
-        }
-        return true
-    }
-
-    /// Stores `command` unless a stronger one (a higher value: stop over drain) is in force.
-    /// Returns the command in force afterwards.
-    @discardableResult
-    func raiseCommand(to command: Int) -> Int {
-        var current = self.command.load(ordering: .relaxed)
-        while current < command {
-            let (exchanged, found) = self.command.compareExchange(
-                expected: current, desired: command, successOrdering: .releasing, failureOrdering: .relaxed)
-            if exchanged { return command }
-            current = found
-        }
-        return current
-    }
-
-    func release() {
-        active.subtract(1, ordering: .relaxed)
-    }
-}
 
 /// An echo or relay server: `config.workers` threads, each with a libuv loop and a listener on
 /// the same address (SO_REUSEPORT), drawing packet buffers from its own pool and from the
@@ -94,45 +44,10 @@ public final class Server: Sendable {
     public init(config: ServerConfig, logger: Logger = Logger(label: "fastalloc-server"),
                 reservedDescriptors: Int = 0, onFinished: (@Sendable () -> Void)? = nil) throws {
         try config.validate()
-        // A peer that resets must never kill the process: a write to it returns EPIPE instead.
-        signal(SIGPIPE, SIG_IGN)
-        // A parent may have started us with signals blocked (a blocked mask is inherited across
-        // exec): unblock the ones that drain, in this thread and so in every worker it starts.
-        var drainSignals = sigset_t()
-        sigemptyset(&drainSignals)
-        sigaddset(&drainSignals, SIGTERM)
-        sigaddset(&drainSignals, SIGINT)
-        pthread_sigmask(SIG_UNBLOCK, &drainSignals, nil)
-        let fileLimit = Server.raiseFileLimit(logger: logger)
-        let budget = Server.connectionBudget(config: config, fileLimit: fileLimit, openNow: Server.openDescriptors(),
-                                             reserved: reservedDescriptors)
-        if budget < 1 {
-            throw ConfigError(field: "file descriptor limit (ulimit -n)", value: "\(fileLimit)",
-                              expected: "room for at least one connection beside the server's own descriptors; raise it (ulimit -n, LimitNOFILE=)")
-        }
-        if budget < config.maxConnections {
-            // Refusing at our own limit is clean (closed at once, counted, logged); running out of
-            // descriptors inside accept is not: libuv then closes the extra connections silently.
-            logger.warning("""
-                file descriptor limit \(fileLimit) leaves room for \(budget) connections \
-                (\(config.mode == .relay ? "2 descriptors each in relay mode" : "1 descriptor each")), fewer than \
-                --max-connections \(config.maxConnections): connections beyond \(budget) will be refused. \
-                Raise the limit (ulimit -n, LimitNOFILE=) or lower --max-connections.
-                """)
-        }
+        Server.prepareSignals()
+        let budget = try Server.descriptorBudget(config: config, reserved: reservedDescriptors, logger: logger)
         connectionLimit = min(config.maxConnections, budget)
-        let fair = Server.fairConnections(config.buffers, workers: config.workers)
-        if connectionLimit > fair {
-            let buffers = config.workers * config.buffers.localBuffers + config.buffers.overflowMax
-            logger.warning("""
-                --max-connections \(connectionLimit) is more than the buffer pools serve fairly: a client that stops \
-                reading holds at least one buffer, and the pools hold \(buffers) (\(config.workers) x --local-buffers \
-                \(config.buffers.localBuffers) + --overflow-max \(config.buffers.overflowMax)), less a reserve kept for new \
-                connections: room for \(fair). Beyond \(fair) such clients, new clients wait for a buffer until \
-                --write-timeout resets the stalled ones. Raise --overflow-max to at least \(config.buffers.overflowMax + connectionLimit - fair) \
-                or lower --max-connections to \(fair).
-                """)
-        }
+        Server.warnIfUnfair(connectionLimit: connectionLimit, config: config, logger: logger)
         self.config = config
         self.onFinished = onFinished
         shared = ServerShared(pools: try PacketBufferPools(config: config.buffers), maxConnections: connectionLimit)
@@ -176,7 +91,7 @@ public final class Server: Sendable {
             case .failure(let error):
                 thread.join()
                 // Stop the workers already running before reporting the error.
-                shared.raiseCommand(to: ServerShared.commandStop)
+                shared.request(.stopping)
                 for handle in handles { handle.wake.send() }
                 for handle in handles { handle.thread.join() }
                 throw error
@@ -189,18 +104,17 @@ public final class Server: Sendable {
     /// Graceful drain, from any thread: stop accepting, let each connection flush what it has
     /// (up to the drain timeout), close everything. `wait()` returns when it is done.
     public func drain() {
-        send(ServerShared.commandDrain)
+        request(.draining)
     }
 
-    /// Closes every connection now.
+    /// Closes every connection now (resets them).
     public func stop() {
-        send(ServerShared.commandStop)
+        request(.stopping)
     }
 
-    /// Raises the command to `command` (a stop is never weakened into a drain) and wakes every
-    /// worker to act on it.
-    private func send(_ command: Int) {
-        shared.raiseCommand(to: command)
+    /// Requests `phase` (a stop is never weakened into a drain) and wakes every worker to enter it.
+    private func request(_ phase: ShutdownPhase) {
+        shared.request(phase)
         for worker in workers { worker.wake.send() }
     }
 
@@ -218,52 +132,21 @@ public final class Server: Sendable {
             workers: workers.enumerated().map { $0.element.counters.snapshot(worker: $0.offset) },
             connectionsRejected: shared.rejected.load(ordering: .relaxed),
             buffers: shared.pools.statistics(),
-            draining: shared.command.load(ordering: .relaxed) != ServerShared.commandNone)
+            shutdownPhase: shared.requestedPhase.load(ordering: .relaxed))
     }
 
-    /// How many connections that each hold one buffer (what a client that stops reading holds
-    /// once the pools run low) fit in the pools and leave every worker its reserve for new
-    /// connections. Up to this many, no client that stops reading delays a new one.
-    public static func fairConnections(_ buffers: PacketBufferConfig, workers: Int) -> Int {
-        let total = workers * buffers.localBuffers + buffers.overflowMax
-        return max(0, total - Worker.reserve(reachable: buffers.localBuffers + buffers.overflowMax))
-    }
+    // MARK: Signals
 
-    /// Many connections need many descriptors: raise the soft limit to the hard one. Returns
-    /// the soft limit in force afterwards.
-    private static func raiseFileLimit(logger: Logger) -> Int {
-        var limit = rlimit()
-        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return Int.max }
-        if limit.rlim_cur < limit.rlim_max {
-            let old = limit.rlim_cur
-            limit.rlim_cur = limit.rlim_max
-            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 {
-                logger.debug("file descriptor limit raised from \(old) to \(limit.rlim_max)")
-            } else {
-                limit.rlim_cur = old
-            }
-        }
-        return limit.rlim_cur >= rlim_t(Int.max) ? Int.max : Int(limit.rlim_cur)
-    }
-
-    /// Descriptors each worker opens for itself (epoll, its wake-up eventfd, the listener,
-    /// libuv's spare descriptor for EMFILE, signal and timer plumbing), with room to spare.
-    static let descriptorsPerWorker = 8
-    /// Kept free beyond everything counted: logging, /proc reads, a core dump's pipe.
-    static let spareDescriptors = 16
-
-    /// How many connections fit in the file descriptor limit: what is left after the
-    /// descriptors open now, the workers' own, the caller's reservation and a margin, divided by
-    /// the descriptors a connection takes (2 in relay mode: client and upstream).
-    package static func connectionBudget(config: ServerConfig, fileLimit: Int, openNow: Int, reserved: Int) -> Int {
-        guard fileLimit != Int.max else { return Int.max }
-        let free = fileLimit - openNow - config.workers * descriptorsPerWorker - reserved - spareDescriptors
-        return max(0, free / (config.mode == .relay ? 2 : 1))
-    }
-
-    /// Descriptors this process has open now (Linux: /proc/self/fd; elsewhere a guess).
-    static func openDescriptors() -> Int {
-        guard let count = countDirectoryEntries("/proc/self/fd") else { return 16 }
-        return max(count - 1, 0)  // the directory's own descriptor is listed too
+    /// The process-wide signal settings the server needs (the same on every call).
+    private static func prepareSignals() {
+        // A peer that resets must never kill the process: a write to it returns EPIPE instead.
+        signal(SIGPIPE, SIG_IGN)
+        // A parent may have started us with signals blocked (a blocked mask is inherited across
+        // exec): unblock the ones that drain, in this thread and so in every worker it starts.
+        var drainSignals = sigset_t()
+        sigemptyset(&drainSignals)
+        sigaddset(&drainSignals, SIGTERM)
+        sigaddset(&drainSignals, SIGINT)
+        pthread_sigmask(SIG_UNBLOCK, &drainSignals, nil)
     }
 }

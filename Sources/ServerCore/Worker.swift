@@ -7,6 +7,11 @@ import UVLoop
 /// (SO_REUSEPORT) and its own local packet-buffer pool. A connection, its relay peer and every
 /// buffer it uses stay on this thread. Everything here runs on the worker's thread; other
 /// threads reach it only through its `AsyncWake` and read its `WorkerCounters`.
+///
+/// The files: this one holds the worker's state, its start and end, accepting and recycling
+/// sessions, the timeout sweep, counting and logging; `Worker+Buffers.swift` the buffer
+/// fairness (queue shares, the reserve, reads waiting for a buffer, eviction of the
+/// longest-stalled queue); `Worker+Shutdown.swift` the drain and the stop.
 final class Worker: TCPListenerDelegate {
     let index: Int
     let config: ServerConfig
@@ -28,35 +33,44 @@ final class Worker: TCPListenerDelegate {
     let reserveBuffers: Int
     let keepAliveSeconds: UInt32
     let upstreamText: String
-    private var listener: TCPListener?
-    private var sessions: [Session] = []
+    var listener: TCPListener?
+    private(set) var sessions: [Session] = []
     /// Ended sessions and closed streams kept for the next connections: after the worker's peak
     /// number of connections, accepting, connecting upstream and closing allocate nothing.
     private var freeSessions: [Session] = []
     private var freeStreams: [TCPStream] = []
+
+    // Buffer waits (Worker+Buffers.swift).
     /// Reads waiting for a buffer, first come, first served: `bufferWaiters[waitersHead...]`.
-    private var bufferWaiters: [Endpoint] = []
-    private var waitersHead = 0
+    var bufferWaiters: [SessionConnection] = []
+    var waitersHead = 0
     /// Buffers released by other workers (overflow) do not wake this one: while reads wait,
     /// this timer looks again every few milliseconds.
-    private var bufferWaitTimer: Timer?
+    var bufferWaitTimer: Timer?
+    /// The buffer-wait timer's body, made once (starting the timer allocates no closure).
+    lazy var retryWaitingReads: (Timer) -> Void = { [unowned self] _ in
+        self.buffers.drainReturns()
+        self.wakeBufferWaiters(upTo: self.buffers.available)
+    }
     /// Where lingering closes read the bytes they drop (never a pool buffer: a lingering side
     /// must see its peer's end even when the pools are empty).
     let scratch: UnsafeMutableRawBufferPointer
-    /// How long the longest-stalled queue must have made no progress before the worker resets
-    /// it for a connection that holds no buffer and finds every pool empty.
-    static let evictionMinimumStallMilliseconds: UInt64 = 50
+
+    /// Runs the timeout sweep.
     private var sweepTimer: Timer?
-    private var drainTimer: Timer?
+    /// What other threads wake this worker with (to enter the phase the server asked for).
     private var wake: AsyncWake?
-    private(set) var draining = false
+
+    // Drain and stop (Worker+Shutdown.swift).
+    var drainTimer: Timer?
+    /// The phase this worker has entered (it follows `shared.requestedPhase` when woken). Past
+    /// `.serving` it accepts nothing and ends once its last session has.
+    var shutdownPhase = ShutdownPhase.serving
+
     /// Upstream failures logged in the current second, to keep a dead upstream from flooding
     /// the log (every failure is counted).
     private var failureLogSecond: UInt64 = 0
     private var failureLogCount = 0
-
-    /// How often reads waiting for a buffer look for one that another worker released.
-    static let bufferWaitRetryMilliseconds: UInt64 = 5
 
     init(index: Int, config: ServerConfig, shared: ServerShared, counters: WorkerCounters, logger: Logger) throws(UVError) {
         self.index = index
@@ -85,10 +99,7 @@ final class Worker: TCPListenerDelegate {
         scratch.deallocate()
     }
 
-    /// The buffers kept for connections that hold none: a sixteenth of what a worker can reach,
-    /// at least 2 (72 with the default pools: reads by new connections at the same instant;
-    /// each is written back and returned at once unless its client is slow too).
-    static func reserve(reachable: Int) -> Int { max(2, reachable / 16) }
+    // MARK: Starting and ending
 
     /// Binds and listens (on the worker's thread); returns the handle other threads wake it with.
     /// On failure everything it opened is closing: run the loop once more to finish that.
@@ -105,7 +116,7 @@ final class Worker: TCPListenerDelegate {
         let listener = try TCPListener(loop: loop, address: address, reusePort: true, backlog: Int32(config.backlog))
         listener.delegate = self
         self.listener = listener
-        let wake = try AsyncWake(loop: loop) { [unowned self] _ in self.handleCommand() }
+        let wake = try AsyncWake(loop: loop) { [unowned self] _ in self.enterRequestedPhase() }
         self.wake = wake
         let sweepTimer = try Timer(loop: loop)
         if let interval = config.sweepIntervalMilliseconds {
@@ -129,10 +140,24 @@ final class Worker: TCPListenerDelegate {
         buffers.retire()
     }
 
+    /// Every session has ended: close the worker's own handles so the loop returns.
+    func finish() {
+        listener?.close()
+        listener = nil
+        for timer in [sweepTimer, bufferWaitTimer, drainTimer] { timer?.close() }
+        sweepTimer = nil
+        bufferWaitTimer = nil
+        drainTimer = nil
+        bufferWaiters.removeAll()
+        waitersHead = 0
+        wake?.close()
+        wake = nil
+    }
+
     // MARK: Accepting
 
     func listener(_ listener: TCPListener, didAccept stream: TCPStream) {
-        guard !draining else {
+        guard shutdownPhase == .serving else {
             stream.close()
             return
         }
@@ -209,86 +234,7 @@ final class Worker: TCPListenerDelegate {
         WorkerCounters.add(counters.closed)
         if session.inDrain && !session.machine.wasCut { WorkerCounters.add(counters.drainCompleted) }
         shared.release()
-        if draining && sessions.isEmpty { finish() }
-    }
-
-    // MARK: Buffers
-
-    /// Buffers a direction's write queue may hold before its source pauses: the high watermark
-    /// while the pools are roomy, shrinking in proportion to what is left above the reserve as
-    /// they fill, and 1 once only the reserve is left. Computed only when a write is queued (not per message).
-    func queueShare() -> Int {
-        let available = buffers.available
-        if available <= reserveBuffers { return 1 }
-        let free = Double(available - reserveBuffers) / Double(max(1, buffers.reachable - reserveBuffers))
-        let share = (Double(highWatermarkBuffers) * free).rounded(.up)
-        return max(1, min(highWatermarkBuffers, Int(share)))
-    }
-
-    /// Only the reserve is left. Asks the worker's own free list first (plain loads): the
-    /// shared figures are read only when that is low.
-    @inline(__always)
-    func buffersScarce() -> Bool {
-        buffers.localAvailable <= reserveBuffers && buffers.available <= reserveBuffers
-    }
-
-    /// A read found no buffer: it waits its turn.
-    func waitForBuffer(_ endpoint: Endpoint) {
-        bufferWaiters.append(endpoint)
-        if bufferWaiters.count - waitersHead == 1 {
-            let interval = Worker.bufferWaitRetryMilliseconds
-            bufferWaitTimer?.start(after: interval, repeat: interval, retryWaitingReads)
-        }
-    }
-
-    /// The buffer-wait timer's body, made once (starting the timer allocates no closure).
-    private lazy var retryWaitingReads: (Timer) -> Void = { [unowned self] _ in
-        self.buffers.drainReturns()
-        self.wakeBufferWaiters(upTo: self.buffers.available)
-    }
-
-    /// A buffer went back to this worker's pool: the first waiting read may go on.
-    @inline(__always)
-    func bufferReleased() {
-        if waitersHead != bufferWaiters.count { wakeBufferWaiters(upTo: 1) }
-    }
-
-    /// Wakes waiting reads, first come first served, at most `limit` of them (the buffers there
-    /// are to take). Entries that no longer wait (closed, or a reused endpoint) cost nothing.
-    private func wakeBufferWaiters(upTo limit: Int) {
-        var budget = min(limit, buffers.available)
-        while budget > 0 && waitersHead < bufferWaiters.count {
-            let endpoint = bufferWaiters[waitersHead]
-            waitersHead += 1
-            let session = endpoint.session
-            let action = session.machine.buffersAvailable(for: endpoint.side)
-            if action != .none { budget -= 1 }
-            session.perform(action)
-        }
-        if waitersHead == bufferWaiters.count {
-            bufferWaiters.removeAll(keepingCapacity: true)
-            waitersHead = 0
-            bufferWaitTimer?.stop()
-        } else if waitersHead > 1024 && waitersHead * 2 > bufferWaiters.count {
-            bufferWaiters.removeFirst(waitersHead)
-            waitersHead = 0
-        }
-    }
-
-    /// Every pool is empty and `sparing` holds no buffer: reset the session whose queue has
-    /// made no progress the longest (at least `evictionMinimumStallMilliseconds`), so that
-    /// clients that stopped reading, however many, cannot keep a new client waiting. A queue
-    /// that moves is never the longest-stalled for long; one that has not moved for 50 ms while
-    /// the pools are empty is what holds them.
-    func evictLongestStalled(sparing: Session) {
-        let now = loop.nowMilliseconds
-        var oldest: (session: Session, since: UInt64)?
-        for session in sessions where session !== sparing {
-            guard let since = session.machine.stalledSince else { continue }
-            if oldest == nil || since < oldest!.since { oldest = (session, since) }
-        }
-        guard let (victim, since) = oldest, now &- since >= Worker.evictionMinimumStallMilliseconds else { return }
-        victim.perform(victim.machine.evict(now: now))
+        if shutdownPhase != .serving && sessions.isEmpty { finish() }
     }
 
     // MARK: Counting
@@ -314,81 +260,13 @@ final class Worker: TCPListenerDelegate {
         // Sessions end only in close callbacks, never inside this loop: the list stays put.
         for session in sessions {
             let action = session.machine.tick(now: now, timeouts: timeouts) { side in
-                session.endpoint(side).stream.queuedWriteBytes
+                session.connection(side).stream.queuedWriteBytes
             }
             if action.count == .upstreamConnectFailure {
                 logUpstreamFailure(UVError.timedOut("connect to upstream \(upstreamText)"))
             }
             session.perform(action)
         }
-    }
-
-    // MARK: Drain and stop
-
-    private func handleCommand() {
-        switch shared.command.load(ordering: .acquiring) {
-        case ServerShared.commandDrain: beginDrain()
-        case ServerShared.commandStop: stopNow()
-        default: break
-        }
-    }
-
-    /// Stops accepting; every connection goes on, both ways, until it ends by itself; when the
-    /// drain timeout passes, whatever is left is reset on both sides.
-    private func beginDrain() {
-        guard !draining else { return }
-        draining = true
-        listener?.close()
-        listener = nil
-        if sessions.isEmpty {
-            finish()
-            return
-        }
-        for session in sessions { session.inDrain = true }
-        logger.info("draining: \(sessions.count) connections may run for up to \(config.drainTimeout) s")
-        do {
-            let timer = try Timer(loop: loop)
-            drainTimer = timer
-            timer.start(after: config.drainTimeoutMilliseconds) { [unowned self] _ in self.cutRemaining() }
-        } catch {
-            // No timer, no deadline: cut now rather than let the drain run for ever.
-            logger.error("drain: no timer (\(error)): resetting the connections now")
-            cutRemaining()
-        }
-    }
-
-    /// The drain deadline: reset everything still open (counted as cut).
-    private func cutRemaining() {
-        let open = sessions.count
-        guard open > 0 else { return }
-        logger.warning("drain timeout: resetting \(open) connections still open (both sides), after \(counters.drainCompleted.load(ordering: .relaxed)) ended by themselves")
-        for session in sessions { session.perform(session.machine.cut()) }
-    }
-
-    private func stopNow() {
-        draining = true
-        listener?.close()
-        listener = nil
-        if sessions.isEmpty {
-            finish()
-        } else {
-            // A stop resets; sessions of a drain under way count as cut.
-            for session in sessions { session.perform(session.inDrain ? session.machine.cut() : session.machine.stop()) }
-        }
-    }
-
-    /// Every session has ended: close the worker's own handles so the loop returns.
-    private func finish() {
-        listener?.close()
-        listener = nil
-        for timer in [sweepTimer, bufferWaitTimer, drainTimer] { timer?.close() }
-        sweepTimer = nil
-        bufferWaitTimer = nil
-        drainTimer = nil
-        bufferWaiters.removeAll()
-        waitersHead = 0
-        wake?.close()
-        wake = nil
     }
 
     // MARK: Logging

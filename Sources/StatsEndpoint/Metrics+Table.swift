@@ -118,8 +118,10 @@ extension Metric {
             f.workers("upstream_resets", \.upstreamResets)
         },
         // Drain (SIGTERM/SIGINT).
+        // 1 in both later phases, draining and stopping (as /readyz's 503); a stop of the process
+        // itself never shows here (a second signal exits).
         Metric(.gauge, "fastalloc_draining", "1 while the server drains (after SIGTERM), else 0.") { f in
-            f.server("draining", value: f.stats.draining)
+            f.server("draining", value: f.stats.shutdownPhase != .serving)
         },
         Metric(.counter, "fastalloc_drain_connections_total",
                "Connections open during a drain by how they ended: completed by themselves, or cut (reset on both sides) at --drain-timeout.") { f in

@@ -10,7 +10,8 @@ public protocol StatsSource: AnyObject {
     func prometheusText() -> String
     /// The body of `/stats`: one JSON document.
     func jsonDocument() -> String
-    /// `/readyz` answers 503 while this is true, 200 otherwise.
+    /// `/readyz` answers 503 while this is true, 200 otherwise. For the server: true from
+    /// `drain()` or `stop()` on (its `ShutdownPhase` past `.serving`), not only while draining.
     var isDraining: Bool { get }
 }
 
@@ -29,7 +30,8 @@ final class ServerStatsSource: StatsSource {
         MetricsRenderer.json(server.statistics(), process: .current(), monotonicNowNanoseconds: EventLoop.hrtime())
     }
 
-    var isDraining: Bool { server.statistics().draining }
+    /// Draining or stopping: not ready either way.
+    var isDraining: Bool { server.statistics().shutdownPhase != .serving }
 }
 
 /// The routes: a request in, its response out.

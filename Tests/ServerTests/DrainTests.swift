@@ -128,8 +128,8 @@ final class RecordingEchoUpstream: @unchecked Sendable {
         try socket.sendAll(pattern(1000))
         #expect(try socket.receive(exactly: 1000) == pattern(1000))
         server.drain()
-        #expect(server.statistics().draining, "/readyz answers 503 from now on")
-        // The listeners close as each worker takes the command (asynchronously): bounded poll.
+        #expect(server.statistics().shutdownPhase == .draining, "/readyz answers 503 from now on")
+        // The listeners close as each worker enters the drain (asynchronously): bounded poll.
         #expect(eventually(timeout: 10) { (try? TestSocket(connectingTo: server.address)) == nil }, "still accepting")
         try socket.sendAll(pattern(5000, seed: 2))
         #expect(try socket.receive(exactly: 5000) == pattern(5000, seed: 2))
@@ -219,7 +219,7 @@ final class RecordingEchoUpstream: @unchecked Sendable {
         #expect(final.drainCut == 20)
     }
 
-    @Test func stopAfterDrain_andDrainAfterStop_keepTheStrongerCommand() throws {
+    @Test func stopAfterDrain_andDrainAfterStop_keepTheLaterPhase() throws {
         let server = try startServer { $0.drainTimeout = 60 }
         let socket = try TestSocket(connectingTo: server.address)
         try socket.sendAll([7])
@@ -229,6 +229,7 @@ final class RecordingEchoUpstream: @unchecked Sendable {
         let start = EventLoop.hrtime()
         let final = server.wait()
         #expect(Double(EventLoop.hrtime() - start) / 1e9 < 30, "the stop was weakened into a drain")
+        #expect(final.shutdownPhase == .stopping)
         #expect(final.connectionsActive == 0)
         #expect(final.buffers.totalInUse == 0)
     }

@@ -95,6 +95,17 @@ func metricSum(_ text: String, _ name: String, labels: String? = nil) -> Double 
         stats.stop()
     }
 
+    @Test func readyz_is503AfterStop_too() throws {
+        let (server, stats) = try start()
+        server.stop()
+        #expect(server.statistics().shutdownPhase == .stopping)
+        let ready = try get(stats.address, "/readyz")
+        #expect(ready.status == 503 && ready.body == "draining\n")
+        #expect(metricSum(try get(stats.address, "/metrics").body, "fastalloc_draining") == 1)
+        finish(server)
+        stats.stop()
+    }
+
     @Test func badRequests_get4xx() throws {
         let (server, stats) = try start()
         func send(_ text: String) throws -> TestResponse {

@@ -1,0 +1,173 @@
+import ServerCore
+import Testing
+
+/// One number inside the statistics, found by reflection (so that a field added later is found too).
+struct StatisticsLeaf {
+    var path: String
+    /// The type that declares the field, and the field.
+    var owner: String
+    var field: String
+    var value: Double
+    /// The index in `workers` (server or buffer pools) it sits under, and in `recentGrowthEvents`.
+    var worker: Int?
+    var event: Int?
+
+    static func walk(_ value: Any, owner: String = "", field: String = "", path: String = "",
+                     worker: Int? = nil, event: Int? = nil) -> [StatisticsLeaf] {
+        func leaf(_ number: Double) -> [StatisticsLeaf] {
+            [StatisticsLeaf(path: path, owner: owner, field: field, value: number, worker: worker, event: event)]
+        }
+        switch value {
+        case let number as UInt64: return leaf(Double(number))
+        case let number as Int: return leaf(Double(number))
+        case let number as Double: return leaf(number)
+        case let flag as Bool: return leaf(flag ? 1 : 0)
+        case let phase as ShutdownPhase: return leaf(Double(phase.rawValue))
+        default: break
+        }
+        let mirror = Mirror(reflecting: value)
+        switch mirror.displayStyle {
+        case .collection:
+            return mirror.children.enumerated().flatMap { index, child in
+                walk(child.value, owner: owner, field: field, path: "\(path)[\(index)]",
+                     worker: field == "workers" ? index : worker, event: field == "recentGrowthEvents" ? index : event)
+            }
+        case .struct:
+            let type = String(describing: Swift.type(of: value))
+            return mirror.children.flatMap { child in
+                let label = child.label ?? "?"
+                return walk(child.value, owner: type, field: label, path: path.isEmpty ? label : "\(path).\(label)",
+                            worker: worker, event: event)
+            }
+        default:
+            Issue.record("\(path): a field of type \(Swift.type(of: value)) that MetricsTests cannot read: teach StatisticsLeaf.walk")
+            return []
+        }
+    }
+}
+
+enum JSONKey: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, CustomStringConvertible {
+    case key(String)
+    case index(Int)
+    init(stringLiteral value: String) { self = .key(value) }
+    init(integerLiteral value: Int) { self = .index(value) }
+    var description: String {
+        switch self {
+        case .key(let name): return name
+        case .index(let index): return "[\(index)]"
+        }
+    }
+}
+
+/// Where one field of the statistics must appear: Prometheus series (name and exact labels) and
+/// JSON paths, with what the field is divided by in the rendering (nanoseconds to seconds), or
+/// whether it is rendered as a flag (1 for any value but 0).
+/// This is the test's own statement of the names, written apart from Metrics+Table.swift.
+struct FieldExpectation {
+    var prometheus: [(name: String, labels: [String: String])]
+    var json: [[JSONKey]]
+    var divisor: Double = 1
+    var flag = false
+
+    /// The value the renderings must show for a field holding `value`.
+    func rendered(_ value: Double) -> Double { flag ? (value != 0 ? 1 : 0) : value / divisor }
+
+    static func of(_ leaf: StatisticsLeaf) -> FieldExpectation? {
+        let w = leaf.worker ?? -1
+        let worker = ["worker": String(w)]
+        func perWorker(_ name: String, _ key: String) -> FieldExpectation {
+            FieldExpectation(prometheus: [(name, worker)], json: [["workers", .index(w), .key(key)]])
+        }
+        func local(_ name: String, _ key: String) -> FieldExpectation {
+            FieldExpectation(prometheus: [(name, ["pool": "local", "worker": String(w)])], json: [["workers", .index(w), "buffers", .key(key)]])
+        }
+        func overflow(_ name: String, _ key: String) -> FieldExpectation {
+            FieldExpectation(prometheus: [(name, ["pool": "overflow"])], json: [["overflow", .key(key)]])
+        }
+        switch (leaf.owner, leaf.field) {
+        case ("ServerStatistics", "connectionsRejected"):
+            return FieldExpectation(prometheus: [("fastalloc_connections_rejected_total", [:])], json: [["totals", "connections_rejected"]])
+        // The phase (serving 0, draining 1, stopping 2) is rendered as a flag: draining or stopping.
+        case ("ServerStatistics", "shutdownPhase"):
+            return FieldExpectation(prometheus: [("fastalloc_draining", [:])], json: [["draining"]], flag: true)
+
+        // The worker number is a label: its value is checked through every other field's labels.
+        case ("WorkerStatistics", "worker"), ("WorkerBufferStatistics", "worker"):
+            return FieldExpectation(prometheus: [], json: [["workers", .index(w), "worker"]])
+        case ("WorkerStatistics", "connectionsActive"): return perWorker("fastalloc_connections_active", "connections_active")
+        case ("WorkerStatistics", "connectionsAccepted"): return perWorker("fastalloc_connections_accepted_total", "connections_accepted")
+        case ("WorkerStatistics", "connectionsClosed"): return perWorker("fastalloc_connections_closed_total", "connections_closed")
+        case ("WorkerStatistics", "bytesReceived"): return perWorker("fastalloc_bytes_received_total", "bytes_received")
+        case ("WorkerStatistics", "bytesSent"): return perWorker("fastalloc_bytes_sent_total", "bytes_sent")
+        case ("WorkerStatistics", "backpressurePauses"): return perWorker("fastalloc_backpressure_pauses_total", "backpressure_pauses")
+        case ("WorkerStatistics", "bufferWaits"): return perWorker("fastalloc_buffer_waits_total", "buffer_waits")
+        case ("WorkerStatistics", "upstreamConnectFailures"):
+            return perWorker("fastalloc_upstream_connect_failures_total", "upstream_connect_failures")
+        case ("WorkerStatistics", "upstreamResets"): return perWorker("fastalloc_upstream_resets_total", "upstream_resets")
+        case ("WorkerStatistics", "clientResets"): return perWorker("fastalloc_client_resets_total", "client_resets")
+        case ("WorkerStatistics", "idleTimeouts"): return perWorker("fastalloc_idle_timeouts_total", "idle_timeouts")
+        case ("WorkerStatistics", "writeTimeouts"): return perWorker("fastalloc_write_timeouts_total", "write_timeouts")
+        case ("WorkerStatistics", "lingerTimeouts"): return perWorker("fastalloc_linger_timeouts_total", "linger_timeouts")
+        case ("WorkerStatistics", "stalledEvictions"): return perWorker("fastalloc_stalled_evictions_total", "stalled_evictions")
+        case ("WorkerStatistics", "drainCompleted"), ("WorkerStatistics", "drainCut"):
+            let outcome = leaf.field == "drainCut" ? "cut" : "completed"
+            return FieldExpectation(prometheus: [("fastalloc_drain_connections_total", worker.merging(["outcome": outcome]) { $1 })],
+                                    json: [["workers", .index(w), "drain_connections", .key(outcome)]])
+        case ("AcceptErrorStatistics", let field):
+            let reasons = ["processFileLimit": "process_file_limit", "systemFileLimit": "system_file_limit",
+                           "memory": "memory", "other": "other"]
+            guard let reason = reasons[field] else { return nil }
+            return FieldExpectation(prometheus: [("fastalloc_accept_errors_total", worker.merging(["reason": reason]) { $1 })],
+                                    json: [["workers", .index(w), "accept_errors", .key(reason)]])
+
+        case ("PacketBufferStatistics", "bufferSize"):
+            return FieldExpectation(prometheus: [("fastalloc_buffer_size_bytes", [:])], json: [["buffer_size_bytes"]])
+        case ("WorkerBufferStatistics", "capacity"):  // a local pool's maximum is its capacity
+            var both = local("fastalloc_buffers_capacity", "capacity")
+            both.prometheus.append(("fastalloc_buffers_max_capacity", ["pool": "local", "worker": String(w)]))
+            both.json.append(["workers", .index(w), "buffers", "max_capacity"])
+            return both
+        case ("WorkerBufferStatistics", "inUse"): return local("fastalloc_buffers_in_use", "in_use")
+        case ("WorkerBufferStatistics", "highWater"): return local("fastalloc_buffers_high_water", "high_water")
+        case ("WorkerBufferStatistics", "takes"): return local("fastalloc_buffers_taken_total", "taken")
+        case ("WorkerBufferStatistics", "remoteReturns"): return local("fastalloc_buffers_remote_returns_total", "remote_returns")
+        case ("WorkerBufferStatistics", "pendingReturns"): return local("fastalloc_buffers_pending_returns", "pending_returns")
+        case ("WorkerBufferStatistics", "overflowDraws"):
+            return FieldExpectation(prometheus: [("fastalloc_overflow_draws_total", worker)],
+                                    json: [["workers", .index(w), "buffers", "overflow_draws"]])
+        case ("WorkerBufferStatistics", "failedDraws"):
+            return FieldExpectation(prometheus: [("fastalloc_overflow_draw_failures_total", worker)],
+                                    json: [["workers", .index(w), "buffers", "overflow_draw_failures"]])
+        case ("OverflowBufferStatistics", "capacity"): return overflow("fastalloc_buffers_capacity", "capacity")
+        case ("OverflowBufferStatistics", "maxCapacity"): return overflow("fastalloc_buffers_max_capacity", "max_capacity")
+        case ("OverflowBufferStatistics", "inUse"): return overflow("fastalloc_buffers_in_use", "in_use")
+        case ("OverflowBufferStatistics", "highWater"): return overflow("fastalloc_buffers_high_water", "high_water")
+        case ("OverflowBufferStatistics", "draws"): return overflow("fastalloc_buffers_taken_total", "draws")
+        case ("OverflowBufferStatistics", "failedDraws"): return overflow("fastalloc_buffers_take_failures_total", "draw_failures")
+        case ("OverflowBufferStatistics", "growthEvents"): return overflow("fastalloc_pool_growth_events_total", "growth_events")
+        // A list of events is not a metric (its count is fastalloc_pool_growth_events_total): JSON only.
+        case ("GrowthEvent", let field):
+            let keys = ["monotonicNanoseconds": "monotonic_seconds", "capacityBefore": "capacity_before", "capacityAfter": "capacity_after"]
+            guard let key = keys[field], let event = leaf.event else { return nil }
+            return FieldExpectation(prometheus: [], json: [["overflow", "recent_growth_events", .index(event), .key(key)]],
+                                    divisor: field == "monotonicNanoseconds" ? 1e9 : 1)
+        case ("LockStatistics", let field):
+            let names = ["acquisitions": ("fastalloc_lock_acquisitions_total", "acquisitions"),
+                         "contended": ("fastalloc_lock_contended_total", "contended"),
+                         "waitNanoseconds": ("fastalloc_lock_wait_seconds_total", "wait_seconds")]
+            guard let (name, key) = names[field] else { return nil }
+            return FieldExpectation(prometheus: [(name, ["lock": "overflow"])], json: [["overflow", "lock", .key(key)]],
+                                    divisor: field == "waitNanoseconds" ? 1e9 : 1)
+
+        case ("ProcessFigures", let field):
+            let names = ["residentMemoryBytes": ("process_resident_memory_bytes", "resident_memory_bytes"),
+                         "cpuSeconds": ("process_cpu_seconds_total", "cpu_seconds"),
+                         "openFileDescriptors": ("process_open_fds", "open_fds"),
+                         "startTimeSeconds": ("process_start_time_seconds", "start_time_seconds")]
+            guard let (name, key) = names[field] else { return nil }
+            return FieldExpectation(prometheus: [(name, [:])], json: [["process", .key(key)]])
+        default:
+            return nil
+        }
+    }
+}
