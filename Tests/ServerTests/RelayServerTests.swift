@@ -32,7 +32,7 @@ import Glibc
     }
 
     @Test func reusedSessionsAndStreams_stayExact() throws {
-        // One worker each, so the rounds after the first run on sessions, endpoints and
+        // One worker each, so the rounds after the first run on sessions, connections and
         // streams (client and upstream) that the worker kept from the round before.
         let upstream = try startServer(.echo) { $0.workers = 1 }
         let relay = try startServer(.relay, upstream: upstream.address) { $0.workers = 1 }
