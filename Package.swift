@@ -17,7 +17,6 @@ let package = Package(
         .executable(name: "fastalloc-demo", targets: ["fastalloc-demo"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
@@ -54,15 +53,13 @@ let package = Package(
         ]),
         // The load client's engine: connections, pattern, verification, histograms, report.
         .target(name: "LoadClient", dependencies: ["UVLoop", "FastAlloc", "Options", "Threads", .product(name: "Histogram", package: "hdrhistogram-swift")]),
-        .executableTarget(name: "fastalloc-load", dependencies: [
-            "LoadClient", "UVLoop", "Options", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ]),
+        .executableTarget(name: "fastalloc-load", dependencies: ["LoadClient", "Options"]),
         // A tour of the pools, printed (`make demo`).
         .executableTarget(name: "fastalloc-demo", dependencies: ["FastAlloc", "PacketBuffers", "Threads"]),
         .target(name: "TestSupport", dependencies: ["Threads"], path: "Tests/TestSupport"),
         .testTarget(name: "FastAllocTests", dependencies: ["FastAlloc", "TestSupport"]),
         .testTarget(name: "PacketBuffersTests", dependencies: ["PacketBuffers", "FastAlloc", "TestSupport"]),
-        .testTarget(name: "LoadClientTests", dependencies: ["LoadClient", "UVLoop", "TestSupport"]),
+        .testTarget(name: "LoadClientTests", dependencies: ["LoadClient", "UVLoop", "Options", "TestSupport"]),
         .testTarget(name: "OptionsTests", dependencies: ["Options", "FastAlloc"]),
         .testTarget(name: "ThreadsTests", dependencies: ["Threads", "TestSupport"]),
         .testTarget(name: "UVLoopTests", dependencies: ["UVLoop", "TestSupport"]),

@@ -24,7 +24,9 @@ let package = Package(
     ],
     targets: [
         .target(name: "FuzzSupport", dependencies: [.product(name: "Threads", package: "FastAlloc")], swiftSettings: harnessCoverage),
-        .executableTarget(name: "fuzz-config", dependencies: ["FuzzSupport", .product(name: "ServerCore", package: "FastAlloc")]),
+        .executableTarget(name: "fuzz-config", dependencies: [
+            "FuzzSupport", .product(name: "ServerCore", package: "FastAlloc"), .product(name: "Options", package: "FastAlloc"),
+        ]),
         .executableTarget(name: "fuzz-http", dependencies: [
             "FuzzSupport", .product(name: "ServerCore", package: "FastAlloc"), .product(name: "StatsEndpoint", package: "FastAlloc"),
             .product(name: "Logging", package: "swift-log"),

@@ -1,3 +1,5 @@
+import Options
+
 // The ceiling of every duration, size, count and rate the load client takes, and why.
 // validate() enforces them with a named rule; the conversions (LoadConfig+Conversions.swift)
 // clamp besides, so that a configuration never validated cannot trap either.
@@ -34,17 +36,7 @@ extension LoadConfig {
     public static let maxDuration: Double = 7 * 86_400
     public static let maxConnectTimeout: Double = 3_600
 
-    /// A duration flag's rule: its range and the text its error gives.
-    struct DurationRule {
-        let zeroAllowed: Bool
-        let maximum: Double
-        let text: String
-
-        func allows(_ seconds: Double) -> Bool {
-            seconds.isFinite && seconds <= maximum && (zeroAllowed ? seconds >= 0 : seconds > 0)
-        }
-    }
-
+    /// The rules of the duration flags (their ranges above).
     static let durationRule = DurationRule(zeroAllowed: false, maximum: maxDuration, text: "a time > 0, at most 7d, like 10s or 500ms")
     static let warmupRule = DurationRule(zeroAllowed: true, maximum: maxDuration, text: "a time from 0 to 7d, like 2s")
     static let connectTimeoutRule = DurationRule(zeroAllowed: false, maximum: maxConnectTimeout, text: "a time > 0, at most 1h, like 5s")

@@ -1,9 +1,12 @@
 import FastAlloc
 import UVLoop
 
-/// What a load run does. Validated by `validate()`, whose errors name the flag and the rule.
+/// What a load run does. Each field's initial value is its default; `LoadConfig.table`
+/// (LoadConfig+Options.swift) declares the flag that sets it. Validated by `validate()`, whose
+/// errors name the flag and the rule.
 public struct LoadConfig: Sendable {
-    public var target: SocketAddress
+    /// The server (or the relay in front of one).
+    public var target = SocketAddress(host: "127.0.0.1", port: 7000)
     /// Connections in all, spread over `threads`.
     public var connections: Int = 64
     /// Bytes per message.
@@ -28,26 +31,39 @@ public struct LoadConfig: Sendable {
     public var messagesPerConnection: Int?
     /// Seconds a connection may take to connect.
     public var connectTimeout: Double = 5
+    /// How the executable prints the report: one JSON object instead of the summary. The run
+    /// itself does not read it.
+    public var jsonOutput = false
+
+    /// The defaults, `target` included (127.0.0.1:7000).
+    public init() {}
 
     public init(target: SocketAddress) {
         self.target = target
     }
 
+    /// A configuration from flag values (name without dashes to text, as
+    /// `LoadConfig.table.parse(commandLine:)` reads them); the rest keep their defaults.
+    /// Validated: the error names the first flag whose text or value breaks its rule.
+    public init(values: [String: String]) throws(LoadConfigError) {
+        self.init()
+        _ = try LoadConfig.table.apply(values: values, environment: [:], to: &self)
+        try validate()
+    }
+
     /// The largest message.
     public static let maxSize = 16 << 20
 
-    /// Checks every rule; the error names the first flag that breaks one. Every value it
-    /// accepts runs without a trap: the ceilings (LoadConfig+Bounds.swift) keep the arithmetic
-    /// in range, and the conversions (LoadConfig+Conversions.swift) clamp besides.
+    /// Checks every rule, each flag's own (the table's, in its order) and those between flags;
+    /// the error names the first flag that breaks one. Every value it accepts runs without a
+    /// trap: the ceilings (LoadConfig+Bounds.swift) keep the arithmetic in range, and the
+    /// conversions (LoadConfig+Conversions.swift) clamp besides.
     public func validate() throws(LoadConfigError) {
         func fail(_ flag: String, _ value: Any, _ rule: String) -> LoadConfigError {
             ConfigError(field: flag, value: "\(value)", expected: rule)
         }
-        if target.port == 0 { throw fail("--target", target, "a port from 1 to 65535") }
-        if !LoadConfig.connectionsRange.contains(connections) { throw fail("--connections", connections, "1...1000000") }
-        if size < 1 || size > LoadConfig.maxSize { throw fail("--size", size, "1...\(LoadConfig.maxSize) bytes") }
-        if !LoadConfig.depthRange.contains(depth) { throw fail("--depth", depth, "1...65536") }
-        if connections * depth > LoadConfig.maxInFlight {  // both in range: no overflow
+        try LoadConfig.table.validate(self)
+        if connections * depth > LoadConfig.maxInFlight {  // both in range (the table's rules): no overflow
             throw fail("--depth", depth, "--connections × --depth at most \(LoadConfig.maxInFlight) messages in flight "
                 + "(this run asks for \(connections * depth))")
         }
@@ -55,19 +71,8 @@ public struct LoadConfig: Sendable {
             throw fail("--threads", threads, connections < LoadConfig.maxThreads
                 ? "1...connections (\(connections))" : "1...\(LoadConfig.maxThreads)")
         }
-        if let messages = messagesPerConnection {
-            if !LoadConfig.messagesRange.contains(messages) { throw fail("--messages", messages, "1...1000000000") }
-        } else if !LoadConfig.durationRule.allows(duration) {
-            throw fail("--duration", duration, LoadConfig.durationRule.text)
-        }
-        if !LoadConfig.warmupRule.allows(warmup) { throw fail("--warmup", warmup, LoadConfig.warmupRule.text) }
-        if let rate, !LoadConfig.rateRange.contains(rate) { throw fail("--rate", rate, LoadConfig.rateRuleText) }
-        if !LoadConfig.connectTimeoutRule.allows(connectTimeout) {
-            throw fail("--connect-timeout", connectTimeout, LoadConfig.connectTimeoutRule.text)
-        }
     }
 }
 
 /// The load client's flags break rules as the rest of the package's configurations do.
 public typealias LoadConfigError = ConfigError
-

@@ -59,8 +59,8 @@ public func runLoad(_ config: LoadConfig, progress: (@Sendable (Double, Double, 
     let results = ResultBox(count: config.threads)
     let startTime = EventLoop.hrtime()
     let threads = (0..<config.threads).map { index in
-        let job = WorkerJob(index: index, config: config, ring: ring, published: published, results: results,
-                            startTime: startTime, progress: progress)
+        let job = LoadWorkerJob(index: index, config: config, ring: ring, published: published, results: results,
+                                startTime: startTime, progress: progress)
         return ThreadHandle.start { job.run() }
     }
     for thread in threads { thread.join() }
@@ -107,10 +107,10 @@ final class ResultBox: Sendable {
 
 final class ResultSlot: @unchecked Sendable {
     // @unchecked: written by its worker thread before pthread_join returns, read after it.
-    var result: WorkerResult?
+    var result: LoadWorkerResult?
 }
 
-struct WorkerResult {
+struct LoadWorkerResult {
     var messages = 0
     var bytes = 0
     var warmupMessages = 0
@@ -124,7 +124,7 @@ struct WorkerResult {
     var windowEnd: UInt64 = 0
 }
 
-final class WorkerJob: @unchecked Sendable {
+final class LoadWorkerJob: @unchecked Sendable {
     // @unchecked: handed to one new thread, which alone uses it.
     let index: Int
     let config: LoadConfig
@@ -146,12 +146,12 @@ final class WorkerJob: @unchecked Sendable {
     }
 
     func run() {
-        let result: WorkerResult
+        let result: LoadWorkerResult
         do {
-            let worker = try Worker(job: self)
+            let worker = try LoadWorker(job: self)
             result = worker.run()
         } catch {
-            var failed = WorkerResult()
+            var failed = LoadWorkerResult()
             failed.errors.append("\(error)")
             result = failed
         }

@@ -95,13 +95,20 @@ extension ConfigOption {
 
     /// A time (`60s`, `500ms`, `2m`: `parseDuration`) in seconds that keeps `rule`. The rule is
     /// checked as the text is parsed too, so that its message quotes the text as given.
+    ///
+    /// `condition`, when given, limits the rule to the configurations it holds for: another
+    /// option makes this one moot (the load client's `--duration` in a fixed-count run). The
+    /// rule is then checked by validation alone, since that option may come later on the
+    /// command line.
     public static func duration(_ name: String, environment: String?, _ keyPath: WritableKeyPath<Config, Double> & Sendable,
-                                rule: DurationRule, help: String) -> ConfigOption {
+                                rule: DurationRule, onlyWhen condition: (@Sendable (Config) -> Bool)? = nil,
+                                help: String) -> ConfigOption {
         ConfigOption(name, environment: environment, valueName: "TIME", help: help, store: { config, text throws(OptionRuleError) in
             guard let seconds = parseDuration(text) else { throw OptionRuleError("a time like 60s, 500ms, 2m or 1.5") }
-            guard rule.allows(seconds) else { throw OptionRuleError(rule.text) }
+            guard condition != nil || rule.allows(seconds) else { throw OptionRuleError(rule.text) }
             config[keyPath: keyPath] = seconds
         }, check: { config in
+            if let condition, !condition(config) { return nil }
             let seconds = config[keyPath: keyPath]
             return rule.allows(seconds) ? nil : OptionViolation(value: "\(seconds)", rule: rule.text)
         }, render: { formatDuration($0[keyPath: keyPath]) })
@@ -118,16 +125,36 @@ extension ConfigOption {
         }, render: { $0[keyPath: keyPath].rawValue })
     }
 
-    /// A flag: present (or `1`, `true`, `yes` in the environment) sets it.
+    /// A flag: present (or `1`, `true`, `yes` in the environment) sets it, to `value`: a flag
+    /// that turns something off (`--no-verify`) stores false in its field (`verify`).
     public static func flag(_ name: String, environment: String?, _ keyPath: WritableKeyPath<Config, Bool> & Sendable,
-                            help: String) -> ConfigOption {
+                            setting value: Bool = true, help: String) -> ConfigOption {
         ConfigOption(name, environment: environment, valueName: "", help: help, isFlag: true, store: { config, text throws(OptionRuleError) in
             switch text.lowercased() {
-            case "1", "true", "yes": config[keyPath: keyPath] = true
-            case "0", "false", "no": config[keyPath: keyPath] = false
+            case "1", "true", "yes": config[keyPath: keyPath] = value
+            case "0", "false", "no": config[keyPath: keyPath] = !value
             default: throw OptionRuleError("1, true or yes (set), 0, false or no (unset)")
             }
-        }, render: { $0[keyPath: keyPath] ? "true" : "false" })
+        }, render: { $0[keyPath: keyPath] == value ? "true" : "false" })
+    }
+
+    /// A value that may be absent: nil unless given (`defaultText` says what nil means, when
+    /// `--help` should say it), and an empty text gives nil back (the form `render` prints nil
+    /// in). `parse` reads the text, nil when it is not `syntax`; validation checks the value
+    /// with `allows`, whose rule is `rule`, and its message shows the value as Swift prints it.
+    public static func optional<T: Sendable>(_ name: String, environment: String?, _ keyPath: WritableKeyPath<Config, T?> & Sendable,
+                                             valueName: String, syntax: String, parse: @escaping @Sendable (String) -> T?,
+                                             rule: String, allows: @escaping @Sendable (T) -> Bool,
+                                             help: String, defaultText: String? = nil) -> ConfigOption {
+        ConfigOption(name, environment: environment, valueName: valueName, help: help, defaultText: defaultText,
+                     store: { config, text throws(OptionRuleError) in
+            if text.isEmpty { config[keyPath: keyPath] = nil; return }
+            guard let value = parse(text) else { throw OptionRuleError(syntax) }
+            config[keyPath: keyPath] = value
+        }, check: { config in
+            guard let value = config[keyPath: keyPath], !allows(value) else { return nil }
+            return OptionViolation(value: "\(value)", rule: rule)
+        }, render: { $0[keyPath: keyPath].map { "\($0)" } ?? "" })
     }
 }
 

@@ -21,11 +21,18 @@ private struct Sample: Sendable, Equatable {
     ], environmentPrefix: "SAMPLE_")
 
     static func make(_ values: [String: String], _ environment: [String: String] = [:]) throws(ConfigError) -> Sample {
-        var sample = Sample()
-        let origins = try table.apply(values: values, environment: environment, to: &sample)
-        do { try table.validate(sample) } catch { throw origins.renaming(error) }
-        return sample
+        try configured(Sample(), by: table, values, environment)
     }
+}
+
+/// `defaults` with `values` and `environment` stored through `table` and validated by it, the
+/// error naming where the value came from: how a configuration type builds itself.
+func configured<Config>(_ defaults: Config, by table: OptionTable<Config>, _ values: [String: String],
+                        _ environment: [String: String]) throws(ConfigError) -> Config {
+    var config = defaults
+    let origins = try table.apply(values: values, environment: environment, to: &config)
+    do { try table.validate(config) } catch { throw origins.renaming(error) }
+    return config
 }
 
 @Suite struct OptionTableTests {

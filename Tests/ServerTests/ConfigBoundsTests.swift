@@ -78,7 +78,7 @@ import Glibc
         (["--rate", "1e-300"], "--rate: 1e-300 (expected: messages per second from 0.001 to 1000000000, like 10000)"),
         (["--rate", "1e300"], "--rate: 1e+300 (expected: messages per second from 0.001 to 1000000000, like 10000)"),
         (["--duration", "1e300"], "--duration: 1e+300 (expected: a time > 0, at most 7d, like 10s or 500ms)"),
-        (["--connect-timeout", "1e300s"], "--connect-timeout: 1e+300 (expected: a time > 0, at most 1h, like 5s)"),
+        (["--connect-timeout", "1e300s"], "--connect-timeout: '1e300s' (expected: a time > 0, at most 1h, like 5s)"),
         (["--messages", "9223372036854775807"], "--messages: 9223372036854775807 (expected: 1...1000000000)"),
         (["--connections", "100000", "--threads", "100000"], "--threads: 100000 (expected: 1...256)"),
         (["--connections", "1000000", "--depth", "65536"],

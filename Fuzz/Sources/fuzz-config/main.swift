@@ -1,24 +1,27 @@
 // Fuzzes the configurations of the server and the load client: `ServerConfig(mode:values:
 // environment:)`, the code behind every fastalloc-server flag and FASTALLOC_* variable, and
-// LoadConfig as fastalloc-load builds it from its flags; then every integer conversion the
-// server's timers, sweeps, sockets and queues and the load client's schedule perform.
+// LoadConfig as fastalloc-load builds it from its flags, `LoadConfig(values:)` through
+// LoadConfig.table; then every integer conversion the server's timers, sweeps, sockets and
+// queues and the load client's schedule perform.
 //
 // The input is lines of `K=VALUE`. The first byte picks what is fuzzed: bit 1 clear, the server
 // (bit 0: echo or relay), K's low bits pick the option and its top bit whether the value comes
 // from the command line or the environment; bit 1 set, the load client, K's low bits pick the
-// flag. Properties: it never crashes; an error names an option of the table (with its variable
-// when the value came from there) and a rule; an accepted configuration validates again and
-// every conversion of it lies within the documented bounds (issue 14: no accepted value may
-// crash the server, e.g. --idle-timeout 1e300 used to pass and then trap at the first sweep).
+// flag of LoadConfig.table. Properties: it never crashes; an error names an option of its
+// table (with its variable when the value came from there) and a rule; an accepted
+// configuration validates again and every conversion of it lies within the documented bounds
+// (issue 14: no accepted value may crash the server, e.g. --idle-timeout 1e300 used to pass and
+// then trap at the first sweep).
 // The conversions also run on fields set straight from the input's bytes, unvalidated, and
 // must not trap there either.
 //
 // --upstream is left out: a name in it is resolved (getaddrinfo), and a fuzzer must not send
 // random names to a DNS server. It gets a fixed valid address in relay mode.
 //
-// LoadConfig's three files are symbolic links to Sources/LoadClient (LoadClient is not a
+// LoadConfig's four files are symbolic links to Sources/LoadClient (LoadClient is not a
 // library product of the root package, which this package could depend on).
 import FuzzSupport
+import Options
 import PacketBuffers
 import ServerCore
 import UVLoop
@@ -97,9 +100,9 @@ func fuzzServer(_ bytes: UnsafeBufferPointer<UInt8>) {
 
 // MARK: The load client
 
-let loadFlags = ["connections", "size", "depth", "threads", "messages", "duration", "warmup", "rate", "connect-timeout", "target"]
+let loadOptions = LoadConfig.table.options
 /// The fields a load error may name (made once, as `optionFields`).
-let loadFields = Set(loadFlags.map { "--\($0)" })
+let loadFields = Set(loadOptions.map { "--\($0.name)" })
 
 /// The bounds every accepted load configuration's conversions keep (LoadConfig+Bounds.swift).
 func checkLoadBounds(_ config: LoadConfig) {
@@ -117,41 +120,21 @@ func checkLoadBounds(_ config: LoadConfig) {
     check(config.connections * config.depth <= LoadConfig.maxInFlight, "in flight \(config.connections) × \(config.depth)")
 }
 
-/// Builds a LoadConfig as fastalloc-load's makeConfig() does: integers as ArgumentParser reads
-/// them (Int(_:)), the rate as a Double, durations with parseDuration; a value the command line
-/// itself refuses (exit 64 before validation) ends the input. Then validates it.
+/// Builds a LoadConfig as fastalloc-load does, from flag values through LoadConfig.table (K's
+/// low bits pick the flag); an accepted configuration must validate again and keep the bounds.
 func fuzzLoad(_ bytes: UnsafeBufferPointer<UInt8>) {
-    var config = LoadConfig(target: SocketAddress(host: "127.0.0.1", port: 7000))
+    var values: [String: String] = [:]
     for line in bytes.dropFirst().split(separator: UInt8(ascii: "\n")) where line.count >= 2 {
-        let flag = loadFlags[Int(line[line.startIndex] & 0x7F) % loadFlags.count]
-        let text = String(decoding: line.dropFirst(2), as: UTF8.self)
-        switch flag {
-        case "connections", "size", "depth", "threads", "messages":
-            guard let number = Int(text) else { return }
-            switch flag {
-            case "connections": config.connections = number
-            case "size": config.size = number
-            case "depth": config.depth = number
-            case "threads": config.threads = number
-            default: config.messagesPerConnection = number
-            }
-        case "rate":
-            guard let rate = Double(text) else { return }
-            config.rate = rate
-        case "target":
-            guard let target = try? SocketAddress(parsing: text) else { return }
-            config.target = target
-        default:
-            guard let seconds = parseDuration(text) else { return }
-            switch flag {
-            case "duration": config.duration = seconds
-            case "warmup": config.warmup = seconds
-            default: config.connectTimeout = seconds
-            }
-        }
+        let option = loadOptions[Int(line[line.startIndex] & 0x7F) % loadOptions.count]
+        values[option.name] = String(decoding: line.dropFirst(2), as: UTF8.self)
     }
     do {
-        try config.validate()
+        let config = try LoadConfig(values: values)
+        do {
+            try config.validate()
+        } catch {
+            fatalError("accepted, then invalid: \(error)")
+        }
         checkLoadBounds(config)
     } catch {
         if !loadFields.contains(error.field) { fatalError("an error that names no flag: \(error)") }
@@ -219,7 +202,7 @@ func fuzzOne(_ start: UnsafePointer<UInt8>?, _ count: Int) -> Int32 {
     if bytes[0] & 2 == 0 { fuzzServer(bytes) } else { fuzzLoad(bytes) }
     fuzzConversions(bytes)
     let text = String(decoding: bytes, as: UTF8.self)
-    _ = ServerConfig.parseByteCount(text)
+    _ = parseByteCount(text)
     _ = ServerConfig.parseGrowth(text)
     _ = parseDuration(text)
     return 0

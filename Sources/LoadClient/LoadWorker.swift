@@ -5,8 +5,8 @@ import Glibc
 #endif
 
 /// One thread's share of the connections, on its own event loop.
-final class Worker {
-    let job: WorkerJob
+final class LoadWorker {
+    let job: LoadWorkerJob
     let config: LoadConfig
     let loop: EventLoop
     let ring: PatternRing
@@ -15,7 +15,7 @@ final class Worker {
     let readBuffer: UnsafeMutableRawBufferPointer
     let warmupEnd: UInt64
     let endTime: UInt64
-    var result = WorkerResult()
+    var result = LoadWorkerResult()
     var connections: [Connection] = []
     var openConnections = 0
     var stopping = false
@@ -27,7 +27,7 @@ final class Worker {
     /// Open loop: nanoseconds between two messages of one connection.
     let interval: UInt64
 
-    init(job: WorkerJob) throws(UVError) {
+    init(job: LoadWorkerJob) throws(UVError) {
         self.job = job
         config = job.config
         ring = job.ring
@@ -42,7 +42,7 @@ final class Worker {
 
     deinit { readBuffer.deallocate() }
 
-    func run() -> WorkerResult {
+    func run() -> LoadWorkerResult {
         let mine = Array(stride(from: job.index, to: config.connections, by: config.threads))
         let share = UInt64(max(1, mine.count))
         for (position, index) in mine.enumerated() {
@@ -172,7 +172,7 @@ final class Worker {
 /// One connection: sends the pattern, checks every echoed byte, times every message.
 final class Connection: TCPStreamDelegate {
     let index: Int
-    unowned let worker: Worker
+    unowned let worker: LoadWorker
     var stream: TCPStream?
     let depth: Int
     let size: Int
@@ -189,7 +189,7 @@ final class Connection: TCPStreamDelegate {
     var closed = false
     var nextIntended: UInt64 = 0
 
-    init(index: Int, worker: Worker, depth: Int) {
+    init(index: Int, worker: LoadWorker, depth: Int) {
         self.index = index
         self.worker = worker
         self.depth = depth
@@ -302,11 +302,11 @@ final class Connection: TCPStreamDelegate {
     }
 
     /// Open loop: sends the messages whose intended time has come, or comes within
-    /// `Worker.pacingWindow`, as far as the depth allows. A message sent early is timed from
+    /// `LoadWorker.pacingWindow`, as far as the depth allows. A message sent early is timed from
     /// when it was really sent, one sent late from when it should have been: a stall of the
     /// client or the server counts, an early send never shortens a latency.
     func sendDue(now: UInt64) {
-        while nextIntended <= now &+ Worker.pacingWindow && canSend {
+        while nextIntended <= now &+ LoadWorker.pacingWindow && canSend {
             send(at: min(nextIntended, now))
             nextIntended = saturatingAdd(nextIntended, worker.interval)
         }
@@ -334,7 +334,7 @@ final class Connection: TCPStreamDelegate {
     }
 }
 
-extension Worker {
+extension LoadWorker {
     func noteMismatch(connection: Int, offset: Int, count: Int) {
         result.mismatchedBytes += count
         if result.firstMismatch == nil { result.firstMismatch = (connection, offset) }

@@ -1,0 +1,1 @@
+../../../Sources/LoadClient/LoadConfig+Options.swift
