@@ -116,7 +116,7 @@ final class ChildProcess {
     let pid: pid_t
     private let stdoutFD: Int32
     private let stderrFD: Int32
-    /// The bytes as they came: a character may straddle two reads (ArgumentParser writes its
+    /// The bytes as they came: a character may straddle two reads (a process may write its
     /// error in pieces), so they are decoded whole.
     private var outputBytes: [UInt8] = []
     private var errorBytes: [UInt8] = []
