@@ -313,9 +313,11 @@ public final class TCPListener: Handle {
             let client: TCPStream
             if let delegate { client = try delegate.streamForAccept(self) } else { client = try TCPStream(loop: loop) }
             // Safe: both handles are TCP handles of this loop, and `client` is open and not yet
-            // connected (a new stream, or a closed one `reopen()`ed, by the delegate's contract).
+            // connected (a new stream, or a closed one `reopen()`ed: checked here, since libuv
+            // would otherwise attach the socket to a closed handle or another loop's).
+            precondition(client.loop === loop && !client.isClosing, "streamForAccept must return an open, unconnected stream of the listener's loop")
             let accepted = unsafe uv_accept(rawHandle.assumingMemoryBound(to: uv_stream_t.self),
-                                     client.rawHandle.assumingMemoryBound(to: uv_stream_t.self))
+                                            client.rawHandle.assumingMemoryBound(to: uv_stream_t.self))
             if accepted < 0 {
                 client.close()
                 delegate?.listener(self, acceptFailed: UVError(accepted, "accept"))
