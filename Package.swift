@@ -36,8 +36,9 @@ let package = Package(
         // Options declared once (name, variable, parser, rule, help) and what reads them: the
         // command line, the environment, validation, --help; the value syntaxes they share.
         .target(name: "Options", dependencies: ["FastAlloc"]),
-        // The few libuv pieces the server and the load client need, in Swift.
-        .target(name: "UVLoop", dependencies: ["CLibUV", "FastAlloc"]),
+        // The few libuv pieces the server and the load client need, in Swift; strict memory
+        // safety checking too: libuv's C structs and pointers behind small safe classes.
+        .target(name: "UVLoop", dependencies: ["CLibUV", "FastAlloc"], swiftSettings: [.strictMemorySafety()]),
         // The server: workers, sessions (echo and relay), backpressure, timeouts, limits, drain.
         .target(name: "ServerCore", dependencies: [
             "UVLoop", "PacketBuffers", "FastAlloc", "Options", "Threads", .product(name: "Logging", package: "swift-log"),

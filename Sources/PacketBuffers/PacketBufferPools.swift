@@ -46,10 +46,25 @@ public final class PacketBufferPools: @unchecked Sendable {
     deinit {
         // Safe: the homes are live until the loop below, which frees each once, only when no
         // buffer is out; nobody else reaches `homes` any more (no worker pool is left).
-        // Assumes no buffer is being released meanwhile: `out` reads the slot cores' plain
-        // counters, and an overflow release still inside its lock would outlive the lock.
+        // A buffer released on another thread meanwhile (a misuse: it outlived the pools) is
+        // counted as out until its release's last touch of its home, so that home is not freed
+        // under it:
+        // - overflow: its count is read under its lock. A release either unlocked before this
+        //   lock() returned (the unlock is its last touch of the home and the lock), or has not
+        //   put its buffer back yet (counted). The published `inUse` alone would not do: a
+        //   release stores it inside the lock, before its unlock.
+        // - local homes: their published `inUse` (an atomic, stored last by a release on the
+        //   owner thread; the plain count would be a data race) and their pending returns (a
+        //   push from another thread counts itself last). Both stores are relaxed, so this
+        //   relies on a store being the release's last touch, not on a formal happens-before
+        //   (that would take releasing stores on the data path).
+        // Deinit only: the data path is unchanged.
         let all = unsafe homes.pointee + [overflow]
-        let out = unsafe all.reduce(0) { unsafe $0 + $1.pointee.slots.pointee.inUse }
+        let overflowLock = unsafe overflow.pointee.lock.unsafelyUnwrapped
+        overflowLock.lock()
+        let overflowOut = unsafe overflow.pointee.slots.pointee.inUse
+        overflowLock.unlock()
+        let out = unsafe homes.pointee.reduce(overflowOut) { unsafe $0 + $1.pointee.inUse.load(ordering: .acquiring) }
         let pending = unsafe all.reduce(0) { unsafe $0 + _Home.pendingReturns($1) }
         if out - pending > 0 {
             #if DEBUG

@@ -30,16 +30,18 @@ import Glibc
 /// Counts the entries of a directory whose names do not start with a dot (`/proc/self/fd`:
 /// the open descriptors, plus the one of the listing itself). Nil if it cannot be opened.
 public func countDirectoryEntries(_ path: String) -> Int? {
-    guard let directory = opendir(path) else { return nil }
-    defer { closedir(directory) }
+    // Safe: the directory stream is closed once, by the deferred closedir, after its last use;
+    // each entry is used before the next readdir.
+    guard let directory = unsafe opendir(path) else { return nil }
+    defer { unsafe closedir(directory) }
     // readdir's records are only as long as their names: the last one in its buffer can end
     // well before sizeof(dirent), so never copy a whole `dirent` (entry.pointee); read the
     // name's first byte where it lies.
     let nameOffset = MemoryLayout<dirent>.offset(of: \dirent.d_name)!
     var count = 0
-    while let entry = readdir(directory) {
+    while let entry = unsafe readdir(directory) {
         // Safe: d_name starts inside every record readdir returns, and holds at least its NUL.
-        let first = UnsafeRawPointer(entry).load(fromByteOffset: nameOffset, as: UInt8.self)
+        let first = unsafe UnsafeRawPointer(entry).load(fromByteOffset: nameOffset, as: UInt8.self)
         if first != UInt8(ascii: ".") { count += 1 }
     }
     return count

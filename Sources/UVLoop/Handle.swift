@@ -8,6 +8,14 @@ import Glibc
 /// a successful `uv_*_init`) until its close callback. Call `close()` once you are done; the C
 /// memory is freed when the last reference goes (for a closed `TCPStream` kept for reuse, not
 /// before it is reopened and closed again).
+///
+/// Memory safety: `@safe` on the invariant that `rawHandle` is this object's own allocation of
+/// `uv_handle_size(type)` bytes (16-aligned) from `init` until `deinit`, and that libuv holds a
+/// retained `self` in the handle's `data` field from `retainForCallbacks()` until the close
+/// callback; so the memory outlives every use libuv makes of it, and `data` is a live reference
+/// of the handle's class whenever libuv calls back. Calls come on the loop's thread (except
+/// `AsyncWake.send()`). Every `unsafe` in this file and in TCPStream.swift relies on that.
+@safe
 public class Handle {
     /// The `uv_*_t` allocation; while open, its `data` field holds the retained `self`.
     let rawHandle: UnsafeMutableRawPointer
@@ -18,13 +26,15 @@ public class Handle {
 
     init(loop: EventLoop, type: uv_handle_type) {
         self.loop = loop
-        rawHandle = .allocate(byteCount: uv_handle_size(type), alignment: 16)
+        // Safe: a new allocation of the size libuv gives for this handle type; uv_*_init
+        // initialises it, and deinit frees it.
+        unsafe rawHandle = .allocate(byteCount: uv_handle_size(type), alignment: 16)
     }
 
     deinit {
         // Safe: an object that libuv may still call back into is retained by its `data` field,
         // so deinit runs only before a successful uv_*_init or after the close callback.
-        rawHandle.deallocate()
+        unsafe rawHandle.deallocate()
     }
 
     /// A reopen whose uv_*_init failed: the handle is as closed as before.
@@ -42,22 +52,25 @@ public class Handle {
 
     var uvHandle: UnsafeMutablePointer<uv_handle_t> {
         // Safe: every uv_*_t begins with the uv_handle_t fields (libuv's documented layout).
-        rawHandle.assumingMemoryBound(to: uv_handle_t.self)
+        unsafe rawHandle.assumingMemoryBound(to: uv_handle_t.self)
     }
 
     /// Called by subclasses once `uv_*_init` succeeded: from now on libuv holds a reference.
     func retainForCallbacks() {
-        uvHandle.pointee.data = Unmanaged.passRetained(self).toOpaque()
+        // Safe: the handle is initialised; the reference taken here is given back once, in the
+        // close callback (`close()`).
+        unsafe uvHandle.pointee.data = Unmanaged.passRetained(self).toOpaque()
     }
 
     /// Closes the handle; its close callback frees the C memory and drops libuv's reference.
     public func close() {
         guard !isClosing else { return }
         isClosing = true
-        uv_close(uvHandle, { handle in
+        // Safe: the handle is initialised and not closing yet (just checked), as uv_close needs.
+        unsafe uv_close(uvHandle, { handle in
             // Safe: `data` holds the reference taken by retainForCallbacks(), released exactly
             // here, in the one close callback libuv makes per handle.
-            let object = Unmanaged<Handle>.fromOpaque(handle!.pointee.data).takeRetainedValue()
+            let object = unsafe Unmanaged<Handle>.fromOpaque(handle!.pointee.data).takeRetainedValue()
             object.isClosed = true
             object.didClose()
         })
@@ -67,15 +80,16 @@ public class Handle {
     func didClose() {}
 
     /// Keeps the loop from waiting for this handle (`uv_unref`).
-    public func unref() { uv_unref(uvHandle) }
+    // Safe: the handle memory is live (type invariant); libuv only changes its flags.
+    public func unref() { unsafe uv_unref(uvHandle) }
 
     /// The `Handle` whose `data` a libuv callback received.
     @inline(__always)
     static func from<T: Handle>(_ handle: UnsafeMutableRawPointer, as type: T.Type) -> T {
         // Safe: libuv passes back the handle whose `data` retainForCallbacks() set, and the
         // reference stays valid until the close callback; T is the class that made the handle.
-        let data = handle.assumingMemoryBound(to: uv_handle_t.self).pointee.data!
-        return Unmanaged<T>.fromOpaque(data).takeUnretainedValue()
+        let data = unsafe handle.assumingMemoryBound(to: uv_handle_t.self).pointee.data!
+        return unsafe Unmanaged<T>.fromOpaque(data).takeUnretainedValue()
     }
 }
 
@@ -85,7 +99,9 @@ public final class Timer: Handle {
 
     public init(loop: EventLoop) throws(UVError) {
         super.init(loop: loop, type: UV_TIMER)
-        let status = uv_timer_init(loop.raw, rawHandle.assumingMemoryBound(to: uv_timer_t.self))
+        // Safe: rawHandle holds uv_handle_size(UV_TIMER) bytes, allocated for this uv_timer_t
+        // (and so in every use of it below).
+        let status = unsafe uv_timer_init(loop.raw, rawHandle.assumingMemoryBound(to: uv_timer_t.self))
         if status < 0 {
             throw UVError(status, "uv_timer_init")
         }
@@ -96,14 +112,16 @@ public final class Timer: Handle {
     /// milliseconds if that is not 0.
     public func start(after milliseconds: UInt64, repeat: UInt64 = 0, _ body: @escaping (Timer) -> Void) {
         self.body = body
-        uv_timer_start(rawHandle.assumingMemoryBound(to: uv_timer_t.self), { timer in
-            let object = Handle.from(UnsafeMutableRawPointer(timer!), as: Timer.self)
+        unsafe uv_timer_start(rawHandle.assumingMemoryBound(to: uv_timer_t.self), { timer in
+            // Safe: libuv passes back this timer, opened by this class (`Handle.from`).
+            let object = unsafe Handle.from(UnsafeMutableRawPointer(timer!), as: Timer.self)
             object.body?(object)
         }, milliseconds, `repeat`)
     }
 
     public func stop() {
-        uv_timer_stop(rawHandle.assumingMemoryBound(to: uv_timer_t.self))
+        // Safe: as in init; stopping a closed timer does nothing.
+        unsafe uv_timer_stop(rawHandle.assumingMemoryBound(to: uv_timer_t.self))
     }
 
     override func didClose() { body = nil }
@@ -129,15 +147,16 @@ public final class PreciseTimer: Handle {
         self.body = body
         super.init(loop: loop, type: UV_POLL)
         // Safe: rawHandle holds uv_handle_size(UV_POLL) bytes, allocated for this uv_poll_t.
-        let handle = rawHandle.assumingMemoryBound(to: uv_poll_t.self)
-        var status = uv_poll_init(loop.raw, handle, fd)
+        let handle = unsafe rawHandle.assumingMemoryBound(to: uv_poll_t.self)
+        var status = unsafe uv_poll_init(loop.raw, handle, fd)
         if status < 0 {
             Glibc.close(fd)  // libuv never saw the handle: nothing else closes the fd
             throw UVError(status, "uv_poll_init")
         }
         retainForCallbacks()
-        status = uv_poll_start(handle, Int32(UV_READABLE.rawValue), { poll, _, _ in
-            let object = Handle.from(UnsafeMutableRawPointer(poll!), as: PreciseTimer.self)
+        status = unsafe uv_poll_start(handle, Int32(UV_READABLE.rawValue), { poll, _, _ in
+            // Safe: libuv passes back this poll handle, opened by this class (`Handle.from`).
+            let object = unsafe Handle.from(UnsafeMutableRawPointer(poll!), as: PreciseTimer.self)
             guard fastalloc_timerfd_consume(object.fd) > 0 else { return }  // re-armed before it ran
             object.deadline = 0
             object.body?(object)
@@ -189,8 +208,10 @@ public final class AsyncWake: Handle, @unchecked Sendable {
     public init(loop: EventLoop, _ body: @escaping (AsyncWake) -> Void) throws(UVError) {
         self.body = body
         super.init(loop: loop, type: UV_ASYNC)
-        let status = uv_async_init(loop.raw, rawHandle.assumingMemoryBound(to: uv_async_t.self), { async in
-            let object = Handle.from(UnsafeMutableRawPointer(async!), as: AsyncWake.self)
+        // Safe: rawHandle holds uv_handle_size(UV_ASYNC) bytes, allocated for this uv_async_t;
+        // the callback gets back this handle, opened by this class (`Handle.from`).
+        let status = unsafe uv_async_init(loop.raw, rawHandle.assumingMemoryBound(to: uv_async_t.self), { async in
+            let object = unsafe Handle.from(UnsafeMutableRawPointer(async!), as: AsyncWake.self)
             object.body?(object)
         })
         if status < 0 {
@@ -201,8 +222,8 @@ public final class AsyncWake: Handle, @unchecked Sendable {
 
     deinit {
         // Safe: a sender holds a reference to this object for the whole of send(), so no send is
-        // inside the lock when the last reference goes.
-        sendLock.destroy()
+        // inside the lock when the last reference goes. Nothing uses the lock after this.
+        unsafe sendLock.destroy()
     }
 
     /// Wakes the loop; any thread, any time. After `close()` it does nothing.
@@ -210,7 +231,7 @@ public final class AsyncWake: Handle, @unchecked Sendable {
         sendLock.lock()
         if !sendsEnded {
             // Safe: the handle is initialised and close() has not begun (it waits for this lock).
-            uv_async_send(rawHandle.assumingMemoryBound(to: uv_async_t.self))
+            unsafe uv_async_send(rawHandle.assumingMemoryBound(to: uv_async_t.self))
         }
         sendLock.unlock()
     }
@@ -231,23 +252,33 @@ public final class AsyncWake: Handle, @unchecked Sendable {
 /// `Synchronization.Mutex` for its cost (about 6 ns per lock+unlock measured here against about
 /// 36 ns) and because ThreadSanitizer sees it (it does not see Mutex's futex on Linux).
 /// Copies share the mutex; `destroy()` ends it.
+///
+/// Memory safety: `@safe` on the invariant that `mutex` points to an initialised mutex, at an
+/// address that never changes, from `init` until `destroy()`, which is `@unsafe` and called
+/// once, by the owner, after every use of every copy.
+@safe
 struct _PThreadMutex {
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
 
     init() {
-        mutex = .allocate(capacity: 1)
+        unsafe mutex = .allocate(capacity: 1)
         // Safe: freshly allocated, initialised once here, destroyed once in destroy().
-        pthread_mutex_init(mutex, nil)
+        unsafe pthread_mutex_init(mutex, nil)
     }
 
     /// Nobody may hold or wait for the mutex.
+    ///
+    /// `@unsafe`: every copy of the mutex dangles afterwards. Callers: once, as the last use.
+    @unsafe
     func destroy() {
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
+        // Safe: called once, with nobody holding or waiting (the caller's promise).
+        unsafe pthread_mutex_destroy(mutex)
+        unsafe mutex.deallocate()
     }
 
-    func lock() { pthread_mutex_lock(mutex) }
-    func unlock() { pthread_mutex_unlock(mutex) }
+    // Safe (both): the mutex is live until destroy() (type invariant).
+    func lock() { unsafe pthread_mutex_lock(mutex) }
+    func unlock() { unsafe pthread_mutex_unlock(mutex) }
 }
 
 /// Runs a closure on the loop's thread when a signal arrives.
@@ -257,14 +288,16 @@ public final class SignalWatcher: Handle {
     public init(loop: EventLoop, signal: Int32, _ body: @escaping (SignalWatcher, Int32) -> Void) throws(UVError) {
         self.body = body
         super.init(loop: loop, type: UV_SIGNAL)
-        let handle = rawHandle.assumingMemoryBound(to: uv_signal_t.self)
-        var status = uv_signal_init(loop.raw, handle)
+        // Safe: rawHandle holds uv_handle_size(UV_SIGNAL) bytes, allocated for this uv_signal_t.
+        let handle = unsafe rawHandle.assumingMemoryBound(to: uv_signal_t.self)
+        var status = unsafe uv_signal_init(loop.raw, handle)
         if status < 0 {
             throw UVError(status, "uv_signal_init")
         }
         retainForCallbacks()
-        status = uv_signal_start(handle, { signal, number in
-            let object = Handle.from(UnsafeMutableRawPointer(signal!), as: SignalWatcher.self)
+        status = unsafe uv_signal_start(handle, { signal, number in
+            // Safe: libuv passes back this signal handle, opened by this class (`Handle.from`).
+            let object = unsafe Handle.from(UnsafeMutableRawPointer(signal!), as: SignalWatcher.self)
             object.body?(object, number)
         }, signal)
         if status < 0 {

@@ -72,25 +72,29 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
             // Not a numeric address of an allowed family: a name, looked up below.
         }
         let (host, port) = try split(text, families: families)
-        var hints = addrinfo()
-        hints.ai_family = families == .ipv4 ? AF_INET : families == .ipv6 ? AF_INET6 : AF_UNSPEC
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        // Safe: `hints` and `list` are getaddrinfo's in and out arguments for the call; the list
+        // it returns is freed once, by the deferred freeaddrinfo, after its last use below.
+        // (addrinfo holds C pointers: `hints` keeps them nil.)
+        var hints = unsafe addrinfo()
+        unsafe hints.ai_family = families == .ipv4 ? AF_INET : families == .ipv6 ? AF_INET6 : AF_UNSPEC
+        unsafe hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         var list: UnsafeMutablePointer<addrinfo>?
-        let status = getaddrinfo(host, nil, &hints, &list)
-        defer { if let list { freeaddrinfo(list) } }
+        let status = unsafe getaddrinfo(host, nil, &hints, &list)
+        defer { if let list = unsafe list { unsafe freeaddrinfo(list) } }
         guard status == 0 else {
-            throw AddressError(text: text, reason: .unresolved(host: host, families: families, detail: String(cString: gai_strerror(status))))
+            // Safe: gai_strerror returns a static NUL-terminated message, copied here.
+            throw unsafe AddressError(text: text, reason: .unresolved(host: host, families: families, detail: String(cString: gai_strerror(status))))
         }
         var found: [SocketAddress] = []
-        var entry = list
-        while let current = entry {
+        var entry = unsafe list
+        while let current = unsafe entry {
             // Safe: getaddrinfo's list and each ai_addr live until freeaddrinfo (deferred
             // above); `init(_:port:)` copies the address out before then.
-            if let address = current.pointee.ai_addr, let resolved = SocketAddress(address, port: port),
+            if let address = unsafe current.pointee.ai_addr, let resolved = unsafe SocketAddress(address, port: port),
                families.allows(resolved.family), !found.contains(resolved) {
                 found.append(resolved)
             }
-            entry = current.pointee.ai_next
+            unsafe entry = current.pointee.ai_next
         }
         guard !found.isEmpty else {
             throw AddressError(text: text, reason: .unresolved(host: host, families: families, detail: "no \(families) address"))
@@ -105,11 +109,11 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
     func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>) throws(UVError) -> R) throws(UVError) -> R {
         var storage = sockaddr_storage()
         try UVError.check(SocketAddress.fill(&storage, host: host, port: port, family: family), "address \(self)")
-        return try withUnsafePointer(to: &storage) { (pointer) throws(UVError) -> R in
+        return try unsafe withUnsafePointer(to: &storage) { (pointer) throws(UVError) -> R in
             // Safe: sockaddr_storage is large enough and aligned for every address family, and
             // begins with the sockaddr header; libuv reads it for the call only.
-            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sockaddrPointer) throws(UVError) -> R in
-                try body(sockaddrPointer)
+            try unsafe pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sockaddrPointer) throws(UVError) -> R in
+                try unsafe body(sockaddrPointer)
             }
         }
     }
@@ -119,18 +123,20 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
     init?(_ address: UnsafePointer<sockaddr>, port overridePort: Int? = nil) {
         var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 16)
         let port: UInt16
-        switch Int32(address.pointee.sa_family) {
+        // Safe: the caller passes a live C address, which begins with its family; it is read
+        // here, during the call, and copied out.
+        switch unsafe Int32(address.pointee.sa_family) {
         case AF_INET:
             // Safe: sa_family AF_INET says the memory holds a whole sockaddr_in.
-            let v4 = UnsafeRawPointer(address).load(as: sockaddr_in.self)
+            let v4 = unsafe UnsafeRawPointer(address).load(as: sockaddr_in.self)
             var copy = v4
-            guard uv_ip4_name(&copy, &text, text.count) == 0 else { return nil }
+            guard unsafe uv_ip4_name(&copy, &text, text.count) == 0 else { return nil }
             port = UInt16(bigEndian: v4.sin_port)
         case AF_INET6:
             // Safe: sa_family AF_INET6 says the memory holds a whole sockaddr_in6.
-            let v6 = UnsafeRawPointer(address).load(as: sockaddr_in6.self)
+            let v6 = unsafe UnsafeRawPointer(address).load(as: sockaddr_in6.self)
             var copy = v6
-            guard uv_ip6_name(&copy, &text, text.count) == 0 else { return nil }
+            guard unsafe uv_ip6_name(&copy, &text, text.count) == 0 else { return nil }
             port = UInt16(bigEndian: v6.sin6_port)
         default:
             return nil
@@ -161,12 +167,12 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
     /// Writes the C address for a numeric host into `storage`: 0, or libuv's error for a host
     /// that is not an address of `family`.
     private static func fill(_ storage: inout sockaddr_storage, host: String, port: Int, family: Family) -> Int32 {
-        withUnsafeMutablePointer(to: &storage) { pointer in
+        unsafe withUnsafeMutablePointer(to: &storage) { pointer in
             // Safe: sockaddr_storage is large enough and aligned for a sockaddr_in and a
             // sockaddr_in6; the pointer is used for this call only.
             switch family {
-            case .ipv4: return pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { uv_ip4_addr(host, Int32(port), $0) }
-            case .ipv6: return pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { uv_ip6_addr(host, Int32(port), $0) }
+            case .ipv4: return unsafe pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { unsafe uv_ip4_addr(host, Int32(port), $0) }
+            case .ipv6: return unsafe pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { unsafe uv_ip6_addr(host, Int32(port), $0) }
             }
         }
     }

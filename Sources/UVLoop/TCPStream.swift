@@ -11,7 +11,9 @@ public protocol TCPStreamDelegate: AnyObject {
     func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer
     /// A read finished (libuv's `read_cb`): `count > 0` bytes arrived at the start of `buffer`;
     /// `count == 0` nothing did; `count < 0` is a libuv error code (`UVError.endOfFile` at the
-    /// end of the stream). On every path `buffer` is the one `readBuffer` gave, back to its owner.
+    /// end of the stream). On every path `buffer` is the one `readBuffer` gave, back to its owner,
+    /// or an empty one (nil base address) that nobody lent: libuv reports the end of a stream it
+    /// saw in a hang-up after a partial read (`UVError.endOfFile`) without asking for memory.
     func stream(_ stream: TCPStream, didRead count: Int, into buffer: UnsafeMutableRawBufferPointer)
     /// A queued write finished (or failed, with a negative status).
     func stream(_ stream: TCPStream, didFinishWrite token: UInt, status: Int32)
@@ -32,12 +34,24 @@ extension TCPStreamDelegate {
 
 /// A pooled write request: `req` must stay the first field, so that the request libuv hands to
 /// the write callback is also the address of the whole record.
+///
+/// `@safe`: a plain record. `uv_write_t` holds C pointers, so every use of `req` is marked; libuv
+/// fills it in `uv_write` and is done with it when the write callback runs.
+@safe
 struct _WriteRequest {
-    var req = uv_write_t()
+    // Safe: all zeroes (its pointers nil) until uv_write fills it in.
+    var req = unsafe uv_write_t()
     var token: UInt = 0
 }
 
 /// A TCP connection on a loop.
+///
+/// Memory safety: `@safe` on `Handle`'s invariant (its `rawHandle` is this `uv_tcp_t`), and on
+/// these: `connectRequest` and `shutdownRequest`, once made, belong to the stream until its
+/// deinit, which cannot come while one is pending (libuv holds the open stream, and cancels its
+/// requests before the close callback); libuv refuses a second connect or shutdown while one is
+/// pending (`UV_EALREADY`, `UV_ENOTCONN`) before it touches the request, so one of each is enough.
+@safe
 public final class TCPStream: Handle {
     /// Strong, so the owner lives while the stream does; dropped when the stream closes.
     public var delegate: (any TCPStreamDelegate)?
@@ -47,12 +61,15 @@ public final class TCPStream: Handle {
     private var connectRequest: UnsafeMutablePointer<uv_connect_t>?
     private var shutdownRequest: UnsafeMutablePointer<uv_shutdown_t>?
 
-    var tcp: UnsafeMutablePointer<uv_tcp_t> { rawHandle.assumingMemoryBound(to: uv_tcp_t.self) }
-    var stream: UnsafeMutablePointer<uv_stream_t> { rawHandle.assumingMemoryBound(to: uv_stream_t.self) }
+    // Safe (both): rawHandle was allocated for this uv_tcp_t, which begins with uv_stream_t's
+    // fields (libuv's documented layout).
+    var tcp: UnsafeMutablePointer<uv_tcp_t> { unsafe rawHandle.assumingMemoryBound(to: uv_tcp_t.self) }
+    var stream: UnsafeMutablePointer<uv_stream_t> { unsafe rawHandle.assumingMemoryBound(to: uv_stream_t.self) }
 
     public init(loop: EventLoop) throws(UVError) {
         super.init(loop: loop, type: UV_TCP)
-        let status = uv_tcp_init(loop.raw, rawHandle.assumingMemoryBound(to: uv_tcp_t.self))
+        // Safe: rawHandle holds uv_handle_size(UV_TCP) bytes, allocated for this uv_tcp_t.
+        let status = unsafe uv_tcp_init(loop.raw, rawHandle.assumingMemoryBound(to: uv_tcp_t.self))
         if status < 0 {
             throw UVError(status, "uv_tcp_init")
         }
@@ -60,15 +77,18 @@ public final class TCPStream: Handle {
     }
 
     deinit {
-        connectRequest?.deallocate()
-        shutdownRequest?.deallocate()
+        // Safe: no request is pending (type invariant), and nothing else points to them.
+        unsafe connectRequest?.deallocate()
+        unsafe shutdownRequest?.deallocate()
     }
 
     /// Makes a closed stream a new, unconnected TCP handle on the same loop, reusing the object,
     /// its handle memory and its requests (a server keeps closed streams for its next accepts).
     public func reopen() throws(UVError) {
         resetAfterClose()
-        let status = uv_tcp_init(loop.raw, tcp)
+        // Safe: the handle is closed (checked above): libuv holds nothing of it, and its
+        // memory may be initialised again.
+        let status = unsafe uv_tcp_init(loop.raw, tcp)
         if status < 0 {
             // Not initialised: nothing for libuv to close; mark it closed again for the pool.
             markClosedWithoutInit()
@@ -85,13 +105,15 @@ public final class TCPStream: Handle {
 
     /// Connects to `address`; the result goes to `stream(_:didConnect:)`.
     public func connect(to address: SocketAddress) throws(UVError) {
-        let request = connectRequest ?? .allocate(capacity: 1)  // kept with the stream
-        connectRequest = request
-        let status = try address.withSockaddr { (sockaddr) throws(UVError) -> Int32 in
-            uv_tcp_connect(request, tcp, sockaddr, { request, status in
+        // Safe: the request is the stream's own (type invariant); libuv fills it in.
+        let request = unsafe connectRequest ?? .allocate(capacity: 1)  // kept with the stream
+        unsafe connectRequest = request
+        let status = try unsafe address.withSockaddr { (sockaddr) throws(UVError) -> Int32 in
+            // Safe: libuv copies the address during the call.
+            unsafe uv_tcp_connect(request, tcp, sockaddr, { request, status in
                 // Safe: libuv calls this once per request with the stream it was made for, before
                 // that stream's close callback; the request memory belongs to the stream.
-                let stream = Handle.from(UnsafeMutableRawPointer(request!.pointee.handle!), as: TCPStream.self)
+                let stream = unsafe Handle.from(UnsafeMutableRawPointer(request!.pointee.handle!), as: TCPStream.self)
                 stream.delegate?.stream(stream, didConnect: status)
             })
         }
@@ -102,23 +124,27 @@ public final class TCPStream: Handle {
 
     /// Starts reading: each read asks the delegate for memory, then reports what arrived.
     public func startReading() throws(UVError) {
-        let status = uv_read_start(stream, { handle, suggested, buffer in
-            let stream = Handle.from(UnsafeMutableRawPointer(handle!), as: TCPStream.self)
-            let memory = stream.delegate?.readBuffer(for: stream, suggestedSize: Int(suggested))
+        let status = unsafe uv_read_start(stream, { handle, suggested, buffer in
+            // Safe: libuv passes back this stream (`Handle.from`) and a uv_buf_t to fill in; the
+            // delegate lends the memory until the read callback hands it back.
+            let stream = unsafe Handle.from(UnsafeMutableRawPointer(handle!), as: TCPStream.self)
+            let memory = unsafe stream.delegate?.readBuffer(for: stream, suggestedSize: Int(suggested))
                 ?? UnsafeMutableRawBufferPointer(start: nil, count: 0)
-            buffer!.pointee = uv_buf_init(memory.baseAddress?.assumingMemoryBound(to: CChar.self), UInt32(memory.count))
+            unsafe buffer!.pointee = uv_buf_init(memory.baseAddress?.assumingMemoryBound(to: CChar.self), UInt32(memory.count))
         }, { handle, count, buffer in
-            let stream = Handle.from(UnsafeMutableRawPointer(handle!), as: TCPStream.self)
-            // Safe: `buffer` is what the alloc callback above filled in for this read.
-            let memory = UnsafeMutableRawBufferPointer(start: buffer!.pointee.base, count: Int(buffer!.pointee.len))
-            stream.delegate?.stream(stream, didRead: count, into: memory)
+            let stream = unsafe Handle.from(UnsafeMutableRawPointer(handle!), as: TCPStream.self)
+            // Safe: `buffer` is what the alloc callback above filled in for this read, or {NULL, 0}
+            // (libuv's end of stream after a hang-up); either makes a valid buffer pointer.
+            let memory = unsafe UnsafeMutableRawBufferPointer(start: buffer!.pointee.base, count: Int(buffer!.pointee.len))
+            unsafe stream.delegate?.stream(stream, didRead: count, into: memory)
         })
         try UVError.check(status, "uv_read_start")
     }
 
     /// Stops reading (backpressure); `startReading()` resumes.
     public func stopReading() {
-        uv_read_stop(stream)
+        // Safe: the handle memory is live (Handle's invariant); a stream not reading is left as is.
+        unsafe uv_read_stop(stream)
     }
 
     /// Writes `bytes`: as much as the socket takes now (`uv_try_write`), the rest queued
@@ -129,46 +155,57 @@ public final class TCPStream: Handle {
     /// Unsafe: the bytes must stay valid and unchanged until that completion.
     public func write(unsafeBytes bytes: UnsafeRawBufferPointer, token: UInt) throws(UVError) -> Int {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return 0 }
-        var buffer = uv_buf_init(UnsafeMutablePointer(mutating: base.assumingMemoryBound(to: CChar.self)), UInt32(bytes.count))
-        let written = uv_try_write(stream, &buffer, 1)
+        // Safe: libuv only reads the bytes (uv_buf_t's base is not const), and the caller keeps
+        // them valid until the completion (the rule above); `buffer` is read during the call.
+        var buffer = unsafe uv_buf_init(UnsafeMutablePointer(mutating: base.assumingMemoryBound(to: CChar.self)), UInt32(bytes.count))
+        let written = unsafe uv_try_write(stream, &buffer, 1)
         if written == Int32(bytes.count) { return 0 }
         if written < 0 && written != Int32(UV_EAGAIN.rawValue) {
             throw UVError(written, "write")
         }
         let done = Int(max(written, 0))
-        guard let request = loop.writeRequests.unsafeAcquire(_WriteRequest(token: token)) else {
+        // Safe: the slot is released once, by the write callback or below if uv_write fails.
+        guard let request = unsafe loop.writeRequests.unsafeAcquire(_WriteRequest(token: token)) else {
             throw UVError(Int32(UV_ENOMEM.rawValue), "write request pool exhausted")
         }
-        var rest = uv_buf_init(UnsafeMutablePointer(mutating: (base + done).assumingMemoryBound(to: CChar.self)), UInt32(bytes.count - done))
+        var rest = unsafe uv_buf_init(UnsafeMutablePointer(mutating: (base + done).assumingMemoryBound(to: CChar.self)), UInt32(bytes.count - done))
         // Safe: `req` is the first field of the pooled record (checked once below), so the
-        // callback can turn the request back into the record.
-        let status = withUnsafeMutablePointer(to: &request.pointee.req) { req in
-            uv_write(req, stream, &rest, 1, { req, status in
-                let record = UnsafeMutableRawPointer(req!).assumingMemoryBound(to: _WriteRequest.self)
-                let stream = Handle.from(UnsafeMutableRawPointer(req!.pointee.handle!), as: TCPStream.self)
-                let token = record.pointee.token
-                stream.loop.writeRequests.unsafeRelease(record)
-                stream.delegate?.stream(stream, didFinishWrite: token, status: status)
-            })
-        }
+        // record's address is the request's, and the callback can turn the request back into
+        // the record. libuv copies `rest` during the call and keeps `req` until the callback;
+        // so `req` is taken from the record itself, not from `withUnsafeMutablePointer(to:
+        // &request.pointee.req)`, whose pointer is valid only inside its closure.
+        let req = unsafe UnsafeMutableRawPointer(request).assumingMemoryBound(to: uv_write_t.self)
+        let status = unsafe uv_write(req, stream, &rest, 1, { req, status in
+            // Safe: libuv calls this once per request, with the stream it was made for, before
+            // that stream's close callback; the record is a live slot of the loop's pool until
+            // it is released here, once, after its token is read.
+            let record = unsafe UnsafeMutableRawPointer(req!).assumingMemoryBound(to: _WriteRequest.self)
+            let stream = unsafe Handle.from(UnsafeMutableRawPointer(req!.pointee.handle!), as: TCPStream.self)
+            let token = unsafe record.pointee.token
+            unsafe stream.loop.writeRequests.unsafeRelease(record)
+            stream.delegate?.stream(stream, didFinishWrite: token, status: status)
+        })
         if status < 0 {
-            loop.writeRequests.unsafeRelease(request)
+            // Safe: libuv did not take the request, so no callback will release it.
+            unsafe loop.writeRequests.unsafeRelease(request)
             throw UVError(status, "uv_write")
         }
         return bytes.count - done
     }
 
     /// Bytes queued for writing and not yet sent.
-    public var queuedWriteBytes: Int { uv_stream_get_write_queue_size(stream) }
+    // Safe: reads a field of the live handle (Handle's invariant).
+    public var queuedWriteBytes: Int { unsafe uv_stream_get_write_queue_size(stream) }
 
     /// Closes the write side once queued writes are done; reports to `stream(_:didShutdown:)`.
     public func shutdown() throws(UVError) {
-        let request = shutdownRequest ?? .allocate(capacity: 1)  // kept with the stream
-        shutdownRequest = request
-        let status = uv_shutdown(request, stream, { request, status in
+        // Safe: the request is the stream's own (type invariant); libuv fills it in.
+        let request = unsafe shutdownRequest ?? .allocate(capacity: 1)  // kept with the stream
+        unsafe shutdownRequest = request
+        let status = unsafe uv_shutdown(request, stream, { request, status in
             // Safe: called once per request, with the stream it was made for, before that
             // stream's close callback; the request memory belongs to the stream.
-            let stream = Handle.from(UnsafeMutableRawPointer(request!.pointee.handle!), as: TCPStream.self)
+            let stream = unsafe Handle.from(UnsafeMutableRawPointer(request!.pointee.handle!), as: TCPStream.self)
             stream.delegate?.stream(stream, didShutdown: status)
         })
         if status < 0 {
@@ -184,9 +221,10 @@ public final class TCPStream: Handle {
     public func reset() {
         guard !isClosing else { return }
         var fd = uv_os_fd_t()
-        if uv_fileno(uvHandle, &fd) == 0 {
+        // Safe: the handle is open (not closing); `fd` and `linger` are read during the calls.
+        if unsafe uv_fileno(uvHandle, &fd) == 0 {
             var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
-            setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+            unsafe setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
         }
         close()
     }
@@ -195,17 +233,21 @@ public final class TCPStream: Handle {
     /// `interval` seconds, and after `probes` unanswered ones the connection fails (ETIMEDOUT),
     /// so a peer that vanished without a FIN or reset is found even while nothing is queued to it.
     public func setKeepAlive(seconds: UInt32, interval: Int32 = 10, probes: Int32 = 6) {
-        uv_tcp_keepalive(tcp, seconds > 0 ? 1 : 0, seconds)
-        if seconds > 0 { _ = fastalloc_uv_tcp_keepalive_probes(tcp, interval, probes) }
+        // Safe (both): the handle memory is live (Handle's invariant); on a closed handle (no
+        // socket) libuv only records the setting, and the shim's uv_fileno fails.
+        unsafe uv_tcp_keepalive(tcp, seconds > 0 ? 1 : 0, seconds)
+        if seconds > 0 { _ = unsafe fastalloc_uv_tcp_keepalive_probes(tcp, interval, probes) }
     }
 
     /// Sends small writes at once (TCP_NODELAY).
     public func setNoDelay(_ on: Bool) {
-        uv_tcp_nodelay(tcp, on ? 1 : 0)
+        // Safe: as in setKeepAlive.
+        unsafe uv_tcp_nodelay(tcp, on ? 1 : 0)
     }
 
     static let requestLayoutChecked: Bool = {
-        precondition(MemoryLayout<_WriteRequest>.offset(of: \_WriteRequest.req) == 0, "uv_write_t must come first")
+        // `unsafe` for naming `req`, whose type is unsafe: nothing is accessed.
+        unsafe precondition(MemoryLayout<_WriteRequest>.offset(of: \_WriteRequest.req) == 0, "uv_write_t must come first")
         return true
     }()
 }
@@ -235,21 +277,24 @@ public final class TCPListener: Handle {
     /// may bind the same address and the kernel spreads connections across them.
     public init(loop: EventLoop, address: SocketAddress, reusePort: Bool = false, backlog: Int32 = 1024) throws(UVError) {
         super.init(loop: loop, type: UV_TCP)
-        let tcp = rawHandle.assumingMemoryBound(to: uv_tcp_t.self)
-        var status = uv_tcp_init_ex(loop.raw, tcp, UInt32(address.family.cValue))
+        // Safe: rawHandle holds uv_handle_size(UV_TCP) bytes, allocated for this uv_tcp_t (and
+        // so in every use of it below); libuv copies the address during uv_tcp_bind.
+        let tcp = unsafe rawHandle.assumingMemoryBound(to: uv_tcp_t.self)
+        var status = unsafe uv_tcp_init_ex(loop.raw, tcp, UInt32(address.family.cValue))
         if status < 0 {
             throw UVError(status, "uv_tcp_init_ex")
         }
         retainForCallbacks()
         do {
             if reusePort {
-                try UVError.check(fastalloc_uv_tcp_reuseport(tcp), "SO_REUSEPORT on \(address)")
+                try unsafe UVError.check(fastalloc_uv_tcp_reuseport(tcp), "SO_REUSEPORT on \(address)")
             }
-            try address.withSockaddr { (sockaddr) throws(UVError) in
-                try UVError.check(uv_tcp_bind(tcp, sockaddr, 0), "bind \(address)")
+            try unsafe address.withSockaddr { (sockaddr) throws(UVError) in
+                try unsafe UVError.check(uv_tcp_bind(tcp, sockaddr, 0), "bind \(address)")
             }
-            status = uv_listen(rawHandle.assumingMemoryBound(to: uv_stream_t.self), backlog, { server, status in
-                let listener = Handle.from(UnsafeMutableRawPointer(server!), as: TCPListener.self)
+            status = unsafe uv_listen(rawHandle.assumingMemoryBound(to: uv_stream_t.self), backlog, { server, status in
+                // Safe: libuv passes back this listener, opened by this class (`Handle.from`).
+                let listener = unsafe Handle.from(UnsafeMutableRawPointer(server!), as: TCPListener.self)
                 listener.accept(status: status)
             })
             try UVError.check(status, "listen \(address)")
@@ -267,8 +312,12 @@ public final class TCPListener: Handle {
         do throws(UVError) {
             let client: TCPStream
             if let delegate { client = try delegate.streamForAccept(self) } else { client = try TCPStream(loop: loop) }
-            let accepted = uv_accept(rawHandle.assumingMemoryBound(to: uv_stream_t.self),
-                                     client.rawHandle.assumingMemoryBound(to: uv_stream_t.self))
+            // Safe: both handles are TCP handles of this loop, and `client` is open and not yet
+            // connected (a new stream, or a closed one `reopen()`ed: checked here, since libuv
+            // would otherwise attach the socket to a closed handle or another loop's).
+            precondition(client.loop === loop && !client.isClosing, "streamForAccept must return an open, unconnected stream of the listener's loop")
+            let accepted = unsafe uv_accept(rawHandle.assumingMemoryBound(to: uv_stream_t.self),
+                                            client.rawHandle.assumingMemoryBound(to: uv_stream_t.self))
             if accepted < 0 {
                 client.close()
                 delegate?.listener(self, acceptFailed: UVError(accepted, "accept"))
@@ -284,14 +333,14 @@ public final class TCPListener: Handle {
     public var localAddress: SocketAddress {
         var storage = sockaddr_storage()
         var length = Int32(MemoryLayout<sockaddr_storage>.size)
-        return withUnsafeMutablePointer(to: &storage) { pointer in
+        return unsafe withUnsafeMutablePointer(to: &storage) { pointer in
             // Safe: sockaddr_storage is large enough and aligned for any address getsockname
             // writes, and SocketAddress copies it out before the storage goes.
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
-                guard uv_tcp_getsockname(rawHandle.assumingMemoryBound(to: uv_tcp_t.self), address, &length) == 0 else {
+            unsafe pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
+                guard unsafe uv_tcp_getsockname(rawHandle.assumingMemoryBound(to: uv_tcp_t.self), address, &length) == 0 else {
                     return SocketAddress(host: "0.0.0.0", port: 0)
                 }
-                return SocketAddress(address) ?? SocketAddress(host: "0.0.0.0", port: 0)
+                return unsafe SocketAddress(address) ?? SocketAddress(host: "0.0.0.0", port: 0)
             }
         }
     }

@@ -17,8 +17,10 @@ public struct UVError: Error, Sendable, Hashable, CustomStringConvertible {
     public init(_ code: Int32, _ operation: String = "") {
         self.code = code
         self.operation = operation
-        name = String(cString: uv_err_name(code))
-        message = String(cString: uv_strerror(code))
+        // Safe (both): libuv returns a NUL-terminated string that is never freed for every code
+        // (a static one; for an unknown code, a copy it leaks), copied here.
+        name = unsafe String(cString: uv_err_name(code))
+        message = unsafe String(cString: uv_strerror(code))
     }
 
     public var description: String {

@@ -167,12 +167,7 @@ import Glibc
             let stream = try! TCPStream(loop: loop)
             try? stream.reopen()
         }
-        #if DEBUG  // optimised builds keep the check but not precondition's message
-        let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
-        #expect(stderr.contains("only a closed handle can be reopened"), "stderr: \(stderr.prefix(400))")
-        #else
-        _ = result
-        #endif
+        Self.expectMessage(result, "only a closed handle can be reopened")
     }
 
     @Test func reopen_ofAStreamStillClosing_traps() async {
@@ -182,6 +177,36 @@ import Glibc
             stream.close()  // the close callback has not run yet
             try? stream.reopen()
         }
+    }
+
+    /// A closed stream handed to the listener without `reopen()`: libuv would attach the accepted
+    /// socket to a handle it no longer tracks (the descriptor then leaks, since `close()` does
+    /// nothing on it); TCPListener traps instead.
+    @Test func accept_intoAClosedStreamNotReopened_traps() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let loop = try! EventLoop()
+            let stream = try! TCPStream(loop: loop)
+            stream.close()
+            loop.run()  // closed, and not reopened
+            let listener = try! TCPListener(loop: loop, address: SocketAddress(host: "127.0.0.1", port: 0))
+            let accepting = Acceptor(stream)
+            listener.delegate = accepting
+            let socket = try! BlockingPeer.connect(port: listener.localAddress.port)
+            defer { close(socket) }
+            while accepting.accepted == nil && accepting.error == nil { loop.runOnce() }
+        }
+        Self.expectMessage(result, "streamForAccept must return an open")
+    }
+
+    /// A trap's stderr says `expected`; checked in debug builds only: optimised builds keep the
+    /// check but not precondition's message.
+    static func expectMessage(_ result: ExitTest.Result?, _ expected: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        #if DEBUG
+        let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(stderr.contains(expected), "stderr: \(stderr.prefix(400))", sourceLocation: sourceLocation)
+        #else
+        _ = result
+        #endif
     }
 }
 
