@@ -21,7 +21,8 @@ public struct CommandLineError: Error, Sendable, Equatable, CustomStringConverti
 extension OptionTable {
     /// Reads `arguments` (without the program name). Every option is checked to exist and to
     /// have a value; values themselves are checked later, by `apply` and `validate`. An option
-    /// given twice keeps its last value, as most tools do. `--` ends the options.
+    /// given twice keeps its last value, as most tools do, unless it `repeats`: then the values
+    /// are joined with commas. `--` ends the options.
     public func parse(commandLine arguments: [String]) throws(CommandLineError) -> ParsedCommandLine {
         var result = ParsedCommandLine()
         var index = 0
@@ -53,14 +54,20 @@ extension OptionTable {
                 if let inline { result.values[name] = inline } else { result.values[name] = "true" }
                 continue
             }
+            let value: String
             if let inline {
-                result.values[name] = inline
+                value = inline
             } else {
                 guard index < arguments.count else {
                     throw CommandLineError(message: "--\(name) needs a value (\(option.valueName))")
                 }
-                result.values[name] = arguments[index]
+                value = arguments[index]
                 index += 1
+            }
+            if option.repeats, let earlier = result.values[name] {
+                result.values[name] = earlier + "," + value
+            } else {
+                result.values[name] = value
             }
         }
         return result

@@ -21,6 +21,9 @@ public struct ConfigOption<Config>: Sendable {
     public let defaultText: String?
     /// A flag takes no value: present means `true`.
     public let isFlag: Bool
+    /// May be given more than once: the values are joined with commas, in order (the form the
+    /// environment variable takes too).
+    public let repeats: Bool
     /// Parses the text and stores the value; throws the rule the text broke.
     let store: @Sendable (inout Config, String) throws(OptionRuleError) -> Void
     /// The rule the configuration's value breaks, with the value as the message shows it; nil
@@ -30,7 +33,7 @@ public struct ConfigOption<Config>: Sendable {
     public let render: @Sendable (Config) -> String
 
     public init(_ name: String, environment: String?, valueName: String, help: String, defaultText: String? = nil,
-                isFlag: Bool = false,
+                isFlag: Bool = false, repeats: Bool = false,
                 store: @escaping @Sendable (inout Config, String) throws(OptionRuleError) -> Void,
                 check: @escaping @Sendable (Config) -> OptionViolation? = { _ in nil },
                 render: @escaping @Sendable (Config) -> String) {
@@ -40,6 +43,7 @@ public struct ConfigOption<Config>: Sendable {
         self.help = help
         self.defaultText = defaultText
         self.isFlag = isFlag
+        self.repeats = repeats
         self.store = store
         self.check = check
         self.render = render
@@ -168,14 +172,19 @@ public struct DurationRule: Sendable {
     public let zeroAllowed: Bool
     public let maximum: Double
     public let text: String
+    /// The least time above 0 (0 itself is `zeroAllowed`'s); 0: any.
+    public let minimum: Double
 
-    public init(zeroAllowed: Bool, maximum: Double, text: String) {
+    public init(zeroAllowed: Bool, maximum: Double, text: String, minimum: Double = 0) {
         self.zeroAllowed = zeroAllowed
         self.maximum = maximum
         self.text = text
+        self.minimum = minimum
     }
 
     public func allows(_ seconds: Double) -> Bool {
-        seconds.isFinite && seconds <= maximum && (zeroAllowed ? seconds >= 0 : seconds > 0)
+        guard seconds.isFinite && seconds <= maximum else { return false }
+        if seconds == 0 { return zeroAllowed }
+        return seconds > 0 && seconds >= minimum
     }
 }

@@ -50,7 +50,8 @@ public final class Server: Sendable {
         Server.warnIfUnfair(connectionLimit: connectionLimit, config: config, logger: logger)
         self.config = config
         self.onFinished = onFinished
-        shared = ServerShared(pools: try PacketBufferPools(config: config.buffers), maxConnections: connectionLimit)
+        let upstreams = config.mode == .relay ? UpstreamPool(config: config, logger: logger) : nil
+        shared = ServerShared(pools: try PacketBufferPools(config: config.buffers), maxConnections: connectionLimit, upstreams: upstreams)
 
         var handles: [WorkerHandle] = []
         var address = config.listen
@@ -132,7 +133,8 @@ public final class Server: Sendable {
             workers: workers.enumerated().map { $0.element.counters.snapshot(worker: $0.offset) },
             connectionsRejected: shared.rejected.load(ordering: .relaxed),
             buffers: shared.pools.statistics(),
-            shutdownPhase: shared.requestedPhase.load(ordering: .relaxed))
+            shutdownPhase: shared.requestedPhase.load(ordering: .relaxed),
+            upstreams: shared.upstreams?.statistics ?? [])
     }
 
     // MARK: Signals

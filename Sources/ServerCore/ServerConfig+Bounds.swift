@@ -88,4 +88,32 @@ extension ServerConfig {
     static let lingerTimeoutRule = DurationRule(zeroAllowed: false, maximum: maxTimeout, text: "a time > 0, at most 7d, like 5s")
     static let tcpKeepaliveRule = DurationRule(zeroAllowed: true, maximum: maxTCPKeepalive,
                                                text: "a time from 0 to 32767s (0: off; Linux's most), like 60s")
+
+    /// Retries of an upstream connect: at most 16 (each is a connect timeout long at worst).
+    public static let connectRetriesRange = 0...16
+    /// Health checks: rise and fall from 1 to 100 checks.
+    public static let riseFallRange = 1...100
+    static let healthCheckIntervalRule = DurationRule(zeroAllowed: false, maximum: 3_600, text: "a time from 10ms to 1h, like 2s",
+                                                      minimum: 0.01)
+    static let resolveIntervalRule = DurationRule(zeroAllowed: true, maximum: maxTimeout, text: "0 (once) or a time from 1s to 7d, like 30s",
+                                                  minimum: 1)
+}
+
+/// How the relay picks an upstream for a new connection.
+public enum BalanceMethod: String, Sendable, CaseIterable {
+    /// Power of two choices: two members at random (by weight), the one with fewer active
+    /// connections per weight (nginx's `random two least_conn`, haproxy's default `random`).
+    case random
+    /// Exact rotation, each member as often as its weight.
+    case roundrobin
+    /// The fewest active connections per weight; ties go round.
+    case leastconn
+    /// Rendezvous hashing of the client's IP address: sticky while the set is stable, and only
+    /// the clients of a member that leaves (about 1/N) move.
+    case hash
+}
+
+/// Active health checks.
+public enum HealthCheckMode: String, Sendable, CaseIterable {
+    case tcp, off
 }

@@ -13,14 +13,32 @@ extension ServerConfig {
     /// Every option, in `--help` order.
     public static let table = OptionTable<ServerConfig>([
         .address("listen", \.listen, help: "Address to accept clients on, HOST:PORT (port 0: any free port)."),
-        ConfigOption("upstream", environment: variable("upstream"), valueName: "HOST:PORT",
-               help: "Relay mode: the fixed upstream every client is relayed to, HOST:PORT; a host name is resolved once, at startup, to its first IPv4 address.",
-               store: { config, text throws(OptionRuleError) in
-                   do throws(AddressError) { config.upstream = try SocketAddress(resolving: text, allowing: .ipv4) } catch {
-                       throw OptionRuleError("HOST:PORT with an IPv4 address or a name that resolves to one, "
-                           + "like 127.0.0.1:7001 or upstream.internal:7001 (\(error.reason))")
-                   }
-               }, render: { $0.upstream?.description ?? "" }),
+        ConfigOption("upstream", environment: variable("upstream"), valueName: "HOST:PORT [weight=N] [backup]",
+               help: "Relay mode: an upstream, HOST:PORT ([IPv6]:PORT, or a name: every A and AAAA record it resolves to "
+                   + "becomes a member), optionally with weight=N (1 to 256, default 1) and backup (used only when no other "
+                   + "upstream is up). Give it once per upstream; the variable takes a comma-separated list.",
+               repeats: true,
+               store: { config, text throws(OptionRuleError) in config.upstreams = try parseUpstreams(text) },
+               render: { $0.upstreams.map(\.description).joined(separator: ",") }),
+        .choice("balance", environment: variable("balance"), \.balance,
+                help: "How a new connection picks its upstream: random (the better of two random picks by active "
+                    + "connections), roundrobin (exact rotation, by weight), leastconn (fewest active connections per "
+                    + "weight) or hash (the client's address: a client keeps its upstream while the set is stable)."),
+        .integer("connect-retries", environment: variable("connect-retries"), \.connectRetries, range: connectRetriesRange,
+                 help: "Relay mode: after a refused or timed-out connect, try this many more upstreams, each a different "
+                     + "one, 0 to 16; the client's bytes wait in its socket meanwhile."),
+        .choice("health-check", environment: variable("health-check"), \.healthCheck,
+                help: "Relay mode: active health checks, tcp (a connect to every upstream each --health-check-interval, "
+                    + "from one checker thread) or off (only failed connects mark an upstream down)."),
+        .duration("health-check-interval", environment: variable("health-check-interval"), \.healthCheckInterval,
+                  rule: healthCheckIntervalRule, help: "Time between two checks of an upstream, 10ms to 1h."),
+        .integer("rise", environment: variable("rise"), \.rise, range: riseFallRange,
+                 help: "Consecutive passed checks that bring a down upstream back, 1 to 100."),
+        .integer("fall", environment: variable("fall"), \.fall, range: riseFallRange,
+                 help: "Consecutive failures (checks, or connects by clients) that mark an upstream down, 1 to 100."),
+        .duration("resolve-interval", environment: variable("resolve-interval"), \.resolveInterval, rule: resolveIntervalRule,
+                  help: "Time between two resolutions of the upstream names, off the data path (a failed lookup keeps "
+                      + "the last good set), 0 (once, at start) or 1s to 7d."),
         .integer("workers", environment: variable("workers"), \.workers, range: workersRange,
                  help: "Worker threads, each with its own event loop and buffer pool, 1 to 256.",
                  defaultText: "the online cores (at most 256)"),
@@ -76,8 +94,8 @@ extension ServerConfig {
                help: "Stats HTTP endpoint (/metrics, /stats, /healthz, /readyz, / dashboard), HOST:PORT or off.",
                store: { config, text throws(OptionRuleError) in
                    if text == "off" { config.stats = nil; return }
-                   do throws(AddressError) { config.stats = try SocketAddress(parsing: text, allowing: .ipv4) } catch {
-                       throw OptionRuleError("HOST:PORT with an IPv4 host, or off (\(error.reason))")
+                   do throws(AddressError) { config.stats = try SocketAddress(parsing: text) } catch {
+                       throw OptionRuleError("HOST:PORT with a numeric host (an IPv6 one in brackets), or off (\(error.reason))")
                    }
                }, render: { $0.stats?.description ?? "off" }),
         .choice("log-level", environment: variable("log-level"), \.logLevel,
@@ -120,11 +138,11 @@ extension ServerConfig {
 }
 
 extension ConfigOption where Config == ServerConfig {
-    /// A numeric IPv4 `HOST:PORT` (IPv6 comes with the upstream pool).
+    /// A numeric `HOST:PORT`: `127.0.0.1:7000`, `[::1]:7000`, `[::]:7000`.
     static func address(_ name: String, _ keyPath: WritableKeyPath<ServerConfig, SocketAddress> & Sendable, help: String) -> ConfigOption {
         ConfigOption(name, environment: ServerConfig.variable(name), valueName: "HOST:PORT", help: help, store: { config, text throws(OptionRuleError) in
-            do throws(AddressError) { config[keyPath: keyPath] = try SocketAddress(parsing: text, allowing: .ipv4) } catch {
-                throw OptionRuleError("HOST:PORT with an IPv4 host, like 127.0.0.1:7000 (\(error.reason))")
+            do throws(AddressError) { config[keyPath: keyPath] = try SocketAddress(parsing: text) } catch {
+                throw OptionRuleError("HOST:PORT with a numeric host, like 127.0.0.1:7000 or [::1]:7000 (\(error.reason))")
             }
         }, render: { $0[keyPath: keyPath].description })
     }

@@ -11,7 +11,7 @@ import Glibc
 public enum ServerMode: String, Sendable, CaseIterable {
     /// Every byte goes back to the connection it came from.
     case echo
-    /// Every client connection gets its own connection to the fixed upstream; bytes flow both ways.
+    /// Every client connection gets its own connection to one of the upstreams; bytes flow both ways.
     case relay
 }
 
@@ -21,8 +21,25 @@ public struct ServerConfig: Sendable {
     public var mode: ServerMode
     /// Where clients connect. 127.0.0.1 by default: exposing the server is a decision.
     public var listen: SocketAddress = SocketAddress(host: "127.0.0.1", port: 7000)
-    /// The relay's one upstream; never chosen by a client (no open proxy). Relay mode only.
-    public var upstream: SocketAddress?
+    /// The relay's upstreams (each entry a name or an address, with its weight and role);
+    /// never chosen by a client (no open proxy). Relay mode only. `upstream` is the first.
+    public var upstreams: [UpstreamSpec] = []
+    /// How the relay picks an upstream for a new connection.
+    public var balance: BalanceMethod = .random
+    /// Active health checks: a TCP connect to every upstream each `healthCheckInterval`, from
+    /// one checker thread (off the data path).
+    public var healthCheck: HealthCheckMode = .tcp
+    public var healthCheckInterval: Double = 2
+    /// Consecutive successful checks that bring a down upstream back (haproxy's default, 2).
+    public var rise = 2
+    /// Consecutive failures (checks, or connects by clients) that mark an upstream down
+    /// (haproxy's default, 3).
+    public var fall = 3
+    /// Further upstreams a client's connect may try, each a different one, after a refused or
+    /// timed-out connect.
+    public var connectRetries = 2
+    /// Seconds between re-resolutions of the upstream names (0: resolved once, at start).
+    public var resolveInterval: Double = 30
     /// Worker threads, each with its own loop, listener (SO_REUSEPORT) and local buffer pool.
     /// The online cores by default, but never more than `workersRange` allows.
     public var workers: Int = ServerConfig.defaultWorkers
@@ -88,12 +105,7 @@ public struct ServerConfig: Sendable {
         func fail(_ option: String, _ value: Any, _ rule: String) -> ConfigError {
             ConfigError(field: option, value: "\(value)", expected: rule)
         }
-        switch (mode, upstream) {
-        case (.relay, nil): throw fail("--upstream", "(none)", "HOST:PORT of the upstream, required in relay mode")
-        case (.echo, let upstream?): throw fail("--upstream", upstream, "no upstream in echo mode (use relay)")
-        case (.relay, let upstream?) where upstream.port == 0: throw fail("--upstream", upstream, "a port from 1 to 65535")
-        default: break
-        }
+        if let violation = upstreamViolation() { throw fail("--upstream", violation.value, violation.rule) }
         try ServerConfig.table.validate(self)
         do {
             try buffers.validate()

@@ -5,6 +5,8 @@ import Synchronization
 final class ServerShared: Sendable {
     let pools: PacketBufferPools
     let maxConnections: Int
+    /// The relay's upstreams (nil in echo mode).
+    let upstreams: UpstreamPool?
     let active = Atomic<Int>(0)
     let rejected = Atomic<UInt64>(0)
     /// What `drain()` or `stop()` asked for (`.serving` until then). Only ever raised; each
@@ -13,9 +15,10 @@ final class ServerShared: Sendable {
     /// Workers whose loop has ended.
     let finishedWorkers = Atomic<Int>(0)
 
-    init(pools: PacketBufferPools, maxConnections: Int) {
+    init(pools: PacketBufferPools, maxConnections: Int, upstreams: UpstreamPool? = nil) {
         self.pools = pools
         self.maxConnections = maxConnections
+        self.upstreams = upstreams
     }
 
     /// Counts a new connection in, or refuses it (counted) when the limit is reached. One atomic

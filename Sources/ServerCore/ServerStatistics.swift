@@ -13,6 +13,8 @@ public struct WorkerStatistics: Sendable, Hashable, Codable {
     public var backpressurePauses: UInt64
     public var bufferWaits: UInt64
     public var upstreamConnectFailures: UInt64
+    /// Client connections closed because no upstream could be connected (every try failed).
+    public var upstreamUnavailable: UInt64
     public var upstreamResets: UInt64
     public var clientResets: UInt64
     public var idleTimeouts: UInt64
@@ -46,6 +48,8 @@ public struct ServerStatistics: Sendable {
     /// What `drain()` or `stop()` asked for (the workers act on it at once). `/readyz` answers
     /// 503, and the `draining` metric and JSON key read 1 (true), in every phase but `.serving`.
     public var shutdownPhase: ShutdownPhase
+    /// The relay's upstreams, in configuration order (empty in echo mode).
+    public var upstreams: [UpstreamStatistics] = []
 
     public var connectionsActive: Int { workers.reduce(0) { $0 + $1.connectionsActive } }
     public var connectionsAccepted: UInt64 { workers.reduce(0) { $0 + $1.connectionsAccepted } }
@@ -54,6 +58,7 @@ public struct ServerStatistics: Sendable {
     public var backpressurePauses: UInt64 { workers.reduce(0) { $0 + $1.backpressurePauses } }
     public var bufferWaits: UInt64 { workers.reduce(0) { $0 + $1.bufferWaits } }
     public var upstreamConnectFailures: UInt64 { workers.reduce(0) { $0 + $1.upstreamConnectFailures } }
+    public var upstreamUnavailable: UInt64 { workers.reduce(0) { $0 + $1.upstreamUnavailable } }
     public var upstreamResets: UInt64 { workers.reduce(0) { $0 + $1.upstreamResets } }
     public var idleTimeouts: UInt64 { workers.reduce(0) { $0 + $1.idleTimeouts } }
     public var connectionsClosed: UInt64 { workers.reduce(0) { $0 + $1.connectionsClosed } }

@@ -18,11 +18,21 @@ final class Session {
     var slot = 0
     /// The session was open when the worker began to drain (for the drain's count).
     var inDrain = false
+    /// Relay: the upstream this session is connected or connecting to (counted in its active
+    /// connections until the session ends or moves on), and every upstream it tried, so that a
+    /// retry picks another. Kept with the session: no allocation per connection.
+    var member: UpstreamMember?
+    var tried: [ObjectIdentifier] = []
+    /// When the current upstream connect began (`EventLoop.hrtime()`, ns).
+    var connectStartedAt: UInt64 = 0
+    /// The client's IP address, hashed (the `hash` balancer's key).
+    var clientKey: UInt64 = 0
 
     init(worker: Worker) {
         self.worker = worker
         machine = SessionStateMachine(mode: .echo, now: 0)
         client = SessionConnection(session: self, side: .client)
+        tried.reserveCapacity(ServerConfig.connectRetriesRange.upperBound + 1)
     }
 
     @inline(__always)
@@ -36,7 +46,8 @@ final class Session {
     /// whose connect is already under way).
     func open(clientStream: TCPStream, upstreamStream: TCPStream?) {
         let now = worker.loop.nowMilliseconds
-        machine = SessionStateMachine(mode: upstreamStream == nil ? .echo : .relay, now: now)
+        machine = SessionStateMachine(mode: upstreamStream == nil ? .echo : .relay, now: now,
+                                      connectRetries: worker.config.connectRetries)
         inDrain = false
         client.attach(clientStream)
         if let upstreamStream {
@@ -50,11 +61,47 @@ final class Session {
     func upstreamDidConnect(status: Int32) {
         let now = worker.loop.nowMilliseconds
         if status < 0 {
-            if status != UVError.cancelled { log(UVError(status, "connect to upstream \(worker.upstreamText)")) }
+            if status != UVError.cancelled, let member {
+                let error = UVError(status, "connect to upstream \(member.address)")
+                worker.shared.upstreams?.connectFailed(member, UpstreamFailure(error), now: now)
+                log(error)
+            }
             perform(machine.upstreamConnectFailed(now: now))
         } else {
+            if let member { worker.shared.upstreams?.connected(member, nanoseconds: EventLoop.hrtime() &- connectStartedAt) }
             perform(machine.upstreamConnected(now: now))
         }
+    }
+
+    /// The upstream connect timed out (the sweep found the deadline passed).
+    func upstreamConnectTimedOut(_ action: SessionAction) {
+        if let member {
+            worker.shared.upstreams?.connectFailed(member, .timeout, now: worker.loop.nowMilliseconds)
+            worker.logUpstreamFailure(UVError.timedOut("connect to upstream \(member.address)"))
+        }
+        perform(action)
+    }
+
+    /// Takes `member` as this session's upstream (counted in its active connections).
+    func use(_ member: UpstreamMember) {
+        self.member?.active.subtract(1, ordering: .relaxed)
+        member.active.add(1, ordering: .relaxed)
+        self.member = member
+        tried.append(ObjectIdentifier(member))
+        connectStartedAt = EventLoop.hrtime()
+    }
+
+    /// The session has ended: its upstream has one connection fewer.
+    func releaseUpstream() {
+        member?.active.subtract(1, ordering: .relaxed)
+        member = nil
+        tried.removeAll(keepingCapacity: true)
+    }
+
+    /// Swaps the upstream connection's stream for `stream` (a retry): the old one is closed
+    /// apart from the session (its close callback hands it back to the worker).
+    func replaceUpstreamStream(with stream: TCPStream) {
+        upstream?.attach(stream)
     }
 
     /// Performs what the state machine decided.
@@ -62,6 +109,10 @@ final class Session {
         if action == .none { return }
         // Counted first: a close below may reach the peer before this function returns.
         if let count = action.count { worker.count(count) }
+        if action.retryConnect {
+            worker.retryUpstream(self)
+            return  // nothing else in a retry's action; a give-up is performed by retryUpstream
+        }
         if !action.stopReading.isEmpty {
             if action.stopReading.contains(.client) { client.stream.stopReading() }
             if action.stopReading.contains(.upstream) { upstream?.stream.stopReading() }

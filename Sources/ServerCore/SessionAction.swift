@@ -39,6 +39,9 @@ struct SessionAction: Sendable, Equatable, CustomStringConvertible {
     /// The connection on these sides just became usable (TCP_NODELAY).
     var ready: SessionSides = []
     var count: SessionCount? = nil
+    /// The upstream connect failed and a retry is allowed: connect to another upstream (the
+    /// driver gives up with `upstreamConnectGaveUp` when there is none).
+    var retryConnect = false
     /// Both sockets have closed: the session is over.
     var ended = false
 
@@ -54,6 +57,7 @@ struct SessionAction: Sendable, Equatable, CustomStringConvertible {
         if !reset.isEmpty { parts.append("reset: \(reset)") }
         if !ready.isEmpty { parts.append("ready: \(ready)") }
         if let count { parts.append("count: \(count)") }
+        if retryConnect { parts.append("retryConnect") }
         if ended { parts.append("ended") }
         return "SessionAction(\(parts.joined(separator: ", ")))"
     }

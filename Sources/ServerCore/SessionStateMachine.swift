@@ -91,11 +91,16 @@ struct SessionStateMachine: Sendable {
     var lastActivity: UInt64
     /// The session was cut (reset at the drain deadline).
     var wasCut = false
+    /// Relay: further upstream connects allowed after a failed one (`--connect-retries`).
+    var connectRetriesLeft = 0
+    /// Relay: every upstream connect failed (or none was left to try): the client got no upstream.
+    var gaveUpConnecting = false
 
     /// A session for a connection accepted at `now`: echo is open at once; relay connects
-    /// its upstream first.
-    init(mode: Mode, now: UInt64) {
+    /// its upstream first, and may try `connectRetries` more upstreams if that fails.
+    init(mode: Mode, now: UInt64, connectRetries: Int = 0) {
         self.mode = mode
+        connectRetriesLeft = connectRetries
         lastActivity = now
         client.socket = .open
         if mode == .relay {
@@ -152,11 +157,29 @@ struct SessionStateMachine: Sendable {
         return action
     }
 
-    /// The upstream refused, failed or did not accept in time: the client gets a clean end
-    /// (a FIN, its input drained), never a reset.
+    /// The upstream refused, failed or did not accept in time. With a retry left, the session
+    /// keeps connecting (its deadline starts again) and the driver connects to another
+    /// upstream; the client's bytes stay unread in its socket meanwhile, so none is lost.
+    /// Otherwise the client gets a clean end (a FIN, its input drained), never a reset.
     mutating func upstreamConnectFailed(now: UInt64) -> SessionAction {
         guard case .connecting = phase else { return .none }
-        var action = SessionAction(count: .upstreamConnectFailure)
+        if connectRetriesLeft > 0 {
+            connectRetriesLeft -= 1
+            phase = .connecting(since: now)
+            return SessionAction(count: .upstreamConnectFailure, retryConnect: true)
+        }
+        var action = upstreamConnectGaveUp(now: now)
+        action.count = .upstreamConnectFailure
+        return action
+    }
+
+    /// No upstream is left to try: the client gets a clean end (counted by the failure that
+    /// led here).
+    mutating func upstreamConnectGaveUp(now: UInt64) -> SessionAction {
+        guard case .connecting = phase else { return .none }
+        connectRetriesLeft = 0
+        gaveUpConnecting = true
+        var action = SessionAction()
         closeSocket(.upstream, &action)
         linger(.client, now: now, &action)
         reconcileReading(&action)

@@ -32,13 +32,16 @@ final class Worker: TCPListenerDelegate {
     /// hold none, such as a new client.
     let reserveBuffers: Int
     let keepAliveSeconds: UInt32
-    let upstreamText: String
+    /// The `random` balancer's draws (this worker's own generator: no lock, no system call).
+    var random: SplitMix64
+    /// Takes back the streams a connect retry left behind, once they have closed.
+    private(set) lazy var recycler = StreamRecycler(worker: self)
     var listener: TCPListener?
     private(set) var sessions: [Session] = []
     /// Ended sessions and closed streams kept for the next connections: after the worker's peak
     /// number of connections, accepting, connecting upstream and closing allocate nothing.
     private var freeSessions: [Session] = []
-    private var freeStreams: [TCPStream] = []
+    var freeStreams: [TCPStream] = []
 
     // Buffer waits (Worker+Buffers.swift).
     /// Reads waiting for a buffer, first come, first served: `bufferWaiters[waitersHead...]`.
@@ -89,7 +92,7 @@ final class Worker: TCPListenerDelegate {
         lowWatermarkBuffers = config.lowWatermarkBuffers
         reserveBuffers = Worker.reserve(reachable: buffers.reachable)
         keepAliveSeconds = config.tcpKeepaliveSeconds
-        upstreamText = config.upstream.map { "\($0)" } ?? "?"
+        random = SplitMix64(seed: UInt64(index) &+ EventLoop.hrtime())
         scratch = .allocate(byteCount: 16 * 1024, alignment: 64)
     }
 
@@ -168,17 +171,14 @@ final class Worker: TCPListenerDelegate {
         }
         WorkerCounters.add(counters.accepted)
         var upstreamStream: TCPStream?
-        if config.mode == .relay, let upstream = config.upstream {
+        if config.mode == .relay {
             do {
-                let upstreamTCP = try makeStream()
-                upstreamStream = upstreamTCP
-                try upstreamTCP.connect(to: upstream)
+                upstreamStream = try makeStream()
             } catch {
-                WorkerCounters.add(counters.upstreamConnectFailures)
                 logUpstreamFailure(error)
-                upstreamStream?.close()
                 stream.close()
                 shared.release()
+                WorkerCounters.add(counters.upstreamUnavailable)
                 WorkerCounters.add(counters.closed)
                 return
             }
@@ -187,7 +187,49 @@ final class Worker: TCPListenerDelegate {
         session.slot = sessions.count
         sessions.append(session)
         WorkerCounters.set(counters.active, sessions.count)
+        session.clientKey = config.balance == .hash && upstreamStream != nil ? stream.peerAddressHash : 0
         session.open(clientStream: stream, upstreamStream: upstreamStream)
+        // The session is connecting; its upstream is picked and the connect starts here.
+        if let upstreamStream { connectUpstream(session, stream: upstreamStream) }
+    }
+
+    /// Picks an upstream for `session` (never one it tried) and connects `stream` to it; with
+    /// none left, the session gives up (its client gets a clean end).
+    func connectUpstream(_ session: Session, stream: TCPStream) {
+        let now = loop.nowMilliseconds
+        guard let pool = shared.upstreams,
+              let member = pool.choose(clientKey: session.clientKey, tried: session.tried, now: now, random: &random) else {
+            session.perform(session.machine.upstreamConnectGaveUp(now: now))
+            return
+        }
+        session.use(member)
+        do {
+            try stream.connect(to: member.address)
+        } catch {
+            // Refused at once (no route, bad address): as a failed connect.
+            pool.connectFailed(member, UpstreamFailure(error), now: now)
+            logUpstreamFailure(error)
+            session.perform(session.machine.upstreamConnectFailed(now: now))
+        }
+    }
+
+    /// A session's upstream connect failed and it may retry: its old stream is closed apart
+    /// from it (handed back to this worker when closed) and a new one connects to another
+    /// upstream.
+    func retryUpstream(_ session: Session) {
+        guard let old = session.upstream?.stream else { return }
+        old.delegate = recycler
+        old.close()
+        let stream: TCPStream
+        do {
+            stream = try makeStream()
+        } catch {
+            logUpstreamFailure(error)
+            session.perform(session.machine.upstreamConnectGaveUp(now: loop.nowMilliseconds))
+            return
+        }
+        session.replaceUpstreamStream(with: stream)
+        connectUpstream(session, stream: stream)
     }
 
     func listener(_ listener: TCPListener, acceptFailed error: UVError) {
@@ -221,6 +263,8 @@ final class Worker: TCPListenerDelegate {
     }
 
     func sessionDidEnd(_ session: Session) {
+        if session.machine.gaveUpConnecting { WorkerCounters.add(counters.upstreamUnavailable) }
+        session.releaseUpstream()
         // Both streams have closed (their close callbacks ran): keep them and the session.
         freeStreams.append(session.client.stream)
         if session.hasUpstream, let upstream = session.upstream { freeStreams.append(upstream.stream) }
@@ -263,16 +307,17 @@ final class Worker: TCPListenerDelegate {
                 session.connection(side).stream.queuedWriteBytes
             }
             if action.count == .upstreamConnectFailure {
-                logUpstreamFailure(UVError.timedOut("connect to upstream \(upstreamText)"))
+                session.upstreamConnectTimedOut(action)
+            } else {
+                session.perform(action)
             }
-            session.perform(action)
         }
     }
 
     // MARK: Logging
 
     func logUpstreamFailure(_ error: UVError) {
-        logRateLimited(level: .warning, "upstream \(upstreamText): \(error)")
+        logRateLimited(level: .warning, "\(error)")
     }
 
     private func logRateLimited(level: Logger.Level, _ message: @autoclosure () -> String) {
@@ -286,5 +331,23 @@ final class Worker: TCPListenerDelegate {
         }
         failureLogCount += 1
         if failureLogCount <= 10 { logger.log(level: level, "\(message())") }
+    }
+}
+
+/// The delegate of a stream a connect retry left behind: when it has closed, it goes back to
+/// the worker's free streams (its connect callback, cancelled, is ignored).
+final class StreamRecycler: TCPStreamDelegate {
+    unowned(unsafe) let worker: Worker  // Safe: the worker outlives its streams.
+
+    init(worker: Worker) { self.worker = worker }
+
+    func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: nil, count: 0)  // never read: it is closing
+    }
+
+    func stream(_ stream: TCPStream, didRead count: Int, into buffer: UnsafeMutableRawBufferPointer) {}
+
+    func streamDidClose(_ stream: TCPStream) {
+        worker.freeStreams.append(stream)
     }
 }

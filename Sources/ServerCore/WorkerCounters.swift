@@ -12,6 +12,8 @@ final class WorkerCounters: Sendable {
     /// A read found no buffer (local and overflow pools empty) and waited for one.
     let bufferWaits = Atomic<UInt64>(0)
     let upstreamConnectFailures = Atomic<UInt64>(0)
+    /// Client connections closed because no upstream could be connected (every try failed).
+    let upstreamUnavailable = Atomic<UInt64>(0)
     let upstreamResets = Atomic<UInt64>(0)
     let clientResets = Atomic<UInt64>(0)
     let idleTimeouts = Atomic<UInt64>(0)
@@ -56,6 +58,7 @@ final class WorkerCounters: Sendable {
             backpressurePauses: backpressurePauses.load(ordering: .relaxed),
             bufferWaits: bufferWaits.load(ordering: .relaxed),
             upstreamConnectFailures: upstreamConnectFailures.load(ordering: .relaxed),
+            upstreamUnavailable: upstreamUnavailable.load(ordering: .relaxed),
             upstreamResets: upstreamResets.load(ordering: .relaxed),
             clientResets: clientResets.load(ordering: .relaxed),
             idleTimeouts: idleTimeouts.load(ordering: .relaxed),

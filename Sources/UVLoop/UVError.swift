@@ -47,6 +47,8 @@ public struct UVError: Error, Sendable, Hashable, CustomStringConvertible {
     public static let outOfMemory = Int32(UV_ENOMEM.rawValue)
     /// `UV_ETIMEDOUT`.
     public static let timedOutCode = Int32(-ETIMEDOUT)
+    /// `UV_ECONNREFUSED`: nothing listens at the address.
+    public static let connectionRefused = Int32(UV_ECONNREFUSED.rawValue)
 
     /// A connect or read that took too long (`UV_ETIMEDOUT`).
     public static func timedOut(_ operation: String) -> UVError { UVError(Int32(-ETIMEDOUT), operation) }

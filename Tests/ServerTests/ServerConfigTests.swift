@@ -54,7 +54,8 @@ enum ConfigErrorMatcher {
         (["idle-timeout": "soon"], "--idle-timeout: 'soon' (expected: a time like 60s, 500ms, 2m or 1.5)"),
         (["connect-timeout": "0"], "--connect-timeout: '0' (expected: a time > 0, at most 1h, like 5s)"),
         (["low-watermark": "1M", "high-watermark": "64K"], "--low-watermark: 1048576 (expected: 0...--high-watermark - 1 (65535))"),
-        (["listen": "localhost:7000"], "--listen: 'localhost:7000' (expected: HOST:PORT with an IPv4 host, like 127.0.0.1:7000 ('localhost' is not an IPv4 address))"),
+        (["listen": "localhost:7000"], "--listen: 'localhost:7000' (expected: HOST:PORT with a numeric host, like 127.0.0.1:7000 or [::1]:7000 ('localhost' is not an IP address))"),
+        (["listen": "::1:7000"], "--listen: '::1:7000' (expected: HOST:PORT with a numeric host, like 127.0.0.1:7000 or [::1]:7000 (an IPv6 address goes in brackets, like [::1]:7000))"),
         (["max-connections": "0"], "--max-connections: 0 (expected: 1...1000000)"),
     ])
     func badValue_namesOptionValueAndRule(values: [String: String], message: String) {
@@ -79,8 +80,8 @@ enum ConfigErrorMatcher {
             Issue.record("accepted an upstream that does not resolve")
         } catch {
             #expect(error.field == "--upstream")
-            #expect(error.expected.hasPrefix("HOST:PORT with an IPv4 address or a name that resolves to one"))
-            #expect(error.expected.contains("'no-such-host.invalid' is neither an IPv4 address nor a name that resolves to one"))
+            #expect(error.expected.hasPrefix("HOST:PORT with an IPv4 address, an [IPv6] address or a name that resolves to one"))
+            #expect(error.expected.contains("'no-such-host.invalid' is neither an IP address nor a name that resolves to one"))
         }
         #expect(throws: ConfigError.self) { try parse(["upstream": "localhost:70000"], mode: .relay) }
     }

@@ -1,0 +1,250 @@
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+import UVLoop
+
+/// The relay's upstreams, shared by every worker: which are up, how many connections each has
+/// (all workers together, so that balancing sees the whole server), and the choice of one for
+/// a new connection. The member set changes only when names are resolved again; a snapshot is
+/// taken under a lock once per connection (never per message).
+public final class UpstreamPool: Sendable {
+    public let method: BalanceMethod
+    let rise: Int
+    let fall: Int
+    /// With active checks off, a down member gets one try after this many ms (nginx's
+    /// fail_timeout): otherwise nothing would ever bring it back.
+    let retryDownAfter: UInt64
+    let checksEnabled: Bool
+    private let members: Mutex<[UpstreamMember]>
+    /// The rotation of `roundrobin` (and the tie-break of `leastconn`).
+    private let rotation = Atomic<UInt64>(0)
+    /// Lookups that failed (the last good set was kept).
+    let resolveFailures = Atomic<UInt64>(0)
+    let logger: Logger
+
+    public init(config: ServerConfig, logger: Logger) {
+        method = config.balance
+        rise = config.rise
+        fall = config.fall
+        checksEnabled = config.healthCheck == .tcp
+        retryDownAfter = max(1, ServerConfig.milliseconds(config.healthCheckInterval))
+        self.logger = logger
+        members = Mutex(UpstreamPool.members(for: config.upstreams, keeping: []))
+    }
+
+    /// The members now, in configuration order.
+    public var current: [UpstreamMember] { members.withLock { $0 } }
+
+    /// Every member's figures.
+    public var statistics: [UpstreamStatistics] { current.map(\.statistics) }
+
+    /// The members for `specs`, reusing those of `old` with the same address and entry (their
+    /// health and counts go on).
+    static func members(for specs: [UpstreamSpec], keeping old: [UpstreamMember]) -> [UpstreamMember] {
+        var result: [UpstreamMember] = []
+        for spec in specs {
+            for address in spec.resolved where !result.contains(where: { $0.address == address && $0.entry == spec.address }) {
+                let kept = old.first { $0.address == address && $0.entry == spec.address && $0.weight == spec.weight && $0.backup == spec.backup }
+                result.append(kept ?? UpstreamMember(address: address, entry: spec.address, weight: spec.weight, backup: spec.backup))
+            }
+        }
+        return result
+    }
+
+    /// Takes a new resolution of the entries: members that remain keep their state; new ones
+    /// start up. Returns whether the set changed.
+    @discardableResult
+    func update(_ specs: [UpstreamSpec]) -> Bool {
+        members.withLock { current in
+            let next = UpstreamPool.members(for: specs, keeping: current)
+            let changed = next.map(ObjectIdentifier.init) != current.map(ObjectIdentifier.init)
+            current = next
+            return changed
+        }
+    }
+
+    // MARK: Choosing
+
+    /// The member for a new connection, or nil when every member was tried already.
+    /// - `clientKey`: a hash of the client's IP address (the `hash` method's input).
+    /// - `tried`: members this connection tried already; a retry never picks one again.
+    /// Tiers: the primaries that are up; else the backups that are up; else every member
+    /// (all are down: try them anyway, as nginx does, rather than refuse everyone).
+    func choose(clientKey: UInt64, tried: [ObjectIdentifier], now: UInt64, random: inout SplitMix64) -> UpstreamMember? {
+        let members = current
+        for tier in 0..<3 {
+            let eligible: (UpstreamMember) -> Bool = { member in
+                guard !tried.contains(ObjectIdentifier(member)) else { return false }
+                switch tier {
+                case 0: return !member.backup && self.isUsable(member, now: now)
+                case 1: return member.backup && self.isUsable(member, now: now)
+                default: return true
+                }
+            }
+            if let member = pick(from: members, eligible, clientKey: clientKey, random: &random) {
+                member.selected.add(1, ordering: .relaxed)
+                return member
+            }
+        }
+        return nil
+    }
+
+    /// Up, or down with checks off and its retry time come.
+    private func isUsable(_ member: UpstreamMember, now: UInt64) -> Bool {
+        if member.isUp { return true }
+        return !checksEnabled && now &- member.downSince.load(ordering: .relaxed) >= retryDownAfter
+    }
+
+    private func pick(from members: [UpstreamMember], _ eligible: (UpstreamMember) -> Bool, clientKey: UInt64,
+                      random: inout SplitMix64) -> UpstreamMember? {
+        var totalWeight = 0
+        var count = 0
+        for member in members where eligible(member) {
+            totalWeight += member.weight
+            count += 1
+        }
+        guard count > 0 else { return nil }
+        switch method {
+        case .roundrobin:
+            let turn = Int(rotation.add(1, ordering: .relaxed).oldValue % UInt64(totalWeight))
+            return member(at: turn, weighted: members, eligible)
+        case .random:
+            let first = member(at: Int(random.next() % UInt64(totalWeight)), weighted: members, eligible)
+            let second = member(at: Int(random.next() % UInt64(totalWeight)), weighted: members, eligible)
+            guard let first, let second else { return first ?? second }
+            return second.load < first.load ? second : first
+        case .leastconn:
+            // The least loaded; among equals, the first from a rotating start (they take turns).
+            let start = Int(rotation.add(1, ordering: .relaxed).oldValue % UInt64(count))
+            var best: UpstreamMember?
+            for pass in 0..<2 {
+                var index = 0
+                for member in members where eligible(member) {
+                    defer { index += 1 }
+                    guard (pass == 0) == (index >= start) else { continue }
+                    if best == nil || member.load < best!.load { best = member }
+                }
+            }
+            return best
+        case .hash:
+            var best: UpstreamMember?
+            var bestScore = -Double.infinity
+            for member in members where eligible(member) {
+                let score = UpstreamPool.rendezvousScore(clientKey: clientKey, member: member)
+                if score > bestScore { best = member; bestScore = score }
+            }
+            return best
+        }
+    }
+
+    /// The eligible member that holds position `position` when each takes `weight` positions.
+    private func member(at position: Int, weighted members: [UpstreamMember], _ eligible: (UpstreamMember) -> Bool) -> UpstreamMember? {
+        var remaining = position
+        for member in members where eligible(member) {
+            if remaining < member.weight { return member }
+            remaining -= member.weight
+        }
+        return nil
+    }
+
+    /// Weighted rendezvous hashing: each member scores the client; the highest score wins. A
+    /// member leaving moves only its own clients; one joining takes about weight/total of them.
+    static func rendezvousScore(clientKey: UInt64, member: UpstreamMember) -> Double {
+        let hash = mix(clientKey ^ memberKey(member))
+        // A uniform number in (0, 1), then -weight / ln(u): the weighted form (Schindelhauer).
+        let unit = (Double(hash >> 11) + 0.5) / Double(1 << 53)
+        return -Double(member.weight) / Glibc.log(unit)
+    }
+
+    /// A stable hash of a member's address (FNV-1a over its text).
+    static func memberKey(_ member: UpstreamMember) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in member.address.description.utf8 {
+            hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
+        }
+        return hash
+    }
+
+    /// SplitMix64's finaliser: a good 64-bit mix.
+    static func mix(_ value: UInt64) -> UInt64 {
+        var z = value &+ 0x9e37_79b9_7f4a_7c15
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
+    }
+
+    // MARK: Health
+
+    /// A client's connect succeeded after `nanoseconds`.
+    func connected(_ member: UpstreamMember, nanoseconds: UInt64) {
+        member.connectTimes.record(nanoseconds: nanoseconds)
+        member.failures.store(0, ordering: .relaxed)
+        // With checks off, a successful try brings a down member back; with checks on, the
+        // checker decides (rise).
+        if !checksEnabled && !member.isUp { markUp(member, why: "a connect succeeded") }
+    }
+
+    /// A client's connect to `member` failed.
+    func connectFailed(_ member: UpstreamMember, _ failure: UpstreamFailure, now: UInt64) {
+        switch failure {
+        case .refused: member.connectRefused.add(1, ordering: .relaxed)
+        case .timeout: member.connectTimedOut.add(1, ordering: .relaxed)
+        case .other: member.connectOther.add(1, ordering: .relaxed)
+        }
+        failed(member, now: now, why: "connect \(failure.rawValue)")
+    }
+
+    /// An active check's result.
+    func checked(_ member: UpstreamMember, passed: Bool, now: UInt64) {
+        if passed {
+            member.checksPassed.add(1, ordering: .relaxed)
+            member.failures.store(0, ordering: .relaxed)
+            if !member.isUp {
+                let passes = member.passes.add(1, ordering: .relaxed).newValue
+                if passes >= rise { markUp(member, why: "\(passes) checks passed") }
+            }
+        } else {
+            member.checksFailed.add(1, ordering: .relaxed)
+            member.passes.store(0, ordering: .relaxed)
+            failed(member, now: now, why: "check failed")
+        }
+    }
+
+    private func failed(_ member: UpstreamMember, now: UInt64, why: String) {
+        let failures = member.failures.add(1, ordering: .relaxed).newValue
+        if member.isUp && failures >= fall {
+            if member.up.compareExchange(expected: true, desired: false, ordering: .relaxed).exchanged {
+                member.downSince.store(now, ordering: .relaxed)
+                member.passes.store(0, ordering: .relaxed)
+                member.wentDown.add(1, ordering: .relaxed)
+                logger.warning("upstream \(member.address) is down: \(failures) consecutive failures (last: \(why))")
+            }
+        } else if !member.isUp {
+            member.downSince.store(now, ordering: .relaxed)  // a failed retry waits again
+        }
+    }
+
+    private func markUp(_ member: UpstreamMember, why: String) {
+        if member.up.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged {
+            member.failures.store(0, ordering: .relaxed)
+            member.passes.store(0, ordering: .relaxed)
+            member.cameUp.add(1, ordering: .relaxed)
+            logger.notice("upstream \(member.address) is up again (\(why))")
+        }
+    }
+}
+
+/// A small, fast pseudo-random generator (SplitMix64), one per worker: the `random` balancer's
+/// draws, with no system call and no lock.
+struct SplitMix64: RandomNumberGenerator {
+    private var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9e37_79b9_7f4a_7c15
+        return UpstreamPool.mix(state &- 0x9e37_79b9_7f4a_7c15)
+    }
+}
