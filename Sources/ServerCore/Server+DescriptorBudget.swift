@@ -53,6 +53,11 @@ extension Server {
     /// Descriptors each worker opens for itself (epoll, its wake-up eventfd, the listener,
     /// libuv's spare descriptor for EMFILE, signal and timer plumbing), with room to spare.
     static let descriptorsPerWorker = 8
+    /// Descriptors the relay's upstream monitor takes: its loop (epoll, eventfd, timers) and
+    /// one check connection per upstream address at most.
+    static func monitorDescriptors(_ config: ServerConfig) -> Int {
+        config.mode == .relay ? descriptorsPerWorker + config.upstreams.reduce(0) { $0 + $1.resolved.count } : 0
+    }
     /// Kept free beyond everything counted: logging, /proc reads, a core dump's pipe.
     static let spareDescriptors = 16
 

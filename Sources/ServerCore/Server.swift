@@ -27,6 +27,8 @@ public final class Server: Sendable {
     let shared: ServerShared
     private let workers: [WorkerHandle]
     private let onFinished: (@Sendable () -> Void)?
+    /// The relay's health checks and re-resolution (nil: echo, or nothing to do).
+    private let monitor: UpstreamMonitor?
 
     /// A worker as other threads see it.
     private struct WorkerHandle: Sendable {
@@ -45,7 +47,7 @@ public final class Server: Sendable {
                 reservedDescriptors: Int = 0, onFinished: (@Sendable () -> Void)? = nil) throws {
         try config.validate()
         Server.prepareSignals()
-        let budget = try Server.descriptorBudget(config: config, reserved: reservedDescriptors, logger: logger)
+        let budget = try Server.descriptorBudget(config: config, reserved: reservedDescriptors + Server.monitorDescriptors(config), logger: logger)
         connectionLimit = min(config.maxConnections, budget)
         Server.warnIfUnfair(connectionLimit: connectionLimit, config: config, logger: logger)
         self.config = config
@@ -100,6 +102,14 @@ public final class Server: Sendable {
         }
         workers = handles
         self.address = address
+        do {
+            monitor = try upstreams.flatMap { pool throws(UVError) in try UpstreamMonitor.start(pool: pool, config: config, logger: logger) }
+        } catch {
+            shared.request(.stopping)
+            for handle in handles { handle.wake.send() }
+            for handle in handles { handle.thread.join() }
+            throw error
+        }
     }
 
     /// Graceful drain, from any thread: stop accepting, let each connection flush what it has
@@ -123,6 +133,7 @@ public final class Server: Sendable {
     @discardableResult
     public func wait() -> ServerStatistics {
         for worker in workers { worker.thread.join() }
+        monitor?.stop()
         return statistics()
     }
 

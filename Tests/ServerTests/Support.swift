@@ -31,6 +31,9 @@ func startServer(_ mode: ServerMode = .echo, upstream: SocketAddress? = nil,
     config.drainTimeout = 5
     config.connectTimeout = 2
     config.idleTimeout = 20
+    // No active health checks unless a test asks: a check is a connection to the upstream,
+    // which a test upstream that accepts one connection would take for the client's.
+    config.healthCheck = .off
     try configure(&config)
     return try Server(config: config, logger: quietLogger)
 }

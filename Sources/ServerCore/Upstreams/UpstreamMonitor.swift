@@ -1,0 +1,189 @@
+import Logging
+import Threads
+import UVLoop
+
+/// The relay's upstream monitor: one thread with its own loop, off the data path (never one
+/// per worker). It checks every upstream with a TCP connect each `--health-check-interval`
+/// (haproxy's `check` on a TCP server: a connect that succeeds passes), feeding the pool's
+/// rise and fall, and resolves the upstream names again every `--resolve-interval`: a lookup
+/// that fails keeps the last good set (logged and counted). The lookup blocks this thread for
+/// as long as the resolver takes; checks due meanwhile run late, never the data path.
+final class UpstreamMonitor: Sendable {
+    private let thread: ThreadHandle
+    private let wake: AsyncWake
+
+    /// Starts the monitor; nil when there is nothing to do (checks off and no names to resolve).
+    static func start(pool: UpstreamPool, config: ServerConfig, logger: Logger) throws(UVError) -> UpstreamMonitor? {
+        let checks = config.healthCheck == .tcp
+        let names = config.resolveInterval > 0 && config.upstreams.contains { spec in
+            (try? SocketAddress(parsing: spec.address)) == nil
+        }
+        guard checks || names else { return nil }
+        let ready = OneShot<Result<AsyncWake, UVError>>()
+        let thread = ThreadHandle.start {
+            do {
+                let loop = try EventLoop()
+                let state = MonitorState(pool: pool, config: config, loop: loop, logger: logger)
+                let wake = try AsyncWake(loop: loop) { _ in state.stop() }
+                try state.start(checks: checks, names: names)
+                ready.set(.success(wake))
+                loop.run()
+                wake.close()
+                loop.runOnce(wait: false)  // the close callbacks free the handles
+            } catch {
+                ready.set(.failure(error as! UVError))  // EventLoop, AsyncWake and start throw UVError only
+            }
+        }
+        switch ready.wait() {
+        case .success(let wake): return UpstreamMonitor(thread: thread, wake: wake)
+        case .failure(let error):
+            thread.join()
+            throw error
+        }
+    }
+
+    private init(thread: ThreadHandle, wake: AsyncWake) {
+        self.thread = thread
+        self.wake = wake
+    }
+
+    /// Stops the checks and waits for the thread.
+    func stop() {
+        wake.send()
+        thread.join()
+    }
+}
+
+/// The monitor's state, on its thread only.
+private final class MonitorState {
+    let pool: UpstreamPool
+    let loop: EventLoop
+    let logger: Logger
+    let interval: UInt64
+    /// A check that has not connected within this long fails.
+    let checkTimeout: UInt64
+    let resolveInterval: UInt64
+    /// The entries as last resolved (a failed lookup keeps its previous addresses).
+    var specs: [UpstreamSpec]
+    var checkTimer: Timer?
+    var resolveTimer: Timer?
+    /// Checks under way, by member.
+    var probes: [ObjectIdentifier: Probe] = [:]
+
+    init(pool: UpstreamPool, config: ServerConfig, loop: EventLoop, logger: Logger) {
+        self.pool = pool
+        self.loop = loop
+        self.logger = logger
+        interval = max(1, ServerConfig.milliseconds(config.healthCheckInterval))
+        checkTimeout = max(1, min(ServerConfig.milliseconds(config.healthCheckInterval), config.connectTimeoutMilliseconds))
+        resolveInterval = ServerConfig.milliseconds(config.resolveInterval)
+        specs = config.upstreams
+    }
+
+    func start(checks: Bool, names: Bool) throws(UVError) {
+        if checks {
+            let timer = try Timer(loop: loop)
+            checkTimer = timer
+            // The first round at once, so that an upstream down at start is found within
+            // `fall` checks.
+            timer.start(after: 0, repeat: interval) { [unowned self] _ in self.checkAll() }
+        }
+        if names {
+            let timer = try Timer(loop: loop)
+            resolveTimer = timer
+            timer.start(after: resolveInterval, repeat: resolveInterval) { [unowned self] _ in self.resolve() }
+        }
+    }
+
+    func stop() {
+        checkTimer?.close()
+        resolveTimer?.close()
+        for probe in probes.values { probe.stream.close() }
+        probes.removeAll()
+        loop.stop()
+    }
+
+    // MARK: Checks
+
+    func checkAll() {
+        let now = loop.nowMilliseconds
+        // A check still under way after its timeout fails (and makes room for the next).
+        for (key, probe) in probes where now &- probe.startedAt >= checkTimeout {
+            probes[key] = nil
+            probe.finish(passed: false, now: now)
+        }
+        for member in pool.current where probes[ObjectIdentifier(member)] == nil {
+            do {
+                let stream = try TCPStream(loop: loop)
+                let probe = Probe(monitor: self, member: member, stream: stream, startedAt: now)
+                stream.delegate = probe
+                probes[ObjectIdentifier(member)] = probe
+                do {
+                    try stream.connect(to: member.address)
+                } catch {
+                    probes[ObjectIdentifier(member)] = nil
+                    probe.finish(passed: false, now: now)
+                }
+            } catch {
+                logger.warning("health check of \(member.address) not started: \(error)")
+            }
+        }
+    }
+
+    func connected(_ probe: Probe, status: Int32) {
+        guard probes[ObjectIdentifier(probe.member)] === probe else { return }  // timed out before
+        probes[ObjectIdentifier(probe.member)] = nil
+        probe.finish(passed: status == 0, now: loop.nowMilliseconds)
+    }
+
+    // MARK: Resolution
+
+    func resolve() {
+        var next = specs
+        var failed = false
+        for index in next.indices {
+            do throws(AddressError) {
+                next[index].resolved = try SocketAddress.resolve(next[index].address)
+            } catch {
+                failed = true
+                pool.resolveFailures.add(1, ordering: .relaxed)
+                logger.warning("resolving upstream \(next[index].address) failed, keeping its last addresses: \(error.reason)")
+            }
+        }
+        specs = next
+        if pool.update(next) {
+            logger.notice("upstreams now: \(pool.current.map { "\($0.address)" }.joined(separator: ", "))\(failed ? " (some lookups failed)" : "")")
+        }
+    }
+}
+
+/// One check: a connect to a member, then a close.
+private final class Probe: TCPStreamDelegate {
+    unowned let monitor: MonitorState
+    let member: UpstreamMember
+    let stream: TCPStream
+    let startedAt: UInt64
+
+    init(monitor: MonitorState, member: UpstreamMember, stream: TCPStream, startedAt: UInt64) {
+        self.monitor = monitor
+        self.member = member
+        self.stream = stream
+        self.startedAt = startedAt
+    }
+
+    func finish(passed: Bool, now: UInt64) {
+        monitor.pool.checked(member, passed: passed, now: now)
+        stream.delegate = nil
+        stream.close()
+    }
+
+    func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: nil, count: 0)  // a check reads nothing
+    }
+
+    func stream(_ stream: TCPStream, didRead count: Int, into buffer: UnsafeMutableRawBufferPointer) {}
+
+    func stream(_ stream: TCPStream, didConnect status: Int32) {
+        monitor.connected(self, status: status)
+    }
+}
