@@ -10,7 +10,7 @@ extension LoadConfig {
     /// Every flag, in `--help` order. The rules between flags (--threads at most
     /// --connections, --connections × --depth) are validate()'s.
     public static let table = OptionTable<LoadConfig>([
-        ConfigOption("target", environment: nil, valueName: "HOST:PORT", help: "The server, HOST:PORT: an IPv4 address, or an IPv6 one in brackets ([::1]:7000).",
+        ConfigOption("target", environment: nil, valueName: "HOST:PORT", help: "The server, HOST:PORT; an IPv6 host in brackets, [::1]:7000.",
                      store: { config, text throws(OptionRuleError) in
                          do throws(AddressError) { config.target = try SocketAddress(parsing: text) } catch {
                              throw OptionRuleError("HOST:PORT with a numeric host, like 127.0.0.1:7000 (\(error.reason))")

@@ -17,7 +17,8 @@ struct FastAllocServer {
         A libuv TCP echo and relay server whose every read lands in a pooled packet buffer.
 
         Modes: echo sends every byte back to its sender; relay gives every client its own
-        connection to the fixed --upstream (clients never choose it) and moves bytes both ways.
+        connection to one of the --upstream servers (picked by --balance among those up; clients
+        never choose) and moves bytes both ways.
         The mode is the first argument or FASTALLOC_MODE.
 
         Every option can also come from the environment variable named in its help; a flag wins
@@ -130,7 +131,7 @@ struct FastAllocServer {
         let term = try SignalWatcher(loop: control, signal: SIGTERM, onSignal)
         let interrupt = try SignalWatcher(loop: control, signal: SIGINT, onSignal)
         let workerWord = config.workers == 1 ? "worker" : "workers"
-        let upstreamText = config.upstream.map { " to \($0)" } ?? ""
+        let upstreamText = config.upstreams.isEmpty ? "" : " to " + config.upstreams.map(\.description).joined(separator: ", ")
         // One line on stdout, written at once (scripts wait for it), even into a pipe.
         let statsText = statsEndpoint.map { "; stats on http://\($0.address)/" } ?? ""
         FastAllocServer.write("listening on \(server.address) (\(mode.rawValue)\(upstreamText), \(config.workers) \(workerWord))\(statsText)\n", to: 1)
