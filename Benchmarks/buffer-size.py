@@ -7,16 +7,14 @@ CPU seconds per GB moved, the figure that separates settings when the client is 
     Benchmarks/buffer-size.py [--rounds 3] [--seconds 5]
 """
 import argparse
-import importlib.util
 import os
 import statistics
 import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-spec = importlib.util.spec_from_file_location("peers", os.path.join(HERE, "server-vs-peers.py"))
-peers = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(peers)
+sys.path.insert(0, HERE)
+import peers_lib as peers  # noqa: E402 (beside this script, shared with server-vs-peers.py)
 
 SIZES = [4096, 16384, 65536, 262144]
 

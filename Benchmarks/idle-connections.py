@@ -8,7 +8,6 @@ Budget: under 20 MB of RSS growth for 10,000 connections.
 
     Benchmarks/idle-connections.py [CONNECTIONS]      (default 10000)
 """
-import importlib.util
 import os
 import resource
 import shutil
@@ -19,9 +18,8 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-_spec = importlib.util.spec_from_file_location("peers", os.path.join(HERE, "server-vs-peers.py"))
-peers = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(peers)
+sys.path.insert(0, HERE)
+import peers_lib as peers  # noqa: E402 (beside this script, shared with server-vs-peers.py)
 wait_port = peers.wait_port
 ROOT = os.path.dirname(HERE)
 COUNT = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000

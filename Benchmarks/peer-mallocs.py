@@ -9,7 +9,6 @@ peers/uv-echo (not counted). socat is left out: it forks a process per connectio
 
     Benchmarks/peer-mallocs.py [SHORT LONG]      (default 2000 10000 messages per connection)
 """
-import importlib.util
 import json
 import os
 import re
@@ -19,9 +18,8 @@ import tempfile
 import shutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-_spec = importlib.util.spec_from_file_location("peers", os.path.join(HERE, "server-vs-peers.py"))
-peers = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(peers)
+sys.path.insert(0, HERE)
+import peers_lib as peers  # noqa: E402 (beside this script, shared with server-vs-peers.py)
 SHIM = os.path.join(HERE, "peers/libmalloc-count.so")
 CONNECTIONS = 64
 

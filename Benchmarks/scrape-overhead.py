@@ -7,7 +7,6 @@ connection, alternating, in one run. Budget: under 1 % change.
 """
 import argparse
 import http.client
-import importlib.util
 import os
 import statistics
 import subprocess
@@ -16,9 +15,8 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-spec = importlib.util.spec_from_file_location("peers", os.path.join(HERE, "server-vs-peers.py"))
-peers = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(peers)
+sys.path.insert(0, HERE)
+import peers_lib as peers  # noqa: E402 (beside this script, shared with server-vs-peers.py)
 
 
 def scrape(port, stop, counter):
