@@ -15,26 +15,11 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
+source scripts/servers.sh  # start_server, ipv6_or_ipv4_loopback, refused_address
 
 command -v promtool >/dev/null && command -v prometheus >/dev/null || { echo "check-metrics: needs Debian's prometheus package" >&2; exit 1; }
 swift build -c release --product fastalloc-server >/dev/null
 swift build -c release --product fastalloc-load >/dev/null
-
-start_server() {  # name, arguments: starts fastalloc-server on port 0 and waits (bounded) for its
-    # "listening on ADDRESS (...)[; stats on http://STATS/]" line; sets $listening and $stats_at.
-    local name=$1
-    shift
-    .build/release/fastalloc-server "$@" >"$work/$name.out" 2>"$work/$name.log" &
-    pids+=($!)
-    for _ in $(seq 100); do
-        grep -q '^listening on ' "$work/$name.out" 2>/dev/null && break
-        kill -0 "${pids[-1]}" 2>/dev/null || break
-        sleep 0.1
-    done
-    listening=$(sed -n 's/^listening on \([^ ]*\) .*/\1/p' "$work/$name.out")
-    stats_at=$(sed -n 's|.*; stats on http://\([^/]*\)/.*|\1|p' "$work/$name.out")
-    [ -n "$listening" ] || { cat "$work/$name.log"; echo "check-metrics: $name did not start" >&2; exit 1; }
-}
 
 wait_http() {  # url: bounded wait until it answers 200
     for _ in $(seq 200); do
@@ -108,13 +93,11 @@ if missing or wrong or compared < 19:
 PY
 
 echo "== a relay in front of three upstreams"
-# The second upstream: an echo server on [::1] (an IPv6 label) when the machine has it.
-second_host=127.0.0.1
-if python3 -c 'import socket; s = socket.socket(socket.AF_INET6); s.bind(("::1", 0))' 2>/dev/null; then second_host="[::1]"; fi
-start_server upstream2 echo --listen "$second_host:0" --workers 1 --stats off
+# The second upstream: an echo server on [::1] (an IPv6 label) when the machine has it; the
+# third, a port where nothing listens.
+start_server upstream2 echo --listen "$(ipv6_or_ipv4_loopback):0" --workers 1 --stats off
 second=$listening
-# The third: a port where nothing listens (bound for a free number, then closed): refused.
-dead=127.0.0.1:$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+dead=$(refused_address)
 start_server relay relay --listen 127.0.0.1:0 --workers 2 --stats 127.0.0.1:0 --balance roundrobin \
     --upstream 127.0.0.1:"$port" --upstream "$second weight=2" --upstream "$dead"
 relay=$listening
