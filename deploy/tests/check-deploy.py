@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Checks everything in deploy/ offline, against the real server where it can:
 
-  Dockerfile   stages, base images, non-root user, ports, entrypoint, healthcheck; the build
+  Config files `fastalloc-server check --config` on every example in config/ (exit 0; what it
+               prints checks again to itself) and on broken copies (exit 64, with the line).
+  Dockerfile   stages, base images, non-root user, ports (from its ENV and its default config
+               file, which must be in the build context), entrypoint, healthcheck; the build
                stage's `swift build` line run here (--static-swift-stdlib) and the binary's shared
                libraries traced to the Debian packages the runtime stage installs; the
                HEALTHCHECK command run against a live server.
@@ -11,7 +14,8 @@
                no fairness warning).
   Kubernetes   `kubernetes-validate --strict` (Kubernetes 1.31 schemas) on every resource of the
                kustomization (and a broken copy, which must fail), then what a schema cannot see:
-               probes, ports and grace period agree with the ConfigMap, the pod runs as the image's
+               the ConfigMap's config file passes `fastalloc-server check` and is mounted where the
+               container's --config reads it; probes, ports and grace period agree with it, the pod runs as the image's
                user with a read-only root, selectors match, the pools serve --max-connections
                fairly and fit the memory request; the ConfigMap started for real (no fairness
                warning). The connection alert's threshold is both deployments' --max-connections.
@@ -120,6 +124,38 @@ def for_this_machine(environment, upstream):
     if "FASTALLOC_UPSTREAM" in env:
         env["FASTALLOC_UPSTREAM"] = f"127.0.0.1:{upstream.getsockname()[1]}"
     return env
+
+
+def option_names(binary):
+    """The options the server reads, from its own --help (`--idle-timeout` -> `idle-timeout`)."""
+    text = subprocess.run([binary, "--help"], capture_output=True, text=True).stdout
+    return set(re.findall(r"^  --([a-z][a-z0-9-]*)", text, re.M)) - {"help"}
+
+
+def yaml_text(value):
+    """A config file's value as the option's text (PyYAML reads `2` as 2, `true` as True)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(yaml_text(v) for v in value)
+    if isinstance(value, dict):
+        return " ".join([str(value["address"])] + ([f"weight={value['weight']}"] if "weight" in value else [])
+                        + (["backup"] if value.get("backup") else []))
+    return "" if value is None else str(value)
+
+
+def as_variables(settings):
+    """A config file's settings (option names) as the FASTALLOC_* variables the checks read."""
+    return {"FASTALLOC_" + key.upper().replace("-", "_"): yaml_text(value) for key, value in settings.items()}
+
+
+def server_check(binary, path, environment=None):
+    """`fastalloc-server check --config path` with only `environment`'s FASTALLOC_* variables:
+    (exit status, stdout, stderr)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTALLOC_")}
+    env.update(environment or {})
+    result = subprocess.run([binary, "check", "--config", path], env=env, capture_output=True, text=True, timeout=30)
+    return result.returncode, result.stdout, result.stderr
 
 
 def port_of(address):
@@ -261,10 +297,25 @@ def check_dockerfile(binary, variables, skip_static):
             key, _, value = item.partition("=")
             env[key] = value
     check("ENV names only options the server reads", set(env) <= variables, str(set(env) - variables))
+    # The image's defaults: its config file (FASTALLOC_CONFIG, copied from the build context),
+    # under its ENV.
+    settings = {}
+    copied = {c.split()[-1]: c.split()[0] for c in all_of(runtime, "COPY") if not c.startswith("--from=")}
+    if "FASTALLOC_CONFIG" in env:
+        source = copied.get(env["FASTALLOC_CONFIG"])
+        check("FASTALLOC_CONFIG names a file the runtime stage copies", source is not None, env["FASTALLOC_CONFIG"])
+        if source:
+            check(f"{source} exists", os.path.exists(os.path.join(ROOT, source)))
+            check(f".dockerignore keeps {source} in the build context", f"!{source}" in ignored, str(ignored))
+            status, _, err = server_check(binary, os.path.join(ROOT, source))
+            check(f"fastalloc-server check --config {source}", status == 0, err)
+            settings = as_variables(yaml.safe_load(open(os.path.join(ROOT, source))) or {})
+    settings.update(env)
     exposed = {int(p.split("/")[0]) for rest in all_of(runtime, "EXPOSE") for p in rest.split()}
-    check("EXPOSE has the data port the image listens on", port_of(env.get("FASTALLOC_LISTEN", ":7000")) in exposed, str(exposed))
-    check("EXPOSE has the stats port", port_of(env.get("FASTALLOC_STATS", ":9464")) in exposed, str(exposed))
-    check("the image listens beyond its own loopback", env.get("FASTALLOC_LISTEN", "").startswith("0.0.0.0:"))
+    check("EXPOSE has the data port the image listens on", port_of(settings.get("FASTALLOC_LISTEN", ":7000")) in exposed, str(exposed))
+    check("EXPOSE has the stats port", port_of(settings.get("FASTALLOC_STATS", ":9464")) in exposed, str(exposed))
+    check("the image listens beyond its own loopback", settings.get("FASTALLOC_LISTEN", "").startswith("0.0.0.0:"))
+    env = settings
     check("STOPSIGNAL SIGTERM (the drain)", all_of(runtime, "STOPSIGNAL") == ["SIGTERM"])
     health = all_of(runtime, "HEALTHCHECK")
     check("a HEALTHCHECK", len(health) == 1)
@@ -410,14 +461,36 @@ def check_kubernetes(binary, variables):
     for resource in resources + ["podmonitor.yaml"]:
         for doc in yaml.safe_load_all(open(os.path.join(directory, resource))):
             docs[(doc["kind"], doc["metadata"]["name"])] = doc
-    config = docs[("ConfigMap", "fastalloc-server")]["data"]
+    data = docs[("ConfigMap", "fastalloc-server")]["data"]
     deployment = docs[("Deployment", "fastalloc-server")]
     pod = deployment["spec"]["template"]
     spec = pod["spec"]
     container = spec["containers"][0]
-    check("the ConfigMap names only options the server reads", set(config) <= variables, str(set(config) - variables))
-    check("the container takes the ConfigMap", any(e.get("configMapRef", {}).get("name") == "fastalloc-server"
-                                                   for e in container.get("envFrom", [])))
+    check("the ConfigMap holds one config file", list(data) == ["fastalloc-server.yaml"], str(list(data)))
+    file_text = data.get("fastalloc-server.yaml", "")
+    settings = yaml.safe_load(file_text) or {}
+    check("its keys are options the server reads", set(settings) <= option_names(binary),
+          str(set(settings) - option_names(binary)))
+    config = as_variables(settings)
+    # The container reads it where the ConfigMap volume puts it.
+    args = container.get("args", [])
+    path = args[args.index("--config") + 1] if "--config" in args[:-1] else None
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    mounts = [m for m in container.get("volumeMounts", [])
+              if volumes.get(m["name"], {}).get("configMap", {}).get("name") == "fastalloc-server"]
+    check("the container runs --config on the ConfigMap's file, mounted read-only",
+          path is not None and len(mounts) == 1 and mounts[0].get("readOnly") is True
+          and path == mounts[0]["mountPath"].rstrip("/") + "/fastalloc-server.yaml", f"args {args}, mounts {mounts}")
+    check("no FASTALLOC_* variable in the pod overrides the file", not container.get("env") and not container.get("envFrom"))
+    upstream = free_listener()
+    with tempfile.TemporaryDirectory() as work:
+        file_path = os.path.join(work, "fastalloc-server.yaml")
+        with open(file_path, "w") as out:
+            out.write(file_text)
+        # The upstream's Service name does not resolve here: a variable moves it (variables win over the file).
+        status, out, err = server_check(binary, file_path, {"FASTALLOC_UPSTREAM": f"127.0.0.1:{upstream.getsockname()[1]}"})
+        check("fastalloc-server check --config passes the ConfigMap's file (upstream moved here)", status == 0, err)
+        check("and prints the relay it configures", "mode: relay" in out and "max-connections: 4000" in out, out[-500:])
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     check("the data port is the one the ConfigMap listens on", ports.get("data") == port_of(config["FASTALLOC_LISTEN"]))
     check("the metrics port is the ConfigMap's stats port", ports.get("metrics") == port_of(config["FASTALLOC_STATS"]))
@@ -468,15 +541,59 @@ def check_kubernetes(binary, variables):
     hpa = docs[("HorizontalPodAutoscaler", "fastalloc-server")]
     check("the HPA scales the Deployment", hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"] and
           hpa["spec"]["minReplicas"] >= 2)
-    upstream = free_listener()
-    server = LiveServer(binary, for_this_machine(config, upstream))
-    check("the ConfigMap starts the server", server.data is not None, server.line)
-    if server.data:
-        check("/readyz answers 200 while serving", server.get("/readyz")[0] == 200)
-    status, err = server.stop() if server.data else (None, "")
-    check("and SIGTERM drains it with status 0", status == 0, err[-500:])
-    check_no_fairness_warning(err, "ConfigMap")
+    with tempfile.TemporaryDirectory() as work:
+        # Started for real from the file, the addresses moved to this machine by variables.
+        file_path = os.path.join(work, "fastalloc-server.yaml")
+        with open(file_path, "w") as out:
+            out.write(file_text)
+        moved = {k: v for k, v in for_this_machine(config, upstream).items()
+                 if k in ("FASTALLOC_LISTEN", "FASTALLOC_STATS", "FASTALLOC_UPSTREAM")}
+        server = LiveServer(binary, moved, ["--config", file_path])
+        check("the ConfigMap's file starts the server", server.data is not None, server.line)
+        if server.data:
+            check("/readyz answers 200 while serving", server.get("/readyz")[0] == 200)
+        status, err = server.stop() if server.data else (None, "")
+        check("and SIGTERM drains it with status 0", status == 0, err[-500:])
+        check_no_fairness_warning(err, "ConfigMap")
     upstream.close()
+
+
+# ---------------------------------------------------------------------------------------------
+def check_config_files(binary):
+    section("Config files")
+    directory = os.path.join(DEPLOY, "config")
+    names = sorted(f for f in os.listdir(directory) if f.endswith(".yaml"))
+    check("examples in deploy/config", {"relay.yaml", "echo.yaml"} <= set(names), str(names))
+    with tempfile.TemporaryDirectory() as work:
+        for name in names:
+            path = os.path.join(directory, name)
+            status, out, err = server_check(binary, path)
+            check(f"fastalloc-server check --config config/{name}", status == 0 and not err, err)
+            if status != 0:
+                continue
+            # What check prints is a config file: checked again, it prints itself.
+            effective = os.path.join(work, "effective-" + name)
+            with open(effective, "w") as f:
+                f.write(out)
+            again, out2, err2 = server_check(binary, effective)
+            check(f"config/{name}: the configuration check prints checks again to itself",
+                  again == 0 and out2.splitlines()[1:] == out.splitlines()[1:], err2 or out2[-500:])
+            settings = yaml.safe_load(open(path))
+            check(f"config/{name} names its mode", settings.get("mode") in ("echo", "relay"), str(settings.get("mode")))
+            # The control: a misspelt key in a copy is refused, with its line (the last one).
+            lines = open(path).read().rstrip("\n").split("\n")
+            broken = os.path.join(work, "broken-" + name)
+            with open(broken, "w") as f:
+                f.write("\n".join(lines + ["worker: 2"]) + "\n")
+            status, _, err = server_check(binary, broken)
+            check(f"a copy of config/{name} with a misspelt key fails: exit 64, with its line",
+                  status == 64 and f"{broken}:{len(lines) + 1}: worker: unknown key" in err, f"{status}: {err}")
+    relay = yaml.safe_load(open(os.path.join(directory, "relay.yaml")))
+    upstreams = relay.get("upstream", [])
+    check("config/relay.yaml: three upstreams, weights and a backup, health checks",
+          len(upstreams) == 3 and any(isinstance(u, dict) and u.get("backup") for u in upstreams)
+          and any(isinstance(u, dict) and int(u.get("weight", 1)) > 1 for u in upstreams)
+          and "health-check" in relay and "health-check-interval" in relay, str(relay))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -552,7 +669,7 @@ def check_prometheus_and_grafana(binary):
 def check_never_root():
     section("No root")
     shipped = []
-    for folder in ("kubernetes", "systemd", "prometheus", "grafana"):
+    for folder in ("config", "kubernetes", "systemd", "prometheus", "grafana"):
         for name in sorted(os.listdir(os.path.join(DEPLOY, folder))):
             shipped.append(os.path.join(folder, name))
     shipped.append("Dockerfile")
@@ -567,6 +684,7 @@ def main():
     args = parser.parse_args()
     binary = build_server()
     variables = known_variables(binary) | {"FASTALLOC_MODE"}
+    check_config_files(binary)
     check_dockerfile(binary, variables, args.skip_static_build)
     check_systemd(binary, variables)
     check_kubernetes(binary, variables)
