@@ -163,7 +163,7 @@ struct FastAllocServer {
         let term = try SignalWatcher(loop: control, signal: SIGTERM, onSignal)
         let interrupt = try SignalWatcher(loop: control, signal: SIGINT, onSignal)
         let workerWord = config.workers == 1 ? "worker" : "workers"
-        let upstreamText = config.upstreams.isEmpty ? "" : " to " + config.upstreams.map(\.description).joined(separator: ", ")
+        let upstreamText = config.upstreams.isEmpty ? "" : " to " + config.upstreams.map(\.address).joined(separator: ", ")
         // One line on stdout, written at once (scripts wait for it), even into a pipe.
         let statsText = statsEndpoint.map { "; stats on http://\($0.address)/" } ?? ""
         FastAllocServer.write("listening on \(server.address) (\(mode.rawValue)\(upstreamText), \(config.workers) \(workerWord))\(statsText)\n", to: 1)
