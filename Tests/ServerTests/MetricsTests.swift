@@ -46,6 +46,9 @@ import Testing
             stats.workers[index].stalledEvictions = n()
             stats.workers[index].drainCompleted = n()
             stats.workers[index].drainCut = n()
+            stats.workers[index].accessLogDropped = n()
+            stats.workers[index].clientLimitRejections = n()
+            stats.workers[index].clientLimitTableFull = n()
         }
         stats.connectionsRejected = n()
         stats.shutdownPhase = .draining
