@@ -92,6 +92,11 @@ import UVLoop
         #expect(RawSocketAddress().kind == .none && SocketAddress(RawSocketAddress()) == nil)
     }
 
+    @Test func record_isFixedSize() {
+        #expect(MemoryLayout<AccessLogRecord>.size == 112, "docs/OPERATIONS.md quotes the copy per connection")
+        #expect(_isPOD(AccessLogRecord.self), "no reference, no String: a plain copy into the ring")
+    }
+
     @Test func ring_refusesWhenFull_andKeepsOrderAcrossTheWrap() {
         let ring = AccessLogRing(capacity: 3)
         #expect(ring.capacity == 4)

@@ -124,6 +124,7 @@ public final class AccessLog: @unchecked Sendable {
     // MARK: The writer thread
 
     private func run() {
+        AccessLog.nameThisThread("access-log")
         while true {
             // On the monotonic clock: a change of the wall clock neither stalls nor hurries it.
             var deadline = timespec()
@@ -146,6 +147,15 @@ public final class AccessLog: @unchecked Sendable {
             if stopping { break }
         }
         if case .file = target, descriptor >= 0 { fsync(descriptor) }
+    }
+
+    /// Names the calling thread, so that `top -H` and /proc/PID/task/*/comm show what it is
+    /// (pthread_setname_np is not in Swift's Glibc module; this is what it does on Linux).
+    private static func nameThisThread(_ name: String) {
+        let descriptor = Glibc.open("/proc/thread-self/comm", O_WRONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return }
+        _ = Glibc.write(descriptor, name, name.utf8.count)
+        Glibc.close(descriptor)
     }
 
     private func drainRings() {
