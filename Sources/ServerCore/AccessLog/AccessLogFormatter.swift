@@ -152,122 +152,130 @@ struct ByteOutput {
     }
 }
 
-/// The access log's two line formats, written into a `ByteOutput` (docs/OPERATIONS.md#access-log).
+/// The access log's two line formats, written into a `ByteOutput` (docs/OPERATIONS.md#access-log):
+/// text, `key=value` pairs (logfmt), and JSON, an object per line with the same keys (the
+/// addresses split into `_ip` and `_port`). One sequence of fields serves both.
 enum AccessLogFormatter {
     /// The longest line either format can make (two IPv6 addresses, every number at its widest,
     /// every cause), with room to spare.
     static let maxLine = 1024
 
+    /// `start_time client worker mode [upstream tries connect_ms] duration_ms bytes_received
+    /// bytes_sent [upstream_bytes_sent upstream_bytes_received] reason causes`; the bracketed
+    /// fields in a relay's lines only.
     static func write(_ record: borrowing AccessLogRecord, as format: AccessLogFormat, into output: inout ByteOutput) {
-        switch format {
-        case .text: text(record, into: &output)
-        case .json: json(record, into: &output)
+        var line = Line(json: format == .json, output: output)
+        line.timestamp("start_time", record.startMilliseconds)
+        line.address("client", ip: "client_ip", port: "client_port", record.client, portWhenNone: true)
+        line.number("worker", UInt64(record.worker))
+        line.word("mode", record.relay ? "relay" : "echo")
+        if record.relay {
+            line.address("upstream", ip: "upstream_ip", port: "upstream_port", record.upstream)
+            line.number("tries", UInt64(record.tries))
+            line.signed("connect_ms", record.connectMilliseconds)
         }
+        line.number("duration_ms", record.durationMilliseconds)
+        line.number("bytes_received", record.bytesReceived)
+        line.number("bytes_sent", record.bytesSent)
+        if record.relay {
+            line.number("upstream_bytes_sent", record.upstreamBytesSent)
+            line.number("upstream_bytes_received", record.upstreamBytesReceived)
+        }
+        line.word("reason", record.reason.name)
+        line.causes("causes", record.causes)
+        line.end()
+        output = line.output
     }
 
-    /// `start_time=… client=IP:PORT worker=N mode=echo|relay [upstream=IP:PORT tries=N
-    /// connect_ms=N] duration_ms=N bytes_received=N bytes_sent=N [upstream_bytes_sent=N
-    /// upstream_bytes_received=N] reason=R causes=R,R`
-    static func text(_ record: borrowing AccessLogRecord, into output: inout ByteOutput) {
-        output.append("start_time=")
-        output.appendTimestamp(millisecondsSinceEpoch: record.startMilliseconds)
-        output.append(" client=")
-        output.appendAddress(record.client)
-        output.append(" worker=")
-        output.append(UInt64(record.worker))
-        output.append(record.relay ? " mode=relay" : " mode=echo")
-        if record.relay {
-            output.append(" upstream=")
-            output.appendAddress(record.upstream)
-            output.append(" tries=")
-            output.append(UInt64(record.tries))
-            output.append(" connect_ms=")
-            output.append(record.connectMilliseconds)
-        }
-        output.append(" duration_ms=")
-        output.append(record.durationMilliseconds)
-        output.append(" bytes_received=")
-        output.append(record.bytesReceived)
-        output.append(" bytes_sent=")
-        output.append(record.bytesSent)
-        if record.relay {
-            output.append(" upstream_bytes_sent=")
-            output.append(record.upstreamBytesSent)
-            output.append(" upstream_bytes_received=")
-            output.append(record.upstreamBytesReceived)
-        }
-        output.append(" reason=")
-        output.append(record.reason.name)
-        output.append(" causes=")
-        appendCauses(record.causes, quoted: false, into: &output)
-        output.append(UInt8(ascii: "\n"))
-    }
-
-    /// One JSON object per line, the same fields: the addresses split into `_ip` and `_port`.
-    static func json(_ record: borrowing AccessLogRecord, into output: inout ByteOutput) {
-        output.append("{\"start_time\":\"")
-        output.appendTimestamp(millisecondsSinceEpoch: record.startMilliseconds)
-        output.append("\",\"client_ip\":")
-        appendQuotedHost(record.client, into: &output)
-        output.append(",\"client_port\":")
-        output.append(UInt64(record.client.port))
-        output.append(",\"worker\":")
-        output.append(UInt64(record.worker))
-        output.append(record.relay ? ",\"mode\":\"relay\"" : ",\"mode\":\"echo\"")
-        if record.relay {
-            output.append(",\"upstream_ip\":")
-            appendQuotedHost(record.upstream, into: &output)
-            output.append(",\"upstream_port\":")
-            if record.upstream.kind == .none { output.append("null") } else { output.append(UInt64(record.upstream.port)) }
-            output.append(",\"tries\":")
-            output.append(UInt64(record.tries))
-            output.append(",\"connect_ms\":")
-            output.append(record.connectMilliseconds)
-        }
-        output.append(",\"duration_ms\":")
-        output.append(record.durationMilliseconds)
-        output.append(",\"bytes_received\":")
-        output.append(record.bytesReceived)
-        output.append(",\"bytes_sent\":")
-        output.append(record.bytesSent)
-        if record.relay {
-            output.append(",\"upstream_bytes_sent\":")
-            output.append(record.upstreamBytesSent)
-            output.append(",\"upstream_bytes_received\":")
-            output.append(record.upstreamBytesReceived)
-        }
-        output.append(",\"reason\":\"")
-        output.append(record.reason.name)
-        output.append("\",\"causes\":[")
-        appendCauses(record.causes, quoted: true, into: &output)
-        output.append("]}\n")
-    }
-
-    /// `"HOST"` (every character of an address is plain ASCII: nothing to escape), or `null`.
-    private static func appendQuotedHost(_ address: RawSocketAddress, into output: inout ByteOutput) {
-        guard address.kind != .none else {
-            output.append("null")
-            return
-        }
-        output.append(UInt8(ascii: "\""))
-        output.appendHost(address)
-        output.append(UInt8(ascii: "\""))
-    }
-
-    /// Every cause in the set, in the reasons' order, comma-separated (`-` in text when none).
-    private static func appendCauses(_ causes: SessionEndReasons, quoted: Bool, into output: inout ByteOutput) {
+    /// One line being written: the keys and separators of its format.
+    private struct Line {
+        let json: Bool
+        var output: ByteOutput
         var first = true
-        // By raw value rather than `allCases`, which may build an array per call.
-        var raw: UInt8 = 0
-        while let reason = SessionEndReason(rawValue: raw) {
-            raw += 1
-            guard causes.contains(reason) else { continue }
-            if !first { output.append(UInt8(ascii: ",")) }
+
+        /// ` key=` or `,"key":` (`key=` or `{"key":` first).
+        mutating func key(_ name: StaticString) {
+            if json {
+                output.append(first ? "{\"" : ",\"")
+                output.append(name)
+                output.append("\":")
+            } else {
+                if !first { output.append(UInt8(ascii: " ")) }
+                output.append(name)
+                output.append(UInt8(ascii: "="))
+            }
             first = false
-            if quoted { output.append(UInt8(ascii: "\"")) }
-            output.append(reason.name)
-            if quoted { output.append(UInt8(ascii: "\"")) }
         }
-        if first && !quoted { output.append(UInt8(ascii: "-")) }
+
+        mutating func number(_ name: StaticString, _ value: UInt64) {
+            key(name)
+            output.append(value)
+        }
+
+        mutating func signed(_ name: StaticString, _ value: Int64) {
+            key(name)
+            output.append(value)
+        }
+
+        /// A word from the access log's own vocabulary (plain ASCII: nothing to escape).
+        mutating func word(_ name: StaticString, _ value: StaticString) {
+            key(name)
+            if json { output.append(UInt8(ascii: "\"")) }
+            output.append(value)
+            if json { output.append(UInt8(ascii: "\"")) }
+        }
+
+        mutating func timestamp(_ name: StaticString, _ milliseconds: Int64) {
+            key(name)
+            if json { output.append(UInt8(ascii: "\"")) }
+            output.appendTimestamp(millisecondsSinceEpoch: milliseconds)
+            if json { output.append(UInt8(ascii: "\"")) }
+        }
+
+        /// Text: `name=IP:PORT` (`-` for none). JSON: `"ip":"IP","port":PORT` under the names
+        /// given (null for none; the port 0 instead with `portWhenNone`, as for the client). Every character of
+        /// an address is plain ASCII.
+        mutating func address(_ name: StaticString, ip: StaticString, port: StaticString, _ address: RawSocketAddress,
+                              portWhenNone zero: Bool = false) {
+            guard json else {
+                key(name)
+                output.appendAddress(address)
+                return
+            }
+            key(ip)
+            if address.kind == .none {
+                output.append("null")
+            } else {
+                output.append(UInt8(ascii: "\""))
+                output.appendHost(address)
+                output.append(UInt8(ascii: "\""))
+            }
+            key(port)
+            if address.kind == .none && !zero { output.append("null") } else { output.append(UInt64(address.port)) }
+        }
+
+        /// Every cause in the set, in the reasons' order: text `a,b` (`-` for none), JSON `["a","b"]`.
+        mutating func causes(_ name: StaticString, _ causes: SessionEndReasons) {
+            key(name)
+            if json { output.append(UInt8(ascii: "[")) }
+            var none = true
+            // By raw value rather than `allCases`, which may build an array per call.
+            var raw: UInt8 = 0
+            while let reason = SessionEndReason(rawValue: raw) {
+                raw += 1
+                guard causes.contains(reason) else { continue }
+                if !none { output.append(UInt8(ascii: ",")) }
+                none = false
+                if json { output.append(UInt8(ascii: "\"")) }
+                output.append(reason.name)
+                if json { output.append(UInt8(ascii: "\"")) }
+            }
+            if json { output.append(UInt8(ascii: "]")) } else if none { output.append(UInt8(ascii: "-")) }
+        }
+
+        mutating func end() {
+            if json { output.append(UInt8(ascii: "}")) }
+            output.append(UInt8(ascii: "\n"))
+        }
     }
 }
