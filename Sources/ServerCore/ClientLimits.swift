@@ -90,7 +90,7 @@ final class ClientLimits: @unchecked Sendable {
 
     /// Counts a new connection from `address` in, unless the address is at the limit.
     func acquire(_ address: RawSocketAddress) -> Admission {
-        guard address.kind != .none else { return .untracked }  // no peer address: nothing to key on
+        guard address.kind != .none else { return .untracked }  // no address: nothing to key on (the worker never asks)
         return withShard(of: address) { base, used, start in
             var index = start
             for _ in 0..<slotsPerShard {

@@ -8,7 +8,8 @@ extension Worker {
     /// line; returns false. The caller has admitted it against --max-connections already
     /// (released here when refused).
     func admitPerClient(_ peer: inout SessionPeer, stream: TCPStream) -> Bool {
-        guard let limits = shared.clientLimits else { return true }
+        // No address (the client left before getpeername): nothing to count it by, nor to refuse.
+        guard let limits = shared.clientLimits, peer.address.kind != .none else { return true }
         switch limits.acquire(peer.address) {
         case .admitted:
             peer.countedPerClient = true
