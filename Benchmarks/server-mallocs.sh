@@ -9,6 +9,8 @@
 # is the allocations per message in steady state. It must be 0: the script fails otherwise.
 #
 #   Benchmarks/server-mallocs.sh            (64 connections, 2,000 vs 10,000 messages each)
+#   SERVER_ARGS="--access-log /tmp/a.log" Benchmarks/server-mallocs.sh   (extra server options, in
+#                                           every run: the access log on must stay at 0 too)
 set -euo pipefail
 cd "$(dirname "$0")"
 connections=${CONNECTIONS:-64}
@@ -16,6 +18,7 @@ short=${SHORT:-2000}
 long=${LONG:-10000}
 size=${SIZE:-64}
 port=${PORT:-17300}
+read -r -a extra <<<"${SERVER_ARGS:-}"
 
 make -s -C peers
 (cd .. && swift build -c release --product fastalloc-server >/dev/null && swift build -c release --product fastalloc-load >/dev/null)
@@ -45,6 +48,7 @@ count_run() {  # mode messages -> prints "mallocs messages"
     log=$(mktemp)
     local args=(echo --listen 127.0.0.1:"$port" --workers 2)
     [ "$mode" = relay ] && args=(relay --listen 127.0.0.1:"$port" --upstream 127.0.0.1:$((port + 1)) --workers 2)
+    args+=("${extra[@]}")
     LD_PRELOAD=$PWD/peers/libmalloc-count.so "$server" "${args[@]}" >/dev/null 2>"$log" &
     local pid=$!
     wait_port "$port"
@@ -82,7 +86,7 @@ churn_run() {  # mode rounds -> prints "mallocs connections"
     # longer run sees a higher per-worker peak, which adds sessions and streams to the free lists.)
     local args=(echo --listen 127.0.0.1:"$port" --workers 1)
     [ "$mode" = relay ] && args=(relay --listen 127.0.0.1:"$port" --upstream 127.0.0.1:$((port + 1)) --workers 1)
-    LD_PRELOAD=$PWD/peers/libmalloc-count.so "$server" "${args[@]}" >/dev/null 2>"$log" &
+    LD_PRELOAD=$PWD/peers/libmalloc-count.so "$server" "${args[@]}" "${extra[@]}" >/dev/null 2>"$log" &
     local pid=$!
     wait_port "$port"
     for _ in $(seq "$rounds"); do

@@ -53,7 +53,12 @@ public final class Server: Sendable {
         self.config = config
         self.onFinished = onFinished
         let upstreams = config.mode == .relay ? UpstreamPool(config: config, logger: logger) : nil
-        shared = ServerShared(pools: try PacketBufferPools(config: config.buffers), maxConnections: connectionLimit, upstreams: upstreams)
+        let accessLog = try AccessLog(target: config.accessLog, format: config.accessLogFormat, workers: config.workers, logger: logger)
+        let clientLimits = config.maxConnectionsPerClient > 0
+            ? ClientLimits(limit: config.maxConnectionsPerClient, connections: connectionLimit) : nil
+        shared = ServerShared(pools: try PacketBufferPools(config: config.buffers), maxConnections: connectionLimit, upstreams: upstreams,
+                              accessLog: accessLog, clientLimits: clientLimits)
+        accessLog?.start()
 
         var handles: [WorkerHandle] = []
         var address = config.listen
@@ -97,6 +102,7 @@ public final class Server: Sendable {
                 shared.request(.stopping)
                 for handle in handles { handle.wake.send() }
                 for handle in handles { handle.thread.join() }
+                accessLog?.finish()
                 throw error
             }
         }
@@ -134,7 +140,14 @@ public final class Server: Sendable {
     public func wait() -> ServerStatistics {
         for worker in workers { worker.thread.join() }
         monitor?.stop()
+        // Every worker has ended: the access log writes what is left, then its thread ends.
+        shared.accessLog?.finish()
         return statistics()
+    }
+
+    /// Reopens the access log's file (SIGUSR1, after logrotate renamed it); any thread.
+    public func reopenAccessLog() {
+        shared.accessLog?.reopen()
     }
 
     /// A snapshot of every worker's counters and of the pools; any thread, any time, without
@@ -155,11 +168,13 @@ public final class Server: Sendable {
         // A peer that resets must never kill the process: a write to it returns EPIPE instead.
         signal(SIGPIPE, SIG_IGN)
         // A parent may have started us with signals blocked (a blocked mask is inherited across
-        // exec): unblock the ones that drain, in this thread and so in every worker it starts.
+        // exec): unblock the ones that drain (and SIGUSR1, which reopens the access log), in
+        // this thread and so in every worker it starts.
         var drainSignals = sigset_t()
         sigemptyset(&drainSignals)
         sigaddset(&drainSignals, SIGTERM)
         sigaddset(&drainSignals, SIGINT)
+        sigaddset(&drainSignals, SIGUSR1)
         pthread_sigmask(SIG_UNBLOCK, &drainSignals, nil)
     }
 }

@@ -51,6 +51,8 @@ extension ServerConfig {
 
     /// Connections open at once, all workers together.
     public static let maxConnectionsRange = 1...1_000_000
+    /// `--max-connections-per-client`: 0 (off) up to `--max-connections`' own ceiling.
+    public static let maxConnectionsPerClientRange = 0...1_000_000
 
     /// The listen backlog (the kernel caps it again at net.core.somaxconn).
     public static let backlogRange = 1...65_535

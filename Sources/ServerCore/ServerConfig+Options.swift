@@ -3,6 +3,9 @@ import Logging
 import Options
 import PacketBuffers
 import UVLoop
+#if canImport(Glibc)
+import Glibc
+#endif
 
 // The server's options, each declared once: name, variable, field (whose initial value in
 // ServerConfig is the default), parser, rule and help. The command line, the environment, the
@@ -75,6 +78,10 @@ extension ServerConfig {
         .integer("max-connections", environment: variable("max-connections"), \.maxConnections, range: maxConnectionsRange,
                  help: "Client connections open at once, 1 to 1000000; beyond, new ones are closed at once and counted. "
                      + "The default is what the default buffer pools serve fairly; more warns at start."),
+        .integer("max-connections-per-client", environment: variable("max-connections-per-client"), \.maxConnectionsPerClient,
+                 range: maxConnectionsPerClientRange,
+                 help: "Connections open at once from one client IP address (any port), all workers together, 0 (no limit) "
+                     + "to 1000000; beyond, new ones are closed at once, counted and logged."),
         .duration("idle-timeout", environment: variable("idle-timeout"), \.idleTimeout, rule: idleTimeoutRule,
                   help: "Close a connection that has neither sent nor taken a byte for this long, 0 (never) to 7d."),
         .duration("connect-timeout", environment: variable("connect-timeout"), \.connectTimeout, rule: connectTimeoutRule,
@@ -109,10 +116,42 @@ extension ServerConfig {
                }, render: { $0.stats?.description ?? "off" }),
         .choice("log-level", environment: variable("log-level"), \.logLevel,
                 help: "How much to log: trace, debug, info, notice, warning, error or critical."),
+        ConfigOption("access-log", environment: variable("access-log"), valueName: "PATH|stderr|off",
+               help: "A line per connection when it ends (client, upstream, times, bytes each way, why it ended), written "
+                   + "by a thread of its own: a file (appended to; SIGUSR1 reopens it, for logrotate), stderr, or off.",
+               store: { config, text throws(OptionRuleError) in config.accessLog = try parseAccessLog(text) },
+               check: { config in
+                   guard case .file(let path) = config.accessLog, !directoryExists(of: path) else { return nil }
+                   return OptionViolation(value: path, rule: "a file in a directory that exists, stderr or off")
+               }, render: { $0.accessLog.description }),
+        .choice("access-log-format", environment: variable("access-log-format"), \.accessLogFormat,
+                help: "The access log's lines: text (key=value pairs) or json (an object per line)."),
         .flag("allow-root", environment: variable("allow-root"), \.allowRoot,
               help: "Run even as root. Without it the server refuses to start as root: it needs no privilege (it binds "
                   + "ports above 1024 by default), so run it as its own user."),
     ], environmentPrefix: "FASTALLOC_")
+
+    /// `off`, `stderr` or a path (not empty).
+    static func parseAccessLog(_ text: String) throws(OptionRuleError) -> AccessLogTarget {
+        switch text {
+        case "off": return .off
+        case "stderr": return .stderr
+        case "": throw OptionRuleError("a file's path, stderr or off")
+        default: return .file(text)
+        }
+    }
+
+    /// Whether the directory `path` names its file in exists (the current one for a bare name).
+    static func directoryExists(of path: String) -> Bool {
+        let directory: String
+        if let slash = path.lastIndex(of: "/") {
+            directory = slash == path.startIndex ? "/" : String(path[..<slash])
+        } else {
+            directory = "."
+        }
+        var info = stat()
+        return stat(directory, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+    }
 
     static let bufferSizeRule = "\(PacketBufferConfig.bufferSizeRange.lowerBound)...\(PacketBufferConfig.bufferSizeRange.upperBound) bytes"
 

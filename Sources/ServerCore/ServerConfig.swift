@@ -76,6 +76,11 @@ public struct ServerConfig: Sendable {
     public var logLevel: Logger.Level = .info
     /// Run even as root (the server refuses to otherwise: it needs no privilege).
     public var allowRoot = false
+    /// A line per connection when it ends (docs/OPERATIONS.md#access-log): off, stderr or a file.
+    public var accessLog = AccessLogTarget.off
+    public var accessLogFormat = AccessLogFormat.text
+    /// Connections open at once from one client IP address, all workers together (0: no limit).
+    public var maxConnectionsPerClient = 0
     /// Where the stats HTTP endpoint listens (`--stats off`: nil, no endpoint). 127.0.0.1:9464 by
     /// default: loopback, and not 9090, which a local Prometheus takes.
     public var stats: SocketAddress? = SocketAddress(host: "127.0.0.1", port: 9464)

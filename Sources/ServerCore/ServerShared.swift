@@ -7,6 +7,9 @@ final class ServerShared: Sendable {
     let maxConnections: Int
     /// The relay's upstreams (nil in echo mode).
     let upstreams: UpstreamPool?
+    /// The access log (nil: off) and the per-client connection counts (nil: no limit).
+    let accessLog: AccessLog?
+    let clientLimits: ClientLimits?
     let active = Atomic<Int>(0)
     let rejected = Atomic<UInt64>(0)
     /// What `drain()` or `stop()` asked for (`.serving` until then). Only ever raised; each
@@ -15,10 +18,13 @@ final class ServerShared: Sendable {
     /// Workers whose loop has ended.
     let finishedWorkers = Atomic<Int>(0)
 
-    init(pools: PacketBufferPools, maxConnections: Int, upstreams: UpstreamPool? = nil) {
+    init(pools: PacketBufferPools, maxConnections: Int, upstreams: UpstreamPool? = nil,
+         accessLog: AccessLog? = nil, clientLimits: ClientLimits? = nil) {
         self.pools = pools
         self.maxConnections = maxConnections
         self.upstreams = upstreams
+        self.accessLog = accessLog
+        self.clientLimits = clientLimits
     }
 
     /// Counts a new connection in, or refuses it (counted) when the limit is reached. One atomic

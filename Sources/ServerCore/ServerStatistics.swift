@@ -24,6 +24,12 @@ public struct WorkerStatistics: Sendable, Hashable, Codable {
     public var stalledEvictions: UInt64
     public var drainCompleted: UInt64
     public var drainCut: UInt64
+    /// Access log records dropped because the worker's ring was full (never a wait).
+    public var accessLogDropped: UInt64
+    /// Connections closed at accept by --max-connections-per-client.
+    public var clientLimitRejections: UInt64
+    /// Connections admitted untracked: the per-client table had no room for their address.
+    public var clientLimitTableFull: UInt64
 }
 
 /// accept() failures by reason (the listener keeps listening after each).
@@ -69,6 +75,9 @@ public struct ServerStatistics: Sendable {
     public var stalledEvictions: UInt64 { workers.reduce(0) { $0 + $1.stalledEvictions } }
     public var drainCompleted: UInt64 { workers.reduce(0) { $0 + $1.drainCompleted } }
     public var drainCut: UInt64 { workers.reduce(0) { $0 + $1.drainCut } }
+    public var accessLogDropped: UInt64 { workers.reduce(0) { $0 + $1.accessLogDropped } }
+    public var clientLimitRejections: UInt64 { workers.reduce(0) { $0 + $1.clientLimitRejections } }
+    public var clientLimitTableFull: UInt64 { workers.reduce(0) { $0 + $1.clientLimitTableFull } }
 
     /// One line for the log at exit.
     public var summary: String {

@@ -27,6 +27,9 @@ final class Session {
     var connectStartedAt: UInt64 = 0
     /// The client's IP address, hashed (the `hash` balancer's key).
     var clientKey: UInt64 = 0
+    /// The client's address, accept time and per-client count, for the access log and
+    /// `--max-connections-per-client` (Worker+AccessLog.swift).
+    var peer = SessionPeer()
 
     init(worker: Worker) {
         self.worker = worker

@@ -25,6 +25,10 @@ final class SessionConnection: TCPStreamDelegate {
     private(set) var stream: TCPStream!
     /// The last buffer request was refused to keep the reserve for connections holding none.
     private var declinedForShare = false
+    /// Bytes read from and written to this connection (the access log's counts; plain adds
+    /// beside the worker's counters, no atomics).
+    private(set) var bytesRead: UInt64 = 0
+    private(set) var bytesWritten: UInt64 = 0
 
     init(session: Session, side: SessionSide) {
         self.session = session
@@ -36,6 +40,8 @@ final class SessionConnection: TCPStreamDelegate {
         self.stream = stream
         stream.delegate = self
         declinedForShare = false
+        bytesRead = 0
+        bytesWritten = 0
     }
 
     // MARK: Reading
@@ -64,6 +70,7 @@ final class SessionConnection: TCPStreamDelegate {
         if memory.baseAddress != nil && memory.baseAddress == worker.scratch.baseAddress {
             // Lingering: the bytes are dropped; the scratch memory is not a pool buffer.
             if count > 0 {
+                bytesRead &+= UInt64(count)
                 _ = session.machine.bytesRead(from: side, now: worker.loop.nowMilliseconds)
                 return
             }
@@ -80,6 +87,7 @@ final class SessionConnection: TCPStreamDelegate {
             // Safe: readBuffer lent this buffer for this read and count > 0 means it holds the bytes.
             let base = memory.baseAddress!
             WorkerCounters.add(worker.counters.bytesReceived, UInt64(count))
+            bytesRead &+= UInt64(count)
             if let target = session.machine.bytesRead(from: side, now: worker.loop.nowMilliseconds) {
                 session.connection(target).send(base, count: count)
             } else {
@@ -133,9 +141,11 @@ final class SessionConnection: TCPStreamDelegate {
                 PacketBuffer.unsafeReclaim(base).release()
                 worker.bufferReleased()
                 WorkerCounters.add(counters.bytesSent, UInt64(count))
+                bytesWritten &+= UInt64(count)
                 return
             }
             WorkerCounters.add(counters.bytesSent, UInt64(count - queued))
+            bytesWritten &+= UInt64(count - queued)
             // The header carries the queued length to the completion (for the byte count).
             var buffer = PacketBuffer.unsafeReclaim(base)
             buffer.length = queued
@@ -159,6 +169,7 @@ final class SessionConnection: TCPStreamDelegate {
         let now = worker.loop.nowMilliseconds
         if status == 0 {
             WorkerCounters.add(worker.counters.bytesSent, UInt64(length))
+            bytesWritten &+= UInt64(length)
         }
         if status != 0 && status != UVError.cancelled {
             session.log(UVError(status, side == .client ? "write to client" : "write to upstream"))

@@ -119,6 +119,7 @@ extension SessionStateMachine {
     mutating func readEnded(on side: SessionSide) -> SessionAction {
         var action = SessionAction()
         guard self[side].isOpen else { return action }
+        noteEnd(side == .client ? .clientFIN : .upstreamFIN)
         let wasDiscarding = self[side].input == .discarding
         self[side].input = .ended
         let target = target(of: side)

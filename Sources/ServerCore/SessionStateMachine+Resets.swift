@@ -8,6 +8,7 @@ extension SessionStateMachine {
         var action = SessionAction()
         for side in SessionSide.allCases where side.rawValue <= lastSide.rawValue && self[side].isOpen { resetSocket(side, &action) }
         guard !action.reset.isEmpty else { return .none }  // already closing by itself
+        noteEnd(.drainCut)
         action.count = .drainCut
         wasCut = true
         phase = .closing
@@ -19,7 +20,10 @@ extension SessionStateMachine {
     mutating func stop() -> SessionAction {
         var action = SessionAction()
         for side in SessionSide.allCases where side.rawValue <= lastSide.rawValue && self[side].isOpen { resetSocket(side, &action) }
-        if !action.reset.isEmpty { phase = .closing }
+        if !action.reset.isEmpty {
+            noteEnd(.stop)
+            phase = .closing
+        }
         return action
     }
 
@@ -41,6 +45,7 @@ extension SessionStateMachine {
             if stalled == nil || self[side].progressAt < self[stalled!].progressAt { stalled = side }
         }
         guard let stalled else { return .none }
+        noteEnd(.stalledEviction)
         var action = failure(stalled, now: now, reset: true)
         action.count = .stalledEviction
         return action

@@ -16,10 +16,10 @@ extension SessionStateMachine {
             if timeouts.connect > 0 && now &- since >= timeouts.connect { return upstreamConnectFailed(now: now) }
             return .none
         case .lingering(let since):
-            if timeouts.linger > 0 && now &- since >= timeouts.linger { return closeAll(counting: .lingerTimeout) }
+            if timeouts.linger > 0 && now &- since >= timeouts.linger { return closeAll(counting: .lingerTimeout, reason: .lingerTimeout) }
             return writeStallCheck(now: now, timeouts: timeouts, queuedBytes: queuedBytes)
         case .open:
-            if timeouts.idle > 0 && now &- lastActivity >= timeouts.idle { return closeAll(counting: .idleTimeout) }
+            if timeouts.idle > 0 && now &- lastActivity >= timeouts.idle { return closeAll(counting: .idleTimeout, reason: .idleTimeout) }
             return writeStallCheck(now: now, timeouts: timeouts, queuedBytes: queuedBytes)
         case .closing, .ended:
             return .none
@@ -27,7 +27,8 @@ extension SessionStateMachine {
     }
 
     /// A deadline ended the session: close every side still open, counted as `count`.
-    private mutating func closeAll(counting count: SessionCount) -> SessionAction {
+    private mutating func closeAll(counting count: SessionCount, reason: SessionEndReason) -> SessionAction {
+        noteEnd(reason)
         var action = SessionAction(count: count)
         for side in SessionSide.allCases where side.rawValue <= lastSide.rawValue && self[side].isOpen { closeSocket(side, &action) }
         phase = .closing
@@ -44,6 +45,7 @@ extension SessionStateMachine {
                 self[side].queuedBytesSeen = bytes
             }
             if now &- self[side].progressAt >= timeouts.write {
+                noteEnd(.writeTimeout)
                 var action = failure(side, now: now, reset: true)
                 action.count = .writeTimeout
                 return action

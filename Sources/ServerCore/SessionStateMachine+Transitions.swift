@@ -6,6 +6,7 @@ extension SessionStateMachine {
     /// A failure of `side` (read or write error, failed shutdown), counted as that side's.
     mutating func fail(_ side: SessionSide, now: UInt64) -> SessionAction {
         guard self[side].isOpen else { return .none }
+        noteEnd(side == .client ? .clientReset : .upstreamReset)
         var action = failure(side, now: now, reset: false)
         action.count = side == .client ? .clientFailure : .upstreamFailure
         return action

@@ -95,6 +95,13 @@ struct SessionStateMachine: Sendable {
     var connectRetriesLeft = 0
     /// Relay: every upstream connect failed (or none was left to try): the client got no upstream.
     var gaveUpConnecting = false
+    /// When the session began (the accept) and, in a relay, when its upstream connected (nil:
+    /// never), in the loop's milliseconds: the access log's duration and connect time.
+    let startedAt: UInt64
+    var connectedAt: UInt64?
+    /// Why the session ended, and every cause it met (`noteEnd`, SessionStateMachine+EndReason.swift).
+    var endReason = SessionEndReason.unknown
+    var endCauses: SessionEndReasons = []
 
     /// A session for a connection accepted at `now`: echo is open at once; relay connects
     /// its upstream first, and may try `connectRetries` more upstreams if that fails.
@@ -102,6 +109,7 @@ struct SessionStateMachine: Sendable {
         self.mode = mode
         connectRetriesLeft = connectRetries
         lastActivity = now
+        startedAt = now
         client.socket = .open
         if mode == .relay {
             upstream.socket = .open
@@ -150,6 +158,7 @@ struct SessionStateMachine: Sendable {
         guard case .connecting = phase else { return .none }  // cut or stopped meanwhile
         phase = .open
         lastActivity = now
+        connectedAt = now
         client.input = .open
         upstream.input = .open
         var action = SessionAction(ready: .both)
@@ -179,6 +188,7 @@ struct SessionStateMachine: Sendable {
         guard case .connecting = phase else { return .none }
         connectRetriesLeft = 0
         gaveUpConnecting = true
+        noteEnd(.noUpstream)
         var action = SessionAction()
         closeSocket(.upstream, &action)
         linger(.client, now: now, &action)

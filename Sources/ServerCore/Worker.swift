@@ -160,15 +160,19 @@ final class Worker: TCPListenerDelegate {
     // MARK: Accepting
 
     func listener(_ listener: TCPListener, didAccept stream: TCPStream) {
+        var peer = acceptedPeer(stream)  // the client's address for the access log and the per-client limit
         guard shutdownPhase == .serving else {
             stream.close()
+            recordRefused(peer, reason: .stop)
             return
         }
         guard shared.admit() else {
             stream.close()
+            recordRefused(peer, reason: .connectionLimit)
             logRateLimited(level: .warning, "connection refused: \(shared.maxConnections) connections open, the limit")
             return
         }
+        guard admitPerClient(&peer, stream: stream) else { return }
         WorkerCounters.add(counters.accepted)
         var upstreamStream: TCPStream?
         if config.mode == .relay {
@@ -178,6 +182,8 @@ final class Worker: TCPListenerDelegate {
                 logUpstreamFailure(error)
                 stream.close()
                 shared.release()
+                if peer.countedPerClient { shared.clientLimits?.release(peer.address) }
+                recordRefused(peer, reason: .noUpstream)
                 WorkerCounters.add(counters.upstreamUnavailable)
                 WorkerCounters.add(counters.closed)
                 return
@@ -185,6 +191,7 @@ final class Worker: TCPListenerDelegate {
         }
         let session = freeSessions.popLast() ?? Session(worker: self)
         session.slot = sessions.count
+        session.peer = peer
         sessions.append(session)
         WorkerCounters.set(counters.active, sessions.count)
         session.clientKey = config.balance == .hash && upstreamStream != nil ? stream.peerAddressHash : 0
@@ -263,6 +270,7 @@ final class Worker: TCPListenerDelegate {
     }
 
     func sessionDidEnd(_ session: Session) {
+        recordEnd(of: session)  // the access log's line and the per-client count (Worker+AccessLog.swift)
         if session.machine.gaveUpConnecting { WorkerCounters.add(counters.upstreamUnavailable) }
         session.releaseUpstream()
         // Both streams have closed (their close callbacks ran): keep them and the session.
@@ -320,7 +328,7 @@ final class Worker: TCPListenerDelegate {
         logRateLimited(level: .warning, "\(error)")
     }
 
-    private func logRateLimited(level: Logger.Level, _ message: @autoclosure () -> String) {
+    func logRateLimited(level: Logger.Level, _ message: @autoclosure () -> String) {
         let second = loop.nowMilliseconds / 1000
         if second != failureLogSecond {
             if failureLogCount > 10 {

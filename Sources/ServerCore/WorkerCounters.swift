@@ -33,6 +33,12 @@ final class WorkerCounters: Sendable {
     let drainCompleted = Atomic<UInt64>(0)
     /// Connections reset (both sides) when --drain-timeout passed.
     let drainCut = Atomic<UInt64>(0)
+    /// Access log records dropped because this worker's ring was full (the writer fell behind).
+    let accessLogDropped = Atomic<UInt64>(0)
+    /// Connections closed at accept by --max-connections-per-client.
+    let clientLimitRejections = Atomic<UInt64>(0)
+    /// Connections admitted untracked because the per-client table had no room for their address.
+    let clientLimitTableFull = Atomic<UInt64>(0)
     /// Connections of this worker open now (client connections; a relay's upstream is not counted).
     let active = Atomic<Int>(0)
 
@@ -71,6 +77,9 @@ final class WorkerCounters: Sendable {
             lingerTimeouts: lingerTimeouts.load(ordering: .relaxed),
             stalledEvictions: stalledEvictions.load(ordering: .relaxed),
             drainCompleted: drainCompleted.load(ordering: .relaxed),
-            drainCut: drainCut.load(ordering: .relaxed))
+            drainCut: drainCut.load(ordering: .relaxed),
+            accessLogDropped: accessLogDropped.load(ordering: .relaxed),
+            clientLimitRejections: clientLimitRejections.load(ordering: .relaxed),
+            clientLimitTableFull: clientLimitTableFull.load(ordering: .relaxed))
     }
 }

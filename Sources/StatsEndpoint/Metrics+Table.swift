@@ -161,6 +161,19 @@ extension Metric {
         Metric(.histogram, "fastalloc_upstream_connect_seconds", "Time a successful connect to the upstream took.") { f in
             f.upstreamHistograms("connect_seconds", \.connectTimes)
         },
+        // Per-client limits and the access log.
+        Metric(.counter, "fastalloc_client_limit_rejections_total",
+               "Connections closed at accept because their client IP address had --max-connections-per-client open.") { f in
+            f.workers("client_limit_rejections", \.clientLimitRejections)
+        },
+        Metric(.counter, "fastalloc_client_limit_table_full_total",
+               "Connections admitted without a per-client count because the per-client table had no room for their address.") { f in
+            f.workers("client_limit_table_full", \.clientLimitTableFull)
+        },
+        Metric(.counter, "fastalloc_access_log_dropped_total",
+               "Access log lines lost because the worker's ring was full (the writer fell behind; the worker never waits).") { f in
+            f.workers("access_log_dropped", \.accessLogDropped)
+        },
         // Drain (SIGTERM/SIGINT).
         // 1 in both later phases, draining and stopping (as /readyz's 503); a stop of the process
         // itself never shows here (a second signal exits).

@@ -162,6 +162,8 @@ struct FastAllocServer {
         }
         let term = try SignalWatcher(loop: control, signal: SIGTERM, onSignal)
         let interrupt = try SignalWatcher(loop: control, signal: SIGINT, onSignal)
+        // SIGUSR1 (logrotate's postrotate): the access log reopens its file.
+        let reopen = try SignalWatcher(loop: control, signal: SIGUSR1) { _, _ in server.reopenAccessLog() }
         let workerWord = config.workers == 1 ? "worker" : "workers"
         let upstreamText = config.upstreams.isEmpty ? "" : " to " + config.upstreams.map(\.address).joined(separator: ", ")
         // One line on stdout, written at once (scripts wait for it), even into a pipe.
@@ -169,7 +171,7 @@ struct FastAllocServer {
         FastAllocServer.write("listening on \(server.address) (\(mode.rawValue)\(upstreamText), \(config.workers) \(workerWord))\(statsText)\n", to: 1)
 
         control.run()
-        for handle in [term, interrupt] as [Handle] { handle.close() }
+        for handle in [term, interrupt, reopen] as [Handle] { handle.close() }
         done.close()
         control.runOnce(wait: false)
         let final = server.wait()

@@ -131,6 +131,11 @@ struct FieldExpectation {
         case ("WorkerStatistics", "writeTimeouts"): return perWorker("fastalloc_write_timeouts_total", "write_timeouts")
         case ("WorkerStatistics", "lingerTimeouts"): return perWorker("fastalloc_linger_timeouts_total", "linger_timeouts")
         case ("WorkerStatistics", "stalledEvictions"): return perWorker("fastalloc_stalled_evictions_total", "stalled_evictions")
+        case ("WorkerStatistics", "accessLogDropped"): return perWorker("fastalloc_access_log_dropped_total", "access_log_dropped")
+        case ("WorkerStatistics", "clientLimitRejections"):
+            return perWorker("fastalloc_client_limit_rejections_total", "client_limit_rejections")
+        case ("WorkerStatistics", "clientLimitTableFull"):
+            return perWorker("fastalloc_client_limit_table_full_total", "client_limit_table_full")
         case ("WorkerStatistics", "drainCompleted"), ("WorkerStatistics", "drainCut"):
             let outcome = leaf.field == "drainCut" ? "cut" : "completed"
             return FieldExpectation(prometheus: [("fastalloc_drain_connections_total", worker.merging(["outcome": outcome]) { $1 })],

@@ -54,6 +54,9 @@ import UVLoop
             stats.workers[index].stalledEvictions = n()
             stats.workers[index].drainCompleted = n()
             stats.workers[index].drainCut = n()
+            stats.workers[index].accessLogDropped = n()
+            stats.workers[index].clientLimitRejections = n()
+            stats.workers[index].clientLimitTableFull = n()
         }
         stats.connectionsRejected = n()
         #expect(stats.upstreams.map(\.address) == ["127.0.0.1:7001", "[::1]:7002"])

@@ -1,0 +1,88 @@
+import UVLoop
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a session keeps of its client for the access log and the per-client limit: the
+/// address as `getpeername` gave it at accept (raw bytes), the wall clock then, and whether
+/// the address holds a count in the per-client table.
+struct SessionPeer {
+    var address = RawSocketAddress()
+    /// Wall clock at accept, milliseconds since the Unix epoch (0 when the access log is off).
+    var acceptedAt: Int64 = 0
+    var countedPerClient = false
+}
+
+/// The access log, the worker's part: a record copied into its ring when a connection ends
+/// (or is refused at accept). Nothing is formatted here and nothing allocates; the writer
+/// thread (AccessLog) makes the lines.
+extension Worker {
+    /// The client of a connection just accepted: its address when the access log or the
+    /// per-client limit needs it (one getpeername), and the wall clock when the log is on.
+    func acceptedPeer(_ stream: TCPStream) -> SessionPeer {
+        var peer = SessionPeer()
+        guard shared.accessLog != nil || shared.clientLimits != nil else { return peer }
+        peer.address = stream.peerRawAddress
+        if shared.accessLog != nil { peer.acceptedAt = Worker.wallClockMilliseconds() }
+        return peer
+    }
+
+    /// Milliseconds since the Unix epoch (CLOCK_REALTIME: a vDSO call, no system call).
+    static func wallClockMilliseconds() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
+    }
+
+    /// The session has ended (both sockets closed): its line, and its per-client count back.
+    /// Called by `sessionDidEnd` before the session lets go of its upstream.
+    func recordEnd(of session: Session) {
+        if session.peer.countedPerClient {
+            shared.clientLimits?.release(session.peer.address)
+            session.peer.countedPerClient = false
+        }
+        guard shared.accessLog != nil else { return }
+        let machine = session.machine
+        var record = AccessLogRecord()
+        record.startMilliseconds = session.peer.acceptedAt
+        record.durationMilliseconds = loop.nowMilliseconds &- machine.startedAt
+        record.client = session.peer.address
+        record.worker = UInt16(truncatingIfNeeded: index)
+        record.bytesReceived = session.client.bytesRead
+        record.bytesSent = session.client.bytesWritten
+        record.reason = machine.endReason
+        record.causes = machine.endCauses
+        if session.hasUpstream, let upstream = session.upstream {
+            record.relay = true
+            record.upstreamBytesSent = upstream.bytesWritten
+            record.upstreamBytesReceived = upstream.bytesRead
+            record.tries = UInt8(clamping: session.tried.count)
+            if let member = session.member { record.upstream = RawSocketAddress(member.address) }
+            if let connectedAt = machine.connectedAt { record.connectMilliseconds = Int64(connectedAt &- machine.startedAt) }
+        }
+        pushAccessLog(record)
+    }
+
+    /// A connection closed at accept, before it had a session: its line (no bytes, no time).
+    func recordRefused(_ peer: SessionPeer, reason: SessionEndReason) {
+        guard shared.accessLog != nil else { return }
+        var record = AccessLogRecord()
+        record.startMilliseconds = peer.acceptedAt
+        record.client = peer.address
+        record.worker = UInt16(truncatingIfNeeded: index)
+        record.relay = config.mode == .relay
+        record.reason = reason
+        record.causes = SessionEndReasons(reason)
+        pushAccessLog(record)
+    }
+
+    /// Into this worker's ring; a full ring drops the record (counted), never waits.
+    private func pushAccessLog(_ record: AccessLogRecord) {
+        guard let log = shared.accessLog else { return }
+        if let waiting = log.rings[index].push(record) {
+            log.pushed(waiting: waiting)
+        } else {
+            WorkerCounters.add(counters.accessLogDropped)
+        }
+    }
+}
