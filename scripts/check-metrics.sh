@@ -132,12 +132,13 @@ families = {  # family: its type, and whether it has a series per upstream
     "fastalloc_upstream_selected_total": "counter", "fastalloc_upstream_member_connect_failures_total": "counter",
     "fastalloc_upstream_health_checks_total": "counter", "fastalloc_upstream_state_changes_total": "counter",
     "fastalloc_upstream_connect_seconds": "histogram", "fastalloc_upstream_unavailable_total": "counter",
-    "fastalloc_upstream_connect_failures_total": "counter",
+    "fastalloc_upstream_connect_failures_total": "counter", "fastalloc_upstream_resolve_failures_total": "counter",
 }
 problems = [f"{f}: TYPE {types.get(f)}, expected {t}" for f, t in families.items() if types.get(f) != t]
 addresses = live + [dead]
 for family in families:
-    if family in ("fastalloc_upstream_unavailable_total", "fastalloc_upstream_connect_failures_total"):
+    if family in ("fastalloc_upstream_unavailable_total", "fastalloc_upstream_connect_failures_total",
+                  "fastalloc_upstream_resolve_failures_total"):
         continue
     names = [family + s for s in ("_bucket", "_sum", "_count")] if families[family] == "histogram" else [family]
     for name in names:

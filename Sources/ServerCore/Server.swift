@@ -158,7 +158,8 @@ public final class Server: Sendable {
             connectionsRejected: shared.rejected.load(ordering: .relaxed),
             buffers: shared.pools.statistics(),
             shutdownPhase: shared.requestedPhase.load(ordering: .relaxed),
-            upstreams: shared.upstreams?.statistics ?? [])
+            upstreams: shared.upstreams?.statistics ?? [],
+            upstreamResolveFailures: shared.upstreams?.resolveFailures.load(ordering: .relaxed) ?? 0)
     }
 
     // MARK: Signals

@@ -56,6 +56,8 @@ public struct ServerStatistics: Sendable {
     public var shutdownPhase: ShutdownPhase
     /// The relay's upstreams, in configuration order (empty in echo mode).
     public var upstreams: [UpstreamStatistics] = []
+    /// Lookups of upstream names that failed (each kept its last good addresses).
+    public var upstreamResolveFailures: UInt64 = 0
 
     public var connectionsActive: Int { workers.reduce(0) { $0 + $1.connectionsActive } }
     public var connectionsAccepted: UInt64 { workers.reduce(0) { $0 + $1.connectionsAccepted } }

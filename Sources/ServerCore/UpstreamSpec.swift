@@ -58,6 +58,23 @@ public struct UpstreamSpec: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
+extension UpstreamSpec {
+    /// Resolves every entry again: an entry whose lookup fails keeps the addresses it had (and
+    /// is reported), so a resolver outage never empties the pool.
+    static func resolveAgain(_ specs: [UpstreamSpec]) -> (specs: [UpstreamSpec], failures: [(address: String, reason: AddressError.Reason)]) {
+        var next = specs
+        var failures: [(address: String, reason: AddressError.Reason)] = []
+        for index in next.indices {
+            do throws(AddressError) {
+                next[index].resolved = try SocketAddress.resolve(next[index].address)
+            } catch {
+                failures.append((next[index].address, error.reason))
+            }
+        }
+        return (next, failures)
+    }
+}
+
 extension ServerConfig {
     /// The relay's first upstream address (the only one, for a single-upstream relay). Setting
     /// it makes it the only upstream.

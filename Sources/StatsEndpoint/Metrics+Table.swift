@@ -125,6 +125,10 @@ extension Metric {
         // mode. The failed connects per upstream are `fastalloc_upstream_member_connect_failures_total`:
         // `fastalloc_upstream_connect_failures_total` is the older per-worker family (alerts and
         // dashboards sum it), and a family keeps one set of labels.
+        Metric(.counter, "fastalloc_upstream_resolve_failures_total",
+               "Lookups of --upstream names that failed; each kept its last good addresses.") { f in
+            f.server("totals", "upstream_resolve_failures", value: f.stats.upstreamResolveFailures)
+        },
         Metric(.gauge, "fastalloc_upstream_up", "1 while the upstream is up (the balancer picks it), 0 while it is down.") { f in
             f.upstreams("up", \.up)
         },

@@ -106,6 +106,8 @@ struct FieldExpectation {
             FieldExpectation(prometheus: [(name, ["pool": "overflow"])], json: [["overflow", .key(key)]])
         }
         switch (leaf.owner, leaf.field) {
+        case ("ServerStatistics", "upstreamResolveFailures"):
+            return FieldExpectation(prometheus: [("fastalloc_upstream_resolve_failures_total", [:])], json: [["totals", "upstream_resolve_failures"]])
         case ("ServerStatistics", "connectionsRejected"):
             return FieldExpectation(prometheus: [("fastalloc_connections_rejected_total", [:])], json: [["totals", "connections_rejected"]])
         // The phase (serving 0, draining 1, stopping 2) is rendered as a flag: draining or stopping.

@@ -59,6 +59,7 @@ import UVLoop
             stats.workers[index].clientLimitTableFull = n()
         }
         stats.connectionsRejected = n()
+        stats.upstreamResolveFailures = n()
         #expect(stats.upstreams.map(\.address) == ["127.0.0.1:7001", "[::1]:7002"])
         for index in stats.upstreams.indices {
             // A name's entry for the first (a name stands for its addresses); the second's is its address.

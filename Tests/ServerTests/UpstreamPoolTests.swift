@@ -174,4 +174,18 @@ import UVLoop
         #expect(pool.current[1].address.family == .ipv6 && pool.current[1].isUp)
         #expect(!pool.update(config.upstreams), "the same set is no change")
     }
+
+    /// A name stands for every address it resolves to; resolving again keeps the last good
+    /// addresses of an entry whose lookup fails.
+    @Test func resolvingAgain_keepsTheLastGoodSet_whenALookupFails() throws {
+        let name = try UpstreamSpec(parsing: "localhost:7001 weight=2")
+        #expect(!name.resolved.isEmpty && name.resolved.allSatisfy { $0.port == 7001 })
+        #expect(name.resolved.contains(SocketAddress(host: "127.0.0.1", port: 7001)), "\(name.resolved)")
+        var broken = UpstreamSpec(SocketAddress(host: "10.9.8.7", port: 80))
+        broken.address = "no-such-host.invalid:80"  // RFC 2606: never resolves
+        let (next, failures) = UpstreamSpec.resolveAgain([name, broken])
+        #expect(failures.count == 1 && failures[0].address == "no-such-host.invalid:80")
+        #expect(next[1].resolved == [SocketAddress(host: "10.9.8.7", port: 80)], "the last good set is kept")
+        #expect(next[0].resolved == name.resolved && next[0].weight == 2)
+    }
 }

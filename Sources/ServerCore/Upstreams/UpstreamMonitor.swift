@@ -136,17 +136,12 @@ private final class MonitorState {
     // MARK: Resolution
 
     func resolve() {
-        var next = specs
-        var failed = false
-        for index in next.indices {
-            do throws(AddressError) {
-                next[index].resolved = try SocketAddress.resolve(next[index].address)
-            } catch {
-                failed = true
-                pool.resolveFailures.add(1, ordering: .relaxed)
-                logger.warning("resolving upstream \(next[index].address) failed, keeping its last addresses: \(error.reason)")
-            }
+        let (next, failures) = UpstreamSpec.resolveAgain(specs)
+        for failure in failures {
+            pool.resolveFailures.add(1, ordering: .relaxed)
+            logger.warning("resolving upstream \(failure.address) failed, keeping its last addresses: \(failure.reason)")
         }
+        let failed = !failures.isEmpty
         specs = next
         if pool.update(next) {
             // Probes of members that left go (closed); new members get theirs at the next round.
