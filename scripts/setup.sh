@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks to build and test FastAlloc: the Swift toolchain
 # must already be on the machine (it is at /opt/swift on ours); this adds the C libraries the
-# project links (libuv for the server, http-parser for its stats endpoint) and pkg-config. Idempotent: installs only what is missing.
+# project links (libuv for the server, http-parser for its stats endpoint, libyaml for its config
+# file) and pkg-config. Idempotent: installs only what is missing.
 set -euo pipefail
 
 if ! command -v swift >/dev/null 2>&1; then
@@ -17,6 +18,7 @@ missing=()
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 pkg-config --exists libuv 2>/dev/null || missing+=(libuv1-dev)
 [ -f /usr/include/http_parser.h ] || missing+=(libhttp-parser-dev)
+pkg-config --exists yaml-0.1 2>/dev/null || missing+=(libyaml-dev)
 
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}" >&2

@@ -1,9 +1,10 @@
 import FastAlloc
 
 /// One option of a configuration, declared once: its name (`--idle-timeout` on the command
-/// line, `idle-timeout` as a key), its environment variable, its parser, its rule, its help and
-/// how its value prints. That one declaration drives the command line, the environment,
-/// validation, `--help`, the documentation test and the fuzzers; an `OptionTable` holds them.
+/// line, `idle-timeout` as a key of a config file), its environment variable, its parser, its
+/// rule, its help and how its value prints. That one declaration drives the command line, the
+/// environment, the config file, validation, `--help`, the documentation test and the fuzzers;
+/// an `OptionTable` holds them.
 ///
 /// The default is the configuration's own initial value, printed by `render`: it is written
 /// once, in the configuration type.
@@ -31,12 +32,22 @@ public struct ConfigOption<Config>: Sendable {
     let check: @Sendable (Config) -> OptionViolation?
     /// The value as text, the way the option takes it (`60s`, `65536`, `127.0.0.1:7000`, `off`).
     public let render: @Sendable (Config) -> String
+    /// How a config file's value for this key becomes the option's text, for one value (of a
+    /// list, for an option that `repeats`): nil, a scalar's text as written, and anything else
+    /// is refused. An option whose entries may be written as maps (`upstream`: `address`,
+    /// `weight`, `backup`) turns them into its text here.
+    public let fileItem: (@Sendable (ConfigNode) throws(ConfigNodeError) -> String)?
+    /// The option that names the config file (`--config FILE`): read before the others, never a
+    /// key of the file itself, not stored, not rendered.
+    public let isConfigFile: Bool
 
     public init(_ name: String, environment: String?, valueName: String, help: String, defaultText: String? = nil,
                 isFlag: Bool = false, repeats: Bool = false,
                 store: @escaping @Sendable (inout Config, String) throws(OptionRuleError) -> Void,
                 check: @escaping @Sendable (Config) -> OptionViolation? = { _ in nil },
-                render: @escaping @Sendable (Config) -> String) {
+                render: @escaping @Sendable (Config) -> String,
+                fileItem: (@Sendable (ConfigNode) throws(ConfigNodeError) -> String)? = nil,
+                isConfigFile: Bool = false) {
         self.name = name
         self.environment = environment
         self.valueName = valueName
@@ -47,6 +58,8 @@ public struct ConfigOption<Config>: Sendable {
         self.store = store
         self.check = check
         self.render = render
+        self.fileItem = fileItem
+        self.isConfigFile = isConfigFile
     }
 }
 
@@ -120,10 +133,12 @@ extension ConfigOption {
 
     /// One of a fixed set of words (`T`'s raw values).
     public static func choice<T: RawRepresentable & CaseIterable & Sendable>(
-        _ name: String, environment: String?, _ keyPath: WritableKeyPath<Config, T> & Sendable, help: String
+        _ name: String, environment: String?, _ keyPath: WritableKeyPath<Config, T> & Sendable, help: String,
+        defaultText: String? = nil
     ) -> ConfigOption where T.RawValue == String {
         let words = T.allCases.map(\.rawValue)
-        return ConfigOption(name, environment: environment, valueName: words.joined(separator: "|"), help: help, store: { config, text throws(OptionRuleError) in
+        return ConfigOption(name, environment: environment, valueName: words.joined(separator: "|"), help: help,
+                            defaultText: defaultText, store: { config, text throws(OptionRuleError) in
             guard let value = T(rawValue: text) else { throw OptionRuleError(listing(words)) }
             config[keyPath: keyPath] = value
         }, render: { $0[keyPath: keyPath].rawValue })
@@ -159,6 +174,13 @@ extension ConfigOption {
             guard let value = config[keyPath: keyPath], !allows(value) else { return nil }
             return OptionViolation(value: "\(value)", rule: rule)
         }, render: { $0[keyPath: keyPath].map { "\($0)" } ?? "" })
+    }
+
+    /// The config file (`--config FILE`): a path, read by the program before the other options
+    /// are applied (`OptionTable.configFilePath`), whose keys are the other options' names.
+    public static func configFile(_ name: String, environment: String?, help: String) -> ConfigOption {
+        ConfigOption(name, environment: environment, valueName: "FILE", help: help, defaultText: "",
+                     store: { _, _ in }, render: { _ in "" }, isConfigFile: true)
     }
 }
 

@@ -5,21 +5,30 @@ import PacketBuffers
 import UVLoop
 
 // The server's options, each declared once: name, variable, field (whose initial value in
-// ServerConfig is the default), parser, rule and help. The command line, the environment,
-// validate(), --help, the documentation test and the fuzzer all read this table; the config
-// file will too.
+// ServerConfig is the default), parser, rule and help. The command line, the environment, the
+// config file (whose keys are these names), validate(), --help, `check`, the documentation
+// test and the fuzzer all read this table.
 
 extension ServerConfig {
     /// Every option, in `--help` order.
     public static let table = OptionTable<ServerConfig>([
+        .configFile("config", environment: variable("config"),
+                    help: "A YAML file of options, read at start: its keys are these options' names (listen: 127.0.0.1:7000; "
+                        + "upstream: a list), its values theirs. Flags win over variables, variables over the file, the file "
+                        + "over the defaults. 'fastalloc-server check --config FILE' checks it without starting."),
+        .choice("mode", environment: variable("mode"), \.mode,
+                help: "echo or relay, usually given as the first argument; required, from the argument, this option, the "
+                    + "variable or the config file.", defaultText: ""),
         .address("listen", \.listen, help: "Address to accept clients on, HOST:PORT (port 0: any free port)."),
         ConfigOption("upstream", environment: variable("upstream"), valueName: "HOST:PORT [weight=N] [backup]",
                help: "Relay mode: an upstream, HOST:PORT ([IPv6]:PORT, or a name: every A and AAAA record it resolves to "
                    + "becomes a member), optionally with weight=N (1 to 256, default 1) and backup (used only when no other "
-                   + "upstream is up). Give it once per upstream; the variable takes a comma-separated list.",
+                   + "upstream is up). Give it once per upstream; the variable takes a comma-separated list, a config "
+                   + "file a list of entries or of maps with address, weight and backup.",
                repeats: true,
-               store: { config, text throws(OptionRuleError) in config.upstreams = try parseUpstreams(text) },
-               render: { $0.upstreams.map(\.description).joined(separator: ",") }),
+               store: { config, text throws(OptionRuleError) in config.upstreams = text.isEmpty ? [] : try parseUpstreams(text) },
+               render: { $0.upstreams.map(\.description).joined(separator: ",") },
+               fileItem: upstreamFileItem),
         .choice("balance", environment: variable("balance"), \.balance,
                 help: "How a new connection picks its upstream: random (the better of two random picks by active "
                     + "connections), roundrobin (exact rotation, by weight), leastconn (fewest active connections per "
@@ -113,6 +122,49 @@ extension ServerConfig {
     /// `FASTALLOC_` and the name in capitals, dashes as underscores: `FASTALLOC_IDLE_TIMEOUT`.
     static func variable(_ name: String) -> String {
         "FASTALLOC_" + name.uppercased().replacing("-", with: "_")
+    }
+
+    /// One `upstream` of a config file as the entry text `ADDRESS [weight=N] [backup]`: the entry
+    /// itself, or a map with `address` (required), `weight` and `backup` (true or false).
+    static func upstreamFileItem(_ node: ConfigNode) throws(ConfigNodeError) -> String {
+        let form = "HOST:PORT [weight=N] [backup], or a map with address: HOST:PORT, optionally weight: N and backup: true"
+        guard case .mapping(let pairs) = node.content else {
+            guard let text = node.scalar else { throw ConfigNodeError(line: node.line, value: node.shown, rule: form) }
+            return text
+        }
+        var address: String?
+        var weight: String?
+        var backup = false
+        for pair in pairs {
+            guard let text = pair.value.scalar else {
+                throw ConfigNodeError(line: pair.value.line, value: "\(pair.key): \(pair.value.shown)", rule: "one value for \(pair.key)")
+            }
+            switch pair.key {
+            case "address":
+                guard !text.isEmpty, !text.contains(" "), !text.contains(",") else {
+                    throw ConfigNodeError(line: pair.line, value: "address: '\(text)'", rule: "HOST:PORT alone (weight and backup are keys of their own)")
+                }
+                address = text
+            case "weight":
+                guard let number = Int(text), UpstreamSpec.weightRange.contains(number) else {
+                    throw ConfigNodeError(line: pair.line, value: "weight: '\(text)'", rule: "a whole number from 1 to 256")
+                }
+                weight = "\(number)"
+            case "backup":
+                switch text.lowercased() {
+                case "true", "yes", "1": backup = true
+                case "false", "no", "0": backup = false
+                default: throw ConfigNodeError(line: pair.line, value: "backup: '\(text)'", rule: "true or false")
+                }
+            default:
+                throw ConfigNodeError(line: pair.line, value: "'\(pair.key)'\(didYouMean(pair.key, among: ["address", "weight", "backup"]))",
+                                      rule: "address, weight or backup")
+            }
+        }
+        guard let address else {
+            throw ConfigNodeError(line: node.line, value: "a map without address", rule: "address: HOST:PORT, optionally weight: N and backup: true")
+        }
+        return address + (weight.map { " weight=\($0)" } ?? "") + (backup ? " backup" : "")
     }
 
     /// `linear:N`, `exponential:F` or `none`. The numbers' own rules are checked by validate().

@@ -89,13 +89,27 @@ public struct ServerConfig: Sendable {
     /// The default worker count: one per online core, at most 256 (`defaultWorkers(onlineCores:)`).
     public static var defaultWorkers: Int { defaultWorkers(onlineCores: onlineCores) }
 
-    /// Builds a configuration from option values: each from `values` (the command line; a
-    /// config file will give the same names) or, when absent there, from its environment
-    /// variable, or else its default. Errors name the option (and the variable when the value
-    /// came from there), the value and the rule.
+    /// Builds a configuration from option values with the mode given: each from `values` (the
+    /// command line) or, when absent there, from its environment variable, or else its
+    /// default. Errors name the option (and the variable when the value came from there), the
+    /// value and the rule.
     public init(mode: ServerMode, values: [String: String], environment: [String: String]) throws(ConfigError) {
-        self.init(mode: mode)
-        let origins = try ServerConfig.table.apply(values: values, environment: environment, to: &self)
+        var values = values
+        values["mode"] = mode.rawValue
+        try self.init(values: values, environment: environment)
+    }
+
+    /// Builds a configuration from option values: each from `values` (the command line), or
+    /// else its environment variable, or else the config file's `file` (`ConfigYAML`), or else
+    /// its default. The mode is one of them, and has no default. Errors name the option and
+    /// where its value came from (the variable; the file and the line), the value and the rule.
+    public init(values: [String: String], environment: [String: String], file: ConfigFileValues? = nil) throws(ConfigError) {
+        self.init(mode: .echo)
+        let origins = try ServerConfig.table.apply(values: values, environment: environment, file: file, to: &self)
+        guard origins.isGiven("mode") else {
+            throw ConfigError(field: "--mode", value: "(none)",
+                              expected: "echo or relay, as the first argument, --mode, FASTALLOC_MODE or the config file's mode")
+        }
         do { try validate() } catch { throw origins.renaming(error) }
     }
 

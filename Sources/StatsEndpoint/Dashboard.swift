@@ -1,7 +1,9 @@
 /// The live dashboard: one self-contained page (no CDN, no external file) that polls `/stats`
 /// every second and draws pool utilisation, growth events, lock contention, connections,
-/// bytes per second, backpressure, and a failures panel (resets, accept errors by reason, write
-/// and linger timeouts, drain outcomes) where a counter that moved since the last poll is red.
+/// bytes per second, backpressure, a failures panel (resets, accept errors by reason, write
+/// and linger timeouts, drain outcomes) where a counter that moved since the last poll is red,
+/// and for a relay an upstreams table (state, connections, share of the balancer's picks,
+/// failed connects, health checks, connect time p99), hidden when there is no upstream.
 enum Dashboard {
     static let html = #"""
 <!doctype html>
@@ -22,10 +24,11 @@ enum Dashboard {
   .bar > div { height: 100%; background: #3b7dd8; }
   .bar.hot > div { background: #d8553b; }
   tr.hot td, .alarm { color: #b3261e; font-weight: 600; }
-  td.rate, td.detail { color: #666; }
+  td.rate, .detail { color: #666; }
   table { border-collapse: collapse; width: 100%; }
   td, th { text-align: left; padding: 2px 6px; border-bottom: 1px solid #eee; font-variant-numeric: tabular-nums; }
   canvas { width: 100%; height: 120px; }
+  .wide { grid-column: 1 / -1; }
 </style>
 </head>
 <body>
@@ -35,6 +38,8 @@ enum Dashboard {
   <div class="card"><h2>Connections</h2><div class="big" id="connections">-</div>
     <div id="connectionsDetail"></div></div>
   <div class="card"><h2>Failures</h2><div id="failuresSummary"></div><table id="failures"></table></div>
+  <div class="card wide" id="upstreamsCard" hidden><h2>Upstreams</h2><div id="upstreamsSummary"></div>
+    <table id="upstreams"></table></div>
   <div class="card"><h2>Bytes per second</h2><div class="big" id="bytesRate">-</div>
     <canvas id="bytesChart" width="600" height="120"></canvas></div>
   <div class="card"><h2>Pool utilisation</h2><div id="pools"></div></div>
@@ -98,6 +103,7 @@ function failureCounts(t) {
   return [
     { key: "client_resets", label: "client resets", value: t.client_resets ?? 0 },
     { key: "upstream_connect_failures", label: "upstream connect failures", value: t.upstream_connect_failures ?? 0 },
+    { key: "upstream_unavailable", label: "no upstream (client closed)", value: t.upstream_unavailable ?? 0 },
     { key: "upstream_resets", label: "upstream resets", value: t.upstream_resets ?? 0 },
     { key: "accept_errors", label: "accept errors", value: sum(accept),
       detail: [["process file limit", accept.process_file_limit ?? 0], ["system file limit", accept.system_file_limit ?? 0],
@@ -108,6 +114,49 @@ function failureCounts(t) {
     { key: "drain_cut", label: "drain cut / completed", value: drain.cut ?? 0,
       text: `${drain.cut ?? 0} / ${drain.completed ?? 0}` },
   ];
+}
+function escapeHTML(text) {
+  return String(text).replace(/[&<>"]/g, c => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
+}
+function seconds(v) {
+  if (v >= 1) return v.toFixed(2) + " s";
+  if (v >= 0.001) return +(v * 1e3).toFixed(2) + " ms";
+  return +(v * 1e6).toFixed(0) + " µs";
+}
+// The bound of the bucket where a fraction q of the connects is reached (a histogram's answer:
+// "at most"); above every bound when they are in the last bucket.
+function quantile(h, q) {
+  if (!h || !h.count) return "-";
+  let seen = 0;
+  for (let i = 0; i < h.counts.length; i++) {
+    seen += h.counts[i];
+    if (seen >= q * h.count) return i < h.bounds.length ? "≤ " + seconds(h.bounds[i]) : "> " + seconds(h.bounds[h.bounds.length - 1]);
+  }
+  return "-";
+}
+// A relay's upstreams (none in echo mode: the card stays hidden). A down upstream's row is red.
+function renderUpstreams(upstreams) {
+  document.getElementById("upstreamsCard").hidden = upstreams.length === 0;
+  if (upstreams.length === 0) return;
+  const selected = upstreams.reduce((sum, u) => sum + u.selected, 0);
+  const up = upstreams.filter(u => u.up).length;
+  const summary = document.getElementById("upstreamsSummary");
+  summary.textContent = `${up} of ${upstreams.length} up; ${selected} connection(s) balanced`;
+  summary.className = up < upstreams.length ? "alarm" : "";
+  document.getElementById("upstreams").innerHTML =
+    "<tr><th>upstream</th><th>state</th><th>active</th><th>share of selections</th><th>failed connects</th>" +
+    "<th>checks passed / failed</th><th>connect p99</th></tr>" + upstreams.map(u => {
+      const f = u.connect_failures;
+      const failed = f.refused + f.timeout + f.other;
+      const reasons = [["refused", f.refused], ["timeout", f.timeout], ["other", f.other]].filter(r => r[1] > 0)
+        .map(r => `${r[0]} ${r[1]}`).join(", ");
+      const share = selected > 0 ? (100 * u.selected / selected).toFixed(1) + " %" : "-";
+      const name = escapeHTML(u.address) + (u.entry !== u.address ? ` <span class="detail">(${escapeHTML(u.entry)})</span>` : "");
+      return `<tr class="upstream${u.up ? "" : " hot"}"><td>${name}</td>` +
+             `<td>${u.up ? "up" : "DOWN"}${u.backup ? " (backup)" : ""}</td><td>${u.connections_active}</td>` +
+             `<td>${share}</td><td>${failed}${reasons ? ` <span class="detail">${reasons}</span>` : ""}</td>` +
+             `<td>${u.health_checks.passed} / ${u.health_checks.failed}</td><td>${quantile(u.connect_seconds, 0.99)}</td></tr>`;
+    }).join("");
 }
 function render(s) {
   const now = s.monotonic_seconds;  // the server's clock: rates stay right however the page is timed
@@ -146,6 +195,7 @@ function render(s) {
     `<tr><td>backpressure pauses</td><td>${s.totals.backpressure_pauses}</td></tr>` +
     `<tr><td>buffer waits</td><td>${s.totals.buffer_waits}</td></tr>` +
     `<tr><td>buffers in use (all pools)</td><td>${s.totals.buffers_in_use}</td></tr>`;
+  renderUpstreams(s.upstreams ?? []);
   const failures = failureCounts(s.totals);
   const dt = previous ? Math.max(0.001, now - previous.time) : 0;
   let moving = 0;

@@ -8,7 +8,9 @@ import ServerCore
 /// (Metrics+Table.swift).
 package struct Metric: Sendable {
     package enum Kind: String, Sendable {
-        case counter, gauge
+        /// A histogram's samples are its `_bucket` (cumulative, `le` label, `+Inf` last), `_sum`
+        /// and `_count` series (`MetricSample.suffix`).
+        case counter, gauge, histogram
     }
 
     package let name: String
@@ -97,10 +99,17 @@ extension Double: MetricNumber { package var metricValue: MetricValue { .real(se
 extension Bool: MetricNumber { package var metricValue: MetricValue { .flag(self) } }
 
 /// One sample: labels and value for Prometheus, and where the same value goes in `/stats`.
+/// A histogram's figures take two shapes (cumulative buckets in Prometheus, bounds and counts
+/// per bucket in JSON): its helper gives samples that are in one rendering only.
 package struct MetricSample: Sendable {
     package var labels: [MetricLabel]
     package var value: MetricValue
-    package var place: JSONPlace
+    /// Where it goes in `/stats`; nil: not there (a histogram's cumulative buckets).
+    package var place: JSONPlace?
+    /// What follows the family's name in `/metrics`: "" for counters and gauges; `_bucket`,
+    /// `_sum` or `_count` for a histogram; nil: not there (a histogram's bounds and per-bucket
+    /// counts, JSON only).
+    package var suffix: String? = ""
 }
 
 package struct MetricLabel: Sendable, Hashable {
@@ -115,6 +124,10 @@ package enum JSONPlace: Sendable, Hashable {
     /// A path inside `workers[]`'s entry for this worker number; when `totalled`, the sum over
     /// the workers also goes to the same path under `totals`.
     case worker(Int, [String], totalled: Bool)
+    /// A path inside `upstreams[]`'s entry for the upstream at this index of
+    /// `ServerStatistics.upstreams`; when `element`, the value is appended to the array at the
+    /// path (a histogram's bounds and counts, in order).
+    case upstream(Int, [String], element: Bool = false)
 }
 
 // MARK: The label conventions, one helper each
@@ -171,6 +184,67 @@ extension MetricInputs {
     func overflowLock<N: MetricNumber>(_ key: String, _ value: (LockStatistics) -> N) -> [MetricSample] {
         [MetricSample(labels: [MetricLabel(name: "lock", value: "overflow")], value: value(stats.buffers.overflow.lock).metricValue,
                       place: .root(["overflow", "lock", key]))]
+    }
+
+    /// One value per upstream, label `upstream` (its address, `HOST:PORT` or `[IPv6]:PORT`), and
+    /// `labelled`'s labels read from the upstream (an info-style gauge: what it is configured
+    /// as); JSON `upstreams[].key` (where the address, entry and role are keys of their own: see
+    /// `MetricsRenderer.json`).
+    func upstreams<N: MetricNumber>(_ key: String, labelled labels: KeyValuePairs<String, (UpstreamStatistics) -> String> = [:],
+                                    _ value: (UpstreamStatistics) -> N) -> [MetricSample] {
+        stats.upstreams.enumerated().map { index, upstream in
+            let more = labels.map { MetricLabel(name: $0.key, value: $0.value(upstream)) }
+            return MetricSample(labels: [MetricLabel(name: "upstream", value: upstream.address)] + more,
+                                value: value(upstream).metricValue, place: .upstream(index, [key]))
+        }
+    }
+
+    /// Several values per upstream told apart by one more label (`reason`, `result`, `to`); JSON
+    /// `upstreams[].key.{label value}`.
+    func upstreams(_ key: String, by label: String,
+                   _ parts: KeyValuePairs<String, (UpstreamStatistics) -> UInt64>) -> [MetricSample] {
+        stats.upstreams.enumerated().flatMap { index, upstream in
+            parts.map { part, value in
+                MetricSample(labels: [MetricLabel(name: "upstream", value: upstream.address), MetricLabel(name: label, value: part)],
+                             value: .unsigned(value(upstream)), place: .upstream(index, [key, part]))
+            }
+        }
+    }
+
+    /// A histogram per upstream, label `upstream`: in Prometheus `_bucket{le}` (cumulative, the
+    /// last `le="+Inf"`), `_sum` and `_count`; JSON `upstreams[].key.{bounds, counts, sum, count}`
+    /// with the count of each bucket alone (the last: above every bound).
+    func upstreamHistograms(_ key: String, _ value: (UpstreamStatistics) -> HistogramSnapshot) -> [MetricSample] {
+        stats.upstreams.enumerated().flatMap { index, upstream -> [MetricSample] in
+            let histogram = value(upstream)
+            let address = MetricLabel(name: "upstream", value: upstream.address)
+            func json(_ path: String, _ value: MetricValue) -> MetricSample {
+                MetricSample(labels: [], value: value, place: .upstream(index, [key, path], element: true), suffix: nil)
+            }
+            func bucket(_ le: String, _ cumulative: UInt64) -> MetricSample {
+                MetricSample(labels: [address, MetricLabel(name: "le", value: le)], value: .unsigned(cumulative), place: nil,
+                             suffix: "_bucket")
+            }
+            var samples = histogram.bounds.map { json("bounds", .real($0)) } + histogram.counts.map { json("counts", .unsigned($0)) }
+            var cumulative: UInt64 = 0
+            for (bucketIndex, bound) in histogram.bounds.enumerated() {
+                cumulative &+= bucketIndex < histogram.counts.count ? histogram.counts[bucketIndex] : 0
+                samples.append(bucket(MetricInputs.boundLabel(bound), cumulative))
+            }
+            samples.append(bucket("+Inf", histogram.total))
+            samples.append(MetricSample(labels: [address], value: .real(histogram.sumSeconds), place: .upstream(index, [key, "sum"]),
+                                        suffix: "_sum"))
+            samples.append(MetricSample(labels: [address], value: .unsigned(histogram.total), place: .upstream(index, [key, "count"]),
+                                        suffix: "_count"))
+            return samples
+        }
+    }
+
+    /// A bucket's `le` as Prometheus' own clients write it: `1` rather than `1.0`.
+    static func boundLabel(_ bound: Double) -> String {
+        if bound.isInfinite { return bound > 0 ? "+Inf" : "-Inf" }
+        if bound == bound.rounded(), abs(bound) < 1e15 { return String(Int64(bound)) }
+        return String(bound)
     }
 
     /// The process, no label; JSON `process.key`.

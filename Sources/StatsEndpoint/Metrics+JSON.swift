@@ -1,14 +1,18 @@
 /// The `/stats` document while it is built from the metric samples: objects keep their keys in
-/// the order they were first set, and `workers[]` is ordered by worker number.
+/// the order they were first set, `workers[]` is ordered by worker number and `upstreams[]` as
+/// the statistics list them (configuration order).
 struct StatsDocument {
     /// The root's keys in this order first (readers find the summary at the top); others after.
-    static let rootOrder = ["draining", "monotonic_seconds", "buffer_size_bytes", "totals", "workers", "overflow", "process"]
+    static let rootOrder = ["draining", "monotonic_seconds", "buffer_size_bytes", "totals", "workers", "upstreams", "overflow", "process"]
 
     var root = JSONObject()
     var workers: [Int: JSONObject] = [:]
+    /// One entry per upstream (empty in echo mode: the document then has `"upstreams":[]`).
+    var upstreams: [JSONObject] = []
 
     mutating func insert(_ sample: MetricSample) {
-        insert(sample.value, at: sample.place)
+        guard let place = sample.place else { return }  // Prometheus only
+        insert(sample.value, at: place)
     }
 
     mutating func insert(_ value: MetricValue, at place: JSONPlace) {
@@ -18,6 +22,16 @@ struct StatsDocument {
         case .worker(let worker, let path, let totalled):
             workers[worker, default: JSONObject(["worker": .value(.signed(worker))])].set(path[...], to: .value(value))
             if totalled { root.add(["totals"] + path[...], value) }
+        case .upstream(let index, let path, let element):
+            while upstreams.count <= index { upstreams.append(JSONObject()) }
+            if element {
+                upstreams[index].update(path[...]) { existing in
+                    if case .array(let items)? = existing { return .array(items + [.value(value)]) }
+                    return .array([.value(value)])
+                }
+            } else {
+                upstreams[index].set(path[...], to: .value(value))
+            }
         }
     }
 
@@ -29,12 +43,13 @@ struct StatsDocument {
     var text: String {
         var document = root
         document.set(["workers"], to: .array(workers.keys.sorted().map { .object(workers[$0]!) }))
+        document.set(["upstreams"], to: .array(upstreams.map { .object($0) }))
         let rank = { (key: String) in Self.rootOrder.firstIndex(of: key) ?? Self.rootOrder.count }
         document.entries = document.entries.enumerated()
             .sorted { (rank($0.element.key), $0.offset) < (rank($1.element.key), $1.offset) }
             .map(\.element)
         var out = ""
-        out.reserveCapacity(4096 + 1024 * workers.count)
+        out.reserveCapacity(4096 + 1024 * workers.count + 1024 * upstreams.count)
         JSONNode.object(document).write(into: &out)
         return out
     }
@@ -42,6 +57,8 @@ struct StatsDocument {
 
 indirect enum JSONNode {
     case value(MetricValue)
+    /// A string (an upstream's address and entry).
+    case text(String)
     case object(JSONObject)
     case array([JSONNode])
 
@@ -49,6 +66,8 @@ indirect enum JSONNode {
         switch self {
         case .value(let value):
             out += value.json
+        case .text(let text):
+            out += "\"" + JSONNode.escaped(text) + "\""
         case .array(let items):
             out += "["
             for (index, item) in items.enumerated() {
@@ -67,7 +86,8 @@ indirect enum JSONNode {
         }
     }
 
-    /// Keys are our own identifiers; escaped all the same, so that the document always parses.
+    /// Keys are our own identifiers, texts are addresses and `--upstream` entries; escaped all the
+    /// same, so that the document always parses.
     static func escaped(_ text: String) -> String {
         if text.utf8.allSatisfy({ $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) { return text }
         var out = ""

@@ -114,8 +114,52 @@ extension Metric {
         Metric(.counter, "fastalloc_upstream_connect_failures_total", "Upstream connections refused or timed out.") { f in
             f.workers("upstream_connect_failures", \.upstreamConnectFailures)
         },
+        Metric(.counter, "fastalloc_upstream_unavailable_total",
+               "Client connections closed because no upstream could be connected (every try failed).") { f in
+            f.workers("upstream_unavailable", \.upstreamUnavailable)
+        },
         Metric(.counter, "fastalloc_upstream_resets_total", "Upstream connections that failed mid-stream.") { f in
             f.workers("upstream_resets", \.upstreamResets)
+        },
+        // The relay's upstreams: label `upstream` (the address), one series each; none in echo
+        // mode. The failed connects per upstream are `fastalloc_upstream_member_connect_failures_total`:
+        // `fastalloc_upstream_connect_failures_total` is the older per-worker family (alerts and
+        // dashboards sum it), and a family keeps one set of labels.
+        Metric(.gauge, "fastalloc_upstream_up", "1 while the upstream is up (the balancer picks it), 0 while it is down.") { f in
+            f.upstreams("up", \.up)
+        },
+        Metric(.gauge, "fastalloc_upstream_weight",
+               "The upstream's weight (--upstream ... weight=N); labels: the --upstream entry it came from, and whether it is a backup.") { f in
+            f.upstreams("weight", labelled: ["entry": \.entry, "backup": { $0.backup ? "true" : "false" }], \.weight)
+        },
+        Metric(.gauge, "fastalloc_upstream_connections_active", "Connections to the upstream now, connecting or open (all workers).") { f in
+            f.upstreams("connections_active", \.active)
+        },
+        Metric(.counter, "fastalloc_upstream_selected_total", "Times the balancer picked the upstream for a client's connect.") { f in
+            f.upstreams("selected", \.selected)
+        },
+        Metric(.counter, "fastalloc_upstream_member_connect_failures_total",
+               "Failed connects to the upstream by reason (per worker: fastalloc_upstream_connect_failures_total).") { f in
+            f.upstreams("connect_failures", by: "reason", [
+                "refused": { $0.connectRefused },
+                "timeout": { $0.connectTimedOut },
+                "other": { $0.connectOther },
+            ])
+        },
+        Metric(.counter, "fastalloc_upstream_health_checks_total", "Active health checks of the upstream by result.") { f in
+            f.upstreams("health_checks", by: "result", [
+                "passed": { $0.checksPassed },
+                "failed": { $0.checksFailed },
+            ])
+        },
+        Metric(.counter, "fastalloc_upstream_state_changes_total", "Times the upstream was marked down, and up again.") { f in
+            f.upstreams("state_changes", by: "to", [
+                "down": { $0.wentDown },
+                "up": { $0.cameUp },
+            ])
+        },
+        Metric(.histogram, "fastalloc_upstream_connect_seconds", "Time a successful connect to the upstream took.") { f in
+            f.upstreamHistograms("connect_seconds", \.connectTimes)
         },
         // Drain (SIGTERM/SIGINT).
         // 1 in both later phases, draining and stopping (as /readyz's 503); a stop of the process

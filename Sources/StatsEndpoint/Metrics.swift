@@ -11,11 +11,12 @@ public enum MetricsRenderer {
     public static func prometheus(_ stats: ServerStatistics, process: ProcessFigures) -> String {
         let inputs = MetricInputs(stats: stats, process: process)
         var out = ""
-        out.reserveCapacity(8192 + 4096 * stats.workers.count)
+        out.reserveCapacity(8192 + 4096 * stats.workers.count + 2048 * stats.upstreams.count)
         for metric in Metric.all {
             out += "# HELP \(metric.name) \(escapedHelp(metric.help))\n# TYPE \(metric.name) \(metric.kind.rawValue)\n"
             for sample in metric.samples(inputs) {
-                out += metric.name
+                guard let suffix = sample.suffix else { continue }  // JSON only
+                out += metric.name + suffix
                 if !sample.labels.isEmpty {
                     out += "{"
                     for (index, label) in sample.labels.enumerated() {
@@ -31,13 +32,19 @@ public enum MetricsRenderer {
     }
 
     /// The same figures as one JSON document: every metric's samples at their places (per
-    /// worker, `totals` summed over the workers, the overflow pool and its lock, the process),
+    /// worker, `totals` summed over the workers, per upstream, the overflow pool and its lock,
+    /// the process),
     /// plus what is not a metric of its own: the server's monotonic clock (the dashboard's rates
     /// use it), utilisation as a fraction, the buffers in use in all pools, and the latest growth
     /// events of the overflow pool (time and capacities).
     public static func json(_ stats: ServerStatistics, process: ProcessFigures, monotonicNowNanoseconds: UInt64) -> String {
         let inputs = MetricInputs(stats: stats, process: process)
         var document = StatsDocument()
+        // Each upstream's entry starts with what Prometheus has as labels: its address, the
+        // --upstream entry it came from, and whether it is a backup.
+        document.upstreams = stats.upstreams.map { upstream in
+            JSONObject(["address": .text(upstream.address), "entry": .text(upstream.entry), "backup": .value(.flag(upstream.backup))])
+        }
         for metric in Metric.all {
             for sample in metric.samples(inputs) { document.insert(sample) }
         }

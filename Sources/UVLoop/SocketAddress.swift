@@ -40,6 +40,26 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         self.host = host
         self.port = port
         family = host.contains(":") ? .ipv6 : .ipv4
+        var storage = sockaddr_storage()
+        cStatus = SocketAddress.fill(&storage, host: host, port: port, family: family)
+        cAddress = storage
+    }
+
+    /// The C address, converted once here: a connect converts nothing (a conversion from the
+    /// host text would allocate a C string per connect). `cStatus`: 0, or why the host is not
+    /// an address of its family.
+    private let cAddress: sockaddr_storage
+    private let cStatus: Int32
+
+    // Equal when host, port and family are: the C address follows from them.
+    public static func == (lhs: SocketAddress, rhs: SocketAddress) -> Bool {
+        lhs.host == rhs.host && lhs.port == rhs.port && lhs.family == rhs.family
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(host)
+        hasher.combine(port)
+        hasher.combine(family)
     }
 
     /// Parses `HOST:PORT` with a numeric host: `127.0.0.1:7000`, or an IPv6 address in
@@ -107,8 +127,8 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
 
     /// Calls `body` with the C address.
     func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>) throws(UVError) -> R) throws(UVError) -> R {
-        var storage = sockaddr_storage()
-        try UVError.check(SocketAddress.fill(&storage, host: host, port: port, family: family), "address \(self)")
+        try UVError.check(cStatus, "address \(self)")
+        var storage = cAddress
         return try unsafe withUnsafePointer(to: &storage) { (pointer) throws(UVError) -> R in
             // Safe: sockaddr_storage is large enough and aligned for every address family, and
             // begins with the sockaddr header; libuv reads it for the call only.
@@ -171,8 +191,12 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
             // Safe: sockaddr_storage is large enough and aligned for a sockaddr_in and a
             // sockaddr_in6; the pointer is used for this call only.
             switch family {
-            case .ipv4: return unsafe pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { unsafe uv_ip4_addr(host, Int32(port), $0) }
-            case .ipv6: return unsafe pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { unsafe uv_ip6_addr(host, Int32(port), $0) }
+            case .ipv4: return unsafe pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { address in
+                unsafe host.withCString { unsafe uv_ip4_addr($0, Int32(port), address) }
+            }
+            case .ipv6: return unsafe pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { address in
+                unsafe host.withCString { unsafe uv_ip6_addr($0, Int32(port), address) }
+            }
             }
         }
     }

@@ -1,3 +1,4 @@
+import ConfigYAML
 import FastAlloc
 import Logging
 import Options
@@ -11,7 +12,11 @@ import Glibc
 /// fastalloc-server: a libuv TCP echo or relay server on pooled packet buffers.
 @main
 struct FastAllocServer {
-    static let usage = "USAGE: fastalloc-server <echo|relay> [--option value ...]"
+    static let usage = """
+        USAGE: fastalloc-server <echo|relay> [--option value ...]
+               fastalloc-server [echo|relay] --config FILE [--option value ...]
+               fastalloc-server check [echo|relay] [--config FILE] [--option value ...]
+        """
 
     static let about = """
         A libuv TCP echo and relay server whose every read lands in a pooled packet buffer.
@@ -19,12 +24,18 @@ struct FastAllocServer {
         Modes: echo sends every byte back to its sender; relay gives every client its own
         connection to one of the --upstream servers (picked by --balance among those up; clients
         never choose) and moves bytes both ways.
-        The mode is the first argument or FASTALLOC_MODE.
+        The mode is the first argument, or else FASTALLOC_MODE, or else the config file's mode.
 
-        Every option can also come from the environment variable named in its help; a flag wins
-        over the variable. The server binds 127.0.0.1 unless told otherwise. Every time, size and
-        count has the range its help gives (and all packet buffers together must fit the physical
-        memory): a value outside it is refused with its rule (status 64).
+        Every option can also come from the environment variable named in its help, and from a
+        YAML config file (--config FILE) whose keys are the option names; a flag wins over the
+        variable, the variable over the file, the file over the default. The server binds
+        127.0.0.1 unless told otherwise. Every time, size and count has the range its help gives
+        (and all packet buffers together must fit the physical memory): a value outside it is
+        refused with its rule, and its file and line when it came from the file (status 64).
+
+        'check' starts nothing: it reads the options as a start would (file, variables, flags),
+        prints the configuration in effect as YAML (a config file) and exits 0, or names the
+        first error, with its file and line, and exits 64.
 
         On SIGTERM or SIGINT the server stops accepting (/readyz answers 503) and lets every
         connection go on, both ways, until it ends by itself; when --drain-timeout passes it
@@ -46,16 +57,37 @@ struct FastAllocServer {
                 + "  -h, --help\n        Show this help.\n", to: 1)
             exit(0)
         }
-        if command.positional.count > 1 { usageError("one mode expected, got \(command.positional.joined(separator: " "))") }
-        let modeText = command.positional.first ?? environment["FASTALLOC_MODE"] ?? ""
-        guard let mode = ServerMode(rawValue: modeText) else {
-            usageError("mode: '\(modeText)' (expected: echo or relay, as the first argument or FASTALLOC_MODE)")
+        var positional = command.positional
+        let checking = positional.first == "check"
+        if checking { positional.removeFirst() }
+        if positional.count > 1 { usageError("one mode expected, got \(positional.joined(separator: " "))") }
+        var values = command.values
+        if let modeText = positional.first {
+            guard ServerMode(rawValue: modeText) != nil else {
+                usageError("mode: '\(modeText)' (expected: echo or relay, or check)")
+            }
+            if let flag = values["mode"], flag != modeText { usageError("two modes: '\(modeText)' and --mode \(flag)") }
+            values["mode"] = modeText
         }
         let config: ServerConfig
         do {
-            config = try ServerConfig(mode: mode, values: command.values, environment: environment)
+            var file: ConfigFileValues?
+            if let (path, field) = ServerConfig.table.configFilePath(values: values, environment: environment) {
+                file = try ServerConfig.table.readConfigFile(path, field: field)
+            }
+            config = try ServerConfig(values: values, environment: environment, file: file)
         } catch {
+            if checking {
+                write("fastalloc-server check: \(error)\n", to: 2)
+                exit(64)
+            }
             usageError("\(error)")
+        }
+        if checking {
+            let sources = ServerConfig.table.configFilePath(values: values, environment: environment).map { " < \($0.path)" } ?? ""
+            write("# fastalloc-server check: OK. The configuration in effect (defaults\(sources) < variables < flags):\n"
+                + ServerConfig.table.renderYAML(config), to: 1)
+            exit(0)
         }
         if geteuid() == 0 && !config.allowRoot {
             // A server that faces the network should hold no privilege it does not need: a flaw
@@ -131,7 +163,7 @@ struct FastAllocServer {
         let term = try SignalWatcher(loop: control, signal: SIGTERM, onSignal)
         let interrupt = try SignalWatcher(loop: control, signal: SIGINT, onSignal)
         let workerWord = config.workers == 1 ? "worker" : "workers"
-        let upstreamText = config.upstreams.isEmpty ? "" : " to " + config.upstreams.map(\.description).joined(separator: ", ")
+        let upstreamText = config.upstreams.isEmpty ? "" : " to " + config.upstreams.map(\.address).joined(separator: ", ")
         // One line on stdout, written at once (scripts wait for it), even into a pipe.
         let statsText = statsEndpoint.map { "; stats on http://\($0.address)/" } ?? ""
         FastAllocServer.write("listening on \(server.address) (\(mode.rawValue)\(upstreamText), \(config.workers) \(workerWord))\(statsText)\n", to: 1)

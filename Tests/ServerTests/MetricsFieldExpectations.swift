@@ -1,43 +1,54 @@
 import ServerCore
 import Testing
 
-/// One number inside the statistics, found by reflection (so that a field added later is found too).
+/// One number (or string) inside the statistics, found by reflection (so that a field added
+/// later is found too).
 struct StatisticsLeaf {
     var path: String
     /// The type that declares the field, and the field.
     var owner: String
     var field: String
     var value: Double
-    /// The index in `workers` (server or buffer pools) it sits under, and in `recentGrowthEvents`.
+    /// The string a `String` field holds (an upstream's address or entry); `value` is then 0.
+    var text: String?
+    /// A `Bool` field (`value` 1 or 0).
+    var flag = false
+    /// The index in `workers` (server or buffer pools) it sits under, in `recentGrowthEvents`,
+    /// in `upstreams`, and in the array that holds it directly (a histogram's bounds and counts).
     var worker: Int?
     var event: Int?
+    var upstream: Int?
+    var index: Int?
 
     static func walk(_ value: Any, owner: String = "", field: String = "", path: String = "",
-                     worker: Int? = nil, event: Int? = nil) -> [StatisticsLeaf] {
-        func leaf(_ number: Double) -> [StatisticsLeaf] {
-            [StatisticsLeaf(path: path, owner: owner, field: field, value: number, worker: worker, event: event)]
+                     worker: Int? = nil, event: Int? = nil, upstream: Int? = nil, index: Int? = nil) -> [StatisticsLeaf] {
+        func leaf(_ number: Double, text: String? = nil, flag: Bool = false) -> [StatisticsLeaf] {
+            [StatisticsLeaf(path: path, owner: owner, field: field, value: number, text: text, flag: flag, worker: worker, event: event,
+                            upstream: upstream, index: index)]
         }
         switch value {
         case let number as UInt64: return leaf(Double(number))
         case let number as Int: return leaf(Double(number))
         case let number as Double: return leaf(number)
-        case let flag as Bool: return leaf(flag ? 1 : 0)
+        case let flag as Bool: return leaf(flag ? 1 : 0, flag: true)
+        case let text as String: return leaf(0, text: text)
         case let phase as ShutdownPhase: return leaf(Double(phase.rawValue))
         default: break
         }
         let mirror = Mirror(reflecting: value)
         switch mirror.displayStyle {
         case .collection:
-            return mirror.children.enumerated().flatMap { index, child in
-                walk(child.value, owner: owner, field: field, path: "\(path)[\(index)]",
-                     worker: field == "workers" ? index : worker, event: field == "recentGrowthEvents" ? index : event)
+            return mirror.children.enumerated().flatMap { position, child in
+                walk(child.value, owner: owner, field: field, path: "\(path)[\(position)]",
+                     worker: field == "workers" ? position : worker, event: field == "recentGrowthEvents" ? position : event,
+                     upstream: field == "upstreams" ? position : upstream, index: position)
             }
         case .struct:
             let type = String(describing: Swift.type(of: value))
             return mirror.children.flatMap { child in
                 let label = child.label ?? "?"
                 return walk(child.value, owner: type, field: label, path: path.isEmpty ? label : "\(path).\(label)",
-                            worker: worker, event: event)
+                            worker: worker, event: event, upstream: upstream)
             }
         default:
             Issue.record("\(path): a field of type \(Swift.type(of: value)) that MetricsTests cannot read: teach StatisticsLeaf.walk")
@@ -68,11 +79,21 @@ struct FieldExpectation {
     var json: [[JSONKey]]
     var divisor: Double = 1
     var flag = false
+    /// The field is a label of the Prometheus series (which must exist), not their value: an
+    /// upstream's address, entry and role, a histogram's bounds (`le`).
+    var isLabel = false
+    /// The Prometheus value when it is not the field's own: a histogram bucket's cumulative count.
+    var prometheusValue: Double?
 
     /// The value the renderings must show for a field holding `value`.
     func rendered(_ value: Double) -> Double { flag ? (value != 0 ? 1 : 0) : value / divisor }
 
-    static func of(_ leaf: StatisticsLeaf) -> FieldExpectation? {
+    /// A bucket's `le` label for `bound`, as Prometheus' own clients write it (`1`, `0.25`).
+    static func le(_ bound: Double) -> String { bound == bound.rounded() ? String(Int(bound)) : String(bound) }
+
+    /// `upstreams`: the statistics' list, for the labels (an upstream's address) and a
+    /// histogram's cumulative buckets.
+    static func of(_ leaf: StatisticsLeaf, upstreams: [UpstreamStatistics]) -> FieldExpectation? {
         let w = leaf.worker ?? -1
         let worker = ["worker": String(w)]
         func perWorker(_ name: String, _ key: String) -> FieldExpectation {
@@ -103,6 +124,7 @@ struct FieldExpectation {
         case ("WorkerStatistics", "bufferWaits"): return perWorker("fastalloc_buffer_waits_total", "buffer_waits")
         case ("WorkerStatistics", "upstreamConnectFailures"):
             return perWorker("fastalloc_upstream_connect_failures_total", "upstream_connect_failures")
+        case ("WorkerStatistics", "upstreamUnavailable"): return perWorker("fastalloc_upstream_unavailable_total", "upstream_unavailable")
         case ("WorkerStatistics", "upstreamResets"): return perWorker("fastalloc_upstream_resets_total", "upstream_resets")
         case ("WorkerStatistics", "clientResets"): return perWorker("fastalloc_client_resets_total", "client_resets")
         case ("WorkerStatistics", "idleTimeouts"): return perWorker("fastalloc_idle_timeouts_total", "idle_timeouts")
@@ -158,6 +180,63 @@ struct FieldExpectation {
             guard let (name, key) = names[field] else { return nil }
             return FieldExpectation(prometheus: [(name, ["lock": "overflow"])], json: [["overflow", "lock", .key(key)]],
                                     divisor: field == "waitNanoseconds" ? 1e9 : 1)
+
+        // The relay's upstreams: label `upstream` (the address), JSON `upstreams[u]`.
+        case ("UpstreamStatistics", let field):
+            guard let u = leaf.upstream, u < upstreams.count else { return nil }
+            let upstream = upstreams[u]
+            let address = ["upstream": upstream.address]
+            let weightSeries = ("fastalloc_upstream_weight",
+                                address.merging(["entry": upstream.entry, "backup": upstream.backup ? "true" : "false"]) { $1 })
+            let here: [JSONKey] = ["upstreams", .index(u)]
+            switch field {
+            case "address":
+                return FieldExpectation(prometheus: [("fastalloc_upstream_up", address)], json: [here + ["address"]], isLabel: true)
+            case "entry": return FieldExpectation(prometheus: [weightSeries], json: [here + ["entry"]], isLabel: true)
+            case "backup": return FieldExpectation(prometheus: [weightSeries], json: [here + ["backup"]], flag: true, isLabel: true)
+            case "weight": return FieldExpectation(prometheus: [weightSeries], json: [here + ["weight"]])
+            case "up": return FieldExpectation(prometheus: [("fastalloc_upstream_up", address)], json: [here + ["up"]], flag: true)
+            default: break
+            }
+            let plain = ["active": ("fastalloc_upstream_connections_active", "connections_active"),
+                         "selected": ("fastalloc_upstream_selected_total", "selected")]
+            if let (name, key) = plain[field] {
+                return FieldExpectation(prometheus: [(name, address)], json: [here + [.key(key)]])
+            }
+            let parts = ["connectRefused": ("fastalloc_upstream_member_connect_failures_total", "connect_failures", "reason", "refused"),
+                         "connectTimedOut": ("fastalloc_upstream_member_connect_failures_total", "connect_failures", "reason", "timeout"),
+                         "connectOther": ("fastalloc_upstream_member_connect_failures_total", "connect_failures", "reason", "other"),
+                         "checksPassed": ("fastalloc_upstream_health_checks_total", "health_checks", "result", "passed"),
+                         "checksFailed": ("fastalloc_upstream_health_checks_total", "health_checks", "result", "failed"),
+                         "wentDown": ("fastalloc_upstream_state_changes_total", "state_changes", "to", "down"),
+                         "cameUp": ("fastalloc_upstream_state_changes_total", "state_changes", "to", "up")]
+            guard let (name, key, label, part) = parts[field] else { return nil }
+            return FieldExpectation(prometheus: [(name, address.merging([label: part]) { $1 })], json: [here + [.key(key), .key(part)]])
+        // An upstream's connect times: a Prometheus histogram (buckets cumulative, the last
+        // le="+Inf", which _count repeats) and in JSON the bounds and each bucket's own count.
+        case ("HistogramSnapshot", let field):
+            guard let u = leaf.upstream, u < upstreams.count, leaf.path.hasPrefix("upstreams[\(u)].connectTimes.") else { return nil }
+            let histogram = upstreams[u].connectTimes
+            let address = ["upstream": upstreams[u].address]
+            let name = "fastalloc_upstream_connect_seconds"
+            let here: [JSONKey] = ["upstreams", .index(u), "connect_seconds"]
+            switch field {
+            case "bounds":
+                guard let j = leaf.index else { return nil }
+                return FieldExpectation(prometheus: [(name + "_bucket", address.merging(["le": le(histogram.bounds[j])]) { $1 })],
+                                        json: [here + ["bounds", .index(j)]], isLabel: true)
+            case "counts":
+                guard let j = leaf.index else { return nil }
+                let cumulative = Double(histogram.counts[...j].reduce(0, +))
+                let last = j == histogram.counts.count - 1
+                var series = [(name + "_bucket", address.merging(["le": last ? "+Inf" : le(histogram.bounds[j])]) { $1 })]
+                if last { series.append((name + "_count", address)) }
+                return FieldExpectation(prometheus: series, json: [here + ["counts", .index(j)]], prometheusValue: cumulative)
+            case "sumSeconds":
+                return FieldExpectation(prometheus: [(name + "_sum", address)], json: [here + ["sum"]])
+            default:
+                return nil
+            }
 
         case ("ProcessFigures", let field):
             let names = ["residentMemoryBytes": ("process_resident_memory_bytes", "resident_memory_bytes"),

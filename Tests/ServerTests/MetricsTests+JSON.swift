@@ -65,10 +65,26 @@ extension MetricsTests {
             workers[].client_resets workers[].write_timeouts workers[].linger_timeouts workers[].accept_errors.memory
             workers[].drain_connections.cut workers[].buffers.max_capacity workers[].buffers.taken
             workers[].buffers.pending_returns
+            totals.upstream_unavailable workers[].upstream_unavailable upstreams
+            upstreams[].address upstreams[].entry upstreams[].backup upstreams[].weight upstreams[].up
+            upstreams[].connections_active upstreams[].selected upstreams[].connect_failures.refused
+            upstreams[].connect_failures.timeout upstreams[].connect_failures.other upstreams[].health_checks.passed
+            upstreams[].health_checks.failed upstreams[].state_changes.down upstreams[].state_changes.up
+            upstreams[].connect_seconds.bounds upstreams[].connect_seconds.counts upstreams[].connect_seconds.sum
+            upstreams[].connect_seconds.count
             """.split(whereSeparator: \.isWhitespace).map(String.init)
         for key in added { #expect(keys.contains(key) as Bool, "\(key) is missing") }
-        // Types: a boolean, arrays, objects, and numbers everywhere else.
+        // An upstream's entry: strings, a boolean, and the histogram as arrays.
         let text = MetricsRenderer.json(stats, process: process, monotonicNowNanoseconds: Self.now)
+        let upstreams = try #require(json["upstreams"] as? [[String: Any]])
+        #expect(upstreams.map { $0["address"] as? String } == ["127.0.0.1:7001", "[::1]:7002"])
+        #expect(text.contains(#""upstreams":[{"address":"127.0.0.1:7001","entry":"upstream.internal:7001","backup":false,"#),
+                "\(text)")
+        let histogram = try #require(upstreams[1]["connect_seconds"] as? [String: Any])
+        #expect((histogram["bounds"] as? [NSNumber])?.count == 15)
+        #expect((histogram["counts"] as? [NSNumber])?.count == 16)
+        #expect((histogram["count"] as? NSNumber)?.uint64Value == stats.upstreams[1].connectTimes.total)
+        // Types: a boolean, arrays, objects, and numbers everywhere else.
         #expect(text.hasPrefix(#"{"draining":true,"#), "draining is a JSON boolean, first: \(text.prefix(40))")
         #expect((json["workers"] as? [Any])?.count == 2)
         let events = try #require((json["overflow"] as? [String: Any])?["recent_growth_events"] as? [[String: Any]])

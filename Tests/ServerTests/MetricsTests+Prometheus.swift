@@ -28,15 +28,35 @@ extension MetricsTests {
                 types[String(parts[0])] = parts.count == 2 ? String(parts[1]) : nil
             } else {
                 let match = try #require(line.wholeMatch(of: sampleLine), "not a sample line: \(line)")
-                #expect(String(match.1) == current, "\(match.1) outside its family \(current ?? "-")")
+                // A histogram's series are its name with _bucket, _sum or _count.
+                let suffixes = current.flatMap { types[$0] } == "histogram" ? ["_bucket", "_sum", "_count"] : [""]
+                #expect(suffixes.contains { String(match.1) == (current ?? "-") + $0 }, "\(match.1) outside its family \(current ?? "-")")
                 #expect(Double(match.4) != nil, "not a number: \(line)")
                 #expect(series.insert(String(line.split(separator: " ")[0])).inserted, "the same series twice: \(line)")
             }
         }
         #expect(families == Metric.all.map(\.name), "the text's families are the table's, in its order")
+        // Histograms: per series, buckets cumulative in increasing `le`, `+Inf` last and equal to _count.
+        let samples = try PrometheusSample.parse(text)
+        var histograms = 0
+        for family in families where types[family] == "histogram" {
+            let counts = samples.filter { $0.name == family + "_count" }
+            for count in counts {
+                histograms += 1
+                let buckets = samples.filter { $0.name == family + "_bucket" && $0.labels.filter { $0.key != "le" } == count.labels }
+                let bounds = buckets.compactMap { Double($0.labels["le"] ?? "x") }
+                let what = "\(family)\(count.labels)"
+                #expect(bounds.count == buckets.count && bounds == bounds.sorted() && Set(bounds).count == bounds.count, "\(what): le \(bounds)")
+                #expect(buckets.last?.labels["le"] == "+Inf", "\(what): no +Inf bucket")
+                #expect(buckets.map(\.value) == buckets.map(\.value).sorted(), "\(what): buckets not cumulative")
+                #expect(buckets.last?.value == count.value, "\(what): +Inf bucket \(buckets.last?.value ?? -1), _count \(count.value)")
+                #expect(samples.contains { $0.name == family + "_sum" && $0.labels == count.labels }, "\(what): no _sum")
+            }
+        }
+        #expect(histograms == 2, "the fixture's two upstreams each have a connect-time histogram")
         for family in families {
             let type = try #require(types[family])
-            #expect(type == "counter" || type == "gauge", "\(family): \(type)")
+            #expect(type == "counter" || type == "gauge" || type == "histogram", "\(family): \(type)")
             #expect(family.hasSuffix("_total") == (type == "counter"), "\(family) is a \(type): counters and only counters end in _total")
             #expect(family.hasPrefix("fastalloc_") || family.hasPrefix("process_"), "\(family)")
         }
@@ -60,6 +80,12 @@ extension MetricsTests {
             ("fastalloc_bytes_sent_total", "counter"), ("fastalloc_draining", "gauge"),
             ("process_resident_memory_bytes", "gauge"), ("process_cpu_seconds_total", "counter"),
             ("process_open_fds", "gauge"), ("process_start_time_seconds", "gauge"),
+            // Issue 16 (the relay's upstream pool).
+            ("fastalloc_upstream_unavailable_total", "counter"), ("fastalloc_upstream_up", "gauge"),
+            ("fastalloc_upstream_weight", "gauge"), ("fastalloc_upstream_connections_active", "gauge"),
+            ("fastalloc_upstream_selected_total", "counter"), ("fastalloc_upstream_member_connect_failures_total", "counter"),
+            ("fastalloc_upstream_health_checks_total", "counter"), ("fastalloc_upstream_state_changes_total", "counter"),
+            ("fastalloc_upstream_connect_seconds", "histogram"),
         ]
         for (family, type) in before {
             #expect(text.contains("\n# TYPE \(family) \(type)\n") || text.hasPrefix("# HELP \(family) "), "\(family) \(type)")

@@ -31,6 +31,7 @@ import kubernetes_validate  # noqa: F401 (pip install kubernetes-validate; bring
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from deploy_checks.common import DEPLOY, build_server, check, failures, known_variables, section  # noqa: E402
+from deploy_checks.config_files import check_config_files  # noqa: E402
 from deploy_checks.dockerfile import check_dockerfile  # noqa: E402
 from deploy_checks.kubernetes import check_kubernetes  # noqa: E402
 from deploy_checks.monitoring import check_prometheus_and_grafana  # noqa: E402
@@ -40,7 +41,7 @@ from deploy_checks.systemd import check_systemd  # noqa: E402
 def check_never_root():
     section("No root")
     shipped = []
-    for folder in ("kubernetes", "systemd", "prometheus", "grafana"):
+    for folder in ("config", "kubernetes", "systemd", "prometheus", "grafana"):
         for name in sorted(os.listdir(os.path.join(DEPLOY, folder))):
             shipped.append(os.path.join(folder, name))
     shipped.append("Dockerfile")
@@ -55,6 +56,7 @@ def main():
     args = parser.parse_args()
     binary = build_server()
     variables = known_variables(binary) | {"FASTALLOC_MODE"}
+    check_config_files(binary)
     check_dockerfile(binary, variables, args.skip_static_build)
     check_systemd(binary, variables)
     check_kubernetes(binary, variables)

@@ -105,35 +105,32 @@ private final class MonitorState {
 
     // MARK: Checks
 
+    /// Starts a check of every member not being checked, after failing those whose check has
+    /// outlived its timeout. A member's probe and its stream are kept and reused (reopened)
+    /// from check to check: checking allocates nothing once every member has its probe.
     func checkAll() {
         let now = loop.nowMilliseconds
-        // A check still under way after its timeout fails (and makes room for the next).
-        for (key, probe) in probes where now &- probe.startedAt >= checkTimeout {
-            probes[key] = nil
-            probe.finish(passed: false, now: now)
-        }
-        for member in pool.current where probes[ObjectIdentifier(member)] == nil {
-            do {
-                let stream = try TCPStream(loop: loop)
-                let probe = Probe(monitor: self, member: member, stream: stream, startedAt: now)
-                stream.delegate = probe
-                probes[ObjectIdentifier(member)] = probe
+        for member in pool.current {
+            let key = ObjectIdentifier(member)
+            let probe: Probe
+            if let existing = probes[key] {
+                probe = existing
+            } else {
                 do {
-                    try stream.connect(to: member.address)
+                    probe = Probe(monitor: self, member: member, stream: try TCPStream(loop: loop))
                 } catch {
-                    probes[ObjectIdentifier(member)] = nil
-                    probe.finish(passed: false, now: now)
+                    logger.warning("health check of \(member.address) not started: \(error)")
+                    continue
                 }
-            } catch {
-                logger.warning("health check of \(member.address) not started: \(error)")
+                probes[key] = probe
             }
+            if probe.inFlight {
+                if now &- probe.startedAt >= checkTimeout { probe.finish(passed: false, now: now) }
+                continue  // its next check starts at the next round, once it has closed
+            }
+            guard probe.closed else { continue }  // still closing from the last check
+            probe.begin(now: now)
         }
-    }
-
-    func connected(_ probe: Probe, status: Int32) {
-        guard probes[ObjectIdentifier(probe.member)] === probe else { return }  // timed out before
-        probes[ObjectIdentifier(probe.member)] = nil
-        probe.finish(passed: status == 0, now: loop.nowMilliseconds)
     }
 
     // MARK: Resolution
@@ -152,29 +149,57 @@ private final class MonitorState {
         }
         specs = next
         if pool.update(next) {
+            // Probes of members that left go (closed); new members get theirs at the next round.
+            let current = Set(pool.current.map(ObjectIdentifier.init))
+            for (key, probe) in probes where !current.contains(key) {
+                if probe.inFlight { probe.finish(passed: false, now: loop.nowMilliseconds) }
+                probes[key] = nil
+            }
             logger.notice("upstreams now: \(pool.current.map { "\($0.address)" }.joined(separator: ", "))\(failed ? " (some lookups failed)" : "")")
         }
     }
 }
 
-/// One check: a connect to a member, then a close.
+/// One member's checks: a connect, then a close; the stream is reopened for the next check.
 private final class Probe: TCPStreamDelegate {
     unowned let monitor: MonitorState
     let member: UpstreamMember
     let stream: TCPStream
-    let startedAt: UInt64
+    /// A connect is under way (since `startedAt`).
+    var inFlight = false
+    var startedAt: UInt64 = 0
+    /// The stream's close callback has run: it may be reopened.
+    var closed = false
+    /// The stream has been opened once (a new stream is open already).
+    private var used = false
 
-    init(monitor: MonitorState, member: UpstreamMember, stream: TCPStream, startedAt: UInt64) {
+    init(monitor: MonitorState, member: UpstreamMember, stream: TCPStream) {
         self.monitor = monitor
         self.member = member
         self.stream = stream
-        self.startedAt = startedAt
+        stream.delegate = self
+        closed = true
+    }
+
+    func begin(now: UInt64) {
+        do {
+            if used { try stream.reopen() }
+            used = true
+            closed = false
+            stream.delegate = self
+            inFlight = true
+            startedAt = now
+            try stream.connect(to: member.address)
+        } catch {
+            finish(passed: false, now: now)
+        }
     }
 
     func finish(passed: Bool, now: UInt64) {
+        guard inFlight else { return }
+        inFlight = false
         monitor.pool.checked(member, passed: passed, now: now)
-        stream.delegate = nil
-        stream.close()
+        if !closed { stream.close() }
     }
 
     func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer {
@@ -184,6 +209,11 @@ private final class Probe: TCPStreamDelegate {
     func stream(_ stream: TCPStream, didRead count: Int, into buffer: UnsafeMutableRawBufferPointer) {}
 
     func stream(_ stream: TCPStream, didConnect status: Int32) {
-        monitor.connected(self, status: status)
+        // A connect cancelled by the close of a timed-out check comes here too: not in flight.
+        finish(passed: status == 0, now: monitor.loop.nowMilliseconds)
+    }
+
+    func streamDidClose(_ stream: TCPStream) {
+        closed = true  // TCPStream has dropped its delegate; begin() sets it again
     }
 }

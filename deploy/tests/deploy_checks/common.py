@@ -160,3 +160,34 @@ def alerted_limit():
     match = ALERT_LIMIT.search(open(os.path.join(DEPLOY, "prometheus/alerts.yml")).read())
     return int(match.group(1)) if match else None
 
+
+def option_names(binary):
+    """The options the server reads, from its own --help (`--idle-timeout` -> `idle-timeout`)."""
+    text = subprocess.run([binary, "--help"], capture_output=True, text=True).stdout
+    return set(re.findall(r"^  --([a-z][a-z0-9-]*)", text, re.M)) - {"help"}
+
+
+def yaml_text(value):
+    """A config file's value as the option's text (PyYAML reads `2` as 2, `true` as True)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(yaml_text(v) for v in value)
+    if isinstance(value, dict):
+        return " ".join([str(value["address"])] + ([f"weight={value['weight']}"] if "weight" in value else [])
+                        + (["backup"] if value.get("backup") else []))
+    return "" if value is None else str(value)
+
+
+def as_variables(settings):
+    """A config file's settings (option names) as the FASTALLOC_* variables the checks read."""
+    return {"FASTALLOC_" + key.upper().replace("-", "_"): yaml_text(value) for key, value in settings.items()}
+
+
+def server_check(binary, path, environment=None):
+    """`fastalloc-server check --config path` with only `environment`'s FASTALLOC_* variables:
+    (exit status, stdout, stderr)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTALLOC_")}
+    env.update(environment or {})
+    result = subprocess.run([binary, "check", "--config", path], env=env, capture_output=True, text=True, timeout=30)
+    return result.returncode, result.stdout, result.stderr

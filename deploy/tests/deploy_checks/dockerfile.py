@@ -8,7 +8,9 @@ import shlex
 import socket
 import subprocess
 
-from .common import DEPLOY, ROOT, LiveServer, check, port_of, section
+import yaml
+
+from .common import DEPLOY, ROOT, LiveServer, as_variables, check, port_of, section, server_check
 
 
 def dockerfile_instructions(path):
@@ -80,10 +82,25 @@ def check_dockerfile(binary, variables, skip_static):
             key, _, value = item.partition("=")
             env[key] = value
     check("ENV names only options the server reads", set(env) <= variables, str(set(env) - variables))
+    # The image's defaults: its config file (FASTALLOC_CONFIG, copied from the build context),
+    # under its ENV.
+    settings = {}
+    copied = {c.split()[-1]: c.split()[0] for c in all_of(runtime, "COPY") if not c.startswith("--from=")}
+    if "FASTALLOC_CONFIG" in env:
+        source = copied.get(env["FASTALLOC_CONFIG"])
+        check("FASTALLOC_CONFIG names a file the runtime stage copies", source is not None, env["FASTALLOC_CONFIG"])
+        if source:
+            check(f"{source} exists", os.path.exists(os.path.join(ROOT, source)))
+            check(f".dockerignore keeps {source} in the build context", f"!{source}" in ignored, str(ignored))
+            status, _, err = server_check(binary, os.path.join(ROOT, source))
+            check(f"fastalloc-server check --config {source}", status == 0, err)
+            settings = as_variables(yaml.safe_load(open(os.path.join(ROOT, source))) or {})
+    settings.update(env)
     exposed = {int(p.split("/")[0]) for rest in all_of(runtime, "EXPOSE") for p in rest.split()}
-    check("EXPOSE has the data port the image listens on", port_of(env.get("FASTALLOC_LISTEN", ":7000")) in exposed, str(exposed))
-    check("EXPOSE has the stats port", port_of(env.get("FASTALLOC_STATS", ":9464")) in exposed, str(exposed))
-    check("the image listens beyond its own loopback", env.get("FASTALLOC_LISTEN", "").startswith("0.0.0.0:"))
+    check("EXPOSE has the data port the image listens on", port_of(settings.get("FASTALLOC_LISTEN", ":7000")) in exposed, str(exposed))
+    check("EXPOSE has the stats port", port_of(settings.get("FASTALLOC_STATS", ":9464")) in exposed, str(exposed))
+    check("the image listens beyond its own loopback", settings.get("FASTALLOC_LISTEN", "").startswith("0.0.0.0:"))
+    env = settings
     check("STOPSIGNAL SIGTERM (the drain)", all_of(runtime, "STOPSIGNAL") == ["SIGTERM"])
     health = all_of(runtime, "HEALTHCHECK")
     check("a HEALTHCHECK", len(health) == 1)
@@ -133,3 +150,6 @@ def check_dockerfile(binary, variables, skip_static):
           f"needs {sorted(packages)}; missing {sorted(missing)}")
     version = subprocess.run([static_binary, "--help"], capture_output=True, text=True)
     check("the statically linked binary runs", version.returncode == 0)
+
+
+# ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import tempfile
 import yaml
 
 from .common import (DEPLOY, LiveServer, alerted_limit, check, check_fair, check_no_fairness_warning, for_this_machine,
-                     free_listener, pools, port_of, quantity_bytes, seconds, section)
+                     free_listener, pools, port_of, quantity_bytes, seconds, section, as_variables, option_names, server_check)
 
 
 def check_kubernetes(binary, variables):
@@ -21,7 +21,7 @@ def check_kubernetes(binary, variables):
     check("every resource of the kustomization exists", all(r in on_disk for r in resources))
     unlisted = set(on_disk) - set(resources) - {"kustomization.yaml", "podmonitor.yaml"}
     check("every manifest is in the kustomization (but the optional PodMonitor)", not unlisted, str(unlisted))
-    validate = [sys.executable, "-m", "kubernetes_validate"]  # check-deploy.py imports it first: installed
+    validate = [sys.executable, "-m", "kubernetes_validate"]  # imported at the top: installed
     paths = [os.path.join(directory, r) for r in resources]
     result = subprocess.run([*validate, "--strict", "-k", "1.31.0", *paths], capture_output=True, text=True)
     check("kubernetes-validate --strict (Kubernetes 1.31) passes every resource", result.returncode == 0,
@@ -38,14 +38,36 @@ def check_kubernetes(binary, variables):
     for resource in resources + ["podmonitor.yaml"]:
         for doc in yaml.safe_load_all(open(os.path.join(directory, resource))):
             docs[(doc["kind"], doc["metadata"]["name"])] = doc
-    config = docs[("ConfigMap", "fastalloc-server")]["data"]
+    data = docs[("ConfigMap", "fastalloc-server")]["data"]
     deployment = docs[("Deployment", "fastalloc-server")]
     pod = deployment["spec"]["template"]
     spec = pod["spec"]
     container = spec["containers"][0]
-    check("the ConfigMap names only options the server reads", set(config) <= variables, str(set(config) - variables))
-    check("the container takes the ConfigMap", any(e.get("configMapRef", {}).get("name") == "fastalloc-server"
-                                                   for e in container.get("envFrom", [])))
+    check("the ConfigMap holds one config file", list(data) == ["fastalloc-server.yaml"], str(list(data)))
+    file_text = data.get("fastalloc-server.yaml", "")
+    settings = yaml.safe_load(file_text) or {}
+    check("its keys are options the server reads", set(settings) <= option_names(binary),
+          str(set(settings) - option_names(binary)))
+    config = as_variables(settings)
+    # The container reads it where the ConfigMap volume puts it.
+    args = container.get("args", [])
+    path = args[args.index("--config") + 1] if "--config" in args[:-1] else None
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    mounts = [m for m in container.get("volumeMounts", [])
+              if volumes.get(m["name"], {}).get("configMap", {}).get("name") == "fastalloc-server"]
+    check("the container runs --config on the ConfigMap's file, mounted read-only",
+          path is not None and len(mounts) == 1 and mounts[0].get("readOnly") is True
+          and path == mounts[0]["mountPath"].rstrip("/") + "/fastalloc-server.yaml", f"args {args}, mounts {mounts}")
+    check("no FASTALLOC_* variable in the pod overrides the file", not container.get("env") and not container.get("envFrom"))
+    upstream = free_listener()
+    with tempfile.TemporaryDirectory() as work:
+        file_path = os.path.join(work, "fastalloc-server.yaml")
+        with open(file_path, "w") as out:
+            out.write(file_text)
+        # The upstream's Service name does not resolve here: a variable moves it (variables win over the file).
+        status, out, err = server_check(binary, file_path, {"FASTALLOC_UPSTREAM": f"127.0.0.1:{upstream.getsockname()[1]}"})
+        check("fastalloc-server check --config passes the ConfigMap's file (upstream moved here)", status == 0, err)
+        check("and prints the relay it configures", "mode: relay" in out and "max-connections: 4000" in out, out[-500:])
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     check("the data port is the one the ConfigMap listens on", ports.get("data") == port_of(config["FASTALLOC_LISTEN"]))
     check("the metrics port is the ConfigMap's stats port", ports.get("metrics") == port_of(config["FASTALLOC_STATS"]))
@@ -96,12 +118,21 @@ def check_kubernetes(binary, variables):
     hpa = docs[("HorizontalPodAutoscaler", "fastalloc-server")]
     check("the HPA scales the Deployment", hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"] and
           hpa["spec"]["minReplicas"] >= 2)
-    upstream = free_listener()
-    server = LiveServer(binary, for_this_machine(config, upstream))
-    check("the ConfigMap starts the server", server.data is not None, server.line)
-    if server.data:
-        check("/readyz answers 200 while serving", server.get("/readyz")[0] == 200)
-    status, err = server.stop() if server.data else (None, "")
-    check("and SIGTERM drains it with status 0", status == 0, err[-500:])
-    check_no_fairness_warning(err, "ConfigMap")
+    with tempfile.TemporaryDirectory() as work:
+        # Started for real from the file, the addresses moved to this machine by variables.
+        file_path = os.path.join(work, "fastalloc-server.yaml")
+        with open(file_path, "w") as out:
+            out.write(file_text)
+        moved = {k: v for k, v in for_this_machine(config, upstream).items()
+                 if k in ("FASTALLOC_LISTEN", "FASTALLOC_STATS", "FASTALLOC_UPSTREAM")}
+        server = LiveServer(binary, moved, ["--config", file_path])
+        check("the ConfigMap's file starts the server", server.data is not None, server.line)
+        if server.data:
+            check("/readyz answers 200 while serving", server.get("/readyz")[0] == 200)
+        status, err = server.stop() if server.data else (None, "")
+        check("and SIGTERM drains it with status 0", status == 0, err[-500:])
+        check_no_fairness_warning(err, "ConfigMap")
     upstream.close()
+
+
+# ---------------------------------------------------------------------------------------------

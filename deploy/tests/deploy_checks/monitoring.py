@@ -16,7 +16,13 @@ def exposed_metrics(binary):
     server = LiveServer(binary, {"FASTALLOC_LISTEN": "127.0.0.1:0", "FASTALLOC_STATS": "127.0.0.1:0"}, ["echo"])
     status, text = server.get("/metrics")
     server.stop()
-    return {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")} | {"up"}
+    names = {"up"}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, family, kind = line.split()
+            # A histogram is queried by its series: _bucket (with le), _sum and _count.
+            names |= {family + suffix for suffix in ("_bucket", "_sum", "_count")} if kind == "histogram" else {family}
+    return names
 
 
 def metric_names(expr):
@@ -69,7 +75,10 @@ def check_prometheus_and_grafana(binary):
     for family in ("fastalloc_buffers_in_use", "fastalloc_pool_growth_events_total", "fastalloc_lock_contended_total",
                    "fastalloc_connections_active", "fastalloc_bytes_sent_total", "fastalloc_buffers_high_water",
                    "fastalloc_connections_closed_total", "fastalloc_client_resets_total", "fastalloc_accept_errors_total",
-                   "fastalloc_write_timeouts_total", "fastalloc_linger_timeouts_total", "fastalloc_drain_connections_total"):
+                   "fastalloc_write_timeouts_total", "fastalloc_linger_timeouts_total", "fastalloc_drain_connections_total",
+                   "fastalloc_upstream_up", "fastalloc_upstream_connections_active",
+                   "fastalloc_upstream_member_connect_failures_total", "fastalloc_upstream_connect_seconds_bucket",
+                   "fastalloc_upstream_unavailable_total"):
         check(f"it shows {family}", family in names)
     with tempfile.TemporaryDirectory() as work:  # PromQL syntax: as recording rules, for promtool
         concrete = [e.replace("$__rate_interval", "1m").replace("$__range", "1h").replace("$job", ".*")
