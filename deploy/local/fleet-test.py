@@ -9,11 +9,10 @@
      a second in, kills upstream 2; at once opens 200 new connections through haproxy, one after
      another (each a connect, 256 bytes echoed and checked, a close): every one is served (a
      refused connect to the dead upstream is retried on the other); each relay marks it down
-     within fall x interval (1 s; seen in its /metrics `fastalloc_upstream_up{upstream=...}`, or
-     on a build without that metric in its log's "upstream ... is down" line: the output says
-     which); no byte of the load run mismatches (the dead upstream's clients end early, cleanly);
-     then restarts the upstream on the same port: each relay marks it up again within
-     rise x interval, and it serves new connections again;
+     within fall x interval (1 s; its /metrics `fastalloc_upstream_up{upstream="127.0.0.1:PORT"}`
+     polled every 50 ms; 0.25 s allowed for the polling); no byte of the load run mismatches (the
+     dead upstream's clients end early, cleanly); then restarts the upstream on the same port:
+     each relay marks it up again within rise x interval, and it serves new connections again;
   3. a relay dies: runs fastalloc-load through haproxy (30 connections, 1 KiB messages, depth 2,
      8 s); two seconds in (its first progress line from 2 s on), kills relay 2;
   4. opens 60 new connections through haproxy (a fixed-count run) and checks that every one
@@ -25,7 +24,7 @@
   7. stops the fleet: the survivors drain (SIGTERM) with nothing left to cut (their summaries say
      "0 cut"; a drain resets what is still open at --drain-timeout) and exit 0.
 
-    deploy/local/fleet-test.py        (about 45 s; 127.0.0.1 only; stops everything it started)
+    deploy/local/fleet-test.py        (about 25 s; 127.0.0.1 only; stops everything it started)
 """
 import importlib.util
 import json
@@ -101,30 +100,23 @@ def wait_seconds_in(run, progress, seconds):
     return max(int(m.group(1)) for line in list(progress) if (m := re.match(r"(\d+)s ", line)))
 
 
-def upstream_state(fleet, index, port):
-    """Relay `index`'s view of upstream 127.0.0.1:port: (1 up or 0 down, where it was read). From
-    its /metrics' fastalloc_upstream_up when it has that metric, else from its log's last line
-    about that upstream ("is down" / "is up again"; none: up)."""
-    name = f'upstream="127.0.0.1:{port}"'
-    for key, value in fleet.metrics(index).items():
-        if key.startswith("fastalloc_upstream_up{") and name in key:
-            return int(value), "/metrics fastalloc_upstream_up"
-    log = fleet.relay_log(index)
-    down, up = log.rfind(f"upstream 127.0.0.1:{port} is down"), log.rfind(f"upstream 127.0.0.1:{port} is up again")
-    return (0 if down > up else 1), "log"
+def upstream_metric(fleet, index, name, port):
+    """Relay `index`'s /metrics family `name` for upstream 127.0.0.1:port, summed over its other
+    labels; None when the relay has no such series."""
+    label = f'upstream="127.0.0.1:{port}"'
+    values = [v for k, v in fleet.metrics(index).items() if k.startswith(name + "{") and label in k]
+    return sum(values) if values else None
 
 
 def watch_upstream(fleet, relays, port, want, since, timeout=10):
-    """Polls each relay every 50 ms until it shows upstream `port` in state `want`; returns
-    {relay: (seconds after `since`, source)}, missing the relays that never did."""
+    """Polls each relay's fastalloc_upstream_up for upstream `port` every 50 ms until it is
+    `want`; returns {relay: seconds after `since`}, missing the relays that never showed it."""
     seen = {}
     deadline = time.time() + timeout
     while len(seen) < len(relays) and time.time() < deadline:
         for i in relays:
-            if i not in seen:
-                state, source = upstream_state(fleet, i, port)
-                if state == want:
-                    seen[i] = (time.perf_counter() - since, source)
+            if i not in seen and upstream_metric(fleet, i, "fastalloc_upstream_up", port) == want:
+                seen[i] = time.perf_counter() - since
         time.sleep(0.05)
     return seen
 
@@ -155,9 +147,11 @@ def upstream_phase(fleet):
     relays = list(range(fleet.count))
     fall_s, rise_s = fleet.FALL * fleet.HEALTH_INTERVAL_S, fleet.RISE * fleet.HEALTH_INTERVAL_S
     slack = 0.25  # the 50 ms polling, an HTTP scrape and a busy machine's scheduling
-    states = [upstream_state(fleet, i, port) for i in relays]
-    check(f"every relay starts with upstream 127.0.0.1:{port} up", all(state == 1 for state, _ in states),
-          f"read from {states[0][1]}")
+    states = [upstream_metric(fleet, i, "fastalloc_upstream_up", port) for i in relays]
+    check(f"every relay shows upstream 127.0.0.1:{port} up (fastalloc_upstream_up 1)", states == [1] * len(relays),
+          str(states))
+    failed_before = sum(upstream_metric(fleet, i, "fastalloc_upstream_member_connect_failures_total", port) or 0
+                        for i in relays)
     run, progress = start_load(fleet, "--connections", "30", "--size", "1024", "--depth", "2",
                                "--duration", "5s", "--warmup", "0s")
     seen = wait_seconds_in(run, progress, 1)
@@ -169,14 +163,19 @@ def upstream_phase(fleet):
     watcher = threading.Thread(target=lambda: down.update(watch_upstream(fleet, relays, port, 0, killed_at)), daemon=True)
     watcher.start()
     errors = [e for e in (exchange(fleet) for _ in range(200)) if e]
-    check("200 new connections, one after another, all served, every byte echoed", not errors,
-          f"{len(errors)} failed: {sorted(set(errors))[:3]}" if errors else f"in {time.perf_counter() - killed_at:.1f} s")
+    took = time.perf_counter() - killed_at
+    retried = sum(upstream_metric(fleet, i, "fastalloc_upstream_member_connect_failures_total", port) or 0
+                  for i in relays) - failed_before
+    unavailable = sum(gauge(fleet, i, "fastalloc_upstream_unavailable_total") for i in relays)
+    check("200 new connections, one after another, all served, every byte echoed", not errors and unavailable == 0,
+          f"{len(errors)} failed: {sorted(set(errors))[:3]}" if errors else
+          f"in {took:.1f} s; the relays' failed connects to the dead upstream, each retried on the other: {retried:.0f}; "
+          f"clients left without an upstream: {unavailable:.0f}")
     watcher.join(timeout=15)
     for i in relays:
         when = down.get(i)
-        check(f"relay {i + 1} marks the upstream down within fall x interval ({fall_s:.1f} s)",
-              when is not None and when[0] <= fall_s + slack,
-              f"after {when[0]:.2f} s, read from {when[1]}" if when else "not within 10 s")
+        check(f"relay {i + 1} shows it down (fastalloc_upstream_up 0) within fall x interval ({fall_s:.1f} s)",
+              when is not None and when <= fall_s + slack, f"after {when:.2f} s" if when is not None else "not within 10 s")
     out, _ = run.communicate(timeout=60)
     result = json.loads(out)
     print(f"  load run: {result['messages']:,} messages ({result['megabytes_per_second']:.1f} MB/s), "
@@ -192,9 +191,8 @@ def upstream_phase(fleet):
     up = watch_upstream(fleet, relays, port, 1, restarted_at)
     for i in relays:
         when = up.get(i)
-        check(f"relay {i + 1} marks it up again within rise x interval ({rise_s:.1f} s)",
-              when is not None and when[0] <= rise_s + slack,
-              f"after {when[0]:.2f} s, read from {when[1]}" if when else "not within 10 s")
+        check(f"relay {i + 1} shows it up again (fastalloc_upstream_up 1) within rise x interval ({rise_s:.1f} s)",
+              when is not None and when <= rise_s + slack, f"after {when:.2f} s" if when is not None else "not within 10 s")
     fresh = subprocess.run(load(fleet, "--connections", "30", "--messages", "20", "--size", "512"),
                            capture_output=True, text=True, timeout=60)
     report = json.loads(fresh.stdout)

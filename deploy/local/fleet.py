@@ -114,11 +114,6 @@ class Fleet:
                                              f"127.0.0.1:{self.upstream_stats_ports[index]}", "--workers", "1"], port)
         return self.upstreams[index]
 
-    def relay_log(self, index):
-        """What relay `index` has logged so far."""
-        with open(self._log_path(self.relays[index].args[0], self.relay_ports[index])) as log:
-            return log.read()
-
     @staticmethod
     def _wait_ready(url, process, timeout=30):
         """Prometheus listens before it can answer (503 until its storage is open): wait for 200."""
