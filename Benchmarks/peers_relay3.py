@@ -143,7 +143,8 @@ def print_relay3(chosen, results, rounds, baseline=RELAY3_BASELINE):
     print(f"Three upstreams (peers/uv-echo, 1 thread each, ports {UPSTREAM_PORTS[0]}-{UPSTREAM_PORTS[-1]}); ratios "
           f"against {baseline} with as many threads. Upstream CPU is the three upstreams' together. "
           f"fastalloc-server runs its default active check (a connect to each upstream every 2 s), "
-          f"haproxy and nginx none.")
+          f"haproxy and nginx none. The connection rows' client is peers/conn-rate (C, one thread, every "
+          f"byte checked), not fastalloc-load.")
     for workload in RELAY3_WORKLOADS:
         print_table(chosen, results, workload, rounds, groups=(("relay3", baseline),),
                     title=f"Three upstreams: {workload.name}")
