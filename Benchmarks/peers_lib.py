@@ -111,6 +111,65 @@ class Server:
         self.name, self.kind, self.threads, self.command, self.port, self.config = name, kind, threads, command, port, config
 
 
+def haproxy_config(path, threads, port, upstreams, balance=None):
+    """Writes haproxy's TCP-mode config (a `listen` on 127.0.0.1:port in front of upstreams,
+    HOST:PORT each) to path; returns path."""
+    if len(upstreams) == 1:
+        servers = f"    server upstream {upstreams[0]}\n"
+    else:
+        servers = "".join(f"    server upstream{i + 1} {upstream}\n" for i, upstream in enumerate(upstreams))
+    with open(path, "w") as out:
+        out.write(f"""global
+    nbthread {threads}
+    maxconn 9000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+listen relay
+    bind 127.0.0.1:{port}
+""" + (f"    balance {balance}\n" if balance else "") + servers)
+    return path
+
+
+def nginx_stream():
+    return shutil.which("nginx") and os.path.exists("/usr/lib/nginx/modules/ngx_stream_module.so")
+
+
+def nginx_config(prefix, threads, port, upstreams):
+    """Writes the config of nginx's stream proxy on 127.0.0.1:port under prefix: proxy_pass to the
+    one upstream, or to an `upstream` block (round robin) of several; returns its path."""
+    os.makedirs(os.path.join(prefix, "logs"), exist_ok=True)
+    config = os.path.join(prefix, "nginx.conf")
+    if len(upstreams) == 1:
+        block, target = "", upstreams[0]
+    else:
+        servers = "".join(f"        server {upstream};\n" for upstream in upstreams)
+        block, target = f"    upstream echoes {{\n{servers}    }}\n", "echoes"
+    with open(config, "w") as out:
+        out.write(f"""load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes {threads};
+daemon off;
+error_log stderr error;
+pid {prefix}/nginx.pid;
+worker_rlimit_nofile 20000;
+events {{ worker_connections 16384; }}
+stream {{
+{block}    server {{
+        listen 127.0.0.1:{port};
+        proxy_pass {target};
+        tcp_nodelay on;
+    }}
+}}
+""")
+    return config
+
+
+def nginx_command(config):
+    return ["nginx", "-p", os.path.dirname(config), "-c", config]
+
+
 def servers(upstream_port, base_port, haproxy_dir, compare=None):
     """Every server and relay of the run. compare: (path, label) of another fastalloc-server
     build (an earlier commit's, say), run beside this one with the same options."""
@@ -144,46 +203,17 @@ def servers(upstream_port, base_port, haproxy_dir, compare=None):
                              [server, "relay", "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream_port}",
                               "--workers", str(threads), "--max-connections", "12000"], port))
         port += 1
-        if shutil.which("nginx") and os.path.exists("/usr/lib/nginx/modules/ngx_stream_module.so"):
-            prefix = os.path.join(haproxy_dir, f"nginx-{threads}")
-            os.makedirs(os.path.join(prefix, "logs"), exist_ok=True)
-            config = os.path.join(prefix, "nginx.conf")
-            with open(config, "w") as out:
-                out.write(f"""load_module /usr/lib/nginx/modules/ngx_stream_module.so;
-worker_processes {threads};
-daemon off;
-error_log stderr error;
-pid {prefix}/nginx.pid;
-worker_rlimit_nofile 20000;
-events {{ worker_connections 16384; }}
-stream {{
-    server {{
-        listen 127.0.0.1:{port + 10};
-        proxy_pass 127.0.0.1:{upstream_port};
-        tcp_nodelay on;
-    }}
-}}
-""")
-            result.append(Server("nginx stream proxy", "relay", threads, ["nginx", "-p", prefix, "-c", config], port + 10))
+        if nginx_stream():
+            config = nginx_config(os.path.join(haproxy_dir, f"nginx-{threads}"), threads, port + 10,
+                                  [f"127.0.0.1:{upstream_port}"])
+            result.append(Server("nginx stream proxy", "relay", threads, nginx_command(config), port + 10))
         if threads == 1 and shutil.which("socat"):
             result.append(Server("socat (a process per connection)", "relay", 1,
                                  ["socat", f"TCP-LISTEN:{port + 20},bind=127.0.0.1,reuseaddr,fork,backlog=1024,nodelay",
                                   f"TCP:127.0.0.1:{upstream_port},nodelay"], port + 20))
         if shutil.which("haproxy"):
-            config = os.path.join(haproxy_dir, f"haproxy-{threads}.cfg")
-            with open(config, "w") as out:
-                out.write(f"""global
-    nbthread {threads}
-    maxconn 9000
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-listen relay
-    bind 127.0.0.1:{port}
-    server upstream 127.0.0.1:{upstream_port}
-""")
+            config = haproxy_config(os.path.join(haproxy_dir, f"haproxy-{threads}.cfg"), threads, port,
+                                    [f"127.0.0.1:{upstream_port}"])
             result.append(Server("haproxy 2.6 (TCP mode)", "relay", threads, ["haproxy", "-f", config, "-db"], port))
         port += 1
     return result

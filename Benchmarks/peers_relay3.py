@@ -15,7 +15,8 @@ import os
 import shutil
 import subprocess
 
-from peers_lib import PEERS, ROOT, WORKLOADS, Server, measure, wait_port
+from peers_lib import (PEERS, ROOT, WORKLOADS, Server, haproxy_config, measure, nginx_command, nginx_config,
+                       nginx_stream, wait_port)
 from peers_report import print_table
 
 RELAY3_BASELINE = "haproxy 2.6 (TCP mode), balance roundrobin"
@@ -72,50 +73,14 @@ def servers3(config_dir):
             result.append(Server(name, "relay3", threads, command, port))
             port += 1
         if shutil.which("haproxy"):
-            config = os.path.join(config_dir, f"haproxy3-{threads}.cfg")
-            lines = "\n".join(f"    server upstream{i + 1} {upstream}" for i, upstream in enumerate(upstreams))
-            with open(config, "w") as out:
-                out.write(f"""global
-    nbthread {threads}
-    maxconn 9000
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-listen relay
-    bind 127.0.0.1:{port}
-    balance roundrobin
-{lines}
-""")
+            config = haproxy_config(os.path.join(config_dir, f"haproxy3-{threads}.cfg"), threads, port, upstreams,
+                                    balance="roundrobin")
             result.append(Server(RELAY3_BASELINE, "relay3", threads, ["haproxy", "-f", config, "-db"], port))
         port += 1
-        if shutil.which("nginx") and os.path.exists("/usr/lib/nginx/modules/ngx_stream_module.so"):
-            prefix = os.path.join(config_dir, f"nginx3-{threads}")
-            os.makedirs(os.path.join(prefix, "logs"), exist_ok=True)
-            config = os.path.join(prefix, "nginx.conf")
-            lines = "\n".join(f"        server {upstream};" for upstream in upstreams)
-            with open(config, "w") as out:
-                out.write(f"""load_module /usr/lib/nginx/modules/ngx_stream_module.so;
-worker_processes {threads};
-daemon off;
-error_log stderr error;
-pid {prefix}/nginx.pid;
-worker_rlimit_nofile 20000;
-events {{ worker_connections 16384; }}
-stream {{
-    upstream echoes {{
-{lines}
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        proxy_pass echoes;
-        tcp_nodelay on;
-    }}
-}}
-""")
+        if nginx_stream():
+            config = nginx_config(os.path.join(config_dir, f"nginx3-{threads}"), threads, port, upstreams)
             result.append(Server("nginx stream proxy, upstream block (round robin)", "relay3", threads,
-                                 ["nginx", "-p", prefix, "-c", config], port))
+                                 nginx_command(config), port))
         port += 1
     return result
 

@@ -24,7 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PERIOD 65536
+#include "pattern.h"
 
 typedef struct {
     int fd;
@@ -85,16 +85,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "conn-rate: CONCURRENCY >= 1 and 1 <= SIZE <= %d\n", PERIOD);
         return 64;
     }
-    ring = malloc(PERIOD + size);
-    uint64_t state = 1;
-    for (long i = 0; i < PERIOD; i++) {
-        state += 0x9E3779B97F4A7C15ULL;
-        uint64_t z = state;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-        ring[i] = (unsigned char)(z ^ (z >> 31));
-    }
-    memcpy(ring + PERIOD, ring, size);
+    ring = pattern_ring(size);
     addr = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
     inet_pton(AF_INET, argv[1], &addr.sin_addr);
     sample_capacity = 1 << 16;

@@ -139,6 +139,19 @@ def exchange(fleet, size=256):
         return str(error)
 
 
+def check_load_run(run, whose):
+    """Waits for a background load run of 30 connections that lost `whose` connections mid-run;
+    checks that no byte mismatched and that those ended early while the others ran on."""
+    out, _ = run.communicate(timeout=60)
+    result = json.loads(out)
+    print(f"  load run: {result['messages']:,} messages ({result['megabytes_per_second']:.1f} MB/s), "
+          f"{result['early_closes']} connections ended early, {result['connect_failures']} connect failures, "
+          f"{result['mismatched_bytes']} bytes mismatched")
+    check("no byte of the load run mismatched", result["mismatched_bytes"] == 0 and result["first_mismatch"] is None)
+    check(f"{whose} connections ended early, the others ran on",
+          0 < result["early_closes"] < 30 and result["messages"] > 0, f"{result['early_closes']} of 30")
+
+
 def upstream_phase(fleet):
     """Kills upstream 2 under load, checks that nothing is lost and that every relay marks it
     down, restarts it, checks that every relay marks it up and that it serves again."""
@@ -176,14 +189,7 @@ def upstream_phase(fleet):
         when = down.get(i)
         check(f"relay {i + 1} shows it down (fastalloc_upstream_up 0) within fall x interval ({fall_s:.1f} s)",
               when is not None and when <= fall_s + slack, f"after {when:.2f} s" if when is not None else "not within 10 s")
-    out, _ = run.communicate(timeout=60)
-    result = json.loads(out)
-    print(f"  load run: {result['messages']:,} messages ({result['megabytes_per_second']:.1f} MB/s), "
-          f"{result['early_closes']} connections ended early, {result['connect_failures']} connect failures, "
-          f"{result['mismatched_bytes']} bytes mismatched")
-    check("no byte of the load run mismatched", result["mismatched_bytes"] == 0 and result["first_mismatch"] is None)
-    check("the dead upstream's clients ended early, the others ran on",
-          0 < result["early_closes"] < 30 and result["messages"] > 0, f"{result['early_closes']} of 30")
+    check_load_run(run, "the dead upstream's")
 
     fleet.start_upstream(dead)
     restarted_at = time.perf_counter()
@@ -262,14 +268,7 @@ def main():
         still_up = [labels["instance"] for labels, v in fleet.query('up{job="fastalloc"}') if v == 1]
         check("and the two others up", len(still_up) == 2, str(still_up))
 
-        out, _ = run.communicate(timeout=60)
-        result = json.loads(out)
-        print(f"  load run: {result['messages']:,} messages ({result['megabytes_per_second']:.1f} MB/s), "
-              f"{result['early_closes']} connections ended early, {result['connect_failures']} connect failures, "
-              f"{result['mismatched_bytes']} bytes mismatched")
-        check("no byte that came back mismatched", result["mismatched_bytes"] == 0 and result["first_mismatch"] is None)
-        check("the killed relay's connections ended early, the others ran on",
-              0 < result["early_closes"] < 30 and result["messages"] > 0, f"{result['early_closes']} of 30")
+        check_load_run(run, "the killed relay's")
 
         survivors = [i for i in range(3) if i != killed]
         wait_for("the survivors to close every connection",
