@@ -102,12 +102,12 @@ check-deploy: setup
 	@python3 -c 'import yaml, kubernetes_validate' 2>/dev/null || python3 -m pip install -q kubernetes-validate==1.31.0
 	deploy/tests/check-deploy.py
 
-## A fleet here: 3 relays behind haproxy, Prometheus scraping them (deploy/local/fleet.py). Ctrl-C stops it.
+## A fleet here: 3 relays behind haproxy, each in front of 2 echo upstreams, Prometheus scraping them (deploy/local/fleet.py). Ctrl-C stops it.
 fleet: setup
 	$(SWIFT) build -c release --product fastalloc-load
 	deploy/local/fleet.py $(ARGS)
 
-## The fleet under load with one relay killed mid-run (deploy/local/fleet-test.py).
+## The fleet under load with one upstream, then one relay killed mid-run (deploy/local/fleet-test.py).
 fleet-test: setup
 	deploy/local/fleet-test.py
 

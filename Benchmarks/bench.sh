@@ -25,19 +25,31 @@ python=${PYTHON:-$( [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo pyt
     echo "## Servers and relays side by side"
     echo
     if [ -n "$quick" ]; then
-        echo "\`Benchmarks/server-vs-peers.py --quick\`"
+        echo "\`Benchmarks/server-vs-peers.py --quick --only echo,relay\`"
         echo
-        "$python" server-vs-peers.py --quick --plots "$plots"
+        "$python" server-vs-peers.py --quick --only echo,relay --plots "$plots"
     else
-        echo "\`Benchmarks/server-vs-peers.py --rounds 3 --seconds 5 --plots plots\`"
+        echo "\`Benchmarks/server-vs-peers.py --rounds 3 --seconds 5 --only echo,relay --plots plots\`"
         echo
-        "$python" server-vs-peers.py --rounds 3 --seconds 5 --plots "$plots"
+        "$python" server-vs-peers.py --rounds 3 --seconds 5 --only echo,relay --plots "$plots"
         echo
         echo "![p99 latency by offered rate](plots/rate-sweep.png)"
         echo
         echo "![MB/s by message size](plots/size-sweep.png)"
         echo
         echo "![messages/s by connections](plots/connections-sweep.png)"
+    fi
+    echo
+    echo "## Relay with three upstreams"
+    echo
+    if [ -n "$quick" ]; then
+        echo "\`Benchmarks/server-vs-peers.py --quick --only relay3\`"
+        echo
+        "$python" server-vs-peers.py --quick --only relay3
+    else
+        echo "\`Benchmarks/server-vs-peers.py --rounds 3 --seconds 5 --only relay3\`"
+        echo
+        "$python" server-vs-peers.py --rounds 3 --seconds 5 --only relay3
     fi
     if [ -z "$quick" ]; then
         echo

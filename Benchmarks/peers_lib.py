@@ -111,6 +111,65 @@ class Server:
         self.name, self.kind, self.threads, self.command, self.port, self.config = name, kind, threads, command, port, config
 
 
+def haproxy_config(path, threads, port, upstreams, balance=None):
+    """Writes haproxy's TCP-mode config (a `listen` on 127.0.0.1:port in front of upstreams,
+    HOST:PORT each) to path; returns path."""
+    if len(upstreams) == 1:
+        servers = f"    server upstream {upstreams[0]}\n"
+    else:
+        servers = "".join(f"    server upstream{i + 1} {upstream}\n" for i, upstream in enumerate(upstreams))
+    with open(path, "w") as out:
+        out.write(f"""global
+    nbthread {threads}
+    maxconn 9000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+listen relay
+    bind 127.0.0.1:{port}
+""" + (f"    balance {balance}\n" if balance else "") + servers)
+    return path
+
+
+def nginx_stream():
+    return shutil.which("nginx") and os.path.exists("/usr/lib/nginx/modules/ngx_stream_module.so")
+
+
+def nginx_config(prefix, threads, port, upstreams):
+    """Writes the config of nginx's stream proxy on 127.0.0.1:port under prefix: proxy_pass to the
+    one upstream, or to an `upstream` block (round robin) of several; returns its path."""
+    os.makedirs(os.path.join(prefix, "logs"), exist_ok=True)
+    config = os.path.join(prefix, "nginx.conf")
+    if len(upstreams) == 1:
+        block, target = "", upstreams[0]
+    else:
+        servers = "".join(f"        server {upstream};\n" for upstream in upstreams)
+        block, target = f"    upstream echoes {{\n{servers}    }}\n", "echoes"
+    with open(config, "w") as out:
+        out.write(f"""load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes {threads};
+daemon off;
+error_log stderr error;
+pid {prefix}/nginx.pid;
+worker_rlimit_nofile 20000;
+events {{ worker_connections 16384; }}
+stream {{
+{block}    server {{
+        listen 127.0.0.1:{port};
+        proxy_pass {target};
+        tcp_nodelay on;
+    }}
+}}
+""")
+    return config
+
+
+def nginx_command(config):
+    return ["nginx", "-p", os.path.dirname(config), "-c", config]
+
+
 def servers(upstream_port, base_port, haproxy_dir, compare=None):
     """Every server and relay of the run. compare: (path, label) of another fastalloc-server
     build (an earlier commit's, say), run beside this one with the same options."""
@@ -144,46 +203,17 @@ def servers(upstream_port, base_port, haproxy_dir, compare=None):
                              [server, "relay", "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream_port}",
                               "--workers", str(threads), "--max-connections", "12000"], port))
         port += 1
-        if shutil.which("nginx") and os.path.exists("/usr/lib/nginx/modules/ngx_stream_module.so"):
-            prefix = os.path.join(haproxy_dir, f"nginx-{threads}")
-            os.makedirs(os.path.join(prefix, "logs"), exist_ok=True)
-            config = os.path.join(prefix, "nginx.conf")
-            with open(config, "w") as out:
-                out.write(f"""load_module /usr/lib/nginx/modules/ngx_stream_module.so;
-worker_processes {threads};
-daemon off;
-error_log stderr error;
-pid {prefix}/nginx.pid;
-worker_rlimit_nofile 20000;
-events {{ worker_connections 16384; }}
-stream {{
-    server {{
-        listen 127.0.0.1:{port + 10};
-        proxy_pass 127.0.0.1:{upstream_port};
-        tcp_nodelay on;
-    }}
-}}
-""")
-            result.append(Server("nginx stream proxy", "relay", threads, ["nginx", "-p", prefix, "-c", config], port + 10))
+        if nginx_stream():
+            config = nginx_config(os.path.join(haproxy_dir, f"nginx-{threads}"), threads, port + 10,
+                                  [f"127.0.0.1:{upstream_port}"])
+            result.append(Server("nginx stream proxy", "relay", threads, nginx_command(config), port + 10))
         if threads == 1 and shutil.which("socat"):
             result.append(Server("socat (a process per connection)", "relay", 1,
                                  ["socat", f"TCP-LISTEN:{port + 20},bind=127.0.0.1,reuseaddr,fork,backlog=1024,nodelay",
                                   f"TCP:127.0.0.1:{upstream_port},nodelay"], port + 20))
         if shutil.which("haproxy"):
-            config = os.path.join(haproxy_dir, f"haproxy-{threads}.cfg")
-            with open(config, "w") as out:
-                out.write(f"""global
-    nbthread {threads}
-    maxconn 9000
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-listen relay
-    bind 127.0.0.1:{port}
-    server upstream 127.0.0.1:{upstream_port}
-""")
+            config = haproxy_config(os.path.join(haproxy_dir, f"haproxy-{threads}.cfg"), threads, port,
+                                    [f"127.0.0.1:{upstream_port}"])
             result.append(Server("haproxy 2.6 (TCP mode)", "relay", threads, ["haproxy", "-f", config, "-db"], port))
         port += 1
     return result
@@ -216,36 +246,51 @@ SWEEP_RATES = [5000, 10000, 20000, 40000, 60000, 80000, 100000, 120000, 150000, 
 LATENCY_GOAL_US = 1000
 
 
-def run_one(server, workload, seconds, upstream=None):
-    """Starts the server, runs fastalloc-load against it once, stops it; returns the figures."""
+def measure(server, client, timeout, upstream=None, pin=None):
+    """Starts the server, runs the client command against it once, stops it; returns the client's
+    completed process and the figures every row has (CPU of the server, the upstreams and the
+    client, in cores over the run; the server's peak RSS). upstream: a process, a list of them
+    (their CPU is added up) or None; pin as a Workload's."""
+    upstreams = [] if upstream is None else list(upstream) if isinstance(upstream, (list, tuple)) else [upstream]
     command = server.command
+    if pin:
+        command = ["taskset", "-c", "0"] + command
+        client = ["taskset", "-c", "0" if pin == "shared" else "1"] + client
+        if server.kind != "echo":
+            for process in upstreams:
+                pin_all_threads(process.pid, "0")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(server.port, process)
+        cpu_before = cpu_seconds(process.pid)
+        upstream_before = sum(cpu_seconds(p.pid) for p in upstreams)
+        usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wall_before = time.time()
+        out = subprocess.run(client, capture_output=True, text=True, timeout=timeout)
+        wall = time.time() - wall_before
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = cpu_seconds(process.pid) - cpu_before
+        upstream_cpu = sum(cpu_seconds(p.pid) for p in upstreams) - upstream_before
+        peak = peak_rss_mib(process.pid)
+    finally:
+        stop(process)
+        if pin and server.kind != "echo":
+            for upstream_process in upstreams:
+                pin_all_threads(upstream_process.pid, f"0-{os.cpu_count() - 1}")
+    client_cpu = (usage.ru_utime - usage_before.ru_utime) + (usage.ru_stime - usage_before.ru_stime)
+    return out, {"cpu_seconds": cpu, "cpu": cpu / wall, "client_cpu": client_cpu / wall,
+                 "upstream_cpu": upstream_cpu / wall, "peak_rss_mib": peak}
+
+
+def run_one(server, workload, seconds, upstream=None):
+    """Starts the server, runs fastalloc-load against it once, stops it; returns the figures.
+    upstream: the upstream process (or a list of them) whose CPU the row shows."""
     client = [LOAD, "--target", f"127.0.0.1:{server.port}", "--connections", str(workload.connections),
               "--size", str(workload.size), "--depth", str(workload.depth), "--duration", f"{seconds}s",
               "--warmup", f"{workload.warmup}s", "--threads", "1", "--json"]
     if workload.rate:
         client += ["--rate", str(workload.rate)]
-    if workload.pin:
-        command = ["taskset", "-c", "0"] + command
-        client = ["taskset", "-c", "0" if workload.pin == "shared" else "1"] + client
-        if upstream and server.kind == "relay":
-            pin_all_threads(upstream.pid, "0")
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_port(server.port, process)
-        cpu_before = cpu_seconds(process.pid)
-        upstream_before = cpu_seconds(upstream.pid) if upstream else 0
-        usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        wall_before = time.time()
-        out = subprocess.run(client, capture_output=True, text=True, timeout=seconds + workload.warmup + 60)
-        wall = time.time() - wall_before
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = cpu_seconds(process.pid) - cpu_before
-        upstream_cpu = cpu_seconds(upstream.pid) - upstream_before if upstream else 0
-        peak = peak_rss_mib(process.pid)
-    finally:
-        stop(process)
-        if workload.pin and upstream and server.kind == "relay":
-            pin_all_threads(upstream.pid, f"0-{os.cpu_count() - 1}")
+    out, figures = measure(server, client, seconds + workload.warmup + 60, upstream, workload.pin)
     try:
         report = json.loads(out.stdout)
     except ValueError:
@@ -253,18 +298,17 @@ def run_one(server, workload, seconds, upstream=None):
     if out.returncode != 0 or not report or not report["succeeded"] or report["mismatched_bytes"]:
         raise RuntimeError(f"fastalloc-load failed against {server.name} ({server.threads} thread(s), {workload.name}): "
                            f"status {out.returncode}: {out.stderr.strip()[:400]}")
-    client_cpu = (usage.ru_utime - usage_before.ru_utime) + (usage.ru_stime - usage_before.ru_stime)
     # CPU is counted over the whole client run (warm-up included), so divide it by every message
     # of the run, warm-up included; the rates come from the measured window only.
+    cpu = figures.pop("cpu_seconds")
     messages = report["messages"] + report["warmup_messages"]
     gigabytes = messages * workload.size * 2 / 1e9  # in and out of the server
     latency = report["latency_ns"]
     return {
         "msgs": report["messages_per_second"], "mbps": report["megabytes_per_second"],
         "p50_us": (latency["p50"] or 0) / 1000, "p99_us": (latency["p99"] or 0) / 1000,
-        "cpu": cpu / wall, "cpu_per_msg_us": cpu / messages * 1e6 if messages else 0,
-        "cpu_per_gb": cpu / gigabytes if gigabytes else 0,
-        "client_cpu": client_cpu / wall, "upstream_cpu": upstream_cpu / wall, "peak_rss_mib": peak,
+        "cpu_per_msg_us": cpu / messages * 1e6 if messages else 0,
+        "cpu_per_gb": cpu / gigabytes if gigabytes else 0, **figures,
     }
 
 
@@ -289,7 +333,8 @@ def log(text):
 
 
 def describe(result):
-    return (f"{result['msgs']:,.0f} msg/s, {result['mbps']:,.1f} MB/s, p99 {result['p99_us']:,.0f} us, "
+    unit = "connections/s" if "failures" in result else "msg/s"  # peers_relay3.run_connections's
+    return (f"{result['msgs']:,.0f} {unit}, {result['mbps']:,.1f} MB/s, p99 {result['p99_us']:,.0f} us, "
             f"server CPU {result['cpu']:.2f}, client {result['client_cpu']:.2f}, upstream {result['upstream_cpu']:.2f}, "
             f"peak RSS {result['peak_rss_mib']:.1f} MiB")
 

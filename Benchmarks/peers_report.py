@@ -5,21 +5,24 @@ import statistics
 from peers_lib import ECHO_BASELINE, LATENCY_GOAL_US, RELAY_BASELINE, RELAY_MAX_CONNECTIONS
 
 
-def print_table(chosen, results, workload, rounds, baselines=(ECHO_BASELINE, RELAY_BASELINE)):
-    """One workload's table; the ratios are against baselines (the echo's, the relay's)."""
+def print_table(chosen, results, workload, rounds, baselines=(ECHO_BASELINE, RELAY_BASELINE), groups=None, title=None):
+    """One workload's table; the ratios are against baselines (the echo's, the relay's), or with
+    groups, [(kind, baseline)], the servers of those kinds against those baselines."""
     print()
-    print(f"### {workload.name}")
+    print(f"### {title or workload.name}")
     print()
     if workload.figure == "latency":
         print("| server | msg/s | p50 (µs) | p99 (µs) | server CPU (cores) | client CPU | upstream CPU | peak RSS (MiB) |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
     else:
-        unit, per = ("msg/s", "server CPU µs per message") if workload.figure == "msgs" else ("MB/s", "server CPU s per GB")
-        print(f"| server | threads | {unit} | vs baseline | p99 (µs) | server CPU (cores) | {per} | client CPU | upstream CPU "
+        unit, per = {"msgs": ("msg/s", "server CPU µs per message"), "mbps": ("MB/s", "server CPU s per GB"),
+                     "conns": ("connections/s", "server CPU µs per connection")}[workload.figure]
+        latency = "p50 / p99 (µs)" if workload.figure == "conns" else "p99 (µs)"
+        print(f"| server | threads | {unit} | vs baseline | {latency} | server CPU (cores) | {per} | client CPU | upstream CPU "
               f"| peak RSS (MiB) |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     echo_baseline, relay_baseline = baselines
-    for kind, baseline in (("echo", echo_baseline), ("relay", relay_baseline)):
+    for kind, baseline in groups or (("echo", echo_baseline), ("relay", relay_baseline)):
         for server in chosen:
             runs = results.get((server.name, server.threads, workload.name))
             if server.kind != kind or not runs:
@@ -32,13 +35,14 @@ def print_table(chosen, results, workload, rounds, baselines=(ECHO_BASELINE, REL
                       f"[{min(p99):,.1f}-{max(p99):,.1f}] | {med('cpu'):.2f} | {med('client_cpu'):.2f} "
                       f"| {med('upstream_cpu'):.2f} | {med('peak_rss_mib'):.1f} |")
                 continue
-            field = workload.figure
+            field = "msgs" if workload.figure == "conns" else workload.figure
             values = [r[field] for r in runs]
             base = results.get((baseline, server.threads, workload.name))
             ratio = statistics.median(values) / statistics.median(r[field] for r in base) if base else float("nan")
             cost = f"{med('cpu_per_msg_us'):.2f}" if field == "msgs" else f"{med('cpu_per_gb'):.2f}"
+            p99 = f"{med('p50_us'):,.0f} / {med('p99_us'):,.0f}" if workload.figure == "conns" else f"{med('p99_us'):,.0f}"
             print(f"| {server.name} | {server.threads} | {statistics.median(values):,.0f} [{min(values):,.0f}-{max(values):,.0f}] "
-                  f"| {ratio:.2f}x | {med('p99_us'):,.0f} | {med('cpu'):.2f} | {cost} | {med('client_cpu'):.2f} "
+                  f"| {ratio:.2f}x | {p99} | {med('cpu'):.2f} | {cost} | {med('client_cpu'):.2f} "
                   f"| {med('upstream_cpu'):.2f} | {med('peak_rss_mib'):.1f} |")
 
 

@@ -6,6 +6,10 @@ Servers (each with 1 and 2 threads or workers where it has them):
          baseline); a SwiftNIO echo server (peers/nio-echo, NIO's echo example's shape).
   relay: fastalloc-server relay; haproxy 2.6 in TCP mode (the baseline); nginx's stream proxy;
          socat (a process per connection, 1 only). All in front of peers/uv-echo, 1 worker.
+  relay3: the relays in front of three peers/uv-echo (peers_relay3.py): fastalloc-server relay
+         with --balance roundrobin and random (its default); haproxy, balance roundrobin (the
+         baseline); nginx's stream proxy, an upstream block (round robin). Rows: 64 x 64 B,
+         16 x 16 KiB and new connections per second (peers/conn-rate); no sweeps.
 Client: fastalloc-load (checks every byte; latency from an HdrHistogram; open loop with --rate).
 Workloads (the table): 1 x 64 B ping-pong pinned with taskset (server and upstream on CPU 0, the
 client on CPU 0 as well, "shared", or on CPU 1, "split"); 64 x 64 B ping-pong; 16 x 16 KiB at
@@ -14,10 +18,10 @@ depth 4. Sweeps (1-thread configurations, 1 round each): message size 64 B to 1 
 Every row gives the CPU of the server (with its children), of the upstream and of the client, and
 the server's peak RSS (VmHWM, with its children), so a run limited by the client shows as such.
 
-    Benchmarks/server-vs-peers.py [--rounds 3] [--seconds 5] [--only echo|relay] [--no-sweeps]
+    Benchmarks/server-vs-peers.py [--rounds 3] [--seconds 5] [--only echo,relay,relay3] [--no-sweeps]
                                   [--plots DIR] [--json FILE] [--quick]
 The measuring (servers, workloads, runs, sweeps) is in peers_lib.py, the tables and plots in
-peers_report.py, both beside this script.
+peers_report.py, the three-upstream relays in peers_relay3.py, all beside this script.
 """
 import argparse
 import json
@@ -30,9 +34,26 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peers_lib import (ECHO_BASELINE, PEERS, RELAY_BASELINE, TABLE_WORKLOADS, build, describe,  # noqa: E402
+from peers_lib import (ECHO_BASELINE, PEERS, RELAY_BASELINE, TABLE_WORKLOADS, WORKLOADS, build, describe,  # noqa: E402
                        iperf3_ceiling, log, run_one, servers, stop, sweeps, wait_port)
+from peers_relay3 import RELAY3_WORKLOADS, print_relay3, run_connections, servers3, start_upstreams  # noqa: E402
 from peers_report import plot, print_sweeps, print_table  # noqa: E402
+KINDS = ("echo", "relay", "relay3")
+
+
+def kinds(text):
+    chosen = text.split(",")
+    if not chosen or any(kind not in KINDS for kind in chosen):
+        raise argparse.ArgumentTypeError(f"a comma-separated list of {', '.join(KINDS)}")
+    return chosen
+
+
+def workloads_for(server):
+    """The workloads a server runs: the three-upstream relays theirs; the others the table's (the
+    pinned ones with 1 thread only: pinned to one CPU, a second thread has nowhere to run)."""
+    if server.kind == "relay3":
+        return RELAY3_WORKLOADS
+    return [w for w in TABLE_WORKLOADS if not w.pin or server.threads == 1]
 
 
 def main():
@@ -40,7 +61,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--sweep-seconds", type=int, default=3, help="seconds per sweep point")
-    parser.add_argument("--only", choices=["echo", "relay"])
+    parser.add_argument("--only", type=kinds, metavar="KINDS",
+                        help="only these kinds of rows, comma-separated: echo, relay (one upstream), relay3 "
+                             "(three upstreams)")
     parser.add_argument("--no-sweeps", action="store_true")
     parser.add_argument("--plots", metavar="DIR", help="write the sweeps' plots (PNG, needs matplotlib) to DIR")
     parser.add_argument("--json", metavar="FILE", help="write every figure to FILE")
@@ -58,7 +81,7 @@ def main():
 
     build()
     nio_dir = os.path.join(PEERS, "nio-echo")
-    if args.only_fastalloc:
+    if args.only_fastalloc or (args.only and "echo" not in args.only):
         pass  # no SwiftNIO row: no need to build it
     elif subprocess.run(["swift", "build", "-c", "release"], cwd=nio_dir, stdout=subprocess.DEVNULL).returncode != 0:
         log("(the SwiftNIO peer did not build; its rows are missing)")
@@ -66,13 +89,17 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 10,000 connections; children inherit it
 
     upstream_port = 17500
-    upstream = subprocess.Popen([os.path.join(PEERS, "uv-echo"), str(upstream_port), "1"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    upstream, upstreams3 = None, []
     config_dir = tempfile.mkdtemp()
     results, ceilings, found = {}, [], None
     baselines = (ECHO_BASELINE, RELAY_BASELINE)
     try:
-        wait_port(upstream_port, upstream)
+        if not args.only or "echo" in args.only or "relay" in args.only:
+            upstream = subprocess.Popen([os.path.join(PEERS, "uv-echo"), str(upstream_port), "1"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_port(upstream_port, upstream)
+        if not args.only or "relay3" in args.only:
+            upstreams3 = start_upstreams()
         compare = None
         if args.compare:
             path, _, label = args.compare.partition(":")
@@ -80,27 +107,32 @@ def main():
             if args.only_fastalloc:
                 # The ratios are then this build against the other one.
                 baselines = (f"fastalloc-server echo ({compare[1]})", f"fastalloc-server relay ({compare[1]})")
-        chosen = [s for s in servers(upstream_port, 17510, config_dir, compare)
-                  if (not args.only or s.kind == args.only) and (not args.only_fastalloc or s.name.startswith("fastalloc-server"))]
+        chosen = [s for s in servers(upstream_port, 17510, config_dir, compare) + servers3(config_dir)
+                  if (not args.only or s.kind in args.only) and (not args.only_fastalloc or s.name.startswith("fastalloc-server"))]
         for round_number in range(1, args.rounds + 1):
             ceiling = iperf3_ceiling(args.seconds)
             if ceiling:
                 ceilings.append(ceiling)
                 log(f"  round {round_number}: iperf3 loopback ceiling {ceiling:,.0f} MB/s")
-            for workload in TABLE_WORKLOADS:
+            for workload in TABLE_WORKLOADS + RELAY3_WORKLOADS[len(WORKLOADS):]:
                 for server in chosen:
-                    if workload.pin and server.threads != 1:
-                        continue  # pinned to one CPU, a second thread has nowhere to run
-                    result = run_one(server, workload, args.seconds, upstream)
+                    if workload not in workloads_for(server):
+                        continue
+                    if server.kind == "relay3" and workload.figure == "conns":
+                        result = run_connections(server, workload, args.seconds, upstreams3)
+                    else:
+                        result = run_one(server, workload, args.seconds, upstreams3 if server.kind == "relay3" else upstream)
                     results.setdefault((server.name, server.threads, workload.name), []).append(result)
                     log(f"  round {round_number}: {server.name}, {server.threads} thread(s), {workload.name}: {describe(result)}")
-        if not args.no_sweeps:
-            found = sweeps(chosen, upstream, args.sweep_seconds, args.quick, 1 if args.quick else args.rounds)
+        swept = [s for s in chosen if s.kind != "relay3"]
+        if not args.no_sweeps and swept:
+            found = sweeps(swept, upstream, args.sweep_seconds, args.quick, 1 if args.quick else args.rounds)
     finally:
-        stop(upstream)
+        for process in ([upstream] if upstream else []) + upstreams3:
+            stop(process)
         shutil.rmtree(config_dir, ignore_errors=True)
 
-    expected = sum(1 for w in TABLE_WORKLOADS for s in chosen if not w.pin or s.threads == 1)
+    expected = sum(len(workloads_for(s)) for s in chosen)
     empty = [key for key, runs in results.items() if not runs or any(r["msgs"] <= 0 for r in runs)]
     if empty or len(results) != expected:
         log(f"FAILED: {expected - len(results) + len(empty)} configuration(s) without figures: {empty}")
@@ -112,8 +144,11 @@ def main():
     if ceilings:
         print(f"loopback ceiling (iperf3, one TCP stream): {statistics.median(ceilings):,.0f} MB/s "
               f"[{min(ceilings):,.0f}-{max(ceilings):,.0f}]")
-    for workload in TABLE_WORKLOADS:
-        print_table(chosen, results, workload, args.rounds, baselines)
+    if any(s.kind in ("echo", "relay") for s in chosen):
+        for workload in TABLE_WORKLOADS:
+            print_table(chosen, results, workload, args.rounds, baselines)
+    if any(s.kind == "relay3" for s in chosen):
+        print_relay3(chosen, results, args.rounds)
     if found:
         print_sweeps(found)
         if args.plots:

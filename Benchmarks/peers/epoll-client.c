@@ -21,7 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PERIOD 65536
+#include "pattern.h"
 
 typedef struct {
     int fd;
@@ -65,16 +65,7 @@ int main(int argc, char **argv) {
     size = atol(argv[4]);
     depth = atol(argv[5]);
     double duration = atof(argv[6]), warmup = atof(argv[7]);
-    ring = malloc(PERIOD + size);
-    uint64_t state = 1;
-    for (long i = 0; i < PERIOD; i++) {
-        state += 0x9E3779B97F4A7C15ULL;
-        uint64_t z = state;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-        ring[i] = (unsigned char)(z ^ (z >> 31));
-    }
-    for (long i = 0; i < size; i++) ring[PERIOD + i] = ring[i % PERIOD];
+    ring = pattern_ring(size);
 
     int ep = epoll_create1(0);
     conn_t *conns = calloc(n, sizeof(conn_t));

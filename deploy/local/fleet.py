@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
 """A fleet of fastalloc-server relays on this machine, the way a real deployment runs them:
 
-    clients -> haproxy (TCP mode, 127.0.0.1:7100) -> N relays (127.0.0.1:7101...) -> upstream (7199)
-    Prometheus (127.0.0.1:9590) scrapes every relay's stats port (127.0.0.1:9501...) with
-    deploy/prometheus/alerts.yml loaded.
+    clients -> haproxy (TCP mode, 127.0.0.1:7100) -> N relays (127.0.0.1:7101...) -> M upstreams
+    (127.0.0.1:7199, 7198...). Prometheus (127.0.0.1:9590) scrapes every relay's stats port
+    (127.0.0.1:9501...) with deploy/prometheus/alerts.yml loaded.
 
 haproxy health-checks each relay's /readyz on its stats port, so a relay that drains (SIGTERM) or
 dies leaves the rotation, and a connection refused by a dead relay is redispatched to another.
-The upstream is a fastalloc-server in echo mode, so `fastalloc-load --target 127.0.0.1:7100`
-checks every byte end to end.
+Each relay has every upstream (`--upstream` once for each, the default `--balance random`) and
+checks them itself: a TCP connect every 500 ms, down after 2 failures (checks or clients'
+connects), up again after 2 passes; a refused connect is retried on the other upstream, so a
+client never sees a dead one. The upstreams are fastalloc-servers in echo mode (stats on
+127.0.0.1:9599, 9598...), so `fastalloc-load --target 127.0.0.1:7100` checks every byte end to end.
 
-    deploy/local/fleet.py [--relays 3] [--base-port 7100] [--stats-base-port 9500] [--prometheus-port 9590]
+    deploy/local/fleet.py [--relays 3] [--upstreams 2] [--base-port 7100] [--stats-base-port 9500]
+                          [--prometheus-port 9590]
 Runs until Ctrl-C (or SIGTERM), then stops everything it started: each relay drains (stops
 accepting, /readyz 503; its connections go on until they end or its --drain-timeout of 5 s
 passes, when the rest are reset on both sides) and exits 0.
@@ -47,17 +51,24 @@ def wait_port(port, process=None, timeout=20):
 
 
 class Fleet:
-    def __init__(self, relays=3, base_port=7100, stats_base_port=9500, prometheus_port=9590, quiet=False):
+    # The relays' active checks of their upstreams: short, so that a dead upstream leaves within
+    # FALL x INTERVAL (1 s) and a returning one is back within RISE x INTERVAL.
+    HEALTH_INTERVAL_S, FALL, RISE = 0.5, 2, 2
+
+    def __init__(self, relays=3, base_port=7100, stats_base_port=9500, prometheus_port=9590, quiet=False, upstreams=2):
         self.count = relays
         self.front = base_port
-        self.upstream_port = base_port + 99
+        self.upstream_ports = [base_port + 99 - i for i in range(upstreams)]
+        self.upstream_stats_ports = [stats_base_port + 99 - i for i in range(upstreams)]
         self.relay_ports = [base_port + 1 + i for i in range(relays)]
         self.stats_ports = [stats_base_port + 1 + i for i in range(relays)]
         self.prometheus_port = prometheus_port
         self.work = tempfile.mkdtemp(prefix="fastalloc-fleet-")
         self.relays = []
+        self.upstreams = []
         self.processes = []
         self.output = subprocess.DEVNULL if quiet else None
+        self.server = None
 
     def binary(self):
         subprocess.run(["swift", "build", "-c", "release", "--product", "fastalloc-server"], cwd=ROOT, check=True,
@@ -68,7 +79,7 @@ class Fleet:
         return os.path.join(self.work, f"{os.path.basename(program)}-{port}.log")
 
     def _start(self, command, port):
-        log = open(self._log_path(command[0], port), "w")
+        log = open(self._log_path(command[0], port), "a")  # a restarted upstream logs on
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         self.processes.append(process)
         wait_port(port, process)
@@ -78,12 +89,16 @@ class Fleet:
         for tool in ("haproxy", "prometheus"):
             if not shutil.which(tool):
                 sys.exit(f"fleet: {tool} not found (apt-get install haproxy prometheus)")
-        server = self.binary()
-        self._start([server, "echo", "--listen", f"127.0.0.1:{self.upstream_port}", "--stats", "off",
-                     "--workers", "1"], self.upstream_port)
+        server = self.server = self.binary()
+        for index in range(len(self.upstream_ports)):
+            self.upstreams.append(None)
+            self.start_upstream(index)
+        upstreams = [argument for port in self.upstream_ports for argument in ("--upstream", f"127.0.0.1:{port}")]
         for port, stats in zip(self.relay_ports, self.stats_ports):
-            self.relays.append(self._start([server, "relay", "--listen", f"127.0.0.1:{port}", "--upstream",
-                                            f"127.0.0.1:{self.upstream_port}", "--stats", f"127.0.0.1:{stats}",
+            self.relays.append(self._start([server, "relay", "--listen", f"127.0.0.1:{port}", *upstreams,
+                                            "--health-check", "tcp", "--health-check-interval",
+                                            f"{int(self.HEALTH_INTERVAL_S * 1000)}ms", "--fall", str(self.FALL),
+                                            "--rise", str(self.RISE), "--stats", f"127.0.0.1:{stats}",
                                             "--workers", "1", "--drain-timeout", "5s"], port))
         self._start(["haproxy", "-f", self._haproxy_config(), "-db"], self.front)
         self._start(["prometheus", f"--config.file={self._prometheus_config()}",
@@ -91,6 +106,13 @@ class Fleet:
                      f"--web.listen-address=127.0.0.1:{self.prometheus_port}", "--log.level=warn"], self.prometheus_port)
         self._wait_ready(f"http://127.0.0.1:{self.prometheus_port}/-/ready", self.processes[-1])
         return self
+
+    def start_upstream(self, index):
+        """Starts upstream `index` (an echo server) on its port, again after it died."""
+        port = self.upstream_ports[index]
+        self.upstreams[index] = self._start([self.server, "echo", "--listen", f"127.0.0.1:{port}", "--stats",
+                                             f"127.0.0.1:{self.upstream_stats_ports[index]}", "--workers", "1"], port)
+        return self.upstreams[index]
 
     @staticmethod
     def _wait_ready(url, process, timeout=30):
@@ -157,9 +179,9 @@ scrape_configs:
             body = json.load(response)
         return [(r["metric"], float(r["value"][1])) for r in body["data"]["result"]]
 
-    def metrics(self, index):
-        """One relay's /metrics as {name{labels}: value}."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.stats_ports[index]}/metrics", timeout=5) as response:
+    def metrics(self, index, port=None):
+        """One relay's /metrics (or, with port, that stats port's) as {name{labels}: value}."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{port or self.stats_ports[index]}/metrics", timeout=5) as response:
             text = response.read().decode()
         values = {}
         for line in text.splitlines():
@@ -191,18 +213,19 @@ scrape_configs:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--relays", type=int, default=3)
+    parser.add_argument("--upstreams", type=int, default=2)
     parser.add_argument("--base-port", type=int, default=7100)
     parser.add_argument("--stats-base-port", type=int, default=9500)
     parser.add_argument("--prometheus-port", type=int, default=9590)
     args = parser.parse_args()
-    fleet = Fleet(args.relays, args.base_port, args.stats_base_port, args.prometheus_port)
+    fleet = Fleet(args.relays, args.base_port, args.stats_base_port, args.prometheus_port, upstreams=args.upstreams)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     try:
         fleet.start()
         print(f"fleet: haproxy on 127.0.0.1:{fleet.front} -> relays "
               + ", ".join(f"127.0.0.1:{p} (stats http://127.0.0.1:{s}/)" for p, s in zip(fleet.relay_ports, fleet.stats_ports))
-              + f" -> upstream echo 127.0.0.1:{fleet.upstream_port}")
+              + " -> upstream echoes " + ", ".join(f"127.0.0.1:{p}" for p in fleet.upstream_ports))
         print(f"fleet: Prometheus on http://127.0.0.1:{fleet.prometheus_port}/ (alerts: /alerts)")
         print(f"fleet: try  .build/release/fastalloc-load --target 127.0.0.1:{fleet.front} --duration 10s")
         print("fleet: Ctrl-C stops everything", flush=True)
