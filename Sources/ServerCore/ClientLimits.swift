@@ -59,6 +59,9 @@ final class ClientLimits: @unchecked Sendable {
         slotsPerShard = slots
         var mixer = SplitMix64(seed: seed)
         self.seed = mixer.next()
+        // Safe: the three allocations are owned by this object, sized here, initialised here
+        // (the mutexes just below) and freed only in deinit; every access goes through a shard's
+        // base (`withShard`) under that shard's mutex and stays below `slotsPerShard`.
         entries = .allocate(capacity: ClientLimits.shardCount * slots)
         entries.initialize(repeating: Entry(), count: ClientLimits.shardCount * slots)
         used = .allocate(capacity: ClientLimits.shardCount)
@@ -76,6 +79,8 @@ final class ClientLimits: @unchecked Sendable {
     }
 
     private func lock(_ shard: Int) -> UnsafeMutablePointer<pthread_mutex_t> {
+        // Safe: shard < shardCount, so the address lies inside `locks`, on a 64-byte boundary
+        // (lockStride >= the mutex's stride, the block aligned to 64); pthread_mutex_init bound it.
         (locks + shard * ClientLimits.lockStride).assumingMemoryBound(to: pthread_mutex_t.self)
     }
 

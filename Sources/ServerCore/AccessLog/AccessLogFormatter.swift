@@ -12,6 +12,9 @@ struct ByteOutput {
     let capacity: Int
     var count = 0
 
+    // Safe: `base` holds `capacity` bytes, owned by the writer thread until deallocate(); every
+    // append writes at `count` and the caller keeps `room` at least a whole line
+    // (AccessLogFormatter.maxLine) before each line, so no append passes `capacity`.
     init(capacity: Int) {
         base = .allocate(capacity: capacity)
         self.capacity = capacity
@@ -43,6 +46,8 @@ struct ByteOutput {
             (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         var length = 0
         var rest = value
+        // Safe: the 20 digit bytes live on the stack for this closure; at most 20 are copied
+        // (UInt64.max has 20 digits) to `base + count`, inside the room the caller keeps.
         withUnsafeMutableBytes(of: &digits) { buffer in
             repeat {
                 buffer[19 - length] = UInt8(truncatingIfNeeded: rest % 10) + UInt8(ascii: "0")
@@ -84,6 +89,8 @@ struct ByteOutput {
         case .ipv4: family = AF_INET
         case .ipv6: family = AF_INET6
         }
+        // Safe: `words` holds the address bytes for the call; inet_ntop writes at most
+        // INET6_ADDRSTRLEN bytes (its NUL included) at `base + count`, inside the kept room.
         let written = withUnsafeBytes(of: &words) { source in
             inet_ntop(family, source.baseAddress, UnsafeMutableRawPointer(base + count).assumingMemoryBound(to: CChar.self),
                       socklen_t(INET6_ADDRSTRLEN))

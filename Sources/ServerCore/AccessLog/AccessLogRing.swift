@@ -23,6 +23,8 @@ final class AccessLogRing: @unchecked Sendable {
         while size < capacity { size <<= 1 }
         self.capacity = size
         mask = size - 1
+        // Safe: `slots` is owned by the ring: allocated and initialised here for `capacity`
+        // records, indexed only with `& mask` (always below capacity), freed only in deinit.
         slots = .allocate(capacity: size)
         slots.initialize(repeating: AccessLogRecord(), count: size)
     }
