@@ -17,11 +17,14 @@ struct SessionPeer {
 /// (or is refused at accept). Nothing is formatted here and nothing allocates; the writer
 /// thread (AccessLog) makes the lines.
 extension Worker {
-    /// The client of a connection just accepted: its address when the access log or the
-    /// per-client limit needs it (one getpeername), and the wall clock when the log is on.
+    /// The client of a connection just accepted: its address when the access log, the
+    /// per-client limit or the `hash` balancer needs it (one getpeername for all three), and
+    /// the wall clock when the log is on.
     func acceptedPeer(_ stream: TCPStream) -> SessionPeer {
         var peer = SessionPeer()
-        guard shared.accessLog != nil || shared.clientLimits != nil else { return peer }
+        guard shared.accessLog != nil || shared.clientLimits != nil || (config.mode == .relay && config.balance == .hash) else {
+            return peer
+        }
         peer.address = stream.peerRawAddress
         if shared.accessLog != nil { peer.acceptedAt = Worker.wallClockMilliseconds() }
         return peer

@@ -160,7 +160,7 @@ final class Worker: TCPListenerDelegate {
     // MARK: Accepting
 
     func listener(_ listener: TCPListener, didAccept stream: TCPStream) {
-        var peer = acceptedPeer(stream)  // the client's address for the access log and the per-client limit
+        var peer = acceptedPeer(stream)  // the client's address: access log, per-client limit, hash balancer
         guard shutdownPhase == .serving else {
             stream.close()
             recordRefused(peer, reason: .stop)
@@ -194,7 +194,7 @@ final class Worker: TCPListenerDelegate {
         session.peer = peer
         sessions.append(session)
         WorkerCounters.set(counters.active, sessions.count)
-        session.clientKey = config.balance == .hash && upstreamStream != nil ? stream.peerAddressHash : 0
+        session.clientKey = config.balance == .hash ? peer.address.hostHash : 0
         session.open(clientStream: stream, upstreamStream: upstreamStream)
         // The session is connecting; its upstream is picked and the connect starts here.
         if let upstreamStream { connectUpstream(session, stream: upstreamStream) }

@@ -75,6 +75,19 @@ public struct RawSocketAddress: Sendable, Hashable {
 
     /// The 16 address bytes, in network order (an IPv4 address in the first 4).
     public var bytes: (UInt64, UInt64) { (high, low) }
+
+    /// A hash of the host alone (family and address bytes, not the port): one client, one key;
+    /// 0 for no address. Stable across runs (the `hash` balancer keeps a client's upstream).
+    public var hostHash: UInt64 {
+        guard kind != .none else { return 0 }
+        func mix(_ value: UInt64) -> UInt64 {  // SplitMix64's finaliser
+            var z = value &+ 0x9e37_79b9_7f4a_7c15
+            z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+            z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+            return z ^ (z >> 31)
+        }
+        return mix(mix(high ^ UInt64(kind.rawValue)) ^ low)
+    }
 }
 
 extension SocketAddress {

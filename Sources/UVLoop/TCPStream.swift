@@ -239,37 +239,6 @@ public final class TCPStream: Handle {
         if seconds > 0 { _ = unsafe fastalloc_uv_tcp_keepalive_probes(tcp, interval, probes) }
     }
 
-    /// A hash of the peer's IP address (its port left out: one client, one key), or 0 when the
-    /// socket has no peer. Reads the address in place: no allocation.
-    public var peerAddressHash: UInt64 {
-        var storage = sockaddr_storage()
-        var length = Int32(MemoryLayout<sockaddr_storage>.size)
-        let status = unsafe withUnsafeMutablePointer(to: &storage) { pointer in
-            // Safe: sockaddr_storage is large enough and aligned for any address getpeername
-            // writes; the pointer is used for this call only.
-            unsafe pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { unsafe uv_tcp_getpeername(tcp, $0, &length) }
-        }
-        guard status == 0 else { return 0 }
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a over the address bytes
-        func add<T>(_ value: T) {
-            unsafe withUnsafeBytes(of: value) { bytes in
-                // Safe: the bytes of a value on the stack, read within the closure.
-                for unsafe byte in unsafe bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-            }
-        }
-        switch Int32(storage.ss_family) {
-        case AF_INET:
-            // Safe: ss_family AF_INET says the storage holds a sockaddr_in.
-            add(unsafe withUnsafeBytes(of: storage) { unsafe $0.load(as: sockaddr_in.self) }.sin_addr.s_addr)
-        case AF_INET6:
-            // Safe: ss_family AF_INET6 says the storage holds a sockaddr_in6.
-            add(unsafe withUnsafeBytes(of: storage) { unsafe $0.load(as: sockaddr_in6.self) }.sin6_addr)
-        default:
-            return 0
-        }
-        return hash
-    }
-
     /// Sends small writes at once (TCP_NODELAY).
     public func setNoDelay(_ on: Bool) {
         // Safe: as in setKeepAlive.

@@ -31,7 +31,7 @@ final class TestEchoServer: @unchecked Sendable {
     init(_ behaviour: Behaviour = .echo) throws {
         self.behaviour = behaviour
         let ready = Latch<Result<(Int, AsyncWake), UVError>>()
-        thread = ThreadHandle.start { [self] in
+        thread = ThreadHandle.start {
             do {
                 let loop = try EventLoop()
                 let listener = try TCPListener(loop: loop, address: SocketAddress(host: "127.0.0.1", port: 0))

@@ -188,4 +188,15 @@ import UVLoop
         #expect(next[1].resolved == [SocketAddress(host: "10.9.8.7", port: 80)], "the last good set is kept")
         #expect(next[0].resolved == name.resolved && next[0].weight == 2)
     }
+
+    /// The `hash` balancer's key: the host alone, so a client's connections (other ports) share it.
+    @Test func clientKey_isTheHostsAlone() {
+        let a = RawSocketAddress(SocketAddress(host: "10.0.0.1", port: 40000))
+        let samePort = RawSocketAddress(SocketAddress(host: "10.0.0.1", port: 40001))
+        let other = RawSocketAddress(SocketAddress(host: "10.0.0.2", port: 40000))
+        let v6 = RawSocketAddress(SocketAddress(host: "::1", port: 40000))
+        #expect(a.hostHash == samePort.hostHash)
+        #expect(a.hostHash != other.hostHash && a.hostHash != v6.hostHash && a.hostHash != 0)
+        #expect(RawSocketAddress().hostHash == 0)
+    }
 }
