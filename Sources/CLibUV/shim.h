@@ -21,13 +21,20 @@ static inline int fastalloc_uv_tcp_reuseport(uv_tcp_t *handle) {
     return 0;
 }
 
-/// libuv 1.44's uv_tcp_keepalive sets only TCP_KEEPIDLE, leaving Linux's 75 s interval and 9
-/// probes (a dead peer found 11 minutes after the idle time). Sets the interval and the count
-/// of unanswered probes too. Returns 0 or a UV_E* code.
-static inline int fastalloc_uv_tcp_keepalive_probes(uv_tcp_t *handle, int interval, int count) {
+/// TCP_NODELAY and keepalive on the handle's socket, set directly: one setsockopt each, where
+/// uv_tcp_nodelay + uv_tcp_keepalive (libuv 1.44 sets TCP_KEEPINTVL 1 and TCP_KEEPCNT 10 behind
+/// TCP_KEEPIDLE) and then our own interval and count took seven. `idle` 0 leaves keepalive as
+/// it is (off on a new socket). On a listening socket the settings are inherited by every
+/// connection it accepts (Linux copies them into the accepted socket). Returns 0 or a UV_E* code.
+static inline int fastalloc_uv_tcp_options(uv_tcp_t *handle, int nodelay, int idle, int interval, int count) {
     uv_os_fd_t fd;
     int status = uv_fileno((const uv_handle_t *)handle, &fd);
     if (status != 0) return status;
+    int on = 1;
+    if (nodelay && setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) != 0) return uv_translate_sys_error(errno);
+    if (idle <= 0) return 0;
+    if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) != 0) return uv_translate_sys_error(errno);
+    if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) != 0) return uv_translate_sys_error(errno);
     if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval)) != 0) return uv_translate_sys_error(errno);
     if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count)) != 0) return uv_translate_sys_error(errno);
     return 0;

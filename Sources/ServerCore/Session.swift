@@ -120,10 +120,7 @@ final class Session {
             if action.stopReading.contains(.client) { client.stream.stopReading() }
             if action.stopReading.contains(.upstream) { upstream?.stream.stopReading() }
         }
-        if !action.ready.isEmpty {
-            if action.ready.contains(.client) { worker.connectionReady(client.stream) }
-            if action.ready.contains(.upstream), let upstream { worker.connectionReady(upstream.stream) }
-        }
+        if action.ready.contains(.upstream), let upstream { worker.connectionReady(upstream.stream) }
         if !action.startReading.isEmpty {
             for side in SessionSide.allCases where action.startReading.contains(side) {
                 do {

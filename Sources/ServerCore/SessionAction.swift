@@ -36,7 +36,8 @@ struct SessionAction: Sendable, Equatable, CustomStringConvertible {
     var close: SessionSides = []
     /// SO_LINGER 0, then uv_close: the peer sees a reset, never a clean end of stream.
     var reset: SessionSides = []
-    /// The connection on these sides just became usable (TCP_NODELAY).
+    /// The connection on these sides just became usable: set its socket options (TCP_NODELAY,
+    /// keepalive). Only an upstream: an accepted client inherits them from the listener.
     var ready: SessionSides = []
     var count: SessionCount? = nil
     /// The upstream connect failed and a retry is allowed: connect to another upstream (the

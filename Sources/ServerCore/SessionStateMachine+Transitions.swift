@@ -38,9 +38,17 @@ extension SessionStateMachine {
 
     // MARK: Shutting down and closing sockets
 
-    /// Asks for a FIN on `side` after what is queued to it (uv_shutdown).
+    /// Asks for a FIN on `side` after what is queued to it (uv_shutdown). When `side`'s own
+    /// input has ended and nothing is queued to it, its socket is simply closed (`closeIfDone`,
+    /// called next by every caller): with its end of stream read, its receive queue is empty, so
+    /// close() sends the same FIN after what the kernel still holds, one system call and one
+    /// loop turn sooner (haproxy closes that way too).
     mutating func shutdownOutput(_ side: SessionSide, _ action: inout SessionAction) {
         guard self[side].isOpen, self[side].output == .open else { return }
+        if self[side].input == .ended && self[side].queued == 0 {
+            self[side].output = .shut
+            return
+        }
         self[side].output = .shuttingDown
         action.shutdown.insert(SessionSides(side))
     }

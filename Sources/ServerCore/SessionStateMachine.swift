@@ -149,7 +149,6 @@ struct SessionStateMachine: Sendable {
     /// The session's first action: echo starts reading; relay waits for the upstream.
     mutating func start() -> SessionAction {
         var action = SessionAction()
-        if phase == .open { action.ready = .client }
         reconcileReading(&action)
         return action
     }
@@ -161,7 +160,7 @@ struct SessionStateMachine: Sendable {
         connectedAt = now
         client.input = .open
         upstream.input = .open
-        var action = SessionAction(ready: .both)
+        var action = SessionAction(ready: .upstream)
         reconcileReading(&action)
         return action
     }

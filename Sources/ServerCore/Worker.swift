@@ -31,7 +31,9 @@ final class Worker: TCPListenerDelegate {
     /// that already holds queued buffers is refused one: the rest is kept for connections that
     /// hold none, such as a new client.
     let reserveBuffers: Int
-    let keepAliveSeconds: UInt32
+    /// TCP_NODELAY and keepalive: set on the listener (accepted clients inherit them) and on
+    /// each upstream connection once it is connected.
+    let socketOptions: TCPSocketOptions
     /// The `random` balancer's draws (this worker's own generator: no lock, no system call).
     var random: SplitMix64
     /// Takes back the streams a connect retry left behind, once they have closed.
@@ -91,7 +93,7 @@ final class Worker: TCPListenerDelegate {
         highWatermarkBuffers = config.highWatermarkBuffers
         lowWatermarkBuffers = config.lowWatermarkBuffers
         reserveBuffers = Worker.reserve(reachable: buffers.reachable)
-        keepAliveSeconds = config.tcpKeepaliveSeconds
+        socketOptions = TCPSocketOptions(noDelay: true, keepAliveSeconds: config.tcpKeepaliveSeconds)
         random = SplitMix64(seed: UInt64(index) &+ EventLoop.hrtime())
         scratch = .allocate(byteCount: 16 * 1024, alignment: 64)
     }
@@ -116,7 +118,8 @@ final class Worker: TCPListenerDelegate {
     }
 
     private func open(address: SocketAddress) throws(UVError) -> AsyncWake {
-        let listener = try TCPListener(loop: loop, address: address, reusePort: true, backlog: Int32(config.backlog))
+        let listener = try TCPListener(loop: loop, address: address, reusePort: true, backlog: Int32(config.backlog),
+                                   acceptedOptions: socketOptions)
         listener.delegate = self
         self.listener = listener
         let wake = try AsyncWake(loop: loop) { [unowned self] _ in self.enterRequestedPhase() }
@@ -263,10 +266,15 @@ final class Worker: TCPListenerDelegate {
         try makeStream()
     }
 
-    /// A connection became usable: small writes go out at once; keepalive finds vanished peers.
+    /// An upstream connection became usable: small writes go out at once; keepalive finds
+    /// vanished peers. (A client has both from the listener.) A failure is logged and the
+    /// connection kept: it still relays, only with Nagle or without keepalive.
     func connectionReady(_ stream: TCPStream) {
-        stream.setNoDelay(true)
-        if keepAliveSeconds > 0 { stream.setKeepAlive(seconds: keepAliveSeconds) }
+        do {
+            try stream.apply(socketOptions)
+        } catch {
+            logRateLimited(level: .warning, "socket options on an upstream connection: \(error)")
+        }
     }
 
     func sessionDidEnd(_ session: Session) {

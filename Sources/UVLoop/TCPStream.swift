@@ -229,19 +229,15 @@ public final class TCPStream: Handle {
         close()
     }
 
-    /// TCP keepalive: probes start after `seconds` of silence (0 turns it off), then one every
-    /// `interval` seconds, and after `probes` unanswered ones the connection fails (ETIMEDOUT),
-    /// so a peer that vanished without a FIN or reset is found even while nothing is queued to it.
-    public func setKeepAlive(seconds: UInt32, interval: Int32 = 10, probes: Int32 = 6) {
-        // Safe (both): the handle memory is live (Handle's invariant); on a closed handle (no
-        // socket) libuv only records the setting, and the shim's uv_fileno fails.
-        unsafe uv_tcp_keepalive(tcp, seconds > 0 ? 1 : 0, seconds)
-        if seconds > 0 { _ = unsafe fastalloc_uv_tcp_keepalive_probes(tcp, interval, probes) }
+    /// Sets `options` on the socket (see `TCPSocketOptions`), in one setsockopt per setting.
+    public func apply(_ options: TCPSocketOptions) throws(UVError) {
+        try applySocketOptions(options)
     }
 
     /// Sends small writes at once (TCP_NODELAY).
     public func setNoDelay(_ on: Bool) {
-        // Safe: as in setKeepAlive.
+        // Safe: the handle memory is live (Handle's invariant); on a closed handle (no socket)
+        // libuv only records the setting.
         unsafe uv_tcp_nodelay(tcp, on ? 1 : 0)
     }
 
@@ -250,6 +246,44 @@ public final class TCPStream: Handle {
         unsafe precondition(MemoryLayout<_WriteRequest>.offset(of: \_WriteRequest.req) == 0, "uv_write_t must come first")
         return true
     }()
+}
+
+/// Socket options of a TCP connection.
+public struct TCPSocketOptions: Sendable, Equatable {
+    /// Small writes go out at once (TCP_NODELAY).
+    public var noDelay: Bool
+    /// TCP keepalive: probes start after `keepAliveSeconds` of silence (0: off), then one every
+    /// `keepAliveInterval` seconds, and after `keepAliveProbes` unanswered ones the connection
+    /// fails (ETIMEDOUT), so a peer that vanished without a FIN or reset is found even while
+    /// nothing is queued to it.
+    public var keepAliveSeconds: UInt32
+    public var keepAliveInterval: Int32
+    public var keepAliveProbes: Int32
+
+    /// Nothing set: the system's defaults (Nagle on, keepalive off).
+    public init(noDelay: Bool = false, keepAliveSeconds: UInt32 = 0, keepAliveInterval: Int32 = 10, keepAliveProbes: Int32 = 6) {
+        self.noDelay = noDelay
+        self.keepAliveSeconds = keepAliveSeconds
+        self.keepAliveInterval = keepAliveInterval
+        self.keepAliveProbes = keepAliveProbes
+    }
+
+    var isDefault: Bool { !noDelay && keepAliveSeconds == 0 }
+}
+
+extension Handle {
+    /// Sets `options` on this TCP handle's socket (a stream or a listener). Must be a TCP
+    /// handle with a socket (open, connected, connecting or bound).
+    func applySocketOptions(_ options: TCPSocketOptions) throws(UVError) {
+        guard !options.isDefault else { return }
+        // Safe: the handle memory is live (Handle's invariant) and is a uv_tcp_t (both callers
+        // are TCP handles); the shim reads the socket with uv_fileno and fails on a handle
+        // without one.
+        let status = unsafe fastalloc_uv_tcp_options(rawHandle.assumingMemoryBound(to: uv_tcp_t.self),
+                                                     options.noDelay ? 1 : 0, Int32(clamping: options.keepAliveSeconds),
+                                                     options.keepAliveInterval, options.keepAliveProbes)
+        try UVError.check(status, "setsockopt")
+    }
 }
 
 /// What a `TCPListener` tells its owner.
@@ -275,7 +309,11 @@ public final class TCPListener: Handle {
 
     /// Binds `address` and listens. With `reusePort`, several listeners (one per worker loop)
     /// may bind the same address and the kernel spreads connections across them.
-    public init(loop: EventLoop, address: SocketAddress, reusePort: Bool = false, backlog: Int32 = 1024) throws(UVError) {
+    ///
+    /// `acceptedOptions` are set once, on the listening socket: Linux copies TCP_NODELAY and
+    /// the keepalive settings into every socket it accepts, so accepting costs no setsockopt.
+    public init(loop: EventLoop, address: SocketAddress, reusePort: Bool = false, backlog: Int32 = 1024,
+                acceptedOptions: TCPSocketOptions = TCPSocketOptions()) throws(UVError) {
         super.init(loop: loop, type: UV_TCP)
         // Safe: rawHandle holds uv_handle_size(UV_TCP) bytes, allocated for this uv_tcp_t (and
         // so in every use of it below); libuv copies the address during uv_tcp_bind.
@@ -289,6 +327,7 @@ public final class TCPListener: Handle {
             if reusePort {
                 try unsafe UVError.check(fastalloc_uv_tcp_reuseport(tcp), "SO_REUSEPORT on \(address)")
             }
+            try applySocketOptions(acceptedOptions)
             try unsafe address.withSockaddr { (sockaddr) throws(UVError) in
                 try unsafe UVError.check(uv_tcp_bind(tcp, sockaddr, 0), "bind \(address)")
             }

@@ -190,12 +190,18 @@ import Glibc
     }
 }
 
-/// TCP keepalive on the server's sockets, read back from the sockets themselves (the server
-/// runs in this process, so its descriptors are ours to inspect).
+/// TCP_NODELAY and keepalive on the server's sockets, read back from the sockets themselves
+/// (the server runs in this process, so its descriptors are ours to inspect). Accepted clients
+/// inherit them from the listener; the upstream socket gets them once connected.
 @Suite struct KeepaliveTests {
-    /// The keepalive settings of this process's socket whose peer is `peer` (the server's end
-    /// of a test connection), found through /proc/self/fd.
-    func keepalive(ofSocketWithPeer peer: sockaddr_in) -> (on: Bool, idle: Int32)? {
+    struct Settings: Equatable, CustomStringConvertible {
+        var noDelay: Bool, keepAlive: Bool, idle: Int32, interval: Int32, probes: Int32
+        var description: String { "nodelay \(noDelay) keepalive \(keepAlive) idle \(idle) interval \(interval) probes \(probes)" }
+    }
+
+    /// The settings of this process's socket whose peer is `peer` (the server's end of a test
+    /// connection), found through /proc/self/fd.
+    func settings(ofSocketWithPeer peer: sockaddr_in) -> Settings? {
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") else { return nil }
         for entry in entries {
             guard let fd = Int32(entry) else { continue }
@@ -206,13 +212,15 @@ import Glibc
             }
             guard found, address.sin_family == sa_family_t(AF_INET), address.sin_port == peer.sin_port,
                   address.sin_addr.s_addr == peer.sin_addr.s_addr else { continue }
-            var on: Int32 = 0
-            var idle: Int32 = 0
-            var size = socklen_t(MemoryLayout<Int32>.size)
-            getsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, &size)
-            size = socklen_t(MemoryLayout<Int32>.size)
-            getsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPIDLE, &idle, &size)
-            return (on != 0, idle)
+            func option(_ level: Int32, _ name: Int32) -> Int32 {
+                var value: Int32 = -1
+                var size = socklen_t(MemoryLayout<Int32>.size)
+                return getsockopt(fd, level, name, &value, &size) == 0 ? value : -1
+            }
+            let tcp = Int32(IPPROTO_TCP)
+            return Settings(noDelay: option(tcp, Int32(TCP_NODELAY)) == 1, keepAlive: option(SOL_SOCKET, SO_KEEPALIVE) == 1,
+                            idle: option(tcp, TCP_KEEPIDLE), interval: option(tcp, TCP_KEEPINTVL),
+                            probes: option(tcp, TCP_KEEPCNT))
         }
         return nil
     }
@@ -226,29 +234,46 @@ import Glibc
         return address
     }
 
-    @Test func clientAndUpstreamSockets_getKeepalive() throws {
+    /// `--tcp-keepalive 7`: probes after 7 s, every 10 s, 6 of them; no Nagle.
+    let expected = Settings(noDelay: true, keepAlive: true, idle: 7, interval: 10, probes: 6)
+
+    @Test func relay_clientAndUpstreamSockets_getNoDelayAndKeepalive() throws {
         let upstream = try TestListener()
         let server = try startServer(.relay, upstream: upstream.address) { $0.tcpKeepalive = 7 }
         let client = try TestSocket(connectingTo: server.address)
         let peer = try upstream.accept()
         try client.sendAll([1])
         #expect(try peer.receive(exactly: 1) == [1])  // both connections are ready
-        let clientSide = keepalive(ofSocketWithPeer: localAddress(client))
-        #expect(clientSide?.on == true && clientSide?.idle == 7, "the server's socket to the client: \(String(describing: clientSide))")
-        let upstreamSide = keepalive(ofSocketWithPeer: localAddress(peer))
-        #expect(upstreamSide?.on == true && upstreamSide?.idle == 7, "the server's socket to the upstream: \(String(describing: upstreamSide))")
+        #expect(settings(ofSocketWithPeer: localAddress(client)) == expected, "the server's socket to the client")
+        #expect(settings(ofSocketWithPeer: localAddress(peer)) == expected, "the server's socket to the upstream")
         client.close()
         peer.close()
         finish(server)
     }
 
-    @Test func keepaliveZero_isOff() throws {
+    @Test func echo_acceptedSockets_inheritThem_everyOne() throws {
+        // Set once on the listener: every accepted socket (new or on a reused stream) has them.
+        let server = try startServer { $0.tcpKeepalive = 7 }
+        for round in 0..<3 {
+            let clients = try (0..<4).map { _ in try TestSocket(connectingTo: server.address) }
+            for client in clients {
+                try client.sendAll([2])
+                #expect(try client.receive(exactly: 1) == [2])
+                #expect(settings(ofSocketWithPeer: localAddress(client)) == expected, "round \(round)")
+            }
+            for client in clients { client.close() }
+            #expect(eventually(timeout: 10) { server.statistics().connectionsActive == 0 })
+        }
+        finish(server)
+    }
+
+    @Test func keepaliveZero_isOff_noDelayStaysOn() throws {
         let server = try startServer { $0.tcpKeepalive = 0 }
         let client = try TestSocket(connectingTo: server.address)
         try client.sendAll([1])
         #expect(try client.receive(exactly: 1) == [1])
-        let serverSide = keepalive(ofSocketWithPeer: localAddress(client))
-        #expect(serverSide != nil && serverSide?.on == false)
+        let serverSide = settings(ofSocketWithPeer: localAddress(client))
+        #expect(serverSide?.keepAlive == false && serverSide?.noDelay == true, "\(String(describing: serverSide))")
         client.close()
         finish(server)
     }

@@ -9,7 +9,7 @@ import Testing
     /// An echo session that is open and reading.
     func openEcho(now: UInt64 = 0) -> SessionStateMachine {
         var machine = SessionStateMachine(mode: .echo, now: now)
-        #expect(machine.start() == Action(startReading: .client, ready: .client))
+        #expect(machine.start() == Action(startReading: .client))
         return machine
     }
 
@@ -17,7 +17,7 @@ import Testing
     func openRelay(now: UInt64 = 0) -> SessionStateMachine {
         var machine = SessionStateMachine(mode: .relay, now: now)
         #expect(machine.start() == .none, "relay: nothing is read until the upstream connects")
-        #expect(machine.upstreamConnected(now: now) == Action(startReading: .both, ready: .both))
+        #expect(machine.upstreamConnected(now: now) == Action(startReading: .both, ready: .upstream))
         return machine
     }
 
@@ -28,7 +28,7 @@ import Testing
         #expect(machine.phase == .connecting(since: 10))
         #expect(machine.start() == .none)
         #expect(machine.client.reading == false && machine.upstream.reading == false)
-        #expect(machine.upstreamConnected(now: 20) == Action(startReading: .both, ready: .both))
+        #expect(machine.upstreamConnected(now: 20) == Action(startReading: .both, ready: .upstream))
         #expect(machine.phase == .open)
         #expect(machine.upstreamConnected(now: 30) == .none, "a second connect report changes nothing")
     }
@@ -141,9 +141,19 @@ import Testing
 
     @Test func echo_clientEOF_shutsDownAfterTheQueue_thenCloses() {
         var machine = openEcho()
+        _ = machine.writeQueued(to: .client, share: 4, now: 1)  // an echo still on its way
         #expect(machine.readEnded(on: .client) == Action(stopReading: .client, shutdown: .client))
         #expect(machine.bytesRead(from: .client, now: 1) == nil)
+        #expect(machine.writeCompleted(to: .client, cancelled: false, lowWatermark: 0, now: 2) == .none)
         #expect(machine.shutdownCompleted(on: .client, failed: false, now: 9) == Action(close: .client))
+        #expect(machine.closed(.client) == Action(ended: true))
+    }
+
+    @Test func echo_clientEOF_withNothingQueued_closesAtOnce() {
+        // Its end of stream read, nothing queued to it: close() sends the FIN (no shutdown first).
+        var machine = openEcho()
+        #expect(machine.readEnded(on: .client) == Action(close: .client))
+        #expect(machine.phase == .closing)
         #expect(machine.closed(.client) == Action(ended: true))
     }
 
@@ -152,17 +162,32 @@ import Testing
         // The client finishes sending: the upstream gets a FIN; the upstream may still answer.
         #expect(machine.readEnded(on: .client) == Action(stopReading: .client, shutdown: .upstream))
         #expect(machine.bytesRead(from: .upstream, now: 1) == .client, "the other direction still flows")
+        _ = machine.writeQueued(to: .client, share: 4, now: 1)
         #expect(machine.shutdownCompleted(on: .upstream, failed: false, now: 9) == .none)
-        // The upstream finishes: the client gets its FIN; the upstream socket is done both ways.
-        // (A closing handle stops reading by itself: no separate stop.)
+        // The upstream finishes: the client gets its FIN after its queue; the upstream socket is
+        // done both ways. (A closing handle stops reading by itself: no separate stop.)
         #expect(machine.readEnded(on: .upstream) == Action(shutdown: .client, close: .upstream))
-        #expect(machine.shutdownCompleted(on: .client, failed: false, now: 9) == Action(close: .client))
+        #expect(machine.writeCompleted(to: .client, cancelled: false, lowWatermark: 0, now: 10) == .none)
+        #expect(machine.shutdownCompleted(on: .client, failed: false, now: 11) == Action(close: .client))
         #expect(machine.closed(.upstream) == .none)
         #expect(machine.closed(.client) == Action(ended: true))
     }
 
+    @Test func relay_bothFINs_nothingQueued_closesBoth() {
+        // The usual end of a request and its answer: the second FIN finds the first side with
+        // its input ended and nothing queued to it, so both sockets close at once.
+        var machine = openRelay()
+        #expect(machine.readEnded(on: .client) == Action(stopReading: .client, shutdown: .upstream))
+        #expect(machine.shutdownCompleted(on: .upstream, failed: false, now: 9) == .none)
+        #expect(machine.readEnded(on: .upstream) == Action(close: .both))
+        #expect(machine.closed(.upstream) == .none)
+        #expect(machine.closed(.client) == Action(ended: true))
+        #expect(machine.endReason == .clientFIN)
+    }
+
     @Test func shutdownFailure_closesThatSide() {
         var machine = openEcho()
+        _ = machine.writeQueued(to: .client, share: 4, now: 1)
         _ = machine.readEnded(on: .client)
         #expect(machine.shutdownCompleted(on: .client, failed: true, now: 9) == Action(close: .client, count: .clientFailure))
     }
@@ -170,14 +195,22 @@ import Testing
     @Test func relay_shutdownFailure_isThatSidesFailure_theOtherLingers() {
         // The upstream went away while it was not being read; the client's EOF asks for a FIN
         // to it, which fails. The client must still get its own FIN (it used to wait for the
-        // idle timeout, or for ever with --idle-timeout 0).
-        var machine = openRelay()
-        _ = machine.outOfBuffers(on: .upstream)  // not reading the upstream
-        #expect(machine.readEnded(on: .client) == Action(stopReading: .client, shutdown: .upstream))
-        let action = machine.shutdownCompleted(on: .upstream, failed: true, now: 9)
-        #expect(action == Action(shutdown: .client, close: .upstream, count: .upstreamFailure))
-        #expect(machine.phase == .lingering(since: 9))
-        #expect(machine.shutdownCompleted(on: .client, failed: false, now: 10) == Action(close: .client))
+        // idle timeout, or for ever with --idle-timeout 0): after its queue, or at once.
+        for queuedToClient in [true, false] {
+            var machine = openRelay()
+            _ = machine.outOfBuffers(on: .upstream)  // not reading the upstream
+            if queuedToClient { _ = machine.writeQueued(to: .client, share: 4, now: 1) }
+            #expect(machine.readEnded(on: .client) == Action(stopReading: .client, shutdown: .upstream))
+            let action = machine.shutdownCompleted(on: .upstream, failed: true, now: 9)
+            if queuedToClient {
+                #expect(action == Action(shutdown: .client, close: .upstream, count: .upstreamFailure))
+                #expect(machine.phase == .lingering(since: 9))
+                #expect(machine.shutdownCompleted(on: .client, failed: false, now: 10) == Action(close: .client))
+            } else {
+                #expect(action == Action(close: .both, count: .upstreamFailure))
+                #expect(machine.phase == .closing)
+            }
+        }
     }
 
     @Test func writeFailure_ofAQueuedWrite_countsDown_andFails() {
