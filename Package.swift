@@ -54,7 +54,7 @@ let package = Package(
         .target(name: "ProxyProtocol", dependencies: ["UVLoop"], swiftSettings: [.strictMemorySafety()]),
         // The server: workers, sessions (echo and relay), backpressure, timeouts, limits, drain.
         .target(name: "ServerCore", dependencies: [
-            "UVLoop", "PacketBuffers", "FastAlloc", "Options", "Threads", .product(name: "Logging", package: "swift-log"),
+            "UVLoop", "PacketBuffers", "FastAlloc", "Options", "Threads", "ProxyProtocol", .product(name: "Logging", package: "swift-log"),
         ]),
         // Debian's libhttp-parser-dev (nodejs/http-parser), as a module: the stats endpoint's parser.
         .systemLibrary(name: "CHTTPParser", providers: [.apt(["libhttp-parser-dev"])]),

@@ -115,6 +115,12 @@ public enum BalanceMethod: String, Sendable, CaseIterable {
     case hash
 }
 
+/// The PROXY protocol header the relay writes as the first bytes of an upstream connection
+/// (haproxy's doc/proxy-protocol.txt): none, the text form (v1) or the binary one (v2).
+public enum ProxyProtocolSetting: String, Sendable, CaseIterable {
+    case off, v1, v2
+}
+
 /// Active health checks.
 public enum HealthCheckMode: String, Sendable, CaseIterable {
     case tcp, off

@@ -23,11 +23,12 @@ extension ServerConfig {
                 help: "echo or relay, usually given as the first argument; required, from the argument, this option, the "
                     + "variable or the config file.", defaultText: ""),
         .address("listen", \.listen, help: "Address to accept clients on, HOST:PORT (port 0: any free port)."),
-        ConfigOption("upstream", environment: variable("upstream"), valueName: "HOST:PORT [weight=N] [backup]",
+        ConfigOption("upstream", environment: variable("upstream"), valueName: "HOST:PORT [weight=N] [backup] [proxy-protocol=v1|v2|off]",
                help: "Relay mode: an upstream, HOST:PORT ([IPv6]:PORT, or a name: every A and AAAA record it resolves to "
                    + "becomes a member), optionally with weight=N (1 to 256, default 1) and backup (used only when no other "
-                   + "upstream is up). Give it once per upstream; the variable takes a comma-separated list, a config "
-                   + "file a list of entries or of maps with address, weight and backup.",
+                   + "upstream is up) and proxy-protocol=v1|v2|off (its own --proxy-protocol-upstream). Give it once per "
+                   + "upstream; the variable takes a comma-separated list, a config file a list of entries or of maps "
+                   + "with address, weight, backup and proxy-protocol.",
                repeats: true,
                store: { config, text throws(OptionRuleError) in config.upstreams = text.isEmpty ? [] : try parseUpstreams(text) },
                render: { $0.upstreams.map(\.description).joined(separator: ",") },
@@ -39,6 +40,10 @@ extension ServerConfig {
         .integer("connect-retries", environment: variable("connect-retries"), \.connectRetries, range: connectRetriesRange,
                  help: "Relay mode: after a refused or timed-out connect, try this many more upstreams, each a different "
                      + "one, 0 to 16; the client's bytes wait in its socket meanwhile."),
+        .choice("proxy-protocol-upstream", environment: variable("proxy-protocol-upstream"), \.proxyProtocolUpstream,
+                help: "Relay mode: a PROXY protocol header as the first bytes of every upstream connection, off, v1 (text) "
+                    + "or v2 (binary), with the client's address and port and the address it connected to; an upstream "
+                    + "entry's proxy-protocol=... wins. Active checks send a LOCAL (v2) or UNKNOWN (v1) header."),
         .choice("health-check", environment: variable("health-check"), \.healthCheck,
                 help: "Relay mode: active health checks, tcp (a connect to every upstream each --health-check-interval, "
                     + "from one checker thread) or off (only failed connects mark an upstream down)."),
@@ -166,7 +171,8 @@ extension ServerConfig {
     /// One `upstream` of a config file as the entry text `ADDRESS [weight=N] [backup]`: the entry
     /// itself, or a map with `address` (required), `weight` and `backup` (true or false).
     static func upstreamFileItem(_ node: ConfigNode) throws(ConfigNodeError) -> String {
-        let form = "HOST:PORT [weight=N] [backup], or a map with address: HOST:PORT, optionally weight: N and backup: true"
+        let form = "HOST:PORT [weight=N] [backup] [proxy-protocol=v1|v2|off], or a map with address: HOST:PORT, optionally "
+            + "weight: N, backup: true and proxy-protocol: v1|v2|off"
         guard case .mapping(let pairs) = node.content else {
             guard let text = node.scalar else { throw ConfigNodeError(line: node.line, value: node.shown, rule: form) }
             return text
@@ -174,6 +180,7 @@ extension ServerConfig {
         var address: String?
         var weight: String?
         var backup = false
+        var proxyProtocol: String?
         for pair in pairs {
             guard let text = pair.value.scalar else {
                 throw ConfigNodeError(line: pair.value.line, value: "\(pair.key): \(pair.value.shown)", rule: "one value for \(pair.key)")
@@ -195,15 +202,23 @@ extension ServerConfig {
                 case "false", "no", "0": backup = false
                 default: throw ConfigNodeError(line: pair.line, value: "backup: '\(text)'", rule: "true or false")
                 }
+            case "proxy-protocol":
+                guard ProxyProtocolSetting(rawValue: text) != nil else {
+                    throw ConfigNodeError(line: pair.line, value: "proxy-protocol: '\(text)'", rule: "v1, v2 or off")
+                }
+                proxyProtocol = text
             default:
-                throw ConfigNodeError(line: pair.line, value: "'\(pair.key)'\(didYouMean(pair.key, among: ["address", "weight", "backup"]))",
-                                      rule: "address, weight or backup")
+                throw ConfigNodeError(line: pair.line,
+                                      value: "'\(pair.key)'\(didYouMean(pair.key, among: ["address", "weight", "backup", "proxy-protocol"]))",
+                                      rule: "address, weight, backup or proxy-protocol")
             }
         }
         guard let address else {
-            throw ConfigNodeError(line: node.line, value: "a map without address", rule: "address: HOST:PORT, optionally weight: N and backup: true")
+            throw ConfigNodeError(line: node.line, value: "a map without address",
+                                  rule: "address: HOST:PORT, optionally weight: N, backup: true and proxy-protocol: v1|v2|off")
         }
         return address + (weight.map { " weight=\($0)" } ?? "") + (backup ? " backup" : "")
+            + (proxyProtocol.map { " proxy-protocol=\($0)" } ?? "")
     }
 
     /// `linear:N`, `exponential:F` or `none`. The numbers' own rules are checked by validate().

@@ -38,6 +38,9 @@ public struct ServerConfig: Sendable {
     /// Further upstreams a client's connect may try, each a different one, after a refused or
     /// timed-out connect.
     public var connectRetries = 2
+    /// The PROXY protocol header sent to every upstream that does not set its own
+    /// (`proxy-protocol=` on its entry): the client's address and the one it connected to.
+    public var proxyProtocolUpstream: ProxyProtocolSetting = .off
     /// Seconds between re-resolutions of the upstream names (0: resolved once, at start).
     public var resolveInterval: Double = 30
     /// Worker threads, each with its own loop, listener (SO_REUSEPORT) and local buffer pool.

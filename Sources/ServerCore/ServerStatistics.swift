@@ -30,6 +30,72 @@ public struct WorkerStatistics: Sendable, Hashable, Codable {
     public var clientLimitRejections: UInt64
     /// Connections admitted untracked: the per-client table had no room for their address.
     public var clientLimitTableFull: UInt64
+    /// PROXY protocol headers written to upstreams, and read from clients (`--accept-proxy`).
+    public var proxyHeadersSent: UInt64 = 0
+    public var proxyHeadersReceived: UInt64 = 0
+    /// Client connections closed because of their PROXY header (or its absence), by reason.
+    public var proxyProtocolErrors = ProxyProtocolErrorStatistics()
+}
+
+/// Why a client connection was closed before its PROXY header was accepted (`--accept-proxy`).
+/// Nothing of such a connection is forwarded.
+public enum ProxyProtocolFailure: String, Sendable, CaseIterable {
+    /// No complete header within --proxy-protocol-timeout.
+    case timeout
+    /// The connection came from an address outside --trusted-proxies.
+    case untrusted
+    /// The first bytes start neither a v1 nor a v2 header.
+    case notAHeader = "not_a_header"
+    /// A malformed header: a signature that goes wrong, a v2 version, command or family it does
+    /// not define (or a transport other than TCP), a length too short for its addresses or a v1
+    /// line longer than 107 bytes, a malformed v1 line.
+    case signature, version, command, family, length, text
+}
+
+/// `ProxyProtocolFailure` counts.
+public struct ProxyProtocolErrorStatistics: Sendable, Hashable, Codable {
+    public var timeout: UInt64 = 0
+    public var untrusted: UInt64 = 0
+    public var notAHeader: UInt64 = 0
+    public var signature: UInt64 = 0
+    public var version: UInt64 = 0
+    public var command: UInt64 = 0
+    public var family: UInt64 = 0
+    public var length: UInt64 = 0
+    public var text: UInt64 = 0
+
+    public init() {}
+
+    public subscript(reason: ProxyProtocolFailure) -> UInt64 {
+        get {
+            switch reason {
+            case .timeout: timeout
+            case .untrusted: untrusted
+            case .notAHeader: notAHeader
+            case .signature: signature
+            case .version: version
+            case .command: command
+            case .family: family
+            case .length: length
+            case .text: text
+            }
+        }
+        set {
+            switch reason {
+            case .timeout: timeout = newValue
+            case .untrusted: untrusted = newValue
+            case .notAHeader: notAHeader = newValue
+            case .signature: signature = newValue
+            case .version: version = newValue
+            case .command: command = newValue
+            case .family: family = newValue
+            case .length: length = newValue
+            case .text: text = newValue
+            }
+        }
+    }
+
+    public var total: UInt64 { ProxyProtocolFailure.allCases.reduce(0) { $0 + self[$1] } }
 }
 
 /// accept() failures by reason (the listener keeps listening after each).
@@ -78,6 +144,9 @@ public struct ServerStatistics: Sendable {
     public var drainCompleted: UInt64 { workers.reduce(0) { $0 + $1.drainCompleted } }
     public var drainCut: UInt64 { workers.reduce(0) { $0 + $1.drainCut } }
     public var accessLogDropped: UInt64 { workers.reduce(0) { $0 + $1.accessLogDropped } }
+    public var proxyHeadersSent: UInt64 { workers.reduce(0) { $0 + $1.proxyHeadersSent } }
+    public var proxyHeadersReceived: UInt64 { workers.reduce(0) { $0 + $1.proxyHeadersReceived } }
+    public var proxyProtocolErrors: UInt64 { workers.reduce(0) { $0 + $1.proxyProtocolErrors.total } }
     public var clientLimitRejections: UInt64 { workers.reduce(0) { $0 + $1.clientLimitRejections } }
     public var clientLimitTableFull: UInt64 { workers.reduce(0) { $0 + $1.clientLimitTableFull } }
 

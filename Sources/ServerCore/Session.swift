@@ -1,3 +1,4 @@
+import ProxyProtocol
 import UVLoop
 
 /// A client connection and, in relay mode, its upstream connection (each a
@@ -30,12 +31,21 @@ final class Session {
     /// The client's address, accept time and per-client count, for the access log and
     /// `--max-connections-per-client` (Worker+AccessLog.swift).
     var peer = SessionPeer()
+    /// Where the PROXY header for the upstream is written: made on first use, kept with the
+    /// session (no allocation per connection, no pool buffer to wait for), freed with it.
+    private var headerArea: UnsafeMutableRawBufferPointer?
 
     init(worker: Worker) {
         self.worker = worker
         machine = SessionStateMachine(mode: .echo, now: 0)
         client = SessionConnection(session: self, side: .client)
         tried.reserveCapacity(ServerConfig.connectRetriesRange.upperBound + 1)
+    }
+
+    deinit {
+        // Safe: the area is this session's own; a write from it is never pending when a session
+        // goes (the worker keeps sessions until every stream of its loop has closed).
+        headerArea?.deallocate()
     }
 
     @inline(__always)
@@ -73,7 +83,24 @@ final class Session {
         } else {
             if let member { worker.shared.upstreams?.connected(member, nanoseconds: EventLoop.hrtime() &- connectStartedAt) }
             perform(machine.upstreamConnected(now: now))
+            // The header goes before any of the client's bytes: reading starts at the next loop
+            // turn, and libuv writes a stream's queue in order.
+            if machine.phase == .open, let member, member.proxyProtocol != .off { sendProxyHeader(member.proxyProtocol) }
         }
+    }
+
+    /// Writes the PROXY header (`version`) to the upstream, in one write: the client's address
+    /// and port, and the address it connected to.
+    private func sendProxyHeader(_ setting: ProxyProtocolSetting) {
+        guard let upstream else { return }
+        let area = headerArea ?? .allocate(byteCount: ProxyHeader.maximumEncodedLength, alignment: 8)
+        headerArea = area
+        let version: ProxyProtocolVersion = setting == .v1 ? .v1 : .v2
+        let count = ProxyHeader.encode(version, source: peer.address, destination: peer.local, into: area)
+        // Safe: the area is the session's and is not written again before this connection ends
+        // (one header per upstream connection; a retry's new connection has not connected yet).
+        upstream.sendHeader(UnsafeRawBufferPointer(rebasing: area[..<count]))
+        WorkerCounters.add(worker.counters.proxyHeadersSent)
     }
 
     /// The upstream connect timed out (the sweep found the deadline passed).

@@ -159,8 +159,34 @@ final class SessionConnection: TCPStreamDelegate {
         }
     }
 
+    /// The token of a write from the session's header area (not a pool buffer: a buffer's token
+    /// is its base address, never 1).
+    static let headerToken: UInt = 1
+
+    /// Writes a PROXY header from the session's header area (`Session.sendProxyHeader`). Not
+    /// counted as relayed bytes nor as a queued buffer; a failure fails this side.
+    func sendHeader(_ bytes: UnsafeRawBufferPointer) {
+        do {
+            // Safe: the session's header area stays valid and unchanged until the connection
+            // ends, so until any queued rest completes.
+            _ = try stream.write(unsafeBytes: bytes, token: SessionConnection.headerToken)
+        } catch {
+            session.log(error)
+            session.perform(session.machine.writeFailed(to: side, wasQueued: false, now: session.worker.loop.nowMilliseconds))
+        }
+    }
+
     func stream(_ stream: TCPStream, didFinishWrite token: UInt, status: Int32) {
         let worker = session.worker
+        if token == SessionConnection.headerToken {
+            // The rest of a PROXY header the socket did not take at once (a new connection's
+            // empty send buffer takes it all, so this is rare): no buffer to give back.
+            if status != 0 && status != UVError.cancelled {
+                session.log(UVError(status, "write to upstream"))
+                session.perform(session.machine.writeFailed(to: side, wasQueued: false, now: worker.loop.nowMilliseconds))
+            }
+            return
+        }
         // Safe: the token is the base address of the buffer send(_:count:) lent to this write.
         let buffer = PacketBuffer.unsafeReclaim(UnsafeMutableRawPointer(bitPattern: token)!)
         let length = buffer.length

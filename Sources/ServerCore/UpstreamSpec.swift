@@ -1,8 +1,8 @@
 import Options
 import UVLoop
 
-/// One `--upstream` entry, as configured: `HOST:PORT [weight=N] [backup]`, the form of a
-/// haproxy `server` line. The host may be an IPv4 address, an IPv6 address in brackets, or a
+/// One `--upstream` entry, as configured: `HOST:PORT [weight=N] [backup] [proxy-protocol=V]`,
+/// the form of a haproxy `server` line. The host may be an IPv4 address, an IPv6 address in brackets, or a
 /// name, which stands for every A and AAAA record it resolves to: each becomes a member of the
 /// pool with this entry's weight and role.
 public struct UpstreamSpec: Sendable, Hashable, CustomStringConvertible {
@@ -12,6 +12,8 @@ public struct UpstreamSpec: Sendable, Hashable, CustomStringConvertible {
     public var weight: Int
     /// Used only when no other upstream is up.
     public var backup: Bool
+    /// Its own PROXY protocol setting (nil: `--proxy-protocol-upstream`'s).
+    public var proxyProtocol: ProxyProtocolSetting?
     /// What `address` stood for when it was last resolved (at start; then every
     /// `--resolve-interval`, off the data path).
     public var resolved: [SocketAddress]
@@ -19,27 +21,32 @@ public struct UpstreamSpec: Sendable, Hashable, CustomStringConvertible {
     public static let weightRange = 1...256
 
     /// A numeric address, one member.
-    public init(_ address: SocketAddress, weight: Int = 1, backup: Bool = false) {
+    public init(_ address: SocketAddress, weight: Int = 1, backup: Bool = false, proxyProtocol: ProxyProtocolSetting? = nil) {
         self.address = address.description
         self.weight = weight
         self.backup = backup
+        self.proxyProtocol = proxyProtocol
         resolved = [address]
     }
 
-    /// Parses `HOST:PORT [weight=N] [backup]` and resolves the host now.
+    /// Parses `HOST:PORT [weight=N] [backup] [proxy-protocol=V]` and resolves the host now.
     public init(parsing text: String) throws(OptionRuleError) {
         let words = text.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
         guard let first = words.first else { throw OptionRuleError(UpstreamSpec.rule) }
         address = first
         weight = 1
         backup = false
+        proxyProtocol = nil
         for word in words.dropFirst() {
             if word == "backup" {
                 backup = true
             } else if word.hasPrefix("weight="), let value = Int(word.dropFirst("weight=".count)) {
                 weight = value
+            } else if word.hasPrefix("proxy-protocol="),
+                      let value = ProxyProtocolSetting(rawValue: String(word.dropFirst("proxy-protocol=".count))) {
+                proxyProtocol = value
             } else {
-                throw OptionRuleError("\(UpstreamSpec.rule); '\(word)' is neither weight=N nor backup")
+                throw OptionRuleError("\(UpstreamSpec.rule); '\(word)' is not weight=N, backup or proxy-protocol=v1|v2|off")
             }
         }
         do throws(AddressError) {
@@ -50,11 +57,14 @@ public struct UpstreamSpec: Sendable, Hashable, CustomStringConvertible {
     }
 
     static let rule = "HOST:PORT with an IPv4 address, an [IPv6] address or a name that resolves to one, "
-        + "like 127.0.0.1:7001, [::1]:7001 or upstream.internal:7001, then optionally weight=N and backup"
+        + "like 127.0.0.1:7001, [::1]:7001 or upstream.internal:7001, then optionally weight=N, backup and "
+        + "proxy-protocol=v1|v2|off"
 
-    /// `HOST:PORT`, then `weight=N` unless 1 and `backup` when set: what `init(parsing:)` reads.
+    /// `HOST:PORT`, then `weight=N` unless 1, `backup` when set and its own `proxy-protocol=V`:
+    /// what `init(parsing:)` reads.
     public var description: String {
         address + (weight == 1 ? "" : " weight=\(weight)") + (backup ? " backup" : "")
+            + (proxyProtocol.map { " proxy-protocol=\($0.rawValue)" } ?? "")
     }
 }
 

@@ -8,6 +8,8 @@ import Glibc
 /// the address holds a count in the per-client table.
 struct SessionPeer {
     var address = RawSocketAddress()
+    /// The address the client connected to (read only when an upstream gets PROXY headers).
+    var local = RawSocketAddress()
     /// Wall clock at accept, milliseconds since the Unix epoch (0 when the access log is off).
     var acceptedAt: Int64 = 0
     var countedPerClient = false
@@ -18,14 +20,18 @@ struct SessionPeer {
 /// thread (AccessLog) makes the lines.
 extension Worker {
     /// The client of a connection just accepted: its address when the access log, the
-    /// per-client limit or the `hash` balancer needs it (one getpeername for all three), and
-    /// the wall clock when the log is on.
+    /// per-client limit, the `hash` balancer or a PROXY header needs it (one getpeername for
+    /// all), the address it connected to for a PROXY header (getsockname), and the wall clock
+    /// when the log is on.
     func acceptedPeer(_ stream: TCPStream) -> SessionPeer {
         var peer = SessionPeer()
-        guard shared.accessLog != nil || shared.clientLimits != nil || (config.mode == .relay && config.balance == .hash) else {
+        let sendsProxyHeaders = shared.upstreams?.sendsProxyHeaders ?? false
+        guard shared.accessLog != nil || shared.clientLimits != nil || (config.mode == .relay && config.balance == .hash)
+            || sendsProxyHeaders else {
             return peer
         }
         peer.address = stream.peerRawAddress
+        if sendsProxyHeaders { peer.local = stream.localRawAddress }
         if shared.accessLog != nil { peer.acceptedAt = Worker.wallClockMilliseconds() }
         return peer
     }

@@ -39,6 +39,12 @@ final class WorkerCounters: Sendable {
     let clientLimitRejections = Atomic<UInt64>(0)
     /// Connections admitted untracked because the per-client table had no room for their address.
     let clientLimitTableFull = Atomic<UInt64>(0)
+    /// PROXY protocol headers written to upstreams and read from clients.
+    let proxyHeadersSent = Atomic<UInt64>(0)
+    let proxyHeadersReceived = Atomic<UInt64>(0)
+    /// Client connections closed for their PROXY header, by `ProxyProtocolFailure` (in its order).
+    private let proxyProtocolErrors: [Counter] = ProxyProtocolFailure.allCases.map { _ in Counter() }
+    private final class Counter: Sendable { let value = Atomic<UInt64>(0) }
     /// Connections of this worker open now (client connections; a relay's upstream is not counted).
     let active = Atomic<Int>(0)
 
@@ -46,6 +52,10 @@ final class WorkerCounters: Sendable {
     static func add(_ counter: borrowing Atomic<UInt64>, _ amount: UInt64 = 1) {
         // Single writer: the owning worker's thread. Readers see a value that was current.
         counter.store(counter.load(ordering: .relaxed) &+ amount, ordering: .relaxed)
+    }
+
+    func add(_ failure: ProxyProtocolFailure) {
+        WorkerCounters.add(proxyProtocolErrors[ProxyProtocolFailure.allCases.firstIndex(of: failure)!].value)
     }
 
     @inline(__always)
@@ -80,6 +90,17 @@ final class WorkerCounters: Sendable {
             drainCut: drainCut.load(ordering: .relaxed),
             accessLogDropped: accessLogDropped.load(ordering: .relaxed),
             clientLimitRejections: clientLimitRejections.load(ordering: .relaxed),
-            clientLimitTableFull: clientLimitTableFull.load(ordering: .relaxed))
+            clientLimitTableFull: clientLimitTableFull.load(ordering: .relaxed),
+            proxyHeadersSent: proxyHeadersSent.load(ordering: .relaxed),
+            proxyHeadersReceived: proxyHeadersReceived.load(ordering: .relaxed),
+            proxyProtocolErrors: proxyErrorStatistics())
+    }
+
+    private func proxyErrorStatistics() -> ProxyProtocolErrorStatistics {
+        var result = ProxyProtocolErrorStatistics()
+        for (index, reason) in ProxyProtocolFailure.allCases.enumerated() {
+            result[reason] = proxyProtocolErrors[index].value.load(ordering: .relaxed)
+        }
+        return result
     }
 }

@@ -150,6 +150,11 @@ extension MetricInputs {
     /// `workers[].key.{label value}`, summed in `totals.key.{label value}`.
     func workers(_ key: String, by label: String,
                  _ parts: KeyValuePairs<String, (WorkerStatistics) -> UInt64>) -> [MetricSample] {
+        workers(key, by: label, parts.map { ($0.key, $0.value) })
+    }
+
+    /// The same, with the parts made by code (one per case of an enumeration, say).
+    func workers(_ key: String, by label: String, _ parts: [(String, (WorkerStatistics) -> UInt64)]) -> [MetricSample] {
         stats.workers.flatMap { worker in
             parts.map { part, value in
                 MetricSample(labels: [MetricLabel(name: "worker", value: String(worker.worker)), MetricLabel(name: label, value: part)],

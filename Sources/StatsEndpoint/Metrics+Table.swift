@@ -174,6 +174,21 @@ extension Metric {
                "Connections admitted without a per-client count because the per-client table had no room for their address.") { f in
             f.workers("client_limit_table_full", \.clientLimitTableFull)
         },
+        // PROXY protocol.
+        Metric(.counter, "fastalloc_proxy_protocol_headers_total",
+               "PROXY protocol headers written to upstreams (sent) and accepted from clients (received, --accept-proxy).") { f in
+            f.workers("proxy_protocol_headers", by: "direction", [
+                "sent": { $0.proxyHeadersSent },
+                "received": { $0.proxyHeadersReceived },
+            ])
+        },
+        Metric(.counter, "fastalloc_proxy_protocol_errors_total",
+               "Client connections closed, with nothing forwarded, for their PROXY header: none within --proxy-protocol-timeout, "
+                   + "an address outside --trusted-proxies, bytes that are not a header, or a malformed one (by what was wrong).") { f in
+            f.workers("proxy_protocol_errors", by: "reason", ProxyProtocolFailure.allCases.map { reason in
+                (reason.rawValue, { (worker: WorkerStatistics) in worker.proxyProtocolErrors[reason] })
+            })
+        },
         Metric(.counter, "fastalloc_access_log_dropped_total",
                "Access log lines lost because the worker's ring was full (the writer fell behind; the worker never waits).") { f in
             f.workers("access_log_dropped", \.accessLogDropped)

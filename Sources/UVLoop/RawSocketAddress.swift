@@ -142,4 +142,17 @@ extension TCPStream {
         guard status == 0 else { return RawSocketAddress() }
         return RawSocketAddress(storage)
     }
+
+    /// This end's address and port (`getsockname`): the address the peer connected to, for
+    /// an accepted connection. No address when the socket has none. Reads into the stack.
+    public var localRawAddress: RawSocketAddress {
+        var storage = sockaddr_storage()
+        var length = Int32(MemoryLayout<sockaddr_storage>.size)
+        let status = unsafe withUnsafeMutablePointer(to: &storage) { pointer in
+            // Safe: as in peerRawAddress.
+            unsafe pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { unsafe uv_tcp_getsockname(tcp, $0, &length) }
+        }
+        guard status == 0 else { return RawSocketAddress() }
+        return RawSocketAddress(storage)
+    }
 }

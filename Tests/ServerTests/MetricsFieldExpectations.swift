@@ -138,6 +138,14 @@ struct FieldExpectation {
             return perWorker("fastalloc_client_limit_rejections_total", "client_limit_rejections")
         case ("WorkerStatistics", "clientLimitTableFull"):
             return perWorker("fastalloc_client_limit_table_full_total", "client_limit_table_full")
+        case ("WorkerStatistics", "proxyHeadersSent"), ("WorkerStatistics", "proxyHeadersReceived"):
+            let direction = leaf.field == "proxyHeadersSent" ? "sent" : "received"
+            return FieldExpectation(prometheus: [("fastalloc_proxy_protocol_headers_total", worker.merging(["direction": direction]) { $1 })],
+                                    json: [["workers", .index(w), "proxy_protocol_headers", .key(direction)]])
+        case ("ProxyProtocolErrorStatistics", let field):
+            guard let reason = ProxyProtocolFailure.allCases.first(where: { "\($0)" == field }) else { return nil }
+            return FieldExpectation(prometheus: [("fastalloc_proxy_protocol_errors_total", worker.merging(["reason": reason.rawValue]) { $1 })],
+                                    json: [["workers", .index(w), "proxy_protocol_errors", .key(reason.rawValue)]])
         case ("WorkerStatistics", "drainCompleted"), ("WorkerStatistics", "drainCut"):
             let outcome = leaf.field == "drainCut" ? "cut" : "completed"
             return FieldExpectation(prometheus: [("fastalloc_drain_connections_total", worker.merging(["outcome": outcome]) { $1 })],

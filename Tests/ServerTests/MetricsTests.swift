@@ -57,6 +57,9 @@ import UVLoop
             stats.workers[index].accessLogDropped = n()
             stats.workers[index].clientLimitRejections = n()
             stats.workers[index].clientLimitTableFull = n()
+            stats.workers[index].proxyHeadersSent = n()
+            stats.workers[index].proxyHeadersReceived = n()
+            for reason in ProxyProtocolFailure.allCases { stats.workers[index].proxyProtocolErrors[reason] = n() }
         }
         stats.connectionsRejected = n()
         stats.upstreamResolveFailures = n()

@@ -34,13 +34,16 @@ import UVLoop
               - 127.0.0.1:7002 weight=2
               - address: 127.0.0.1:7003
                 backup: true
+                proxy-protocol: v1
             balance: leastconn
+            proxy-protocol-upstream: v2
             health-check-interval: 500ms
             workers: 2
             stats: 'off'
             """)
         #expect(config.mode == .relay)
-        #expect(config.upstreams.map(\.description) == ["127.0.0.1:7001 weight=3", "127.0.0.1:7002 weight=2", "127.0.0.1:7003 backup"])
+        #expect(config.upstreams.map(\.description) == ["127.0.0.1:7001 weight=3", "127.0.0.1:7002 weight=2", "127.0.0.1:7003 backup proxy-protocol=v1"])
+        #expect(config.proxyProtocolUpstream == .v2)
         #expect(config.balance == .leastconn)
         #expect(config.healthCheckInterval == 0.5)
         #expect(config.workers == 2)
@@ -97,11 +100,13 @@ import UVLoop
     @Test(arguments: [
         // An upstream map without its address, with an unknown key, with a bad weight or backup.
         ("mode: relay\nupstream:\n  - address: 127.0.0.1:7001\n  - weight: 2\n    backup: true\n",
-         "relay.yaml:4: upstream: a map without address (expected: address: HOST:PORT, optionally weight: N and backup: true)"),
+         "relay.yaml:4: upstream: a map without address (expected: address: HOST:PORT, optionally weight: N, backup: true and proxy-protocol: v1|v2|off)"),
         ("mode: relay\nupstream:\n  - address: 127.0.0.1:7001\n    wieght: 2\n",
-         "relay.yaml:4: upstream: 'wieght'; did you mean weight? (expected: address, weight or backup)"),
+         "relay.yaml:4: upstream: 'wieght'; did you mean weight? (expected: address, weight, backup or proxy-protocol)"),
         ("mode: relay\nupstream:\n  - address: 127.0.0.1:7001\n    weight: 0\n",
          "relay.yaml:4: upstream: weight: '0' (expected: a whole number from 1 to 256)"),
+        ("mode: relay\nupstream:\n  - address: 127.0.0.1:7001\n    proxy-protocol: v3\n",
+         "relay.yaml:4: upstream: proxy-protocol: 'v3' (expected: v1, v2 or off)"),
         ("mode: relay\nupstream:\n  - address: 127.0.0.1:7001\n    backup: maybe\n",
          "relay.yaml:4: upstream: backup: 'maybe' (expected: true or false)"),
         ("mode: relay\nupstream:\n  - address: 127.0.0.1:7001 weight=2\n",
@@ -109,10 +114,10 @@ import UVLoop
         ("mode: relay\nupstream:\n  - address: [127.0.0.1:7001]\n",
          "relay.yaml:3: upstream: address: a list (expected: one value for address)"),
         ("mode: relay\nupstream:\n  - [127.0.0.1:7001]\n",
-         "relay.yaml:3: upstream: a list (expected: HOST:PORT [weight=N] [backup], or a map with address: HOST:PORT, optionally weight: N and backup: true)"),
+         "relay.yaml:3: upstream: a list (expected: HOST:PORT [weight=N] [backup] [proxy-protocol=v1|v2|off], or a map with address: HOST:PORT, optionally weight: N, backup: true and proxy-protocol: v1|v2|off)"),
         // A bad entry among good ones: its own line.
         ("mode: relay\nupstream:\n  - 127.0.0.1:7001\n  - 127.0.0.1:notaport\n  - 127.0.0.1:7003\n",
-         "relay.yaml:4: upstream: '127.0.0.1:notaport' (expected: HOST:PORT with an IPv4 address, an [IPv6] address or a name that resolves to one, like 127.0.0.1:7001, [::1]:7001 or upstream.internal:7001, then optionally weight=N and backup (the port must be a number from 0 to 65535))"),
+         "relay.yaml:4: upstream: '127.0.0.1:notaport' (expected: HOST:PORT with an IPv4 address, an [IPv6] address or a name that resolves to one, like 127.0.0.1:7001, [::1]:7001 or upstream.internal:7001, then optionally weight=N, backup and proxy-protocol=v1|v2|off (the port must be a number from 0 to 65535))"),
         // Rules between options: the file's line of the value named.
         ("mode: relay\nupstream:\n  - address: 127.0.0.1:7001\n    backup: true\n",
          "relay.yaml:3: upstream: 127.0.0.1:7001 backup (expected: at least one upstream that is not a backup)"),

@@ -137,6 +137,18 @@ final class TestSocket: @unchecked Sendable {
 
     func shutdownWrite() { Glibc.shutdown(fd, Int32(SHUT_WR)) }
 
+    /// This end's address (getsockname): what the server sees as the client's.
+    var localAddress: SocketAddress {
+        var addr = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        var text = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
+        inet_ntop(AF_INET, &addr.sin_addr, &text, socklen_t(text.count))
+        return SocketAddress(host: String(cString: text), port: Int(UInt16(bigEndian: addr.sin_port)))
+    }
+
     /// Closes with a reset (SO_LINGER 0) instead of a FIN.
     func reset() {
         var linger = Glibc.linger(l_onoff: 1, l_linger: 0)

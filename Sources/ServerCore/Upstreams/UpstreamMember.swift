@@ -12,6 +12,8 @@ public final class UpstreamMember: Sendable {
     public let entry: String
     public let weight: Int
     public let backup: Bool
+    /// The PROXY protocol header its connections start with (its entry's, or the server's).
+    public let proxyProtocol: ProxyProtocolSetting
 
     /// Connections to it now: connecting or open (all workers).
     let active = Atomic<Int>(0)
@@ -42,11 +44,12 @@ public final class UpstreamMember: Sendable {
     /// The connect-time histogram's upper bounds, in seconds.
     public static let connectTimeBounds: [Double] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
 
-    init(address: SocketAddress, entry: String, weight: Int, backup: Bool) {
+    init(address: SocketAddress, entry: String, weight: Int, backup: Bool, proxyProtocol: ProxyProtocolSetting = .off) {
         self.address = address
         self.entry = entry
         self.weight = weight
         self.backup = backup
+        self.proxyProtocol = proxyProtocol
     }
 
     var isUp: Bool { up.load(ordering: .relaxed) }

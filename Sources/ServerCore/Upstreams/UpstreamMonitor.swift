@@ -1,5 +1,6 @@
 import Logging
 import Threads
+import ProxyProtocol
 import UVLoop
 
 /// The relay's upstream monitor: one thread with its own loop, off the data path (never one
@@ -155,7 +156,10 @@ private final class MonitorState {
     }
 }
 
-/// One member's checks: a connect, then a close; the stream is reopened for the next check.
+/// One member's checks: a connect, then a close; the stream is reopened for the next check. For
+/// a member whose connections start with a PROXY header, a check sends a LOCAL (v2) or UNKNOWN
+/// (v1) header before it closes, as haproxy's `check-send-proxy` does: a backend that requires
+/// the header would otherwise count every check as a broken connection.
 private final class Probe: TCPStreamDelegate {
     unowned let monitor: MonitorState
     let member: UpstreamMember
@@ -167,13 +171,30 @@ private final class Probe: TCPStreamDelegate {
     var closed = false
     /// The stream has been opened once (a new stream is open already).
     private var used = false
+    /// The LOCAL header, written once at creation (empty when the member takes none).
+    private let header: UnsafeMutableRawBufferPointer
+    private let headerLength: Int
 
     init(monitor: MonitorState, member: UpstreamMember, stream: TCPStream) {
         self.monitor = monitor
         self.member = member
         self.stream = stream
+        if member.proxyProtocol == .off {
+            header = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+            headerLength = 0
+        } else {
+            header = .allocate(byteCount: ProxyHeader.maximumEncodedLength, alignment: 8)
+            headerLength = ProxyHeader.encodeLocal(member.proxyProtocol == .v1 ? .v1 : .v2, into: header)
+        }
         stream.delegate = self
         closed = true
+    }
+
+    deinit {
+        // Safe: the probe's own memory. A probe goes only after its stream has closed: the
+        // stream holds its delegate (this probe) strongly until its close callback, by which
+        // time libuv has finished or cancelled any write from this memory.
+        header.deallocate()
     }
 
     func begin(now: UInt64) {
@@ -205,6 +226,11 @@ private final class Probe: TCPStreamDelegate {
 
     func stream(_ stream: TCPStream, didConnect status: Int32) {
         // A connect cancelled by the close of a timed-out check comes here too: not in flight.
+        if status == 0 && headerLength > 0 && inFlight {
+            // Into a new connection's empty send buffer: all of it goes at once (a rest that
+            // did not is cancelled by the close below).
+            _ = try? stream.write(unsafeBytes: UnsafeRawBufferPointer(rebasing: header[..<headerLength]), token: 0)
+        }
         finish(passed: status == 0, now: monitor.loop.nowMilliseconds)
     }
 

@@ -17,6 +17,11 @@ public final class UpstreamPool: Sendable {
     /// fail_timeout): otherwise nothing would ever bring it back.
     let retryDownAfter: UInt64
     let checksEnabled: Bool
+    /// `--proxy-protocol-upstream`: the setting of members whose entry has none.
+    let proxyProtocol: ProxyProtocolSetting
+    /// Some member's connections start with a PROXY header (which needs each client's address
+    /// and the address it connected to, read at accept).
+    let sendsProxyHeaders: Bool
     private let members: Mutex<[UpstreamMember]>
     /// The rotation of `roundrobin` (and the tie-break of `leastconn`).
     private let rotation = Atomic<UInt64>(0)
@@ -31,7 +36,10 @@ public final class UpstreamPool: Sendable {
         checksEnabled = config.healthCheck == .tcp
         retryDownAfter = max(1, ServerConfig.milliseconds(config.healthCheckInterval))
         self.logger = logger
-        members = Mutex(UpstreamPool.members(for: config.upstreams, keeping: []))
+        proxyProtocol = config.proxyProtocolUpstream
+        // Decided once for every entry (a re-resolution changes addresses, never settings).
+        sendsProxyHeaders = config.upstreams.contains { ($0.proxyProtocol ?? config.proxyProtocolUpstream) != .off }
+        members = Mutex(UpstreamPool.members(for: config.upstreams, keeping: [], proxyProtocol: config.proxyProtocolUpstream))
     }
 
     /// The members now, in configuration order.
@@ -42,12 +50,17 @@ public final class UpstreamPool: Sendable {
 
     /// The members for `specs`, reusing those of `old` with the same address and entry (their
     /// health and counts go on).
-    static func members(for specs: [UpstreamSpec], keeping old: [UpstreamMember]) -> [UpstreamMember] {
+    static func members(for specs: [UpstreamSpec], keeping old: [UpstreamMember], proxyProtocol: ProxyProtocolSetting) -> [UpstreamMember] {
         var result: [UpstreamMember] = []
         for spec in specs {
+            let header = spec.proxyProtocol ?? proxyProtocol
             for address in spec.resolved where !result.contains(where: { $0.address == address && $0.entry == spec.address }) {
-                let kept = old.first { $0.address == address && $0.entry == spec.address && $0.weight == spec.weight && $0.backup == spec.backup }
-                result.append(kept ?? UpstreamMember(address: address, entry: spec.address, weight: spec.weight, backup: spec.backup))
+                let kept = old.first {
+                    $0.address == address && $0.entry == spec.address && $0.weight == spec.weight && $0.backup == spec.backup
+                        && $0.proxyProtocol == header
+                }
+                result.append(kept ?? UpstreamMember(address: address, entry: spec.address, weight: spec.weight, backup: spec.backup,
+                                                     proxyProtocol: header))
             }
         }
         return result
@@ -58,7 +71,7 @@ public final class UpstreamPool: Sendable {
     @discardableResult
     func update(_ specs: [UpstreamSpec]) -> Bool {
         members.withLock { current in
-            let next = UpstreamPool.members(for: specs, keeping: current)
+            let next = UpstreamPool.members(for: specs, keeping: current, proxyProtocol: proxyProtocol)
             let changed = next.map(ObjectIdentifier.init) != current.map(ObjectIdentifier.init)
             current = next
             return changed
