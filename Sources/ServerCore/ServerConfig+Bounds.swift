@@ -87,6 +87,8 @@ extension ServerConfig {
     static let connectTimeoutRule = DurationRule(zeroAllowed: false, maximum: maxConnectTimeout, text: "a time > 0, at most 1h, like 5s")
     static let drainTimeoutRule = DurationRule(zeroAllowed: true, maximum: maxTimeout, text: "a time from 0 to 7d (0: close at once), like 10s")
     static let writeTimeoutRule = DurationRule(zeroAllowed: true, maximum: maxTimeout, text: "a time from 0 to 7d (0: none), like 30s")
+    static let proxyProtocolTimeoutRule = DurationRule(zeroAllowed: false, maximum: maxConnectTimeout,
+                                                       text: "a time > 0, at most 1h, like 3s")
     static let lingerTimeoutRule = DurationRule(zeroAllowed: false, maximum: maxTimeout, text: "a time > 0, at most 7d, like 5s")
     static let tcpKeepaliveRule = DurationRule(zeroAllowed: true, maximum: maxTCPKeepalive,
                                                text: "a time from 0 to 32767s (0: off; Linux's most), like 60s")

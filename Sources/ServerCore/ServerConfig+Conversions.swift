@@ -18,6 +18,8 @@ extension ServerConfig {
     public var idleTimeoutMilliseconds: UInt64 { ServerConfig.milliseconds(idleTimeout) }
     /// The relay's connect timeout in ms (always > 0 in a valid configuration).
     public var connectTimeoutMilliseconds: UInt64 { ServerConfig.milliseconds(connectTimeout) }
+    /// The time a connection has to send its PROXY header, in ms (> 0 in a valid configuration).
+    public var proxyProtocolTimeoutMilliseconds: UInt64 { ServerConfig.milliseconds(proxyProtocolTimeout) }
     /// The drain timeout in ms; 0: close what is left at once.
     public var drainTimeoutMilliseconds: UInt64 { ServerConfig.milliseconds(drainTimeout) }
     /// The write timeout in ms; 0: none.
@@ -31,7 +33,7 @@ extension ServerConfig {
     /// (and never more than a second) late; a sweep runs at most 100 times a second.
     public var sweepIntervalMilliseconds: UInt64? {
         let timeouts = [idleTimeoutMilliseconds, mode == .relay ? connectTimeoutMilliseconds : 0,
-                        writeTimeoutMilliseconds, lingerTimeoutMilliseconds]
+                        writeTimeoutMilliseconds, lingerTimeoutMilliseconds, acceptProxy ? proxyProtocolTimeoutMilliseconds : 0]
         guard let shortest = timeouts.filter({ $0 > 0 }).min() else { return nil }
         return min(max(shortest / 4, 10), 1000)
     }

@@ -44,6 +44,17 @@ extension ServerConfig {
                 help: "Relay mode: a PROXY protocol header as the first bytes of every upstream connection, off, v1 (text) "
                     + "or v2 (binary), with the client's address and port and the address it connected to; an upstream "
                     + "entry's proxy-protocol=... wins. Active checks send a LOCAL (v2) or UNKNOWN (v1) header."),
+        .flag("accept-proxy", environment: variable("accept-proxy"), \.acceptProxy,
+              help: "Every client connection must start with a PROXY protocol header (v1 or v2, from a load balancer "
+                  + "such as haproxy's send-proxy), whose client address is then the client's everywhere. Needs "
+                  + "--trusted-proxies. A connection without a valid header is closed, counted and never forwarded."),
+        ConfigOption("trusted-proxies", environment: variable("trusted-proxies"), valueName: "CIDR[,CIDR...]",
+                     help: "With --accept-proxy: the addresses whose headers are believed, IPv4 or IPv6 ranges like "
+                         + "10.0.0.0/8 or ::1 (a single address); a connection from any other address is closed and counted.",
+                     store: storeTrustedProxies, render: renderTrustedProxies),
+        .duration("proxy-protocol-timeout", environment: variable("proxy-protocol-timeout"), \.proxyProtocolTimeout,
+                  rule: proxyProtocolTimeoutRule,
+                  help: "With --accept-proxy: time a connection has to send its whole PROXY header, at most 1h."),
         .choice("health-check", environment: variable("health-check"), \.healthCheck,
                 help: "Relay mode: active health checks, tcp (a connect to every upstream each --health-check-interval, "
                     + "from one checker thread) or off (only failed connects mark an upstream down)."),
@@ -135,6 +146,19 @@ extension ServerConfig {
               help: "Run even as root. Without it the server refuses to start as root: it needs no privilege (it binds "
                   + "ports above 1024 by default), so run it as its own user."),
     ], environmentPrefix: "FASTALLOC_")
+
+    /// A comma-separated list of CIDR ranges (spaces around each allowed); `none` or nothing: none.
+    static func storeTrustedProxies(_ config: inout ServerConfig, _ text: String) throws(OptionRuleError) {
+        var ranges: [AddressRange] = []
+        for part in text.isEmpty || text == "none" ? [] : text.split(separator: ",", omittingEmptySubsequences: false) {
+            ranges.append(try AddressRange(parsing: String(part.filter { $0 != " " })))
+        }
+        config.trustedProxies = ranges
+    }
+
+    static func renderTrustedProxies(_ config: ServerConfig) -> String {
+        config.trustedProxies.isEmpty ? "none" : config.trustedProxies.map(\.description).joined(separator: ",")
+    }
 
     /// `off`, `stderr` or a path (not empty).
     static func parseAccessLog(_ text: String) throws(OptionRuleError) -> AccessLogTarget {

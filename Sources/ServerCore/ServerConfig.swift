@@ -41,6 +41,14 @@ public struct ServerConfig: Sendable {
     /// The PROXY protocol header sent to every upstream that does not set its own
     /// (`proxy-protocol=` on its entry): the client's address and the one it connected to.
     public var proxyProtocolUpstream: ProxyProtocolSetting = .off
+    /// Every client connection must start with a PROXY header (v1 or v2), whose address is then
+    /// the client's everywhere (access log, per-client limit, hash, the upstream's header).
+    /// Needs `trustedProxies`: a connection from any other address is closed and counted.
+    public var acceptProxy = false
+    /// The addresses whose PROXY headers are believed (`--trusted-proxies`).
+    public var trustedProxies: [AddressRange] = []
+    /// Seconds a connection has to send its whole PROXY header.
+    public var proxyProtocolTimeout: Double = 3
     /// Seconds between re-resolutions of the upstream names (0: resolved once, at start).
     public var resolveInterval: Double = 30
     /// Worker threads, each with its own loop, listener (SO_REUSEPORT) and local buffer pool.
@@ -128,6 +136,10 @@ public struct ServerConfig: Sendable {
             ConfigError(field: option, value: "\(value)", expected: rule)
         }
         if let violation = upstreamViolation() { throw fail("--upstream", violation.value, violation.rule) }
+        if acceptProxy && trustedProxies.isEmpty {
+            throw fail("--trusted-proxies", "(none)", "the load balancers' addresses (CIDR ranges) whose PROXY headers are "
+                + "believed, required with --accept-proxy: a header from anyone else could forge any client address")
+        }
         try ServerConfig.table.validate(self)
         do {
             try buffers.validate()

@@ -42,6 +42,8 @@ public struct WorkerStatistics: Sendable, Hashable, Codable {
 public enum ProxyProtocolFailure: String, Sendable, CaseIterable {
     /// No complete header within --proxy-protocol-timeout.
     case timeout
+    /// The client closed (or reset) the connection before its header was complete.
+    case closed
     /// The connection came from an address outside --trusted-proxies.
     case untrusted
     /// The first bytes start neither a v1 nor a v2 header.
@@ -55,6 +57,7 @@ public enum ProxyProtocolFailure: String, Sendable, CaseIterable {
 /// `ProxyProtocolFailure` counts.
 public struct ProxyProtocolErrorStatistics: Sendable, Hashable, Codable {
     public var timeout: UInt64 = 0
+    public var closed: UInt64 = 0
     public var untrusted: UInt64 = 0
     public var notAHeader: UInt64 = 0
     public var signature: UInt64 = 0
@@ -70,6 +73,7 @@ public struct ProxyProtocolErrorStatistics: Sendable, Hashable, Codable {
         get {
             switch reason {
             case .timeout: timeout
+            case .closed: closed
             case .untrusted: untrusted
             case .notAHeader: notAHeader
             case .signature: signature
@@ -83,6 +87,7 @@ public struct ProxyProtocolErrorStatistics: Sendable, Hashable, Codable {
         set {
             switch reason {
             case .timeout: timeout = newValue
+            case .closed: closed = newValue
             case .untrusted: untrusted = newValue
             case .notAHeader: notAHeader = newValue
             case .signature: signature = newValue

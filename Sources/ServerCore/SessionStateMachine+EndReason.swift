@@ -30,6 +30,9 @@ public enum SessionEndReason: UInt8, Sendable, CaseIterable, CustomStringConvert
     case clientLimit
     /// Refused at accept by `--max-connections`.
     case connectionLimit
+    /// `--accept-proxy`: closed before its session for its PROXY header (none in time, a
+    /// malformed one, an untrusted address; the metric has the reason).
+    case proxyHeader
 
     /// The name the access log prints.
     public var description: String { String(describing: name) }
@@ -51,6 +54,7 @@ public enum SessionEndReason: UInt8, Sendable, CaseIterable, CustomStringConvert
         case .noUpstream: "no_upstream"
         case .clientLimit: "client_limit"
         case .connectionLimit: "connection_limit"
+        case .proxyHeader: "proxy_header"
         }
     }
 

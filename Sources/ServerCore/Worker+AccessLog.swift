@@ -27,7 +27,7 @@ extension Worker {
         var peer = SessionPeer()
         let sendsProxyHeaders = shared.upstreams?.sendsProxyHeaders ?? false
         guard shared.accessLog != nil || shared.clientLimits != nil || (config.mode == .relay && config.balance == .hash)
-            || sendsProxyHeaders else {
+            || sendsProxyHeaders || config.acceptProxy else {
             return peer
         }
         peer.address = stream.peerRawAddress

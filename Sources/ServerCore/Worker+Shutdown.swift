@@ -20,6 +20,7 @@ extension Worker {
         shutdownPhase = .draining
         listener?.close()
         listener = nil
+        closeHeaderReaders()
         if sessions.isEmpty {
             finish()
             return
@@ -49,6 +50,7 @@ extension Worker {
         shutdownPhase = .stopping
         listener?.close()
         listener = nil
+        closeHeaderReaders()
         if sessions.isEmpty {
             finish()
         } else {

@@ -44,6 +44,11 @@ final class Worker: TCPListenerDelegate {
     /// number of connections, accepting, connecting upstream and closing allocate nothing.
     private var freeSessions: [Session] = []
     var freeStreams: [TCPStream] = []
+    /// `--accept-proxy`: connections whose PROXY header is on its way (Worker+ProxyProtocol.swift),
+    /// and readers kept for the next ones; where a v2 header's TLVs are discarded.
+    var headerReaders: [ProxyHeaderReader] = []
+    var freeReaders: [ProxyHeaderReader] = []
+    var discardBuffer: [UInt8] = []
 
     // Buffer waits (Worker+Buffers.swift).
     /// Reads waiting for a buffer, first come, first served: `bufferWaiters[waitersHead...]`.
@@ -175,8 +180,22 @@ final class Worker: TCPListenerDelegate {
             logRateLimited(level: .warning, "connection refused: \(shared.maxConnections) connections open, the limit")
             return
         }
+        if config.acceptProxy {
+            readProxyHeader(stream, peer: peer)
+            return
+        }
         guard admitPerClient(&peer, stream: stream) else { return }
         WorkerCounters.add(counters.accepted)
+        startSession(stream, peer: peer)
+    }
+
+    /// Connections open on this worker: sessions, and connections whose PROXY header is on its way.
+    func updateActive() {
+        WorkerCounters.set(counters.active, sessions.count + headerReaders.count)
+    }
+
+    /// A session for an accepted, admitted and counted connection from `peer`.
+    func startSession(_ stream: TCPStream, peer: SessionPeer) {
         var upstreamStream: TCPStream?
         if config.mode == .relay {
             do {
@@ -196,7 +215,7 @@ final class Worker: TCPListenerDelegate {
         session.slot = sessions.count
         session.peer = peer
         sessions.append(session)
-        WorkerCounters.set(counters.active, sessions.count)
+        updateActive()
         session.clientKey = config.balance == .hash ? peer.address.hostHash : 0
         session.open(clientStream: stream, upstreamStream: upstreamStream)
         // The session is connecting; its upstream is picked and the connect starts here.
@@ -290,11 +309,11 @@ final class Worker: TCPListenerDelegate {
             last.slot = session.slot
             sessions[session.slot] = last
         }
-        WorkerCounters.set(counters.active, sessions.count)
+        updateActive()
         WorkerCounters.add(counters.closed)
         if session.inDrain && !session.machine.wasCut { WorkerCounters.add(counters.drainCompleted) }
         shared.release()
-        if shutdownPhase != .serving && sessions.isEmpty { finish() }
+        if shutdownPhase != .serving && sessions.isEmpty && headerReaders.isEmpty { finish() }
     }
 
     // MARK: Counting
@@ -318,6 +337,7 @@ final class Worker: TCPListenerDelegate {
     private func sweep() {
         let now = loop.nowMilliseconds
         // Sessions end only in close callbacks, never inside this loop: the list stays put.
+        if !headerReaders.isEmpty { sweepHeaderReaders(now: now) }
         for session in sessions {
             let action = session.machine.tick(now: now, timeouts: timeouts) { side in
                 session.connection(side).stream.queuedWriteBytes

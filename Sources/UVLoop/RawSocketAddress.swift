@@ -88,6 +88,18 @@ public struct RawSocketAddress: Sendable, Hashable {
         }
         return mix(mix(high ^ UInt64(kind.rawValue)) ^ low)
     }
+
+    /// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, what a dual-stack listener or a TCP6
+    /// PROXY header gives for an IPv4 client) as the IPv4 address it stands for; any other
+    /// address as it is.
+    public var unmapped: RawSocketAddress {
+        guard kind == .ipv6, high == 0 else { return self }
+        // `low` holds bytes 8-15 in memory order; read little-endian, byte i is bits 8i...8i+7.
+        let bytes = low.littleEndian
+        guard bytes & 0xffff_ffff == 0xffff_0000 else { return self }  // bytes 8-11: 00 00 ff ff
+        let v4 = UInt64(littleEndian: bytes >> 32)  // bytes 12-15, back in memory order at 0-3
+        return RawSocketAddress(kind: .ipv4, port: port, high: v4, low: 0)
+    }
 }
 
 extension SocketAddress {

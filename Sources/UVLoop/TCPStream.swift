@@ -141,6 +141,35 @@ public final class TCPStream: Handle {
         try UVError.check(status, "uv_read_start")
     }
 
+    /// Copies up to `buffer.count` bytes the socket holds into `buffer` without taking them
+    /// (recv with MSG_PEEK), outside libuv's reading: for a protocol header whose length is
+    /// known only from its bytes. Returns the count, 0 at the end of the stream, or a negative
+    /// UV error (`UV_EAGAIN`: nothing there now).
+    public func peek(into buffer: inout [UInt8]) -> Int {
+        receive(into: &buffer, upTo: buffer.count, flags: Int32(MSG_PEEK))
+    }
+
+    /// Takes up to `buffer.count` bytes from the socket into `buffer` (recv), outside libuv's
+    /// reading: only what `peek` showed to be a header's, so that nothing after it is taken.
+    /// At most `limit` bytes (at most `buffer.count`) when given. Returns as `peek`.
+    public func receive(into buffer: inout [UInt8], upTo limit: Int? = nil) -> Int {
+        receive(into: &buffer, upTo: min(limit ?? buffer.count, buffer.count), flags: 0)
+    }
+
+    private func receive(into buffer: inout [UInt8], upTo count: Int, flags: Int32) -> Int {
+        var fd = uv_os_fd_t()
+        // Safe: the handle is open (uv_fileno fails on a closed one); `fd` is read during the call.
+        guard unsafe uv_fileno(uvHandle, &fd) == 0 else { return Int(UV_EBADF.rawValue) }
+        precondition(count >= 0 && count <= buffer.count)
+        let got = buffer.withUnsafeMutableBytes { bytes in
+            // Safe: recv writes at most `count` bytes, at most the array's length (checked
+            // above), into the array's own storage, which the closure holds for the call.
+            unsafe recv(fd, bytes.baseAddress, count, flags | Int32(MSG_DONTWAIT))
+        }
+        if got >= 0 { return got }
+        return Int(uv_translate_sys_error(errno))
+    }
+
     /// Stops reading (backpressure); `startReading()` resumes.
     public func stopReading() {
         // Safe: the handle memory is live (Handle's invariant); a stream not reading is left as is.

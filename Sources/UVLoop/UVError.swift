@@ -39,6 +39,8 @@ public struct UVError: Error, Sendable, Hashable, CustomStringConvertible {
     public static let brokenPipe = Int32(UV_EPIPE.rawValue)
     /// `UV_ENOBUFS`: a read callback's buffer was empty (no memory was lent for the read).
     public static let noBufferSpace = Int32(UV_ENOBUFS.rawValue)
+    /// EAGAIN: nothing to read (or no room to write) now.
+    public static let wouldBlock = Int32(UV_EAGAIN.rawValue)
     /// `UV_EMFILE`: the process is at its file descriptor limit.
     public static let processFileLimit = Int32(UV_EMFILE.rawValue)
     /// `UV_ENFILE`: the system is at its file limit.

@@ -149,6 +149,7 @@ extension SessionStateMachineTests {
         #expect(SessionEndReason.allCases.map(\.description) == [
             "unknown", "client_fin", "upstream_fin", "client_reset", "upstream_reset", "idle_timeout", "write_timeout",
             "linger_timeout", "drain_cut", "stop", "stalled_eviction", "no_upstream", "client_limit", "connection_limit",
+            "proxy_header",
         ])
         #expect(SessionEndReason.allCases.count <= 16, "a SessionEndReasons set holds them in 16 bits")
     }
