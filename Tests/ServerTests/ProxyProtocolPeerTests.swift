@@ -13,6 +13,7 @@ import Glibc
     static let nginxModule = "/usr/lib/nginx/modules/ngx_stream_module.so"
     static let nginxAvailable = FileManager.default.isExecutableFile(atPath: "/usr/sbin/nginx")
         && FileManager.default.fileExists(atPath: nginxModule)
+    static let haproxyAvailable = FileManager.default.isExecutableFile(atPath: "/usr/sbin/haproxy")
 
     /// A free port on 127.0.0.1 (bound, read, closed: free unless someone takes it meanwhile).
     static func freePort() throws -> Int {
@@ -105,5 +106,83 @@ import Glibc
         // (`broken header: ""`). Every relayed connection and every check was well formed.
         #expect(broken.count == 1 && broken.first?.contains("broken header: \"\"") == true,
                 "nginx rejected a header: \(broken.prefix(3))")
+    }
+
+    /// haproxy in TCP mode on 127.0.0.1:port, `send-proxy-v2` to `server`.
+    static func startHaproxy(port: Int, server: SocketAddress, directory: URL) throws -> Process {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let config = directory.appendingPathComponent("haproxy.cfg")
+        try """
+            global
+                nbthread 1
+            defaults
+                mode tcp
+                timeout connect 5s
+                timeout client 30s
+                timeout server 30s
+            listen front
+                bind 127.0.0.1:\(port)
+                server relay \(server.host):\(server.port) send-proxy-v2
+
+            """.write(to: config, atomically: true, encoding: .utf8)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/sbin/haproxy")
+        process.arguments = ["-f", config.path, "-db"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        do {
+            try waitForPort(port, process: process)
+        } catch {
+            process.terminate()
+            process.waitUntilExit()
+            throw error
+        }
+        return process
+    }
+
+    /// client -> haproxy (send-proxy-v2) -> relay (--accept-proxy, --proxy-protocol-upstream v1)
+    /// -> nginx (listen proxy_protocol): nginx answers each client with the address and port it
+    /// connected to haproxy from, through two relays that each saw only the one before it.
+    @Test(.enabled(if: nginxAvailable && haproxyAvailable))
+    func haproxyInFront_nginxBehind_theOriginalClientSurvivesBothHops() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fastalloc-chain-\(getpid())")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let nginxPort = try Self.freePort()
+        let (nginx, _) = try Self.startNginx(port: nginxPort, directory: directory.appendingPathComponent("nginx"))
+        defer {
+            nginx.terminate()
+            nginx.waitUntilExit()
+        }
+        let server = try startServer(.relay, upstream: SocketAddress(host: "127.0.0.1", port: nginxPort)) { config in
+            config.acceptProxy = true
+            config.trustedProxies = [try AddressRange(parsing: "127.0.0.1")]
+            config.proxyProtocolUpstream = .v1
+        }
+        let haproxyPort = try Self.freePort()
+        let haproxy = try Self.startHaproxy(port: haproxyPort, server: server.address, directory: directory.appendingPathComponent("haproxy"))
+        defer {
+            haproxy.terminate()
+            haproxy.waitUntilExit()
+        }
+        let front = SocketAddress(host: "127.0.0.1", port: haproxyPort)
+        for _ in 0..<5 {
+            let clients = try (0..<20).map { _ in try TestSocket(connectingTo: front) }
+            for client in clients {
+                let answer = String(decoding: try client.receiveUntilEOF(limit: 200), as: UTF8.self)
+                let local = client.localAddress
+                #expect(answer == "\(local.host) \(local.port) 127.0.0.1 \(haproxyPort)\n",
+                        "nginx saw the client and the address it connected to (haproxy's)")
+            }
+            for client in clients { client.close() }
+        }
+        haproxy.terminate()
+        haproxy.waitUntilExit()
+        let final = finish(server)
+        // 100 clients, and the readiness probe's connection when haproxy relayed it before
+        // the probe closed; every header received was relayed, none was refused.
+        #expect((100...101).contains(final.proxyHeadersReceived) && final.proxyHeadersSent == final.proxyHeadersReceived,
+                "received \(final.proxyHeadersReceived), sent \(final.proxyHeadersSent)")
+        #expect(final.proxyProtocolErrors == 0)
     }
 }
