@@ -14,6 +14,8 @@ let package = Package(
         .library(name: "StatsEndpoint", targets: ["StatsEndpoint"]),
         .library(name: "Threads", targets: ["Threads"]),
         .library(name: "Options", targets: ["Options"]),
+        // The PROXY protocol header, for the server and for the fuzzers' package.
+        .library(name: "ProxyProtocol", targets: ["ProxyProtocol"]),
         .executable(name: "fastalloc-demo", targets: ["fastalloc-demo"]),
     ],
     dependencies: [
@@ -46,6 +48,10 @@ let package = Package(
         // The few libuv pieces the server and the load client need, in Swift; strict memory
         // safety checking too: libuv's C structs and pointers behind small safe classes.
         .target(name: "UVLoop", dependencies: ["CLibUV", "FastAlloc"], swiftSettings: [.strictMemorySafety()]),
+        // The PROXY protocol (haproxy's doc/proxy-protocol.txt), v1 and v2: a header parsed
+        // from a connection's first bytes and written before an upstream's, without allocating.
+        // UVLoop for RawSocketAddress only.
+        .target(name: "ProxyProtocol", dependencies: ["UVLoop"], swiftSettings: [.strictMemorySafety()]),
         // The server: workers, sessions (echo and relay), backpressure, timeouts, limits, drain.
         .target(name: "ServerCore", dependencies: [
             "UVLoop", "PacketBuffers", "FastAlloc", "Options", "Threads", .product(name: "Logging", package: "swift-log"),
