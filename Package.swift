@@ -77,6 +77,7 @@ let package = Package(
         .testTarget(name: "OptionsTests", dependencies: ["Options", "ConfigYAML", "FastAlloc"]),
         .testTarget(name: "ThreadsTests", dependencies: ["Threads", "TestSupport"]),
         .testTarget(name: "UVLoopTests", dependencies: ["UVLoop", "TestSupport"]),
+        .testTarget(name: "ProxyProtocolTests", dependencies: ["ProxyProtocol", "UVLoop"]),
         // End to end: in-process servers and the real fastalloc-server process on 127.0.0.1.
         .testTarget(name: "ServerTests", dependencies: [
             "ServerCore", "StatsEndpoint", "LoadClient", "UVLoop", "PacketBuffers", "Options", "ConfigYAML", "TestSupport", "fastalloc-server",

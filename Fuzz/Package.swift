@@ -35,6 +35,12 @@ let package = Package(
         .executableTarget(name: "fuzz-http-handler", dependencies: [
             "FuzzSupport", .product(name: "StatsEndpoint", package: "FastAlloc"),
         ]),
+        // The PROXY protocol header parser, fed a connection's first bytes (whole and by every
+        // prefix), with the encoder and inet_pton as oracles. All its code under test is in the
+        // ProxyProtocol library; its own comparisons are the checks, so harness coverage.
+        .executableTarget(name: "fuzz-proxy-header", dependencies: [
+            "FuzzSupport", .product(name: "ProxyProtocol", package: "FastAlloc"),
+        ], swiftSettings: harnessCoverage),
         .executableTarget(name: "fuzz-pools", dependencies: [
             "FuzzSupport", .product(name: "FastAlloc", package: "FastAlloc"), .product(name: "PacketBuffers", package: "FastAlloc"),
         ], swiftSettings: harnessCoverage),

@@ -14,9 +14,13 @@ extension ProxyHeader {
     /// the first 107 bytes; "UNKNOWN" and anything up to a CRLF (the spec: "the receiver must
     /// ignore anything presented before the CRLF") is `.local`. Nothing is decoded before the
     /// CRLF (the spec again), but a byte no TCP4 (digits, dots) or TCP6 (hex digits, colons,
-    /// dots) line can hold fails at once. Addresses are read as inet_pton reads them, which
-    /// for IPv4 is the spec's rule (no leading zeros); ports have no leading zero either. See
-    /// `ProxyHeaderError` for which failure is which.
+    /// dots) line can hold fails at once. Addresses are read as glibc's inet_pton reads them:
+    /// for IPv4 that is the spec's rule, four decimals without leading zeros (`01.2.3.4` is
+    /// refused, as by inet_pton; haproxy's own readers, inetaddr_host_lim_ret and read_uint,
+    /// check neither leading zeros nor ranges, but no sender writes them); IPv6 groups of 1 to 4
+    /// hex digits in either case, leading zeros allowed (`2001:0db8::0001`), one `::`, a
+    /// dotted quad at the end (`::ffff:1.2.3.4`), no zone. Ports are 0 to 65535 without a
+    /// leading zero. See `ProxyHeaderError` for which failure is which.
     ///
     /// v2: the signature, version 2, LOCAL (`.local` whatever the family and length) or PROXY
     /// with TCP4, TCP6, UNSPEC or UNIX over a stream (UNSPEC and UNIX are `.local`), the
