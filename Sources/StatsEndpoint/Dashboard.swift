@@ -111,6 +111,8 @@ function failureCounts(t) {
     { key: "write_timeouts", label: "write timeouts", value: t.write_timeouts ?? 0 },
     { key: "stalled_evictions", label: "stalled evictions", value: t.stalled_evictions ?? 0 },
     { key: "linger_timeouts", label: "linger timeouts", value: t.linger_timeouts ?? 0 },
+    { key: "proxy_protocol_errors", label: "PROXY header refusals", value: sum(t.proxy_protocol_errors ?? {}),
+      detail: Object.entries(t.proxy_protocol_errors ?? {}).filter(([, n]) => n > 0) },
     { key: "drain_cut", label: "drain cut / completed", value: drain.cut ?? 0,
       text: `${drain.cut ?? 0} / ${drain.completed ?? 0}` },
   ];
