@@ -4,7 +4,11 @@
  * the connect() call to the first byte of the echo (so it holds the accept, the relay's upstream
  * connect and one round trip). Exchanges that end in the warm-up are not counted.
  *
- *   ./conn-rate HOST PORT CONCURRENCY SIZE DURATION_S WARMUP_S
+ *   ./conn-rate HOST PORT CONCURRENCY SIZE DURATION_S WARMUP_S [v1|v2]
+ * With v1 or v2, each connection's message is preceded, in the same write, by a PROXY protocol
+ * header of that version (haproxy's doc/proxy-protocol.txt) for a made-up client, 192.0.2.1
+ * port 1024-65023, to 198.51.100.1:7000: a server with --accept-proxy takes it and echoes the
+ * message alone.
  * prints: connections_per_s p50_us p99_us mismatched_bytes failures connections all_connections
  * (connections: those of the measured window; all_connections: with the warm-up's, for CPU per connection)
  * Exit status 1 on any failed connection (refused, reset, closed before its echo) or mismatch.
@@ -21,6 +25,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,6 +44,27 @@ static long size, started_connections, failures, mismatched;
 static struct sockaddr_in addr;
 static int ep;
 static double *samples;
+static int proxy_version;  /* 0: no PROXY header; 1 or 2 */
+
+/* The PROXY header for a connection (client port from its number); returns its length. */
+static size_t proxy_header(unsigned char *out, long number) {
+    unsigned port = 1024 + (unsigned)(number % 64000);
+    if (proxy_version == 1)
+        return (size_t)sprintf((char *)out, "PROXY TCP4 192.0.2.1 198.51.100.1 %u 7000\r\n", port);
+    static const unsigned char signature[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
+    memcpy(out, signature, 12);
+    out[12] = 0x21;  /* version 2, PROXY */
+    out[13] = 0x11;  /* TCP over IPv4 */
+    out[14] = 0;
+    out[15] = 12;
+    const unsigned char addresses[8] = {192, 0, 2, 1, 198, 51, 100, 1};
+    memcpy(out + 16, addresses, 8);
+    out[24] = port >> 8;
+    out[25] = port & 0xFF;
+    out[26] = 7000 >> 8;
+    out[27] = 7000 & 0xFF;
+    return 28;
+}
 static long sample_count, sample_capacity;
 
 static double now_s(void) {
@@ -74,8 +100,16 @@ static int compare(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
     if (argc < 7) {
-        fprintf(stderr, "usage: %s HOST PORT CONCURRENCY SIZE DURATION_S WARMUP_S\n", argv[0]);
+        fprintf(stderr, "usage: %s HOST PORT CONCURRENCY SIZE DURATION_S WARMUP_S [v1|v2]\n", argv[0]);
         return 64;
+    }
+    if (argc > 7) {
+        if (strcmp(argv[7], "v1") == 0) proxy_version = 1;
+        else if (strcmp(argv[7], "v2") == 0) proxy_version = 2;
+        else {
+            fprintf(stderr, "conn-rate: the PROXY header version is v1 or v2, not %s\n", argv[7]);
+            return 64;
+        }
     }
     signal(SIGPIPE, SIG_IGN);
     int n = atoi(argv[3]);
@@ -115,8 +149,12 @@ int main(int argc, char **argv) {
                     continue;
                 }
                 if (!(events[e].events & EPOLLOUT)) continue;
-                /* A fresh socket's send buffer takes SIZE (<= 64 KiB) bytes in one write. */
-                if (write(s->fd, ring + s->start, size) != size) {
+                /* A fresh socket's send buffer takes SIZE (<= 64 KiB) bytes, and a PROXY header
+                 * before them, in one write. */
+                unsigned char header[108];
+                size_t header_length = proxy_version ? proxy_header(header, started_connections) : 0;
+                struct iovec parts[2] = {{header, header_length}, {ring + s->start, (size_t)size}};
+                if (writev(s->fd, parts + (header_length ? 0 : 1), header_length ? 2 : 1) != (ssize_t)(header_length + size)) {
                     fprintf(stderr, "conn-rate: short write\n");
                     failures++;
                     close(s->fd);
