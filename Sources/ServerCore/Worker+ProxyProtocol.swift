@@ -23,9 +23,10 @@ extension Worker {
     }
 
     /// The header is read: the connection goes on as any other, with the header's addresses.
+    /// Until its session takes the stream, the reader stays its delegate: a connection refused
+    /// here gives both back in `headerReaderClosed`, once closed.
     func headerRead(by reader: ProxyHeaderReader) {
         removeReader(reader)
-        freeReaders.append(reader)
         WorkerCounters.add(counters.proxyHeadersReceived)
         var peer = reader.peer
         let stream = reader.stream!
@@ -42,6 +43,8 @@ extension Worker {
             WorkerCounters.add(counters.closed)  // accepted was counted when the reader began
             return
         }
+        freeReaders.append(reader)
+        stream.delegate = nil  // the session's connection becomes its delegate (or it is closed, unkept)
         startSession(stream, peer: peer)
     }
 

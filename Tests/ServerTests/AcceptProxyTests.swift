@@ -213,6 +213,35 @@ import UVLoop
         #expect(final.proxyHeadersReceived == UInt64(count))
     }
 
+    /// The per-client limit counts the header's address: a second connection "for" the same
+    /// client is refused after its header, the first goes on; then readers and streams are
+    /// reused for 50 more rounds (a refused connection gives its reader back exactly once).
+    @Test func perClientLimit_refusesBytheHeadersAddress_andReadersAreReused() throws {
+        let upstream = try TestListener(backlog: 64)
+        let server = try relay(to: upstream) { config in
+            config.maxConnectionsPerClient = 1
+            config.workers = 1
+        }
+        for round in 0..<50 {
+            let source = Self.raw("198.18.0.\(round % 200 + 1)", 4000 + round)
+            let first = try TestSocket(connectingTo: server.address)
+            try first.sendAll(Self.encoded(.v2, source, Self.frontend) + Array("one".utf8))
+            let seen = try upstreamSees(upstream, bytes: 3)
+            #expect(seen.source == source && seen.data == Array("one".utf8))
+            let second = try TestSocket(connectingTo: server.address)
+            try second.sendAll(Self.encoded(.v1, source, Self.frontend) + Array("two".utf8))
+            #expect((try? second.receiveUntilEOF()) ?? [] == [], "round \(round): refused, nothing forwarded")
+            try seen.peer.sendAll(Array("ok".utf8))
+            #expect(try first.receive(exactly: 2) == Array("ok".utf8), "round \(round): the first goes on")
+            first.close()
+            seen.peer.close()
+            #expect(eventually(timeout: 10) { server.statistics().connectionsActive == 0 })
+        }
+        let final = finish(server)
+        #expect(final.workers.reduce(0) { $0 + $1.clientLimitRejections } == 50)
+        #expect(final.proxyHeadersReceived == 100 && final.proxyProtocolErrors == 0)
+    }
+
     @Test func acceptProxy_withoutTrustedProxies_isAConfigurationError() throws {
         var config = ServerConfig(mode: .echo)
         config.acceptProxy = true
