@@ -30,8 +30,10 @@ extension Worker {
             || sendsProxyHeaders || config.acceptProxy else {
             return peer
         }
-        peer.address = stream.peerRawAddress
-        if sendsProxyHeaders { peer.local = stream.localRawAddress }
+        // An IPv4 client of a dual-stack ([::]) listener comes as ::ffff:a.b.c.d: it is an IPv4
+        // client in the log, the limits, the hash and the PROXY header (TCP4) alike.
+        peer.address = stream.peerRawAddress.unmapped
+        if sendsProxyHeaders { peer.local = stream.localRawAddress.unmapped }
         if shared.accessLog != nil { peer.acceptedAt = Worker.wallClockMilliseconds() }
         return peer
     }

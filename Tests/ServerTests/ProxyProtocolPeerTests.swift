@@ -6,6 +6,46 @@ import UVLoop
 import Glibc
 #endif
 
+/// A peer program (nginx, haproxy) started with posix_spawn, its stderr to a file, stopped by
+/// its PID. (Not Foundation's Process: its run() reads /proc/self/fd while other tests open and
+/// close descriptors, which AddressSanitizer caught as a heap overflow inside Foundation.)
+final class PeerProcess {
+    let pid: pid_t
+    private var exited = false
+
+    init(_ program: String, _ arguments: [String], stderrPath: String) throws {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        let argv = ([program] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid = pid_t()
+        let status = posix_spawn(&pid, program, &actions, nil, argv, environ)
+        guard status == 0 else { throw SocketError.failed("posix_spawn \(program)", status) }
+        self.pid = pid
+    }
+
+    var isRunning: Bool {
+        guard !exited else { return false }
+        var status: Int32 = 0
+        if waitpid(pid, &status, WNOHANG) == pid { exited = true }
+        return !exited
+    }
+
+    /// SIGTERM to this process only, and its exit awaited.
+    func stop() {
+        guard isRunning else { return }
+        kill(pid, SIGTERM)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        exited = true
+    }
+
+    deinit { stop() }
+}
+
 /// The PROXY protocol against real peers from Debian, started by the tests on 127.0.0.1 (CI
 /// installs nginx-light and libnginx-mod-stream; where they are missing the tests show as
 /// skipped, never as passed).
@@ -22,9 +62,9 @@ import Glibc
     }
 
     /// Waits until something accepts on `port` (at most 10 s).
-    static func waitForPort(_ port: Int, process: Process) throws {
+    static func waitForPort(_ port: Int, process: PeerProcess) throws {
         for _ in 0..<200 {
-            if !process.isRunning { throw SocketError.failed("peer exited with \(process.terminationStatus)", 0) }
+            if !process.isRunning { throw SocketError.failed("peer \(process.pid) exited", 0) }
             if let probe = try? TestSocket(connectingTo: SocketAddress(host: "127.0.0.1", port: port), timeout: 1) {
                 probe.close()
                 return
@@ -37,7 +77,7 @@ import Glibc
     /// nginx's stream module on 127.0.0.1:port requiring a PROXY header, answering each
     /// connection with what the header said: `$proxy_protocol_addr $proxy_protocol_port
     /// $proxy_protocol_server_addr $proxy_protocol_server_port`, then closing.
-    static func startNginx(port: Int, directory: URL) throws -> (Process, URL) {
+    static func startNginx(port: Int, directory: URL) throws -> (PeerProcess, URL) {
         try FileManager.default.createDirectory(at: directory.appendingPathComponent("logs"), withIntermediateDirectories: true)
         let config = directory.appendingPathComponent("nginx.conf")
         try """
@@ -55,18 +95,11 @@ import Glibc
             }
             """.write(to: config, atomically: true, encoding: .utf8)
         let errors = directory.appendingPathComponent("stderr.log")
-        _ = FileManager.default.createFile(atPath: errors.path, contents: nil)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/sbin/nginx")
-        process.arguments = ["-p", directory.path, "-c", config.path]
-        process.standardError = try FileHandle(forWritingTo: errors)
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
+        let process = try PeerProcess("/usr/sbin/nginx", ["-p", directory.path, "-c", config.path], stderrPath: errors.path)
         do {
             try waitForPort(port, process: process)
         } catch {
-            process.terminate()
-            process.waitUntilExit()
+            process.stop()
             throw error
         }
         return (process, errors)
@@ -78,10 +111,7 @@ import Glibc
         defer { try? FileManager.default.removeItem(at: directory) }
         let port = try Self.freePort()
         let (nginx, errors) = try Self.startNginx(port: port, directory: directory)
-        defer {
-            nginx.terminate()  // our own child, by its PID
-            nginx.waitUntilExit()
-        }
+        defer { nginx.stop() }  // our own child, by its PID
         let server = try startServer(.relay, upstream: SocketAddress(host: "127.0.0.1", port: port)) { config in
             config.proxyProtocolUpstream = setting
             config.healthCheck = .tcp  // checks send LOCAL / UNKNOWN: nginx must not log them as broken
@@ -109,7 +139,7 @@ import Glibc
     }
 
     /// haproxy in TCP mode on 127.0.0.1:port, `send-proxy-v2` to `server`.
-    static func startHaproxy(port: Int, server: SocketAddress, directory: URL) throws -> Process {
+    static func startHaproxy(port: Int, server: SocketAddress, directory: URL) throws -> PeerProcess {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let config = directory.appendingPathComponent("haproxy.cfg")
         try """
@@ -125,17 +155,12 @@ import Glibc
                 server relay \(server.host):\(server.port) send-proxy-v2
 
             """.write(to: config, atomically: true, encoding: .utf8)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/sbin/haproxy")
-        process.arguments = ["-f", config.path, "-db"]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let process = try PeerProcess("/usr/sbin/haproxy", ["-f", config.path, "-db"],
+                                      stderrPath: directory.appendingPathComponent("stderr.log").path)
         do {
             try waitForPort(port, process: process)
         } catch {
-            process.terminate()
-            process.waitUntilExit()
+            process.stop()
             throw error
         }
         return process
@@ -150,10 +175,7 @@ import Glibc
         defer { try? FileManager.default.removeItem(at: directory) }
         let nginxPort = try Self.freePort()
         let (nginx, _) = try Self.startNginx(port: nginxPort, directory: directory.appendingPathComponent("nginx"))
-        defer {
-            nginx.terminate()
-            nginx.waitUntilExit()
-        }
+        defer { nginx.stop() }
         let server = try startServer(.relay, upstream: SocketAddress(host: "127.0.0.1", port: nginxPort)) { config in
             config.acceptProxy = true
             config.trustedProxies = [try AddressRange(parsing: "127.0.0.1")]
@@ -161,10 +183,7 @@ import Glibc
         }
         let haproxyPort = try Self.freePort()
         let haproxy = try Self.startHaproxy(port: haproxyPort, server: server.address, directory: directory.appendingPathComponent("haproxy"))
-        defer {
-            haproxy.terminate()
-            haproxy.waitUntilExit()
-        }
+        defer { haproxy.stop() }
         let front = SocketAddress(host: "127.0.0.1", port: haproxyPort)
         for _ in 0..<5 {
             let clients = try (0..<20).map { _ in try TestSocket(connectingTo: front) }
@@ -176,8 +195,7 @@ import Glibc
             }
             for client in clients { client.close() }
         }
-        haproxy.terminate()
-        haproxy.waitUntilExit()
+        haproxy.stop()
         let final = finish(server)
         // 100 clients, and the readiness probe's connection when haproxy relayed it before
         // the probe closed; every header received was relayed, none was refused.
