@@ -71,11 +71,11 @@ for line in open(sys.argv[1]):
     sums[name] = sums.get(name, 0) + float(value)
     for pair in labels.rstrip("}").split(","):
         key, _, label = pair.partition("=")
-        if key in ("reason", "outcome"):
+        if key in ("reason", "outcome", "direction"):
             labelled[(name, label.strip('"'))] = labelled.get((name, label.strip('"')), 0) + float(value)
 totals = json.load(open(sys.argv[2]))["totals"]
 new = ["connections_closed", "client_resets", "accept_errors", "write_timeouts", "linger_timeouts", "stalled_evictions", "drain_connections",
-       "access_log_dropped", "client_limit_rejections", "client_limit_table_full"]
+       "access_log_dropped", "client_limit_rejections", "client_limit_table_full", "proxy_protocol_headers", "proxy_protocol_errors"]
 missing = [key for key in new if key not in totals]
 wrong, compared = [], 0
 for key, value in totals.items():

@@ -143,26 +143,21 @@ extension SocketAddress {
 extension TCPStream {
     /// The peer's address and port (`getpeername`), or no address when the socket has no peer.
     /// Reads into the stack: no allocation.
-    public var peerRawAddress: RawSocketAddress {
-        var storage = sockaddr_storage()
-        var length = Int32(MemoryLayout<sockaddr_storage>.size)
-        let status = unsafe withUnsafeMutablePointer(to: &storage) { pointer in
-            // Safe: sockaddr_storage is large enough and aligned for any address getpeername
-            // writes; the pointer is used for this call only.
-            unsafe pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { unsafe uv_tcp_getpeername(tcp, $0, &length) }
-        }
-        guard status == 0 else { return RawSocketAddress() }
-        return RawSocketAddress(storage)
-    }
+    public var peerRawAddress: RawSocketAddress { rawAddress(uv_tcp_getpeername) }
 
     /// This end's address and port (`getsockname`): the address the peer connected to, for
     /// an accepted connection. No address when the socket has none. Reads into the stack.
-    public var localRawAddress: RawSocketAddress {
+    public var localRawAddress: RawSocketAddress { rawAddress(uv_tcp_getsockname) }
+
+    private func rawAddress(
+        _ read: (UnsafePointer<uv_tcp_t>?, UnsafeMutablePointer<sockaddr>?, UnsafeMutablePointer<Int32>?) -> Int32
+    ) -> RawSocketAddress {
         var storage = sockaddr_storage()
         var length = Int32(MemoryLayout<sockaddr_storage>.size)
         let status = unsafe withUnsafeMutablePointer(to: &storage) { pointer in
-            // Safe: as in peerRawAddress.
-            unsafe pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { unsafe uv_tcp_getsockname(tcp, $0, &length) }
+            // Safe: sockaddr_storage is large enough and aligned for any address the call
+            // writes (it writes at most `length` bytes); the pointer is used for this call only.
+            unsafe pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { unsafe read(tcp, $0, &length) }
         }
         guard status == 0 else { return RawSocketAddress() }
         return RawSocketAddress(storage)
