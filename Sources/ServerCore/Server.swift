@@ -25,6 +25,8 @@ public final class Server: Sendable {
     /// descriptor limit has no room for that many (a warning at start says so).
     public let connectionLimit: Int
     let shared: ServerShared
+    /// The configuration in effect and the reload counters (Server+Reload.swift).
+    let reloadState: ReloadState
     private let workers: [WorkerHandle]
     private let onFinished: (@Sendable () -> Void)?
     /// The relay's health checks and re-resolution (nil: echo, or nothing to do).
@@ -51,6 +53,7 @@ public final class Server: Sendable {
         connectionLimit = min(config.maxConnections, budget)
         Server.warnIfUnfair(connectionLimit: connectionLimit, config: config, logger: logger)
         self.config = config
+        reloadState = ReloadState(config)
         self.onFinished = onFinished
         let upstreams = config.mode == .relay ? UpstreamPool(config: config, logger: logger) : nil
         let accessLog = try AccessLog(target: config.accessLog, format: config.accessLogFormat, workers: config.workers, logger: logger)
@@ -159,7 +162,8 @@ public final class Server: Sendable {
             buffers: shared.pools.statistics(),
             shutdownPhase: shared.requestedPhase.load(ordering: .relaxed),
             upstreams: shared.upstreams?.statistics ?? [],
-            upstreamResolveFailures: shared.upstreams?.resolveFailures.load(ordering: .relaxed) ?? 0)
+            upstreamResolveFailures: shared.upstreams?.resolveFailures.load(ordering: .relaxed) ?? 0,
+            reloads: reloadStatistics)
     }
 
     // MARK: Signals
@@ -169,13 +173,15 @@ public final class Server: Sendable {
         // A peer that resets must never kill the process: a write to it returns EPIPE instead.
         signal(SIGPIPE, SIG_IGN)
         // A parent may have started us with signals blocked (a blocked mask is inherited across
-        // exec): unblock the ones that drain (and SIGUSR1, which reopens the access log), in
+        // exec): unblock the ones that drain (and SIGUSR1, which reopens the access log, and
+        // SIGHUP, which reloads), in
         // this thread and so in every worker it starts.
         var drainSignals = sigset_t()
         sigemptyset(&drainSignals)
         sigaddset(&drainSignals, SIGTERM)
         sigaddset(&drainSignals, SIGINT)
         sigaddset(&drainSignals, SIGUSR1)
+        sigaddset(&drainSignals, SIGHUP)
         pthread_sigmask(SIG_UNBLOCK, &drainSignals, nil)
     }
 }

@@ -129,6 +129,8 @@ public struct ServerStatistics: Sendable {
     public var upstreams: [UpstreamStatistics] = []
     /// Lookups of upstream names that failed (each kept its last good addresses).
     public var upstreamResolveFailures: UInt64 = 0
+    /// Reloads (SIGHUP) applied and refused, the configuration's generation, when it was loaded.
+    public var reloads = ReloadStatistics()
 
     public var connectionsActive: Int { workers.reduce(0) { $0 + $1.connectionsActive } }
     public var connectionsAccepted: UInt64 { workers.reduce(0) { $0 + $1.connectionsAccepted } }

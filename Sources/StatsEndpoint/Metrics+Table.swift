@@ -196,6 +196,21 @@ extension Metric {
         // Drain (SIGTERM/SIGINT).
         // 1 in both later phases, draining and stopping (as /readyz's 503); a stop of the process
         // itself never shows here (a second signal exits).
+        // Reloads (SIGHUP).
+        Metric(.counter, "fastalloc_config_reloads_total", "Reloads (SIGHUP) applied, to new connections (one that changed nothing included).") { f in
+            f.server("config", "reloads", value: f.stats.reloads.reloads)
+        },
+        Metric(.counter, "fastalloc_config_reload_failures_total",
+               "Reloads refused: a config file or value that does not validate, or a change that needs a restart; the running configuration stayed.") { f in
+            f.server("config", "reload_failures", value: f.stats.reloads.failures)
+        },
+        Metric(.gauge, "fastalloc_config_generation", "The configuration's generation: 1 at start, one more for each reload that changed something.") { f in
+            f.server("config", "generation", value: f.stats.reloads.generation)
+        },
+        Metric(.gauge, "fastalloc_config_last_reload_timestamp_seconds",
+               "When the configuration in effect was loaded (the start, or the last reload applied), seconds since the Unix epoch.") { f in
+            f.server("config", "last_reload_timestamp_seconds", value: f.stats.reloads.loadedAt)
+        },
         Metric(.gauge, "fastalloc_draining", "1 while the server drains (after SIGTERM), else 0.") { f in
             f.server("draining", value: f.stats.shutdownPhase != .serving)
         },

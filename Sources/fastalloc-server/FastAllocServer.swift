@@ -69,13 +69,20 @@ struct FastAllocServer {
             if let flag = values["mode"], flag != modeText { usageError("two modes: '\(modeText)' and --mode \(flag)") }
             values["mode"] = modeText
         }
-        let config: ServerConfig
-        do {
+        // The configuration as a start reads it; a reload (SIGHUP) reads it again the same way: the
+        // file again, the start's variables and flags.
+        let configValues = values
+        let read: @Sendable () throws -> ServerConfig = {
             var file: ConfigFileValues?
-            if let (path, field) = ServerConfig.table.configFilePath(values: values, environment: environment) {
+            if let (path, field) = ServerConfig.table.configFilePath(values: configValues, environment: environment) {
                 file = try ServerConfig.table.readConfigFile(path, field: field)
             }
-            config = try ServerConfig(values: values, environment: environment, file: file)
+            return try ServerConfig(values: configValues, environment: environment, file: file)
+        }
+        let hasFile = ServerConfig.table.configFilePath(values: values, environment: environment) != nil
+        let config: ServerConfig
+        do {
+            config = try read()
         } catch {
             if checking {
                 write("fastalloc-server check: \(error)\n", to: 2)
@@ -99,13 +106,13 @@ struct FastAllocServer {
                 """)
         }
         do {
-            try run(config, viaFlag: command.values["allow-root"] != nil)
+            try run(config, viaFlag: command.values["allow-root"] != nil, reread: hasFile ? read : nil)
         } catch {
             fail("\(error)")
         }
     }
 
-    static func run(_ config: ServerConfig, viaFlag allowRootFlag: Bool) throws {
+    static func run(_ config: ServerConfig, viaFlag allowRootFlag: Bool, reread: (@Sendable () throws -> ServerConfig)?) throws {
         let mode = config.mode
         let level = config.logLevel
         LoggingSystem.bootstrap { label in
@@ -164,6 +171,28 @@ struct FastAllocServer {
         let interrupt = try SignalWatcher(loop: control, signal: SIGINT, onSignal)
         // SIGUSR1 (logrotate's postrotate): the access log reopens its file.
         let reopen = try SignalWatcher(loop: control, signal: SIGUSR1) { _, _ in server.reopenAccessLog() }
+        // SIGHUP (systemd's ExecReload): the config file is read again; what a reload may change
+        // applies to new connections, anything else refuses the whole reload (logged, counted).
+        let hangUp = try SignalWatcher(loop: control, signal: SIGHUP) { _, _ in
+            guard let reread else {
+                server.countFailedReload()
+                logger.error("SIGHUP: no config file (--config) to read again; nothing changed")
+                return
+            }
+            do {
+                switch try server.reload(reread()) {
+                case .applied(let names):
+                    logger.notice("reload: \(ReloadError.list(names)) applied to new connections (configuration generation \(server.statistics().reloads.generation))")
+                case .unchanged:
+                    logger.notice("reload: nothing changed")
+                }
+            } catch let error as ReloadError {
+                logger.error("\(error)")
+            } catch {
+                server.countFailedReload()
+                logger.error("reload failed, the running configuration stays: \(error)")
+            }
+        }
         let workerWord = config.workers == 1 ? "worker" : "workers"
         let upstreamText = config.upstreams.isEmpty ? "" : " to " + config.upstreams.map(\.address).joined(separator: ", ")
         // One line on stdout, written at once (scripts wait for it), even into a pipe.
@@ -171,7 +200,7 @@ struct FastAllocServer {
         FastAllocServer.write("listening on \(server.address) (\(mode.rawValue)\(upstreamText), \(config.workers) \(workerWord))\(statsText)\n", to: 1)
 
         control.run()
-        for handle in [term, interrupt, reopen] as [Handle] { handle.close() }
+        for handle in [term, interrupt, reopen, hangUp] as [Handle] { handle.close() }
         done.close()
         control.runOnce(wait: false)
         let final = server.wait()

@@ -108,6 +108,13 @@ struct FieldExpectation {
         switch (leaf.owner, leaf.field) {
         case ("ServerStatistics", "upstreamResolveFailures"):
             return FieldExpectation(prometheus: [("fastalloc_upstream_resolve_failures_total", [:])], json: [["totals", "upstream_resolve_failures"]])
+        case ("ReloadStatistics", let field):
+            let names = ["reloads": ("fastalloc_config_reloads_total", "reloads"),
+                         "failures": ("fastalloc_config_reload_failures_total", "reload_failures"),
+                         "generation": ("fastalloc_config_generation", "generation"),
+                         "loadedAt": ("fastalloc_config_last_reload_timestamp_seconds", "last_reload_timestamp_seconds")]
+            guard let (name, key) = names[field] else { return nil }
+            return FieldExpectation(prometheus: [(name, [:])], json: [["config", .key(key)]])
         case ("ServerStatistics", "connectionsRejected"):
             return FieldExpectation(prometheus: [("fastalloc_connections_rejected_total", [:])], json: [["totals", "connections_rejected"]])
         // The phase (serving 0, draining 1, stopping 2) is rendered as a flag: draining or stopping.

@@ -64,8 +64,8 @@ private final class MonitorState {
     /// A check that has not connected within this long fails.
     let checkTimeout: UInt64
     let resolveInterval: UInt64
-    /// The entries as last resolved (a failed lookup keeps its previous addresses).
-    var specs: [UpstreamSpec]
+    /// The pool's member-set version when the probes were last pruned.
+    var prunedAt: UInt64 = 0
     var checkTimer: Timer?
     var resolveTimer: Timer?
     /// Checks under way, by member.
@@ -78,7 +78,6 @@ private final class MonitorState {
         interval = max(1, ServerConfig.milliseconds(config.healthCheckInterval))
         checkTimeout = max(1, min(ServerConfig.milliseconds(config.healthCheckInterval), config.connectTimeoutMilliseconds))
         resolveInterval = ServerConfig.milliseconds(config.resolveInterval)
-        specs = config.upstreams
     }
 
     func start(checks: Bool, names: Bool) throws(UVError) {
@@ -111,6 +110,11 @@ private final class MonitorState {
     /// from check to check: checking allocates nothing once every member has its probe.
     func checkAll() {
         let now = loop.nowMilliseconds
+        let version = pool.version.load(ordering: .acquiring)
+        if version != prunedAt {
+            prunedAt = version
+            pruneProbes()
+        }
         for member in pool.current {
             let key = ObjectIdentifier(member)
             let probe: Probe
@@ -134,23 +138,28 @@ private final class MonitorState {
         }
     }
 
+    /// Probes of members that left (a resolution or a reload) go, closed; new members get
+    /// theirs at the next round.
+    func pruneProbes() {
+        let current = Set(pool.current.map(ObjectIdentifier.init))
+        for (key, probe) in probes where !current.contains(key) {
+            if probe.inFlight { probe.finish(passed: false, now: loop.nowMilliseconds) }
+            probes[key] = nil
+        }
+    }
+
     // MARK: Resolution
 
     func resolve() {
-        let (next, failures) = UpstreamSpec.resolveAgain(specs)
+        let previous = pool.currentEntries
+        let (next, failures) = UpstreamSpec.resolveAgain(previous)
         for failure in failures {
             pool.resolveFailures.add(1, ordering: .relaxed)
             logger.warning("resolving upstream \(failure.address) failed, keeping its last addresses: \(failure.reason)")
         }
         let failed = !failures.isEmpty
-        specs = next
-        if pool.update(next) {
-            // Probes of members that left go (closed); new members get theirs at the next round.
-            let current = Set(pool.current.map(ObjectIdentifier.init))
-            for (key, probe) in probes where !current.contains(key) {
-                if probe.inFlight { probe.finish(passed: false, now: loop.nowMilliseconds) }
-                probes[key] = nil
-            }
+        if pool.resolved(next, from: previous) {
+            pruneProbes()
             logger.notice("upstreams now: \(pool.current.map { "\($0.address)" }.joined(separator: ", "))\(failed ? " (some lookups failed)" : "")")
         }
     }

@@ -23,6 +23,10 @@ public final class UpstreamPool: Sendable {
     /// and the address it connected to, read at accept).
     let sendsProxyHeaders: Bool
     private let members: Mutex<[UpstreamMember]>
+    /// The configured entries, as last resolved or reloaded (taken before `members`, never after).
+    private let entries: Mutex<[UpstreamSpec]>
+    /// Changes of the member set (a resolution or a reload that changed it).
+    let version = Atomic<UInt64>(0)
     /// The rotation of `roundrobin` (and the tie-break of `leastconn`).
     private let rotation = Atomic<UInt64>(0)
     /// Lookups that failed (the last good set was kept).
@@ -40,6 +44,7 @@ public final class UpstreamPool: Sendable {
         // Decided once for every entry (a re-resolution changes addresses, never settings).
         sendsProxyHeaders = config.upstreams.contains { ($0.proxyProtocol ?? config.proxyProtocolUpstream) != .off }
         members = Mutex(UpstreamPool.members(for: config.upstreams, keeping: [], proxyProtocol: config.proxyProtocolUpstream))
+        entries = Mutex(config.upstreams)
     }
 
     /// The members now, in configuration order.
@@ -66,16 +71,44 @@ public final class UpstreamPool: Sendable {
         return result
     }
 
-    /// Takes a new resolution of the entries: members that remain keep their state; new ones
-    /// start up. Returns whether the set changed.
+    /// The configured entries now, with the addresses they last resolved to.
+    var currentEntries: [UpstreamSpec] { entries.withLock { $0 } }
+
+    /// Takes a new resolution of the entries, unless a reload replaced them since `previous` was
+    /// read (the reload's entries win). Returns whether the member set changed.
+    @discardableResult
+    func resolved(_ next: [UpstreamSpec], from previous: [UpstreamSpec]) -> Bool {
+        entries.withLock { current in
+            guard current == previous else { return false }
+            current = next
+            return update(next)
+        }
+    }
+
+    /// A reload's entries (resolved by its parsing): members that remain (same address, entry,
+    /// weight, role and header) keep their health and counts, as haproxy's server-state-file
+    /// keeps them; new ones start up; the connections of members that leave go on. Returns
+    /// whether the member set changed.
+    @discardableResult
+    func reload(_ specs: [UpstreamSpec]) -> Bool {
+        entries.withLock { current in
+            current = specs
+            return update(specs)
+        }
+    }
+
+    /// Members for `specs`: those that remain keep their state; new ones start up. Returns
+    /// whether the set changed.
     @discardableResult
     func update(_ specs: [UpstreamSpec]) -> Bool {
-        members.withLock { current in
+        let changed = members.withLock { current in
             let next = UpstreamPool.members(for: specs, keeping: current, proxyProtocol: proxyProtocol)
             let changed = next.map(ObjectIdentifier.init) != current.map(ObjectIdentifier.init)
             current = next
             return changed
         }
+        if changed { version.add(1, ordering: .releasing) }
+        return changed
     }
 
     // MARK: Choosing
