@@ -14,7 +14,7 @@ public struct AddressRange: Sendable, Hashable, CustomStringConvertible {
     public init(parsing text: String) throws(OptionRuleError) {
         let parts = text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
         let host = parts[0]
-        let raw = host.isEmpty || host.contains("[") ? RawSocketAddress() : RawSocketAddress(SocketAddress(host: host, port: 0))
+        var raw = host.isEmpty || host.contains("[") ? RawSocketAddress() : RawSocketAddress(SocketAddress(host: host, port: 0))
         guard raw.kind != .none else { throw OptionRuleError(AddressRange.rule) }
         let bits = raw.kind == .ipv4 ? 32 : 128
         var length = bits
@@ -24,6 +24,15 @@ public struct AddressRange: Sendable, Hashable, CustomStringConvertible {
                                       + "range is 0 to \(bits))")
             }
             length = number
+        }
+        if raw.kind == .ipv6, raw.unmapped.kind == .ipv4 {
+            // An IPv4-mapped range (::ffff:10.0.0.0/104) is the IPv4 range it maps, since
+            // addresses are compared unmapped.
+            guard length >= 96 else {
+                throw OptionRuleError("\(AddressRange.rule) (an IPv4-mapped range needs a prefix length of 96 or more)")
+            }
+            raw = raw.unmapped
+            length -= 96
         }
         kind = raw.kind
         prefixLength = length

@@ -112,6 +112,15 @@ extension Server {
         return result
     }
 
+    /// The same entries resolved to the same addresses, in any order (a resolver that rotates its
+    /// answers changes nothing).
+    static func sameUpstreams(_ old: [UpstreamSpec], _ new: [UpstreamSpec]) -> Bool {
+        old.count == new.count && zip(old, new).allSatisfy { a, b in
+            a.address == b.address && a.weight == b.weight && a.backup == b.backup && a.proxyProtocol == b.proxyProtocol
+                && Set(a.resolved) == Set(b.resolved)
+        }
+    }
+
     /// The options (names without dashes) whose values differ, as the options table renders
     /// them; `upstream` also when a name now resolves to other addresses.
     static func changedOptions(from old: ServerConfig, to new: ServerConfig) -> [String] {
@@ -127,7 +136,7 @@ extension Server {
         let after = values(new)
         var changed = Set(before.keys.filter { before[$0] != after[$0] } + after.keys.filter { before[$0] == nil })
         changed.remove("config")  // the file's path: what it says is compared
-        if old.upstreams != new.upstreams { changed.insert("upstream") }
+        if !sameUpstreams(old.upstreams, new.upstreams) { changed.insert("upstream") }
         return changed.sorted()
     }
 }

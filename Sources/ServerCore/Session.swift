@@ -99,8 +99,9 @@ final class Session {
         let count = ProxyHeader.encode(version, source: peer.address, destination: peer.local, into: area)
         // Safe: the area is the session's and is not written again before this connection ends
         // (one header per upstream connection; a retry's new connection has not connected yet).
-        upstream.sendHeader(UnsafeRawBufferPointer(rebasing: area[..<count]))
-        WorkerCounters.add(worker.counters.proxyHeadersSent)
+        if upstream.sendHeader(UnsafeRawBufferPointer(rebasing: area[..<count])) {
+            WorkerCounters.add(worker.counters.proxyHeadersSent)
+        }
     }
 
     /// The upstream connect timed out (the sweep found the deadline passed).

@@ -164,15 +164,23 @@ final class SessionConnection: TCPStreamDelegate {
     static let headerToken: UInt = 1
 
     /// Writes a PROXY header from the session's header area (`Session.sendProxyHeader`). Not
-    /// counted as relayed bytes nor as a queued buffer; a failure fails this side.
-    func sendHeader(_ bytes: UnsafeRawBufferPointer) {
+    /// counted as relayed bytes. A rest the socket did not take at once is a queued write to
+    /// the state machine (so a close waits for it, and a stall is seen); a failure fails this
+    /// side. Returns whether the header was written or queued.
+    func sendHeader(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        let worker = session.worker
         do {
             // Safe: the session's header area stays valid and unchanged until the connection
             // ends, so until any queued rest completes.
-            _ = try stream.write(unsafeBytes: bytes, token: SessionConnection.headerToken)
+            let queued = try stream.write(unsafeBytes: bytes, token: SessionConnection.headerToken)
+            if queued > 0 {
+                session.perform(session.machine.writeQueued(to: side, share: worker.queueShare(), now: worker.loop.nowMilliseconds))
+            }
+            return true
         } catch {
             session.log(error)
-            session.perform(session.machine.writeFailed(to: side, wasQueued: false, now: session.worker.loop.nowMilliseconds))
+            session.perform(session.machine.writeFailed(to: side, wasQueued: false, now: worker.loop.nowMilliseconds))
+            return false
         }
     }
 
@@ -181,9 +189,12 @@ final class SessionConnection: TCPStreamDelegate {
         if token == SessionConnection.headerToken {
             // The rest of a PROXY header the socket did not take at once (a new connection's
             // empty send buffer takes it all, so this is rare): no buffer to give back.
+            let now = worker.loop.nowMilliseconds
             if status != 0 && status != UVError.cancelled {
                 session.log(UVError(status, "write to upstream"))
-                session.perform(session.machine.writeFailed(to: side, wasQueued: false, now: worker.loop.nowMilliseconds))
+                session.perform(session.machine.writeFailed(to: side, wasQueued: true, now: now))
+            } else {
+                session.perform(session.machine.writeCompleted(to: side, cancelled: status != 0, lowWatermark: worker.lowWatermarkBuffers, now: now))
             }
             return
         }

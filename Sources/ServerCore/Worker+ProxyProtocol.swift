@@ -8,7 +8,8 @@ extension Worker {
     func readProxyHeader(_ stream: TCPStream, peer: SessionPeer) {
         WorkerCounters.add(counters.accepted)
         guard config.trustedProxies.contains(where: { $0.contains(peer.address) }) else {
-            refuse(stream, peer: peer, reason: .untrusted)
+            // No address at all: the client left before getpeername (not an untrusted source).
+            refuse(stream, peer: peer, reason: peer.address.kind == .none ? .closed : .untrusted)
             return
         }
         let reader = freeReaders.popLast() ?? ProxyHeaderReader(worker: self)

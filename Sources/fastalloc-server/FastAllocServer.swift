@@ -113,6 +113,11 @@ struct FastAllocServer {
     }
 
     static func run(_ config: ServerConfig, viaFlag allowRootFlag: Bool, reread: (@Sendable () throws -> ServerConfig)?) throws {
+        // Until their watchers are installed (after the workers listen), a SIGHUP (systemctl
+        // reload) or SIGUSR1 (logrotate) must not end the process: their default action would.
+        // libuv's watchers replace these dispositions with their own handler.
+        signal(SIGHUP, SIG_IGN)
+        signal(SIGUSR1, SIG_IGN)
         let mode = config.mode
         let level = config.logLevel
         LoggingSystem.bootstrap { label in

@@ -268,6 +268,9 @@ import UVLoop
         #expect(try AddressRange(parsing: "::1").contains(Self.raw("::1", 1)))
         #expect(try AddressRange(parsing: "0.0.0.0/0").contains(Self.raw("8.8.8.8", 53)))
         #expect(try AddressRange(parsing: "::/0").contains(Self.raw("2001:db8::1", 53)))
+        let mapped = try AddressRange(parsing: "::ffff:10.0.0.0/104")
+        #expect(mapped.description == "10.0.0.0/8" && mapped.contains(Self.raw("10.1.2.3", 1)) && mapped.contains(Self.raw("::ffff:10.1.2.3", 1)))
+        #expect(throws: OptionRuleError.self) { try AddressRange(parsing: "::ffff:10.0.0.0/80") }
         for bad in ["10.0.0.0/33", "::1/129", "10.0.0.0/", "10.0.0.0/x", "example.com", "", "10.0.0.0/8/8", "[::1]"] {
             #expect(throws: OptionRuleError.self, "\(bad)") { try AddressRange(parsing: bad) }
         }

@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import ProxyProtocol
 import ServerCore
 import Synchronization
 import Testing
@@ -115,6 +116,30 @@ import UVLoop
         finish(relay)
         finish(a)
         finish(b)
+    }
+
+    /// A reload that gives an entry `proxy-protocol=v2` (none had one at start): new
+    /// connections' headers carry their clients' addresses (the accept reads them from then on).
+    @Test func reloadTurningHeadersOn_sendsTheClientsAddress() throws {
+        let upstream = try TestListener()
+        let relay = try startServer(.relay, upstream: upstream.address)
+        var next = relay.currentConfig
+        next.upstreams = [try UpstreamSpec(parsing: "\(upstream.address) proxy-protocol=v2")]
+        #expect(try relay.reload(next) == .applied(["upstream"]))
+        let client = try TestSocket(connectingTo: relay.address)
+        try client.sendAll(Array("hi".utf8))
+        let peer = try upstream.accept()
+        var bytes: [UInt8] = []
+        var header: ProxyHeader?
+        while header == nil, bytes.count < ProxyHeader.decisionBytes {
+            bytes += try peer.receive(exactly: 1)
+            if case .header(let parsed) = ProxyHeader.parse(bytes) { header = parsed }
+        }
+        #expect(header?.command == .proxy(source: RawSocketAddress(client.localAddress), destination: RawSocketAddress(relay.address)))
+        #expect(try peer.receive(exactly: 2) == Array("hi".utf8))
+        client.close()
+        peer.close()
+        finish(relay)
     }
 
     @Test func unchangedConfiguration_isAReloadThatChangesNothing() throws {

@@ -143,7 +143,7 @@ private final class MonitorState {
     func pruneProbes() {
         let current = Set(pool.current.map(ObjectIdentifier.init))
         for (key, probe) in probes where !current.contains(key) {
-            if probe.inFlight { probe.finish(passed: false, now: loop.nowMilliseconds) }
+            probe.abandon()  // not a failed check: the member is no longer configured
             probes[key] = nil
         }
     }
@@ -218,6 +218,12 @@ private final class Probe: TCPStreamDelegate {
         } catch {
             finish(passed: false, now: now)
         }
+    }
+
+    /// Its member left the pool: the check under way is dropped, not counted.
+    func abandon() {
+        inFlight = false
+        if !closed { stream.close() }
     }
 
     func finish(passed: Bool, now: UInt64) {

@@ -20,8 +20,9 @@ public final class UpstreamPool: Sendable {
     /// `--proxy-protocol-upstream`: the setting of members whose entry has none.
     let proxyProtocol: ProxyProtocolSetting
     /// Some member's connections start with a PROXY header (which needs each client's address
-    /// and the address it connected to, read at accept).
-    let sendsProxyHeaders: Bool
+    /// and the address it connected to, read at accept). Set again by each reload.
+    private let headers: Atomic<Bool>
+    var sendsProxyHeaders: Bool { headers.load(ordering: .relaxed) }
     private let members: Mutex<[UpstreamMember]>
     /// The configured entries, as last resolved or reloaded (taken before `members`, never after).
     private let entries: Mutex<[UpstreamSpec]>
@@ -41,8 +42,7 @@ public final class UpstreamPool: Sendable {
         retryDownAfter = max(1, ServerConfig.milliseconds(config.healthCheckInterval))
         self.logger = logger
         proxyProtocol = config.proxyProtocolUpstream
-        // Decided once for every entry (a re-resolution changes addresses, never settings).
-        sendsProxyHeaders = config.upstreams.contains { ($0.proxyProtocol ?? config.proxyProtocolUpstream) != .off }
+        headers = Atomic(UpstreamPool.anyHeaders(config.upstreams, default: config.proxyProtocolUpstream))
         members = Mutex(UpstreamPool.members(for: config.upstreams, keeping: [], proxyProtocol: config.proxyProtocolUpstream))
         entries = Mutex(config.upstreams)
     }
@@ -93,8 +93,16 @@ public final class UpstreamPool: Sendable {
     func reload(_ specs: [UpstreamSpec]) -> Bool {
         entries.withLock { current in
             current = specs
+            // Before the members change: a connection accepted from now on reads the addresses
+            // its header will need. (One accepted just before, connecting after, sends LOCAL.)
+            headers.store(UpstreamPool.anyHeaders(specs, default: proxyProtocol), ordering: .relaxed)
             return update(specs)
         }
+    }
+
+    /// Whether some entry's connections start with a PROXY header.
+    static func anyHeaders(_ specs: [UpstreamSpec], default setting: ProxyProtocolSetting) -> Bool {
+        specs.contains { ($0.proxyProtocol ?? setting) != .off }
     }
 
     /// Members for `specs`: those that remain keep their state; new ones start up. Returns
@@ -103,7 +111,8 @@ public final class UpstreamPool: Sendable {
     func update(_ specs: [UpstreamSpec]) -> Bool {
         let changed = members.withLock { current in
             let next = UpstreamPool.members(for: specs, keeping: current, proxyProtocol: proxyProtocol)
-            let changed = next.map(ObjectIdentifier.init) != current.map(ObjectIdentifier.init)
+            // The same members in another order (a resolver rotating its answers) is no change.
+            let changed = Set(next.map(ObjectIdentifier.init)) != Set(current.map(ObjectIdentifier.init))
             current = next
             return changed
         }
