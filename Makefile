@@ -41,10 +41,10 @@ test-release: setup
 ## The suite under ThreadSanitizer and AddressSanitizer (with LeakSanitizer), each in its own
 ## build folder so the three builds do not evict each other.
 test-tsan: setup
-	$(SWIFT) test $(SANITIZER_FLAGS) --sanitize=thread --scratch-path .build-tsan
+	FASTALLOC_SANITIZER=thread $(SWIFT) test $(SANITIZER_FLAGS) --sanitize=thread --scratch-path .build-tsan
 
 test-asan: setup
-	$(SWIFT) test $(SANITIZER_FLAGS) --sanitize=address --scratch-path .build-asan
+	FASTALLOC_SANITIZER=address $(SWIFT) test $(SANITIZER_FLAGS) --sanitize=address --scratch-path .build-asan
 
 test-all: test test-release test-tsan test-asan
 
