@@ -62,8 +62,11 @@ let package = Package(
         .target(name: "StatsEndpoint", dependencies: [
             "ServerCore", "UVLoop", "PacketBuffers", "Threads", "CHTTPParser", .product(name: "Logging", package: "swift-log"),
         ]),
+        // The binary upgrade (SIGUSR2): the listening sockets handed to a new process by
+        // inheritance, its "ready" over a pipe, and systemd's notify socket (MAINPID).
+        .target(name: "Upgrade", dependencies: ["UVLoop"], swiftSettings: [.strictMemorySafety()]),
         .executableTarget(name: "fastalloc-server", dependencies: [
-            "ServerCore", "StatsEndpoint", "UVLoop", "FastAlloc", "Options", "ConfigYAML", .product(name: "Logging", package: "swift-log"),
+            "ServerCore", "StatsEndpoint", "UVLoop", "FastAlloc", "Options", "ConfigYAML", "Upgrade", .product(name: "Logging", package: "swift-log"),
         ]),
         // The load client's engine: connections, pattern, verification, histograms, report.
         .target(name: "LoadClient", dependencies: ["UVLoop", "FastAlloc", "Options", "Threads", .product(name: "Histogram", package: "hdrhistogram-swift")]),
@@ -80,7 +83,7 @@ let package = Package(
         .testTarget(name: "ProxyProtocolTests", dependencies: ["ProxyProtocol", "UVLoop"]),
         // End to end: in-process servers and the real fastalloc-server process on 127.0.0.1.
         .testTarget(name: "ServerTests", dependencies: [
-            "ServerCore", "StatsEndpoint", "LoadClient", "UVLoop", "PacketBuffers", "Options", "ConfigYAML", "TestSupport", "fastalloc-server",
+            "ServerCore", "StatsEndpoint", "LoadClient", "UVLoop", "PacketBuffers", "Options", "ConfigYAML", "TestSupport", "fastalloc-server", "Upgrade",
             .product(name: "Logging", package: "swift-log"),
         ]),
     ],

@@ -27,7 +27,11 @@ public final class Server: Sendable {
     let shared: ServerShared
     /// The configuration in effect and the reload counters (Server+Reload.swift).
     let reloadState: ReloadState
+    /// The binary upgrade's counters (Server+Upgrade.swift).
+    let upgradeState = UpgradeState()
     private let workers: [WorkerHandle]
+    /// Every worker's listening descriptors, in worker order: what an upgrade hands over.
+    public let listenerDescriptors: [Int32]
     private let onFinished: (@Sendable () -> Void)?
     /// The relay's health checks and re-resolution (nil: echo, or nothing to do).
     private let monitor: UpstreamMonitor?
@@ -45,8 +49,12 @@ public final class Server: Sendable {
     /// `reservedDescriptors` are descriptors the caller will open beside the server (the stats
     /// endpoint's); they are kept out of the connection budget. `onFinished` runs on the last
     /// worker's thread once all have ended.
+    ///
+    /// `inherited` are listening sockets handed over by the process this one replaces (an
+    /// upgrade), already checked to be on `config.listen`: worker `i` accepts on the ones at
+    /// `i`, `i + workers`, ...; a worker left without one binds its own beside them.
     public init(config: ServerConfig, logger: Logger = Logger(label: "fastalloc-server"),
-                reservedDescriptors: Int = 0, onFinished: (@Sendable () -> Void)? = nil) throws {
+                reservedDescriptors: Int = 0, inherited: [Int32] = [], onFinished: (@Sendable () -> Void)? = nil) throws {
         try config.validate()
         Server.prepareSignals()
         let budget = try Server.descriptorBudget(config: config, reserved: reservedDescriptors + Server.monitorDescriptors(config), logger: logger)
@@ -64,13 +72,15 @@ public final class Server: Sendable {
         accessLog?.start()
 
         var handles: [WorkerHandle] = []
+        var descriptors: [Int32] = []
         var address = config.listen
         // Worker 0 binds first, so that a port 0 becomes a real port the others can share.
         for index in 0..<config.workers {
             let counters = WorkerCounters()
-            let ready = OneShot<Result<(AsyncWake, SocketAddress), UVError>>()
+            let ready = OneShot<Result<(AsyncWake, SocketAddress, [Int32]), UVError>>()
             let shared = self.shared
             let bindAddress = address
+            let adopted = inherited.indices.filter { $0 % config.workers == index }.map { inherited[$0] }
             let thread = ThreadHandle.start { [onFinished] in
                 let worker: Worker
                 let wake: AsyncWake
@@ -81,7 +91,7 @@ public final class Server: Sendable {
                     return
                 }
                 do {
-                    wake = try worker.start(address: bindAddress)
+                    wake = try worker.start(address: bindAddress, adopting: adopted)
                 } catch {
                     // start() closed what it had opened; run the loop so the close callbacks
                     // free those handles (each holds its loop until then).
@@ -89,15 +99,16 @@ public final class Server: Sendable {
                     ready.set(.failure(error as! UVError))  // start throws(UVError) only
                     return
                 }
-                ready.set(.success((wake, worker.boundAddress ?? bindAddress)))
+                ready.set(.success((wake, worker.boundAddress ?? bindAddress, worker.listenerDescriptors)))
                 worker.run()
                 if shared.finishedWorkers.add(1, ordering: .acquiringAndReleasing).newValue == config.workers {
                     onFinished?()
                 }
             }
             switch ready.wait() {
-            case .success(let (wake, bound)):
+            case .success(let (wake, bound, workerDescriptors)):
                 handles.append(WorkerHandle(thread: thread, wake: wake, counters: counters))
+                descriptors += workerDescriptors
                 address = bound
             case .failure(let error):
                 thread.join()
@@ -110,6 +121,7 @@ public final class Server: Sendable {
             }
         }
         workers = handles
+        listenerDescriptors = descriptors
         self.address = address
         do {
             monitor = try upstreams.flatMap { pool throws(UVError) in try UpstreamMonitor.start(pool: pool, config: config, logger: logger) }
@@ -163,7 +175,8 @@ public final class Server: Sendable {
             shutdownPhase: shared.requestedPhase.load(ordering: .relaxed),
             upstreams: shared.upstreams?.statistics ?? [],
             upstreamResolveFailures: shared.upstreams?.resolveFailures.load(ordering: .relaxed) ?? 0,
-            reloads: reloadStatistics)
+            reloads: reloadStatistics,
+            upgrades: upgradeStatistics)
     }
 
     // MARK: Signals
@@ -182,6 +195,7 @@ public final class Server: Sendable {
         sigaddset(&drainSignals, SIGINT)
         sigaddset(&drainSignals, SIGUSR1)
         sigaddset(&drainSignals, SIGHUP)
+        sigaddset(&drainSignals, SIGUSR2)
         pthread_sigmask(SIG_UNBLOCK, &drainSignals, nil)
     }
 }

@@ -131,6 +131,8 @@ public struct ServerStatistics: Sendable {
     public var upstreamResolveFailures: UInt64 = 0
     /// Reloads (SIGHUP) applied and refused, the configuration's generation, when it was loaded.
     public var reloads = ReloadStatistics()
+    /// Binary upgrades (SIGUSR2) handed over and failed; whether this process inherited its listeners.
+    public var upgrades = UpgradeStatistics()
 
     public var connectionsActive: Int { workers.reduce(0) { $0 + $1.connectionsActive } }
     public var connectionsAccepted: UInt64 { workers.reduce(0) { $0 + $1.connectionsAccepted } }

@@ -18,8 +18,7 @@ extension Worker {
     private func beginDrain() {
         guard shutdownPhase == .serving else { return }
         shutdownPhase = .draining
-        listener?.close()
-        listener = nil
+        closeListeners()
         closeHeaderReaders()
         if sessions.isEmpty {
             finish()
@@ -48,8 +47,7 @@ extension Worker {
 
     private func stopNow() {
         shutdownPhase = .stopping
-        listener?.close()
-        listener = nil
+        closeListeners()
         closeHeaderReaders()
         if sessions.isEmpty {
             finish()

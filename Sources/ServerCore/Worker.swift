@@ -38,7 +38,10 @@ final class Worker: TCPListenerDelegate {
     var random: SplitMix64
     /// Takes back the streams a connect retry left behind, once they have closed.
     private(set) lazy var recycler = StreamRecycler(worker: self)
-    var listener: TCPListener?
+    /// Where this worker accepts: one SO_REUSEPORT listener of its own, or the inherited ones
+    /// an upgrade handed it (`Server.init(inherited:)`; a worker may get several when the old
+    /// process had more workers).
+    var listeners: [TCPListener] = []
     private(set) var sessions: [Session] = []
     /// Ended sessions and closed streams kept for the next connections: after the worker's peak
     /// number of connections, accepting, connecting upstream and closing allocate nothing.
@@ -113,20 +116,29 @@ final class Worker: TCPListenerDelegate {
 
     /// Binds and listens (on the worker's thread); returns the handle other threads wake it with.
     /// On failure everything it opened is closing: run the loop once more to finish that.
-    func start(address: SocketAddress) throws(UVError) -> AsyncWake {
+    func start(address: SocketAddress, adopting inherited: [Int32] = []) throws(UVError) -> AsyncWake {
         do {
-            return try open(address: address)
+            return try open(address: address, adopting: inherited)
         } catch {
             finish()
             throw error
         }
     }
 
-    private func open(address: SocketAddress) throws(UVError) -> AsyncWake {
-        let listener = try TCPListener(loop: loop, address: address, reusePort: true, backlog: Int32(config.backlog),
-                                   acceptedOptions: socketOptions)
-        listener.delegate = self
-        self.listener = listener
+    private func open(address: SocketAddress, adopting inherited: [Int32]) throws(UVError) -> AsyncWake {
+        if inherited.isEmpty {
+            let listener = try TCPListener(loop: loop, address: address, reusePort: true, backlog: Int32(config.backlog),
+                                           acceptedOptions: socketOptions)
+            listener.delegate = self
+            listeners = [listener]
+        } else {
+            for descriptor in inherited {
+                let listener = try TCPListener(loop: loop, adopting: descriptor, backlog: Int32(config.backlog),
+                                               acceptedOptions: socketOptions)
+                listener.delegate = self
+                listeners.append(listener)
+            }
+        }
         let wake = try AsyncWake(loop: loop) { [unowned self] _ in self.enterRequestedPhase() }
         self.wake = wake
         let sweepTimer = try Timer(loop: loop)
@@ -140,7 +152,17 @@ final class Worker: TCPListenerDelegate {
         return wake
     }
 
-    var boundAddress: SocketAddress? { listener?.localAddress }
+    var boundAddress: SocketAddress? { listeners.first?.localAddress }
+
+    /// The listening descriptors (read once at start, for an upgrade's hand-over).
+    var listenerDescriptors: [Int32] { listeners.compactMap(\.descriptor) }
+
+    /// Closes this worker's listeners (a drain, a stop, the end). After an upgrade handed them
+    /// over, the sockets stay open in the new process: only this process's descriptors close.
+    func closeListeners() {
+        for listener in listeners { listener.close() }
+        listeners = []
+    }
 
     /// Runs the loop until the worker has drained or been stopped and every handle is closed.
     func run() {
@@ -153,8 +175,7 @@ final class Worker: TCPListenerDelegate {
 
     /// Every session has ended: close the worker's own handles so the loop returns.
     func finish() {
-        listener?.close()
-        listener = nil
+        closeListeners()
         for timer in [sweepTimer, bufferWaitTimer, drainTimer] { timer?.close() }
         sweepTimer = nil
         bufferWaitTimer = nil

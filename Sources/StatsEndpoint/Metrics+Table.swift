@@ -211,6 +211,17 @@ extension Metric {
                "When the configuration in effect was loaded (the start, or the last reload applied), seconds since the Unix epoch.") { f in
             f.server("config", "last_reload_timestamp_seconds", value: f.stats.reloads.loadedAt)
         },
+        // Binary upgrades (SIGUSR2).
+        Metric(.counter, "fastalloc_upgrades_total",
+               "Binary upgrades (SIGUSR2) by result: handed_over (the new process took the listening sockets; this one drains), "
+                   + "failed (the new process did not start or say it was ready; this one kept serving).") { f in
+            [("handed_over", f.stats.upgrades.handedOver), ("failed", f.stats.upgrades.failures)].map { result, value in
+                MetricSample(labels: [MetricLabel(name: "result", value: result)], value: .unsigned(value), place: .root(["upgrades", result]))
+            }
+        },
+        Metric(.gauge, "fastalloc_upgrade_inherited", "1 when this process took its listening sockets from the process it replaced (an upgrade), else 0.") { f in
+            f.server("upgrades", "inherited", value: f.stats.upgrades.inherited)
+        },
         Metric(.gauge, "fastalloc_draining", "1 while the server drains (after SIGTERM), else 0.") { f in
             f.server("draining", value: f.stats.shutdownPhase != .serving)
         },

@@ -1,5 +1,6 @@
 import CHTTPParser
 import Logging
+import Synchronization
 import ServerCore
 import Threads
 import UVLoop
@@ -16,14 +17,21 @@ import UVLoop
 public final class StatsEndpoint: Sendable {
     /// The bound address (the real port when port 0 was asked for).
     public let address: SocketAddress
+    /// The listening socket's descriptor, to hand to the process an upgrade starts.
+    public let descriptor: Int32?
     private let thread: ThreadHandle
     private let wake: AsyncWake
     private let counters = StatsConnectionCounters()
+    /// What the wake asks of the loop.
+    private let request = StatsWakeRequest()
 
-    public init(server: Server, address: SocketAddress, limits: StatsLimits = StatsLimits(),
+    /// Listens on `address`, or accepts on `adopting`, a listening socket on that address handed
+    /// over by the process this one replaces (an upgrade).
+    public init(server: Server, address: SocketAddress, adopting: Int32? = nil, limits: StatsLimits = StatsLimits(),
                 logger: Logger = Logger(label: "fastalloc-stats")) throws(UVError) {
-        let ready = OneShot<Result<(AsyncWake, SocketAddress), UVError>>()
+        let ready = OneShot<Result<(AsyncWake, SocketAddress, Int32?), UVError>>()
         let counters = counters
+        let request = request
         thread = ThreadHandle.start {
             let loop: StatsLoop
             do {
@@ -33,8 +41,8 @@ public final class StatsEndpoint: Sendable {
                 return
             }
             do {
-                let wake = try loop.start(address: address)
-                ready.set(.success((wake, loop.boundAddress ?? address)))
+                let wake = try loop.start(address: address, adopting: adopting, request: request)
+                ready.set(.success((wake, loop.boundAddress ?? address, loop.descriptor)))
             } catch {
                 loop.run()  // let the handles it opened close
                 ready.set(.failure(error as! UVError))  // start throws(UVError) only
@@ -43,9 +51,10 @@ public final class StatsEndpoint: Sendable {
             loop.run()
         }
         switch ready.wait() {
-        case .success(let (wake, bound)):
+        case .success(let (wake, bound, descriptor)):
             self.wake = wake
             self.address = bound
+            self.descriptor = descriptor
         case .failure(let error):
             thread.join()
             throw error
@@ -54,13 +63,26 @@ public final class StatsEndpoint: Sendable {
 
     /// Closes the listener and every stats connection, and joins the thread. Any thread.
     public func stop() {
+        request.listenerOnly.store(false, ordering: .releasing)
         wake.send()
         thread.join()
+    }
+
+    /// Stops accepting (after an upgrade handed the socket over, the new process accepts on
+    /// it); the connections open go on being answered until `stop()`. Any thread.
+    public func closeListener() {
+        request.listenerOnly.store(true, ordering: .releasing)
+        wake.send()
     }
 
     /// The endpoint's own connections: open now, admitted, evicted and refused at the limit.
     /// Any thread (relaxed atomic loads).
     public var connectionStatistics: StatsConnectionStatistics { counters.snapshot() }
+}
+
+/// What `StatsEndpoint` wakes its loop for: false, stop; true, only close the listener.
+final class StatsWakeRequest: Sendable {
+    let listenerOnly = Atomic<Bool>(false)
 }
 
 /// The endpoint's loop and everything on it (its thread only).
@@ -91,12 +113,24 @@ final class StatsLoop: TCPListenerDelegate {
         loop = try EventLoop()
     }
 
-    func start(address: SocketAddress) throws(UVError) -> AsyncWake {
+    func start(address: SocketAddress, adopting: Int32?, request: StatsWakeRequest) throws(UVError) -> AsyncWake {
         do {
-            let listener = try TCPListener(loop: loop, address: address, backlog: 128)
+            let listener: TCPListener
+            if let adopting {
+                listener = try TCPListener(loop: loop, adopting: adopting, backlog: 128)
+            } else {
+                listener = try TCPListener(loop: loop, address: address, backlog: 128)
+            }
             listener.delegate = self
             self.listener = listener
-            let wake = try AsyncWake(loop: loop) { [unowned self] _ in self.stop() }
+            let wake = try AsyncWake(loop: loop) { [unowned self] _ in
+                if request.listenerOnly.load(ordering: .acquiring) {
+                    self.listener?.close()
+                    self.listener = nil
+                } else {
+                    self.stop()
+                }
+            }
             self.wake = wake
             let timer = try Timer(loop: loop)
             let interval = UInt64(min(max(limits.idleTimeout * 1000 / 4, 10), 1000))
@@ -110,6 +144,7 @@ final class StatsLoop: TCPListenerDelegate {
     }
 
     var boundAddress: SocketAddress? { listener?.localAddress }
+    var descriptor: Int32? { listener?.descriptor }
 
     func run() { loop.run() }
 

@@ -138,6 +138,21 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// The local address of the socket `descriptor` (getsockname), or nil when it has none or is
+    /// not an IPv4 or IPv6 socket.
+    public static func local(of descriptor: Int32) -> SocketAddress? {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        return unsafe withUnsafeMutablePointer(to: &storage) { pointer in
+            // Safe: sockaddr_storage is large enough and aligned for any address getsockname
+            // writes (`length` says how large), and SocketAddress copies it out before it goes.
+            unsafe pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
+                guard unsafe getsockname(descriptor, address, &length) == 0 else { return nil }
+                return unsafe SocketAddress(address)
+            }
+        }
+    }
+
     /// The address a C `sockaddr` holds (AF_INET or AF_INET6), with its own port or `port`;
     /// nil for another family.
     init?(_ address: UnsafePointer<sockaddr>, port overridePort: Int? = nil) {

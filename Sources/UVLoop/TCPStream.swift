@@ -347,7 +347,7 @@ public final class TCPListener: Handle {
         // Safe: rawHandle holds uv_handle_size(UV_TCP) bytes, allocated for this uv_tcp_t (and
         // so in every use of it below); libuv copies the address during uv_tcp_bind.
         let tcp = unsafe rawHandle.assumingMemoryBound(to: uv_tcp_t.self)
-        var status = unsafe uv_tcp_init_ex(loop.raw, tcp, UInt32(address.family.cValue))
+        let status = unsafe uv_tcp_init_ex(loop.raw, tcp, UInt32(address.family.cValue))
         if status < 0 {
             throw UVError(status, "uv_tcp_init_ex")
         }
@@ -360,16 +360,60 @@ public final class TCPListener: Handle {
             try unsafe address.withSockaddr { (sockaddr) throws(UVError) in
                 try unsafe UVError.check(uv_tcp_bind(tcp, sockaddr, 0), "bind \(address)")
             }
-            status = unsafe uv_listen(rawHandle.assumingMemoryBound(to: uv_stream_t.self), backlog, { server, status in
-                // Safe: libuv passes back this listener, opened by this class (`Handle.from`).
-                let listener = unsafe Handle.from(UnsafeMutableRawPointer(server!), as: TCPListener.self)
-                listener.accept(status: status)
-            })
-            try UVError.check(status, "listen \(address)")
+            try listen(backlog: backlog, what: "listen \(address)")
         } catch {
             close()
             throw error
         }
+    }
+
+    /// Takes over `descriptor`, a socket already bound and listening (inherited from the process
+    /// this one replaces), and accepts on it: the socket is never closed and reopened, so
+    /// connections queued on it, and SYNs arriving meanwhile, stay. The descriptor becomes the
+    /// listener's (close-on-exec again, closed with it). `acceptedOptions` are set on it again,
+    /// since the new process may have other settings.
+    public init(loop: EventLoop, adopting descriptor: Int32, backlog: Int32 = 1024,
+                acceptedOptions: TCPSocketOptions = TCPSocketOptions()) throws(UVError) {
+        super.init(loop: loop, type: UV_TCP)
+        // Safe: rawHandle holds uv_handle_size(UV_TCP) bytes, allocated for this uv_tcp_t.
+        let tcp = unsafe rawHandle.assumingMemoryBound(to: uv_tcp_t.self)
+        let status = unsafe uv_tcp_init(loop.raw, tcp)
+        if status < 0 {
+            throw UVError(status, "uv_tcp_init")
+        }
+        retainForCallbacks()
+        do {
+            // An inherited descriptor came without FD_CLOEXEC: it must not leak into a later exec.
+            _ = fcntl(descriptor, F_SETFD, fcntl(descriptor, F_GETFD) | FD_CLOEXEC)
+            // Safe: `descriptor` is a socket this process owns (checked by the caller); libuv
+            // makes it non-blocking and closes it when the handle closes.
+            try unsafe UVError.check(uv_tcp_open(tcp, uv_os_sock_t(descriptor)), "adopt listening descriptor \(descriptor)")
+            try applySocketOptions(acceptedOptions)
+            // listen() again on a listening socket only updates its backlog.
+            try listen(backlog: backlog, what: "listen on inherited descriptor \(descriptor)")
+        } catch {
+            close()
+            throw error
+        }
+    }
+
+    private func listen(backlog: Int32, what: String) throws(UVError) {
+        let status = unsafe uv_listen(rawHandle.assumingMemoryBound(to: uv_stream_t.self), backlog, { server, status in
+            // Safe: libuv passes back this listener, opened by this class (`Handle.from`).
+            let listener = unsafe Handle.from(UnsafeMutableRawPointer(server!), as: TCPListener.self)
+            listener.accept(status: status)
+        })
+        try UVError.check(status, what)
+    }
+
+    /// The listening socket's descriptor (to hand to the process that replaces this one), or nil
+    /// once closing.
+    public var descriptor: Int32? {
+        guard !isClosing else { return nil }
+        var fd: uv_os_fd_t = -1
+        // Safe: the handle is open (uv_fileno fails on a closed one); `fd` is read during the call.
+        guard unsafe uv_fileno(rawHandle.assumingMemoryBound(to: uv_handle_t.self), &fd) == 0 else { return nil }
+        return fd
     }
 
     private func accept(status: Int32) {

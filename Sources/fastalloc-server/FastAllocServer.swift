@@ -4,6 +4,9 @@ import Logging
 import Options
 import ServerCore
 import StatsEndpoint
+import Synchronization
+import Threads
+import Upgrade
 import UVLoop
 #if canImport(Glibc)
 import Glibc
@@ -42,6 +45,13 @@ struct FastAllocServer {
         resets what is left on both sides (a cut is never a clean end), prints a summary with how
         many ended and how many were cut, and exits 0; a second signal exits at once (status 1).
         Exit status 1 when it cannot listen; 64 for a bad option.
+
+        On SIGHUP it reads the --config file again and applies what a reload may change to new
+        connections (or refuses the whole reload, naming what needs an upgrade). On SIGUSR2 it
+        upgrades: it starts the binary at its own path again, with the same arguments, hands it
+        the listening sockets (never closed, so no connection is refused), and once the new
+        process says it is ready, stops accepting and drains as on SIGTERM; if the new process
+        fails to start within 30 s, this one keeps serving. SIGUSR1 reopens the access log.
         """
 
     static func main() {
@@ -106,18 +116,22 @@ struct FastAllocServer {
                 """)
         }
         do {
-            try run(config, viaFlag: command.values["allow-root"] != nil, reread: hasFile ? read : nil)
+            try run(config, viaFlag: command.values["allow-root"] != nil, reread: hasFile ? read : nil, environment: environment)
         } catch {
             fail("\(error)")
         }
     }
 
-    static func run(_ config: ServerConfig, viaFlag allowRootFlag: Bool, reread: (@Sendable () throws -> ServerConfig)?) throws {
+    static func run(_ config: ServerConfig, viaFlag allowRootFlag: Bool, reread: (@Sendable () throws -> ServerConfig)?,
+                    environment: [String: String]) throws {
         // Until their watchers are installed (after the workers listen), a SIGHUP (systemctl
-        // reload) or SIGUSR1 (logrotate) must not end the process: their default action would.
-        // libuv's watchers replace these dispositions with their own handler.
+        // reload), SIGUSR1 (logrotate) or SIGUSR2 (upgrade) must not end the process: their
+        // default action would. libuv's watchers replace these dispositions with their own handler.
         signal(SIGHUP, SIG_IGN)
         signal(SIGUSR1, SIG_IGN)
+        signal(SIGUSR2, SIG_IGN)
+        // Resolved now: an upgrade runs whatever file is at this path then (a new release).
+        let executable = Successor.currentExecutable()
         let mode = config.mode
         let level = config.logLevel
         LoggingSystem.bootstrap { label in
@@ -131,6 +145,9 @@ struct FastAllocServer {
             logger.warning("running as root because \(why); an unprivileged user is safer (SECURITY.md)")
         }
 
+        // Started by an upgrade: the old process's listening sockets, to accept on.
+        let adopted = adoptHandOver(config: config, environment: environment, logger: logger)
+
         // The main thread waits on its own loop for signals and for the workers to finish.
         let control = try EventLoop()
         let done = try AsyncWake(loop: control) { $0.loop.stop() }
@@ -139,7 +156,7 @@ struct FastAllocServer {
             // The stats endpoint's connections and its loop come out of the same descriptor limit.
             let statsDescriptors = config.stats == nil ? 0 : StatsLimits().maxConnections + 8
             server = try Server(config: config, logger: logger, reservedDescriptors: statsDescriptors,
-                                onFinished: { done.send() })
+                                inherited: adopted?.listeners ?? [], onFinished: { done.send() })
         } catch let error as UVError {
             done.close()
             control.runOnce(wait: false)  // the close callback frees the handle before we exit
@@ -152,7 +169,7 @@ struct FastAllocServer {
         var statsEndpoint: StatsEndpoint?
         if let statsAddress = config.stats {
             do {
-                statsEndpoint = try StatsEndpoint(server: server, address: statsAddress, logger: logger)
+                statsEndpoint = try StatsEndpoint(server: server, address: statsAddress, adopting: adopted?.stats, logger: logger)
             } catch {
                 server.stop()
                 server.wait()
@@ -162,9 +179,13 @@ struct FastAllocServer {
             }
         }
         var signals = 0
+        let upgrade = UpgradeControl(loop: control, server: server, stats: statsEndpoint, executable: executable,
+                                     environment: environment, logger: logger)
         let onSignal: (SignalWatcher, Int32) -> Void = { _, number in
             signals += 1
-            if signals == 1 {
+            if signals == 1 && upgrade.handedOver {
+                logger.notice("signal \(number): already draining since the upgrade; a second signal exits at once")
+            } else if signals == 1 {
                 logger.notice("signal \(number): draining (up to \(config.drainTimeout) s); a second signal exits at once")
                 server.drain()
             } else {
@@ -176,6 +197,10 @@ struct FastAllocServer {
         let interrupt = try SignalWatcher(loop: control, signal: SIGINT, onSignal)
         // SIGUSR1 (logrotate's postrotate): the access log reopens its file.
         let reopen = try SignalWatcher(loop: control, signal: SIGUSR1) { _, _ in server.reopenAccessLog() }
+        // SIGUSR2: a binary upgrade (UpgradeControl).
+        let upgradeSignal = try SignalWatcher(loop: control, signal: SIGUSR2) { _, _ in
+            upgrade.begin(draining: signals > 0)
+        }
         // SIGHUP (systemd's ExecReload): the config file is read again; what a reload may change
         // applies to new connections, anything else refuses the whole reload (logged, counted).
         let hangUp = try SignalWatcher(loop: control, signal: SIGHUP) { _, _ in
@@ -203,9 +228,22 @@ struct FastAllocServer {
         // One line on stdout, written at once (scripts wait for it), even into a pipe.
         let statsText = statsEndpoint.map { "; stats on http://\($0.address)/" } ?? ""
         FastAllocServer.write("listening on \(server.address) (\(mode.rawValue)\(upstreamText), \(config.workers) \(workerWord))\(statsText)\n", to: 1)
+        if let adopted {
+            // Accepting on the sockets: the old process may now close its copies and drain.
+            server.markInherited()
+            let told = adopted.handOver.signalReady()
+            let statsText = adopted.stats != nil ? " and on its stats socket" : ""
+            let toldText = told ? "it drains now" : "it could not be told (gone?)"
+            logger.notice("upgrade: accepting on \(adopted.listeners.count) listening sockets from PID \(adopted.handOver.from)\(statsText); \(toldText)")
+            // systemd follows this process from now on (Type=notify, NotifyAccess=all).
+            SystemdNotify.send("MAINPID=\(getpid())\nREADY=1\nSTATUS=serving (took over from PID \(adopted.handOver.from))", environment: environment)
+        } else {
+            SystemdNotify.send("READY=1\nSTATUS=serving", environment: environment)
+        }
 
         control.run()
-        for handle in [term, interrupt, reopen, hangUp] as [Handle] { handle.close() }
+        for handle in [term, interrupt, reopen, upgradeSignal, hangUp] as [Handle] { handle.close() }
+        upgrade.close()
         done.close()
         control.runOnce(wait: false)
         let final = server.wait()

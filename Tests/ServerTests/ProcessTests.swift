@@ -26,7 +26,8 @@ final class ServerProcess {
 
     /// Starts the server with `arguments`. With `fileLimit`, through `/bin/sh -c 'ulimit -n N;
     /// exec ...'`, so that it starts with that file descriptor limit (soft and hard).
-    init(_ arguments: [String], environment: [String: String] = [:], fileLimit: Int? = nil) throws {
+    /// `executable`: another copy of the binary (the upgrade tests replace it while it runs).
+    init(_ arguments: [String], environment: [String: String] = [:], fileLimit: Int? = nil, executable: String = ServerProcess.executable) throws {
         var outPipe: [Int32] = [0, 0]
         var errPipe: [Int32] = [0, 0]
         guard pipe(&outPipe) == 0, pipe(&errPipe) == 0 else { throw SocketError.failed("pipe", errno) }
@@ -45,9 +46,9 @@ final class ServerProcess {
         if let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") {
             _ = unsafeBitCast(symbol, to: CloseFrom.self)(&actions, 3)
         }
-        let program = fileLimit == nil ? ServerProcess.executable : "/bin/sh"
-        let command = fileLimit.map { ["/bin/sh", "-c", "ulimit -n \($0) && exec \"$0\" \"$@\"", ServerProcess.executable] }
-            ?? [ServerProcess.executable]
+        let program = fileLimit == nil ? executable : "/bin/sh"
+        let command = fileLimit.map { ["/bin/sh", "-c", "ulimit -n \($0) && exec \"$0\" \"$@\"", executable] }
+            ?? [executable]
         let argv = (command + arguments).map { strdup($0) } + [nil]
         // The server refuses to run as root unless told to; the tests run as root on CI.
         var environment = environment
@@ -58,7 +59,7 @@ final class ServerProcess {
         let status = posix_spawn(&pid, program, &actions, nil, argv, envp)
         Glibc.close(outPipe[1])
         Glibc.close(errPipe[1])
-        guard status == 0 else { throw SocketError.failed("posix_spawn \(ServerProcess.executable)", status) }
+        guard status == 0 else { throw SocketError.failed("posix_spawn \(executable)", status) }
         self.pid = pid
         stdoutFD = outPipe[0]
         stderrFD = errPipe[0]
