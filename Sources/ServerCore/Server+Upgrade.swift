@@ -31,6 +31,14 @@ extension Server {
         }
     }
 
+    /// Inherited listeners (`init(inherited:)`) start accepting, on every worker; until this
+    /// call the kernel queues their connections. A process taking over calls it once everything
+    /// else has started: then nothing it accepted is cut if a later step fails. Any thread.
+    public func startAccepting() {
+        shared.acceptRequested.store(true, ordering: .releasing)
+        for worker in workers { worker.wake.send() }
+    }
+
     /// Records that this process took its listeners from the one it replaced.
     public func markInherited() {
         upgradeState.inherited.store(true, ordering: .relaxed)

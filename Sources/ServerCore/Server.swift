@@ -29,7 +29,7 @@ public final class Server: Sendable {
     let reloadState: ReloadState
     /// The binary upgrade's counters (Server+Upgrade.swift).
     let upgradeState = UpgradeState()
-    private let workers: [WorkerHandle]
+    let workers: [WorkerHandle]
     /// Every worker's listening descriptors, in worker order: what an upgrade hands over.
     public let listenerDescriptors: [Int32]
     private let onFinished: (@Sendable () -> Void)?
@@ -37,7 +37,7 @@ public final class Server: Sendable {
     private let monitor: UpstreamMonitor?
 
     /// A worker as other threads see it.
-    private struct WorkerHandle: Sendable {
+    struct WorkerHandle: Sendable {
         let thread: ThreadHandle
         let wake: AsyncWake
         let counters: WorkerCounters
@@ -52,9 +52,12 @@ public final class Server: Sendable {
     ///
     /// `inherited` are listening sockets handed over by the process this one replaces (an
     /// upgrade), already checked to be on `config.listen`: worker `i` accepts on the ones at
-    /// `i`, `i + workers`, ...; a worker left without one binds its own beside them.
+    /// `i`, `i + workers`, ...; a worker left without one binds its own beside them. With
+    /// `acceptLater`, no worker accepts until `startAccepting()` (a new listener is bound, not yet
+    /// listening): a process taking over accepts once everything else it needs has started.
     public init(config: ServerConfig, logger: Logger = Logger(label: "fastalloc-server"),
-                reservedDescriptors: Int = 0, inherited: [Int32] = [], onFinished: (@Sendable () -> Void)? = nil) throws {
+                reservedDescriptors: Int = 0, inherited: [Int32] = [], acceptLater: Bool = false,
+                onFinished: (@Sendable () -> Void)? = nil) throws {
         try config.validate()
         Server.prepareSignals()
         let budget = try Server.descriptorBudget(config: config, reserved: reservedDescriptors + Server.monitorDescriptors(config), logger: logger)
@@ -91,7 +94,7 @@ public final class Server: Sendable {
                     return
                 }
                 do {
-                    wake = try worker.start(address: bindAddress, adopting: adopted)
+                    wake = try worker.start(address: bindAddress, adopting: adopted, acceptNow: !acceptLater)
                 } catch {
                     // start() closed what it had opened; run the loop so the close callbacks
                     // free those handles (each holds its loop until then).

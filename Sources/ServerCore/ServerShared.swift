@@ -15,6 +15,9 @@ final class ServerShared: Sendable {
     /// What `drain()` or `stop()` asked for (`.serving` until then). Only ever raised; each
     /// worker reads it when woken and enters that phase.
     let requestedPhase = Atomic<ShutdownPhase>(.serving)
+    /// Set by `Server.startAccepting()`: workers holding inherited listeners that wait for it
+    /// (an upgrade's new process) start accepting when woken.
+    let acceptRequested = Atomic<Bool>(false)
     /// Workers whose loop has ended.
     let finishedWorkers = Atomic<Int>(0)
 

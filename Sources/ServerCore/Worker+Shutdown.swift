@@ -9,7 +9,22 @@ extension Worker {
         switch shared.requestedPhase.load(ordering: .acquiring) {
         case .draining: beginDrain()
         case .stopping: stopNow()
-        case .serving: break
+        case .serving:
+            if shared.acceptRequested.load(ordering: .acquiring) { startAccepting() }
+        }
+    }
+
+    /// Inherited listeners waiting for `Server.startAccepting()` start accepting.
+    private func startAccepting() {
+        for listener in listeners {
+            do {
+                try listener.startAccepting()
+            } catch {
+                // The socket is not ours to accept on after all: the other workers' go on.
+                logger.error("cannot accept on an inherited listener: \(error); closing this worker's copy")
+                listener.close()
+                listeners.removeAll { $0 === listener }
+            }
         }
     }
 

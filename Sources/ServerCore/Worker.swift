@@ -116,25 +116,25 @@ final class Worker: TCPListenerDelegate {
 
     /// Binds and listens (on the worker's thread); returns the handle other threads wake it with.
     /// On failure everything it opened is closing: run the loop once more to finish that.
-    func start(address: SocketAddress, adopting inherited: [Int32] = []) throws(UVError) -> AsyncWake {
+    func start(address: SocketAddress, adopting inherited: [Int32] = [], acceptNow: Bool = true) throws(UVError) -> AsyncWake {
         do {
-            return try open(address: address, adopting: inherited)
+            return try open(address: address, adopting: inherited, acceptNow: acceptNow)
         } catch {
             finish()
             throw error
         }
     }
 
-    private func open(address: SocketAddress, adopting inherited: [Int32]) throws(UVError) -> AsyncWake {
+    private func open(address: SocketAddress, adopting inherited: [Int32], acceptNow: Bool) throws(UVError) -> AsyncWake {
         if inherited.isEmpty {
             let listener = try TCPListener(loop: loop, address: address, reusePort: true, backlog: Int32(config.backlog),
-                                           acceptedOptions: socketOptions)
+                                           acceptedOptions: socketOptions, acceptNow: acceptNow)
             listener.delegate = self
             listeners = [listener]
         } else {
             for descriptor in inherited {
                 let listener = try TCPListener(loop: loop, adopting: descriptor, backlog: Int32(config.backlog),
-                                               acceptedOptions: socketOptions)
+                                               acceptedOptions: socketOptions, acceptNow: acceptNow)
                 listener.delegate = self
                 listeners.append(listener)
             }

@@ -341,8 +341,9 @@ public final class TCPListener: Handle {
     ///
     /// `acceptedOptions` are set once, on the listening socket: Linux copies TCP_NODELAY and
     /// the keepalive settings into every socket it accepts, so accepting costs no setsockopt.
+    /// With `acceptNow` false the socket is bound but not listening until `startAccepting()`.
     public init(loop: EventLoop, address: SocketAddress, reusePort: Bool = false, backlog: Int32 = 1024,
-                acceptedOptions: TCPSocketOptions = TCPSocketOptions()) throws(UVError) {
+                acceptedOptions: TCPSocketOptions = TCPSocketOptions(), acceptNow: Bool = true) throws(UVError) {
         super.init(loop: loop, type: UV_TCP)
         // Safe: rawHandle holds uv_handle_size(UV_TCP) bytes, allocated for this uv_tcp_t (and
         // so in every use of it below); libuv copies the address during uv_tcp_bind.
@@ -360,7 +361,8 @@ public final class TCPListener: Handle {
             try unsafe address.withSockaddr { (sockaddr) throws(UVError) in
                 try unsafe UVError.check(uv_tcp_bind(tcp, sockaddr, 0), "bind \(address)")
             }
-            try listen(backlog: backlog, what: "listen \(address)")
+            pendingBacklog = backlog
+            if acceptNow { try startAccepting() }
         } catch {
             close()
             throw error
@@ -372,8 +374,12 @@ public final class TCPListener: Handle {
     /// connections queued on it, and SYNs arriving meanwhile, stay. The descriptor becomes the
     /// listener's (close-on-exec again, closed with it). `acceptedOptions` are set on it again,
     /// since the new process may have other settings.
+    ///
+    /// With `acceptNow` false nothing is accepted until `startAccepting()`: the kernel goes on
+    /// queueing connections on the socket meanwhile (a process taking over accepts only once
+    /// everything else it needs has started, so that a failure then cuts no connection).
     public init(loop: EventLoop, adopting descriptor: Int32, backlog: Int32 = 1024,
-                acceptedOptions: TCPSocketOptions = TCPSocketOptions()) throws(UVError) {
+                acceptedOptions: TCPSocketOptions = TCPSocketOptions(), acceptNow: Bool = true) throws(UVError) {
         super.init(loop: loop, type: UV_TCP)
         // Safe: rawHandle holds uv_handle_size(UV_TCP) bytes, allocated for this uv_tcp_t.
         let tcp = unsafe rawHandle.assumingMemoryBound(to: uv_tcp_t.self)
@@ -389,12 +395,23 @@ public final class TCPListener: Handle {
             // makes it non-blocking and closes it when the handle closes.
             try unsafe UVError.check(uv_tcp_open(tcp, uv_os_sock_t(descriptor)), "adopt listening descriptor \(descriptor)")
             try applySocketOptions(acceptedOptions)
-            // listen() again on a listening socket only updates its backlog.
-            try listen(backlog: backlog, what: "listen on inherited descriptor \(descriptor)")
+            pendingBacklog = backlog
+            if acceptNow { try startAccepting() }
         } catch {
             close()
             throw error
         }
+    }
+
+    /// The backlog of a listener that does not accept yet (nil once it does).
+    private var pendingBacklog: Int32?
+
+    /// A listener made with `acceptNow: false` starts accepting (once; later calls do nothing).
+    public func startAccepting() throws(UVError) {
+        guard let backlog = pendingBacklog, !isClosing else { return }
+        pendingBacklog = nil
+        // On an adopted socket, listen() again only updates its backlog.
+        try listen(backlog: backlog, what: "listen on \(localAddress)")
     }
 
     private func listen(backlog: Int32, what: String) throws(UVError) {

@@ -156,7 +156,7 @@ struct FastAllocServer {
             // The stats endpoint's connections and its loop come out of the same descriptor limit.
             let statsDescriptors = config.stats == nil ? 0 : StatsLimits().maxConnections + 8
             server = try Server(config: config, logger: logger, reservedDescriptors: statsDescriptors,
-                                inherited: adopted?.listeners ?? [], onFinished: { done.send() })
+                                inherited: adopted?.listeners ?? [], acceptLater: adopted != nil, onFinished: { done.send() })
         } catch let error as UVError {
             done.close()
             control.runOnce(wait: false)  // the close callback frees the handle before we exit
@@ -229,7 +229,9 @@ struct FastAllocServer {
         let statsText = statsEndpoint.map { "; stats on http://\($0.address)/" } ?? ""
         FastAllocServer.write("listening on \(server.address) (\(mode.rawValue)\(upstreamText), \(config.workers) \(workerWord))\(statsText)\n", to: 1)
         if let adopted {
-            // Accepting on the sockets: the old process may now close its copies and drain.
+            // Everything has started: accept now (nothing accepted before could have been cut by
+            // a failed start). The old process may then close its copies and drain.
+            server.startAccepting()
             server.markInherited()
             let told = adopted.handOver.signalReady()
             let statsText = adopted.stats != nil ? " and on its stats socket" : ""

@@ -80,9 +80,9 @@ final class UpgradeControl {
         case .ready:
             handedOver = true
             server.countUpgrade(handedOver: true)
-            logger.notice("upgrade: PID \(successor.pid) is ready; this process stops accepting and drains (up to \(server.config.drainTimeout) s)")
+            server.drain()  // first: /readyz says 503 from here on
             stats?.closeListener()
-            server.drain()
+            logger.notice("upgrade: PID \(successor.pid) is ready; this process stops accepting and drains (up to \(server.config.drainTimeout) s)")
         case .failed(let reason):
             fail(reason)
         }
