@@ -142,6 +142,9 @@ extension ServerConfig {
                }, render: { $0.accessLog.description }),
         .choice("access-log-format", environment: variable("access-log-format"), \.accessLogFormat,
                 help: "The access log's lines: text (key=value pairs) or json (an object per line)."),
+        .flag("watch-config", environment: variable("watch-config"), \.watchConfig,
+              help: "Reload when the --config file's content changes, as on SIGHUP: its directory is watched (inotify), so a file "
+                  + "replaced by a rename and a Kubernetes ConfigMap's symlink swap are seen; changes within 100 ms are one reload."),
         .flag("allow-root", environment: variable("allow-root"), \.allowRoot,
               help: "Run even as root. Without it the server refuses to start as root: it needs no privilege (it binds "
                   + "ports above 1024 by default), so run it as its own user."),

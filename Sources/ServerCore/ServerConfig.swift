@@ -85,6 +85,8 @@ public struct ServerConfig: Sendable {
     public var backlog: Int = 1024
     /// How much the server logs: trace, debug, info, notice, warning, error or critical.
     public var logLevel: Logger.Level = .info
+    /// Reload when the config file's content changes (its directory watched), as on SIGHUP.
+    public var watchConfig = false
     /// Run even as root (the server refuses to otherwise: it needs no privilege).
     public var allowRoot = false
     /// A line per connection when it ends (docs/OPERATIONS.md#access-log): off, stderr or a file.

@@ -308,3 +308,36 @@ public final class SignalWatcher: Handle {
 
     override func didClose() { body = nil }
 }
+
+/// Watches a directory for changes (libuv's fs event: inotify on Linux): `body` runs on the loop
+/// with the name of the entry that changed, when the kernel gives one. A directory, not a file:
+/// a file replaced by a rename (an editor's save, a Kubernetes ConfigMap's `..data` symlink
+/// swap) is a new inode, which a watch on the old one never reports.
+public final class DirectoryWatcher: Handle {
+    private var body: ((DirectoryWatcher, String?) -> Void)?
+
+    public init(loop: EventLoop, directory: String, _ body: @escaping (DirectoryWatcher, String?) -> Void) throws(UVError) {
+        self.body = body
+        super.init(loop: loop, type: UV_FS_EVENT)
+        // Safe: rawHandle holds uv_handle_size(UV_FS_EVENT) bytes, allocated for this uv_fs_event_t.
+        let handle = unsafe rawHandle.assumingMemoryBound(to: uv_fs_event_t.self)
+        var status = unsafe uv_fs_event_init(loop.raw, handle)
+        if status < 0 {
+            throw UVError(status, "uv_fs_event_init")
+        }
+        retainForCallbacks()
+        status = unsafe uv_fs_event_start(handle, { event, name, _, _ in
+            // Safe: libuv passes back this handle, opened by this class (`Handle.from`); `name`,
+            // when present, is a NUL-terminated string valid during the callback (copied here).
+            let object = unsafe Handle.from(UnsafeMutableRawPointer(event!), as: DirectoryWatcher.self)
+            let entry = unsafe name.map { unsafe String(cString: $0) }
+            object.body?(object, entry)
+        }, directory, 0)
+        if status < 0 {
+            close()
+            throw UVError(status, "watch \(directory)")
+        }
+    }
+
+    override func didClose() { body = nil }
+}

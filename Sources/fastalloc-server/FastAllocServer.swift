@@ -89,7 +89,8 @@ struct FastAllocServer {
             }
             return try ServerConfig(values: configValues, environment: environment, file: file)
         }
-        let hasFile = ServerConfig.table.configFilePath(values: values, environment: environment) != nil
+        let configPath = ServerConfig.table.configFilePath(values: values, environment: environment)?.path
+        let hasFile = configPath != nil
         let config: ServerConfig
         do {
             config = try read()
@@ -99,6 +100,9 @@ struct FastAllocServer {
                 exit(64)
             }
             usageError("\(error)")
+        }
+        if config.watchConfig && !hasFile && !checking {
+            usageError("--watch-config: there is no --config file to watch")
         }
         if checking {
             let sources = ServerConfig.table.configFilePath(values: values, environment: environment).map { " < \($0.path)" } ?? ""
@@ -116,14 +120,15 @@ struct FastAllocServer {
                 """)
         }
         do {
-            try run(config, viaFlag: command.values["allow-root"] != nil, reread: hasFile ? read : nil, environment: environment)
+            try run(config, viaFlag: command.values["allow-root"] != nil, reread: hasFile ? read : nil, configPath: configPath,
+                    environment: environment)
         } catch {
             fail("\(error)")
         }
     }
 
     static func run(_ config: ServerConfig, viaFlag allowRootFlag: Bool, reread: (@Sendable () throws -> ServerConfig)?,
-                    environment: [String: String]) throws {
+                    configPath: String?, environment: [String: String]) throws {
         // Until their watchers are installed (after the workers listen), a SIGHUP (systemctl
         // reload), SIGUSR1 (logrotate) or SIGUSR2 (upgrade) must not end the process: their
         // default action would. libuv's watchers replace these dispositions with their own handler.
@@ -223,6 +228,10 @@ struct FastAllocServer {
                 logger.error("reload failed, the running configuration stays: \(error)")
             }
         }
+        // --watch-config: a change of the file's content acts as a SIGHUP.
+        let fileWatch = try configPath.flatMap { path in
+            config.watchConfig ? try ConfigFileWatch(loop: control, path: path, logger: logger) : nil
+        }
         let workerWord = config.workers == 1 ? "worker" : "workers"
         let upstreamText = config.upstreams.isEmpty ? "" : " to " + config.upstreams.map(\.address).joined(separator: ", ")
         // One line on stdout, written at once (scripts wait for it), even into a pipe.
@@ -246,6 +255,7 @@ struct FastAllocServer {
         control.run()
         for handle in [term, interrupt, reopen, upgradeSignal, hangUp] as [Handle] { handle.close() }
         upgrade.close()
+        fileWatch?.close()
         done.close()
         control.runOnce(wait: false)
         let final = server.wait()

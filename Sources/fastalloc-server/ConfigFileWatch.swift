@@ -1,0 +1,67 @@
+import Logging
+import UVLoop
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// --watch-config: the config file's directory is watched; when its content has changed (read
+/// 100 ms after the last event, so that a file written in pieces is read whole), this process
+/// sends itself SIGHUP, which reloads it exactly as an operator's signal does.
+///
+/// A Kubernetes ConfigMap volume holds `server.yaml -> ..data/server.yaml` and `..data ->
+/// ..2026_12_02_...`; an update writes a new timestamped directory and renames a new `..data`
+/// over the old one: one event in the watched directory, and a file whose content differs.
+final class ConfigFileWatch {
+    private let path: String
+    private let logger: Logger
+    private var watcher: DirectoryWatcher?
+    private var settle: Timer?
+    /// The content last seen (at start, or at the last change).
+    private var content: [UInt8]?
+
+    init(loop: EventLoop, path: String, logger: Logger) throws {
+        self.path = path
+        self.logger = logger
+        content = ConfigFileWatch.read(path)
+        let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
+        settle = try Timer(loop: loop)
+        watcher = try DirectoryWatcher(loop: loop, directory: directory.isEmpty ? "/" : directory) { [unowned self] _, _ in
+            self.settle?.start(after: 100) { [unowned self] _ in self.check() }
+        }
+        logger.info("watching \(path) (its directory \(directory.isEmpty ? "/" : directory)) for changes")
+    }
+
+    private func check() {
+        let now = ConfigFileWatch.read(path)
+        guard now != content else {
+            logger.info("\(path): its directory changed, its content did not: no reload")
+            return
+        }
+        content = now
+        logger.notice("\(path) changed: reloading, as on SIGHUP")
+        kill(getpid(), SIGHUP)
+    }
+
+    /// The file's bytes (following symlinks), or nil when it cannot be read (a reload then says why).
+    static func read(_ path: String) -> [UInt8]? {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return nil }
+        defer { Glibc.close(descriptor) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
+        while bytes.count < 16 << 20 {  // a config file is small; this bounds a mistake
+            let count = Glibc.read(descriptor, &chunk, chunk.count)
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { return count == 0 ? bytes : nil }
+            bytes += chunk.prefix(count)
+        }
+        return bytes
+    }
+
+    func close() {
+        watcher?.close()
+        settle?.close()
+        watcher = nil
+        settle = nil
+    }
+}
