@@ -115,6 +115,12 @@ struct FieldExpectation {
                          "loadedAt": ("fastalloc_config_last_reload_timestamp_seconds", "last_reload_timestamp_seconds")]
             guard let (name, key) = names[field] else { return nil }
             return FieldExpectation(prometheus: [(name, [:])], json: [["config", .key(key)]])
+        case ("UpgradeStatistics", "handedOver"):
+            return FieldExpectation(prometheus: [("fastalloc_upgrades_total", ["result": "handed_over"])], json: [["upgrades", "handed_over"]])
+        case ("UpgradeStatistics", "failures"):
+            return FieldExpectation(prometheus: [("fastalloc_upgrades_total", ["result": "failed"])], json: [["upgrades", "failed"]])
+        case ("UpgradeStatistics", "inherited"):
+            return FieldExpectation(prometheus: [("fastalloc_upgrade_inherited", [:])], json: [["upgrades", "inherited"]], flag: true)
         case ("ServerStatistics", "connectionsRejected"):
             return FieldExpectation(prometheus: [("fastalloc_connections_rejected_total", [:])], json: [["totals", "connections_rejected"]])
         // The phase (serving 0, draining 1, stopping 2) is rendered as a flag: draining or stopping.

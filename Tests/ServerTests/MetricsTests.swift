@@ -67,6 +67,9 @@ import UVLoop
         stats.reloads.failures = n()
         stats.reloads.generation = n()
         stats.reloads.loadedAt = Double(n()) + 0.5
+        stats.upgrades.handedOver = n()
+        stats.upgrades.failures = n()
+        stats.upgrades.inherited = true
         #expect(stats.upstreams.map(\.address) == ["127.0.0.1:7001", "[::1]:7002"])
         for index in stats.upstreams.indices {
             // A name's entry for the first (a name stands for its addresses); the second's is its address.
