@@ -119,11 +119,10 @@ struct FastAllocServer {
         signal(SIGHUP, SIG_IGN)
         signal(SIGUSR1, SIG_IGN)
         let mode = config.mode
-        let level = config.logLevel
+        // One level for the process, which a reload may change (SwitchedLogHandler).
+        let levels = LogLevelSwitch(config.logLevel)
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+            SwitchedLogHandler(base: StreamLogHandler.standardError(label: label), levels: levels)
         }
         let logger = Logger(label: "fastalloc-server")
         if geteuid() == 0 {
@@ -185,8 +184,11 @@ struct FastAllocServer {
                 return
             }
             do {
-                switch try server.reload(reread()) {
+                let next = try reread()
+                switch try server.reload(next) {
                 case .applied(let names):
+                    // The log level is the process's (the handler's), not the server's: set here.
+                    if names.contains("log-level") { levels.set(next.logLevel) }
                     logger.notice("reload: \(ReloadError.list(names)) applied to new connections (configuration generation \(server.statistics().reloads.generation))")
                 case .unchanged:
                     logger.notice("reload: nothing changed")
