@@ -125,6 +125,11 @@ extension Server {
                 reloadState.failures.add(1, ordering: .relaxed)
                 return error
             }
+            // After wait(): the access log and the monitor have ended; nothing would apply.
+            guard !monitor.withLock({ $0.retired }) else {
+                throw refuse(ReloadError(invalid: ConfigError(field: "reload", value: "(the server has ended)",
+                                                              expected: "a server still running")))
+            }
             do throws(ConfigError) { try new.validate() } catch { throw refuse(ReloadError(invalid: error)) }
             let changed = Server.changedOptions(from: current, to: new)
             let fixed = changed.filter { !Server.reloadableOptions.contains($0) }

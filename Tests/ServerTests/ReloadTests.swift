@@ -393,6 +393,17 @@ import UVLoop
         #expect(AccessLogTests.lines(path).count == 2, "\(AccessLogTests.lines(path))")
     }
 
+    /// After `wait()` (the access log and the checker have ended) a reload is refused: it would
+    /// start a log writer or a checker nobody stops.
+    @Test func reloadAfterTheEnd_isRefused() throws {
+        let server = try startServer()
+        finish(server)
+        var next = server.currentConfig
+        next.accessLog = .stderr
+        #expect(throws: ReloadError.self) { try server.reload(next) }
+        #expect(server.currentConfig.accessLog == .off)
+    }
+
     /// An access log file that cannot be opened refuses the reload, naming the option.
     @Test func accessLog_unopenableFile_refusesTheReload() throws {
         let server = try startServer()
