@@ -17,6 +17,11 @@ import Glibc
 /// at most `maxEntries`, at least 8 a shard. When the shard an address falls in is full, the
 /// connection is admitted untracked (fail open, as a full conntrack table should not lock
 /// everybody out), counted as `client_limit_table_full`, and its close releases nothing.
+///
+/// Reload: the table is made at start, or by the first reload that sets a limit, and then kept
+/// for the life of the server (its size depends on --max-connections only, which a reload
+/// cannot change). A new limit applies to new connections (`acquire(_:limit:)`); a limit of 0
+/// stops counting new ones while those counted still release.
 final class ClientLimits: @unchecked Sendable {
     // @unchecked: each shard's entries and `used` count are read and written only with the
     // shard's mutex held.
@@ -93,9 +98,12 @@ final class ClientLimits: @unchecked Sendable {
         return x ^ (x >> 33)
     }
 
-    /// Counts a new connection from `address` in, unless the address is at the limit.
-    func acquire(_ address: RawSocketAddress) -> Admission {
+    /// Counts a new connection from `address` in, unless the address is at the limit: `limit`
+    /// when given (a reload may change it: the table stays, new connections meet the new
+    /// limit, the counts go on), else the one the table was made with.
+    func acquire(_ address: RawSocketAddress, limit: Int? = nil) -> Admission {
         guard address.kind != .none else { return .untracked }  // no address: nothing to key on (the worker never asks)
+        let limit = max(1, limit ?? self.limit)
         return withShard(of: address) { base, used, start in
             var index = start
             for _ in 0..<slotsPerShard {

@@ -29,12 +29,15 @@ public final class Server: Sendable {
     let reloadState: ReloadState
     /// The binary upgrade's counters (Server+Upgrade.swift).
     let upgradeState = UpgradeState()
+    /// The logger the server was given (a reload's new access log and monitor log through it).
+    let logger: Logger
     let workers: [WorkerHandle]
     /// Every worker's listening descriptors, in worker order: what an upgrade hands over.
     public let listenerDescriptors: [Int32]
     private let onFinished: (@Sendable () -> Void)?
-    /// The relay's health checks and re-resolution (nil: echo, or nothing to do).
-    private let monitor: UpstreamMonitor?
+    /// The relay's health checks and re-resolution (nil: echo, or nothing to do); a reload
+    /// that changes their settings replaces it (Server+Reload.swift).
+    let monitor: Mutex<MonitorSlot>
 
     /// A worker as other threads see it.
     struct WorkerHandle: Sendable {
@@ -65,13 +68,14 @@ public final class Server: Sendable {
         Server.warnIfUnfair(connectionLimit: connectionLimit, config: config, logger: logger)
         self.config = config
         reloadState = ReloadState(config)
+        self.logger = logger
         self.onFinished = onFinished
         let upstreams = config.mode == .relay ? UpstreamPool(config: config, logger: logger) : nil
         let accessLog = try AccessLog(target: config.accessLog, format: config.accessLogFormat, workers: config.workers, logger: logger)
         let clientLimits = config.maxConnectionsPerClient > 0
             ? ClientLimits(limit: config.maxConnectionsPerClient, connections: connectionLimit) : nil
         shared = ServerShared(pools: try PacketBufferPools(config: config.buffers), maxConnections: connectionLimit, upstreams: upstreams,
-                              accessLog: accessLog, clientLimits: clientLimits)
+                              settings: ServerSettings(generation: 1, config: config, accessLog: accessLog, clientLimits: clientLimits))
         accessLog?.start()
 
         var handles: [WorkerHandle] = []
@@ -127,11 +131,14 @@ public final class Server: Sendable {
         listenerDescriptors = descriptors
         self.address = address
         do {
-            monitor = try upstreams.flatMap { pool throws(UVError) in try UpstreamMonitor.start(pool: pool, config: config, logger: logger) }
+            monitor = Mutex(MonitorSlot(monitor: try upstreams.flatMap { pool throws(UVError) in
+                try UpstreamMonitor.start(pool: pool, config: config, logger: logger)
+            }))
         } catch {
             shared.request(.stopping)
             for handle in handles { handle.wake.send() }
             for handle in handles { handle.thread.join() }
+            accessLog?.finish()  // its writer thread ends too
             throw error
         }
     }
@@ -157,15 +164,19 @@ public final class Server: Sendable {
     @discardableResult
     public func wait() -> ServerStatistics {
         for worker in workers { worker.thread.join() }
+        // No reload starts another monitor or access log from now on (both under the reload's lock).
+        let (monitor, accessLog) = reloadState.current.withLock { _ in
+            (self.monitor.withLock { $0.retire() }, shared.currentSettings.accessLog)
+        }
         monitor?.stop()
         // Every worker has ended: the access log writes what is left, then its thread ends.
-        shared.accessLog?.finish()
+        accessLog?.finish()
         return statistics()
     }
 
     /// Reopens the access log's file (SIGUSR1, after logrotate renamed it); any thread.
     public func reopenAccessLog() {
-        shared.accessLog?.reopen()
+        shared.currentSettings.accessLog?.reopen()
     }
 
     /// A snapshot of every worker's counters and of the pools; any thread, any time, without

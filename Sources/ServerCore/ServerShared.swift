@@ -1,15 +1,18 @@
 import PacketBuffers
 import Synchronization
 
-/// What every worker shares: the buffer pools, the connection limit, the shutdown phase asked for.
+/// What every worker shares: the buffer pools, the connection limit, the shutdown phase asked
+/// for, and the settings a reload publishes.
 final class ServerShared: Sendable {
     let pools: PacketBufferPools
     let maxConnections: Int
     /// The relay's upstreams (nil in echo mode).
     let upstreams: UpstreamPool?
-    /// The access log (nil: off) and the per-client connection counts (nil: no limit).
-    let accessLog: AccessLog?
-    let clientLimits: ClientLimits?
+    /// The settings in effect (`ServerSettings`): replaced whole by a reload.
+    private let settings: Mutex<ServerSettings>
+    /// The generation of `settings`, read by each worker at each accept (relaxed: a worker that
+    /// sees the new number takes the snapshot under the mutex, which orders the rest).
+    let settingsGeneration: Atomic<UInt64>
     let active = Atomic<Int>(0)
     let rejected = Atomic<UInt64>(0)
     /// What `drain()` or `stop()` asked for (`.serving` until then). Only ever raised; each
@@ -21,13 +24,21 @@ final class ServerShared: Sendable {
     /// Workers whose loop has ended.
     let finishedWorkers = Atomic<Int>(0)
 
-    init(pools: PacketBufferPools, maxConnections: Int, upstreams: UpstreamPool? = nil,
-         accessLog: AccessLog? = nil, clientLimits: ClientLimits? = nil) {
+    init(pools: PacketBufferPools, maxConnections: Int, upstreams: UpstreamPool? = nil, settings: ServerSettings) {
         self.pools = pools
         self.maxConnections = maxConnections
         self.upstreams = upstreams
-        self.accessLog = accessLog
-        self.clientLimits = clientLimits
+        self.settings = Mutex(settings)
+        settingsGeneration = Atomic(settings.generation)
+    }
+
+    /// The settings in effect now (a lock: once per reload per worker, never per connection).
+    var currentSettings: ServerSettings { settings.withLock { $0 } }
+
+    /// Makes `next` the settings in effect: each worker takes it at its next accept.
+    func publish(_ next: ServerSettings) {
+        settings.withLock { $0 = next }
+        settingsGeneration.store(next.generation, ordering: .releasing)
     }
 
     /// Counts a new connection in, or refuses it (counted) when the limit is reached. One atomic

@@ -28,6 +28,11 @@ final class Session {
     var connectStartedAt: UInt64 = 0
     /// The client's IP address, hashed (the `hash` balancer's key).
     var clientKey: UInt64 = 0
+    /// What this session took from the settings in effect when it was accepted, and keeps
+    /// whatever a reload changes later: its deadlines and its balancing method (a retry picks
+    /// with the same one). Plain values in the reused session: nothing allocated.
+    var timeouts = SessionTimeouts()
+    var balance = BalanceMethod.random
     /// The client's address, accept time and per-client count, for the access log and
     /// `--max-connections-per-client` (Worker+AccessLog.swift).
     var peer = SessionPeer()
@@ -61,6 +66,8 @@ final class Session {
         let now = worker.loop.nowMilliseconds
         machine = SessionStateMachine(mode: upstreamStream == nil ? .echo : .relay, now: now,
                                       connectRetries: worker.config.connectRetries)
+        timeouts = worker.timeouts
+        balance = worker.config.balance
         inDrain = false
         client.attach(clientStream)
         if let upstreamStream {

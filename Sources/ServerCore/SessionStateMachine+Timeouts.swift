@@ -6,6 +6,14 @@ struct SessionTimeouts: Sendable, Equatable {
     var linger: UInt64 = 0
 }
 
+extension SessionTimeouts {
+    /// The deadlines `config` sets.
+    init(_ config: ServerConfig) {
+        self.init(idle: config.idleTimeoutMilliseconds, connect: config.connectTimeoutMilliseconds,
+                  write: config.writeTimeoutMilliseconds, linger: config.lingerTimeoutMilliseconds)
+    }
+}
+
 /// Time: one periodic check per session (the worker's sweep), not a timer per connection.
 extension SessionStateMachine {
     /// The periodic check: connect, idle, write-stall and linger deadlines. `queuedBytes` gives

@@ -10,7 +10,8 @@ struct SessionPeer {
     var address = RawSocketAddress()
     /// The address the client connected to (read only when an upstream gets PROXY headers).
     var local = RawSocketAddress()
-    /// Wall clock at accept, milliseconds since the Unix epoch (0 when the access log is off).
+    /// Wall clock at accept, milliseconds since the Unix epoch (0 when the access log was off
+    /// then: the connection gets no line, even if a reload turns the log on before it ends).
     var acceptedAt: Int64 = 0
     var countedPerClient = false
 }
@@ -26,7 +27,8 @@ extension Worker {
     func acceptedPeer(_ stream: TCPStream) -> SessionPeer {
         var peer = SessionPeer()
         let sendsProxyHeaders = shared.upstreams?.sendsProxyHeaders ?? false
-        guard shared.accessLog != nil || shared.clientLimits != nil || (config.mode == .relay && config.balance == .hash)
+        let logged = settings.logsConnections
+        guard logged || settings.limitsClients || (config.mode == .relay && config.balance == .hash)
             || sendsProxyHeaders || config.acceptProxy else {
             return peer
         }
@@ -34,7 +36,7 @@ extension Worker {
         // client in the log, the limits, the hash and the PROXY header (TCP4) alike.
         peer.address = stream.peerRawAddress.unmapped
         if sendsProxyHeaders { peer.local = stream.localRawAddress.unmapped }
-        if shared.accessLog != nil { peer.acceptedAt = Worker.wallClockMilliseconds() }
+        if logged { peer.acceptedAt = Worker.wallClockMilliseconds() }
         return peer
     }
 
@@ -45,14 +47,15 @@ extension Worker {
         return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
     }
 
-    /// The session has ended (both sockets closed): its line, and its per-client count back.
-    /// Called by `sessionDidEnd` before the session lets go of its upstream.
+    /// The session has ended (both sockets closed): its line (if the log was on when it was
+    /// accepted), and its per-client count back (into the table it was counted in: the table
+    /// stays once made). Called by `sessionDidEnd` before the session lets go of its upstream.
     func recordEnd(of session: Session) {
         if session.peer.countedPerClient {
-            shared.clientLimits?.release(session.peer.address)
+            settings.clientLimits?.release(session.peer.address)
             session.peer.countedPerClient = false
         }
-        guard shared.accessLog != nil else { return }
+        guard session.peer.acceptedAt != 0 else { return }
         let machine = session.machine
         var record = AccessLogRecord()
         record.startMilliseconds = session.peer.acceptedAt
@@ -76,7 +79,7 @@ extension Worker {
 
     /// A connection closed at accept, before it had a session: its line (no bytes, no time).
     func recordRefused(_ peer: SessionPeer, reason: SessionEndReason) {
-        guard shared.accessLog != nil else { return }
+        guard peer.acceptedAt != 0 else { return }
         var record = AccessLogRecord()
         record.startMilliseconds = peer.acceptedAt
         record.client = peer.address
@@ -87,9 +90,11 @@ extension Worker {
         pushAccessLog(record)
     }
 
-    /// Into this worker's ring; a full ring drops the record (counted), never waits.
+    /// Into this worker's ring; a full ring drops the record (counted), never waits. The writer
+    /// writes it to the target in effect then (a reload that switched it meanwhile: the new one;
+    /// off: dropped).
     private func pushAccessLog(_ record: AccessLogRecord) {
-        guard let log = shared.accessLog else { return }
+        guard let log = settings.accessLog else { return }
         if let waiting = log.rings[index].push(record) {
             log.pushed(waiting: waiting)
         } else {

@@ -9,8 +9,9 @@ extension Worker {
     /// (released here when refused).
     func admitPerClient(_ peer: inout SessionPeer, stream: TCPStream) -> Bool {
         // No address (the client left before getpeername): nothing to count it by, nor to refuse.
-        guard let limits = shared.clientLimits, peer.address.kind != .none else { return true }
-        switch limits.acquire(peer.address) {
+        guard settings.limitsClients, let limits = settings.clientLimits, peer.address.kind != .none else { return true }
+        let limit = config.maxConnectionsPerClient  // the limit in effect now: a reload may change it
+        switch limits.acquire(peer.address, limit: limit) {
         case .admitted:
             peer.countedPerClient = true
             return true
@@ -22,7 +23,7 @@ extension Worker {
             shared.release()
             WorkerCounters.add(counters.clientLimitRejections)
             recordRefused(peer, reason: .clientLimit)
-            logRateLimited(level: .warning, "connection refused: \(limits.limit) connections open from \(SocketAddress(peer.address)?.host ?? "this client's address"), the per-client limit")
+            logRateLimited(level: .warning, "connection refused: \(limit) connections open from \(SocketAddress(peer.address)?.host ?? "this client's address"), the per-client limit")
             return false
         }
     }

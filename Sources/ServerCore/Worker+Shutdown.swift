@@ -32,6 +32,7 @@ extension Worker {
     /// drain timeout passes, whatever is left is reset on both sides.
     private func beginDrain() {
         guard shutdownPhase == .serving else { return }
+        refreshSettings()  // a reload's drain timeout, even if no accept or sweep took it yet
         shutdownPhase = .draining
         closeListeners()
         closeHeaderReaders()

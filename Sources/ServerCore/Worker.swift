@@ -14,15 +14,20 @@ import UVLoop
 /// longest-stalled queue); `Worker+Shutdown.swift` the drain and the stop.
 final class Worker: TCPListenerDelegate {
     let index: Int
-    let config: ServerConfig
+    /// The configuration new connections get: the start's, then each reload's, taken at the
+    /// first accept after it (`refreshSettings`, Worker+Reload.swift).
+    var config: ServerConfig
+    /// The settings snapshot `config` comes from (with the access log and per-client table).
+    var settings: ServerSettings
     let loop: EventLoop
     let buffers: WorkerBufferPool
     let bufferSize: Int
     let counters: WorkerCounters
     let shared: ServerShared
     var logger: Logger
-    /// The deadlines each session's periodic check applies, in milliseconds.
-    let timeouts: SessionTimeouts
+    /// The deadlines a new session takes (it keeps them: a reload changes new sessions' only),
+    /// in milliseconds.
+    var timeouts: SessionTimeouts
     /// A direction's write queue, in whole buffers: where its source pauses (the share, at
     /// most this) and where it resumes.
     let highWatermarkBuffers: Int
@@ -69,8 +74,8 @@ final class Worker: TCPListenerDelegate {
     /// must see its peer's end even when the pools are empty).
     let scratch: UnsafeMutableRawBufferPointer
 
-    /// Runs the timeout sweep.
-    private var sweepTimer: Timer?
+    /// Runs the timeout sweep (restarted when a reload changes its period: Worker+Reload.swift).
+    var sweepTimer: Timer?
     /// What other threads wake this worker with (to enter the phase the server asked for).
     private var wake: AsyncWake?
 
@@ -88,6 +93,7 @@ final class Worker: TCPListenerDelegate {
     init(index: Int, config: ServerConfig, shared: ServerShared, counters: WorkerCounters, logger: Logger) throws(UVError) {
         self.index = index
         self.config = config
+        settings = shared.currentSettings
         self.shared = shared
         self.counters = counters
         self.logger = logger
@@ -95,9 +101,7 @@ final class Worker: TCPListenerDelegate {
         loop = try EventLoop()
         buffers = shared.pools.makeWorkerPool()
         bufferSize = shared.pools.config.bufferSize
-        timeouts = SessionTimeouts(
-            idle: config.idleTimeoutMilliseconds, connect: config.connectTimeoutMilliseconds,
-            write: config.writeTimeoutMilliseconds, linger: config.lingerTimeoutMilliseconds)
+        timeouts = SessionTimeouts(config)
         highWatermarkBuffers = config.highWatermarkBuffers
         lowWatermarkBuffers = config.lowWatermarkBuffers
         reserveBuffers = Worker.reserve(reachable: buffers.reachable)
@@ -189,6 +193,7 @@ final class Worker: TCPListenerDelegate {
     // MARK: Accepting
 
     func listener(_ listener: TCPListener, didAccept stream: TCPStream) {
+        refreshSettings()  // one relaxed load; a reload's settings apply from this connection on
         var peer = acceptedPeer(stream)  // the client's address: access log, per-client limit, hash balancer
         guard shutdownPhase == .serving else {
             stream.close()
@@ -225,7 +230,7 @@ final class Worker: TCPListenerDelegate {
                 logUpstreamFailure(error)
                 stream.close()
                 shared.release()
-                if peer.countedPerClient { shared.clientLimits?.release(peer.address) }
+                if peer.countedPerClient { settings.clientLimits?.release(peer.address) }
                 recordRefused(peer, reason: .noUpstream)
                 WorkerCounters.add(counters.upstreamUnavailable)
                 WorkerCounters.add(counters.closed)
@@ -248,7 +253,8 @@ final class Worker: TCPListenerDelegate {
     func connectUpstream(_ session: Session, stream: TCPStream) {
         let now = loop.nowMilliseconds
         guard let pool = shared.upstreams,
-              let member = pool.choose(clientKey: session.clientKey, tried: session.tried, now: now, random: &random) else {
+              let member = pool.choose(method: session.balance, clientKey: session.clientKey, tried: session.tried, now: now,
+                                       random: &random) else {
             session.perform(session.machine.upstreamConnectGaveUp(now: now))
             return
         }
@@ -355,12 +361,15 @@ final class Worker: TCPListenerDelegate {
 
     // MARK: Timeouts
 
-    private func sweep() {
+    func sweep() {
+        // A worker that accepts nothing still takes a reload's settings within a sweep (the
+        // drain timeout, the sweep's own period).
+        refreshSettings()
         let now = loop.nowMilliseconds
         // Sessions end only in close callbacks, never inside this loop: the list stays put.
         if !headerReaders.isEmpty { sweepHeaderReaders(now: now) }
         for session in sessions {
-            let action = session.machine.tick(now: now, timeouts: timeouts) { side in
+            let action = session.machine.tick(now: now, timeouts: session.timeouts) { side in
                 session.connection(side).stream.queuedWriteBytes
             }
             if action.count == .upstreamConnectFailure {

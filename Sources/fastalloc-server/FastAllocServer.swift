@@ -138,11 +138,10 @@ struct FastAllocServer {
         // Resolved now: an upgrade runs whatever file is at this path then (a new release).
         let executable = Successor.currentExecutable()
         let mode = config.mode
-        let level = config.logLevel
+        // One level for the process, which a reload may change (SwitchedLogHandler).
+        let levels = LogLevelSwitch(config.logLevel)
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+            SwitchedLogHandler(base: StreamLogHandler.standardError(label: label), levels: levels)
         }
         let logger = Logger(label: "fastalloc-server")
         if geteuid() == 0 {
@@ -191,7 +190,7 @@ struct FastAllocServer {
             if signals == 1 && upgrade.handedOver {
                 logger.notice("signal \(number): already draining since the upgrade; a second signal exits at once")
             } else if signals == 1 {
-                logger.notice("signal \(number): draining (up to \(config.drainTimeout) s); a second signal exits at once")
+                logger.notice("signal \(number): draining (up to \(server.currentConfig.drainTimeout) s); a second signal exits at once")
                 server.drain()
             } else {
                 logger.warning("second signal: exiting now")
@@ -215,8 +214,11 @@ struct FastAllocServer {
                 return
             }
             do {
-                switch try server.reload(reread()) {
+                let next = try reread()
+                switch try server.reload(next) {
                 case .applied(let names):
+                    // The log level is the process's (the handler's), not the server's: set here.
+                    if names.contains("log-level") { levels.set(next.logLevel) }
                     logger.notice("reload: \(ReloadError.list(names)) applied to new connections (configuration generation \(server.statistics().reloads.generation))")
                 case .unchanged:
                     logger.notice("reload: nothing changed")

@@ -82,7 +82,7 @@ final class UpgradeControl {
             server.countUpgrade(handedOver: true)
             server.drain()  // first: /readyz says 503 from here on
             stats?.closeListener()
-            logger.notice("upgrade: PID \(successor.pid) is ready; this process stops accepting and drains (up to \(server.config.drainTimeout) s)")
+            logger.notice("upgrade: PID \(successor.pid) is ready; this process stops accepting and drains (up to \(server.currentConfig.drainTimeout) s)")
         case .failed(let reason):
             fail(reason)
         }

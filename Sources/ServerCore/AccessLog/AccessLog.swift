@@ -12,12 +12,20 @@ import Glibc
 /// writer thread drains every ring, formats the lines into a preallocated buffer and writes
 /// them in batches, waking every 100 ms or when a ring is a quarter full. SIGUSR1 reopens the
 /// file (for logrotate); `finish()`, once the workers have ended, writes what is left and stops
-/// the thread.
+/// the thread. A reload (SIGHUP) may change the target and the format (`switchTo`): the writer
+/// writes what the rings hold to the old target, then takes the new one; with the target off,
+/// what it drains is dropped.
 public final class AccessLog: @unchecked Sendable {
-    // @unchecked: `descriptor` and `output` belong to the writer thread once it has started
-    // (before that, to the thread that made the log); the rest is immutable or atomic.
-    let target: AccessLogTarget
-    let format: AccessLogFormat
+    // @unchecked: `target`, `format`, `descriptor` and `output` belong to the writer thread once
+    // it has started (before that, to the thread that made the log); `pending` is behind its
+    // mutex; the rest is immutable or atomic.
+    private(set) var target: AccessLogTarget
+    private(set) var format: AccessLogFormat
+    /// A switch asked for by a reload, not taken by the writer yet, and the number of the last
+    /// one asked for (`switchTo`).
+    private let pending = Mutex<(change: Switch?, number: UInt64)>((nil, 0))
+    /// The number of the last switch the writer has made (a reload waits for its own).
+    private let switchesApplied = Atomic<UInt64>(0)
     /// One ring per worker, by worker index.
     let rings: [AccessLogRing]
     /// The writer sleeps on `wake` (at most `intervalNanoseconds`, on the monotonic clock); a
@@ -87,6 +95,52 @@ public final class AccessLog: @unchecked Sendable {
         Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
     }
 
+    /// The descriptor the log writes to for `target`: a file opened for appending, 2, or -1
+    /// (off). Throws a `ConfigError` naming `--access-log` when the file cannot be opened.
+    static func descriptor(for target: AccessLogTarget) throws(ConfigError) -> Int32 {
+        switch target {
+        case .off: return -1
+        case .stderr: return 2
+        case .file(let path):
+            let opened = AccessLog.open(path)
+            guard opened >= 0 else {
+                throw ConfigError(field: "--access-log", value: path,
+                                  expected: "a file the server can open for appending (\(String(cString: strerror(errno))))")
+            }
+            return opened
+        }
+    }
+
+    /// A new target (its descriptor already open) and format, from a reload.
+    struct Switch: Sendable {
+        let target: AccessLogTarget
+        let format: AccessLogFormat
+        let descriptor: Int32
+    }
+
+    /// A reload: `target` (opened here: a file that cannot be opened throws, and nothing
+    /// changes) and `format` replace the current ones. The writer first writes every record the
+    /// rings hold to the old target, closes it (a file), then takes the new one; this returns
+    /// once it has (at most `waitSeconds`; the writer may be blocked in a write). With `.off`,
+    /// the records drained from then on are dropped (and nothing is open).
+    func switchTo(_ target: AccessLogTarget, format: AccessLogFormat, waitSeconds: Double = 2) throws(ConfigError) {
+        let change = Switch(target: target, format: format, descriptor: try AccessLog.descriptor(for: target))
+        let number = pending.withLock { pending in
+            // Not taken yet (a second reload within the same wake-up): the newer one wins.
+            if let previous = pending.change, case .file = previous.target { Glibc.close(previous.descriptor) }
+            pending.change = change
+            pending.number += 1
+            return pending.number
+        }
+        signalUnderLock()
+        // Bounded: a writer blocked in a write (a full pipe) must not hold the reload for ever.
+        var waited = 0.0
+        while switchesApplied.load(ordering: .acquiring) < number && thread != nil && waited < waitSeconds {
+            usleep(1000)
+            waited += 0.001
+        }
+    }
+
     /// Starts the writer thread.
     func start() {
         thread = ThreadHandle.start { [self] in run() }
@@ -135,13 +189,15 @@ public final class AccessLog: @unchecked Sendable {
                 deadline.tv_nsec -= 1_000_000_000
             }
             pthread_mutex_lock(wakeMutex)
-            if !stopRequested.load(ordering: .relaxed) && !reopenRequested.load(ordering: .relaxed) {
+            if !stopRequested.load(ordering: .relaxed) && !reopenRequested.load(ordering: .relaxed)
+                && pending.withLock({ $0.change == nil }) {
                 _ = pthread_cond_timedwait(wake, wakeMutex, &deadline)
             }
             pthread_mutex_unlock(wakeMutex)
             // Read before draining: every record pushed before the stop was asked for (the
             // workers have ended by then) is in the rings for the drain below.
             let stopping = stopRequested.load(ordering: .acquiring)
+            takeSwitch()
             if reopenRequested.exchange(false, ordering: .acquiring) { reopenFile() }
             drainRings()
             if stopping { break }
@@ -158,7 +214,31 @@ public final class AccessLog: @unchecked Sendable {
         Glibc.close(descriptor)
     }
 
+    /// A reload's switch: what the rings hold now goes to the old target, then the new one is taken.
+    private func takeSwitch() {
+        let (next, number) = pending.withLock { pending in
+            defer { pending.change = nil }
+            return (pending.change, pending.number)
+        }
+        guard let change = next else { return }
+        drainRings()
+        if case .file = target, descriptor >= 0 {
+            fsync(descriptor)
+            Glibc.close(descriptor)
+        }
+        target = change.target
+        format = change.format
+        descriptor = change.descriptor
+        logger.info("access log: now \(target) (\(format.rawValue))")
+        switchesApplied.store(number, ordering: .releasing)
+    }
+
     private func drainRings() {
+        guard target != .off else {
+            // Off (a reload turned it off): what was pushed since is dropped.
+            for ring in rings { ring.drain { _ in } }
+            return
+        }
         for ring in rings {
             ring.drain { record in
                 if output.room < AccessLogFormatter.maxLine { flush() }

@@ -13,18 +13,43 @@ final class UpstreamMonitor: Sendable {
     private let thread: ThreadHandle
     private let wake: AsyncWake
 
+    /// What the monitor does for a configuration: a reload restarts it (a new thread; the old
+    /// one's checks under way are dropped, not counted) when this changes.
+    struct Plan: Equatable {
+        var checks: Bool
+        var names: Bool
+        var interval: UInt64
+        var checkTimeout: UInt64
+        var resolveInterval: UInt64
+
+        init(_ config: ServerConfig) {
+            checks = config.mode == .relay && config.healthCheck == .tcp
+            names = config.mode == .relay && config.resolveInterval > 0 && config.upstreams.contains { spec in
+                (try? SocketAddress(parsing: spec.address)) == nil
+            }
+            interval = max(1, ServerConfig.milliseconds(config.healthCheckInterval))
+            checkTimeout = max(1, min(ServerConfig.milliseconds(config.healthCheckInterval), config.connectTimeoutMilliseconds))
+            resolveInterval = ServerConfig.milliseconds(config.resolveInterval)
+        }
+
+        /// Nothing to do: no thread.
+        var isIdle: Bool { !checks && !names }
+    }
+
+    /// The plan it runs.
+    let plan: Plan
+
     /// Starts the monitor; nil when there is nothing to do (checks off and no names to resolve).
     static func start(pool: UpstreamPool, config: ServerConfig, logger: Logger) throws(UVError) -> UpstreamMonitor? {
-        let checks = config.healthCheck == .tcp
-        let names = config.resolveInterval > 0 && config.upstreams.contains { spec in
-            (try? SocketAddress(parsing: spec.address)) == nil
-        }
+        let plan = Plan(config)
+        let checks = plan.checks
+        let names = plan.names
         guard checks || names else { return nil }
         let ready = OneShot<Result<AsyncWake, UVError>>()
         let thread = ThreadHandle.start {
             do {
                 let loop = try EventLoop()
-                let state = MonitorState(pool: pool, config: config, loop: loop, logger: logger)
+                let state = MonitorState(pool: pool, plan: plan, loop: loop, logger: logger)
                 let wake = try AsyncWake(loop: loop) { _ in state.stop() }
                 try state.start(checks: checks, names: names)
                 ready.set(.success(wake))
@@ -36,16 +61,17 @@ final class UpstreamMonitor: Sendable {
             }
         }
         switch ready.wait() {
-        case .success(let wake): return UpstreamMonitor(thread: thread, wake: wake)
+        case .success(let wake): return UpstreamMonitor(thread: thread, wake: wake, plan: plan)
         case .failure(let error):
             thread.join()
             throw error
         }
     }
 
-    private init(thread: ThreadHandle, wake: AsyncWake) {
+    private init(thread: ThreadHandle, wake: AsyncWake, plan: Plan) {
         self.thread = thread
         self.wake = wake
+        self.plan = plan
     }
 
     /// Stops the checks and waits for the thread.
@@ -71,13 +97,13 @@ private final class MonitorState {
     /// Checks under way, by member.
     var probes: [ObjectIdentifier: Probe] = [:]
 
-    init(pool: UpstreamPool, config: ServerConfig, loop: EventLoop, logger: Logger) {
+    init(pool: UpstreamPool, plan: UpstreamMonitor.Plan, loop: EventLoop, logger: Logger) {
         self.pool = pool
         self.loop = loop
         self.logger = logger
-        interval = max(1, ServerConfig.milliseconds(config.healthCheckInterval))
-        checkTimeout = max(1, min(ServerConfig.milliseconds(config.healthCheckInterval), config.connectTimeoutMilliseconds))
-        resolveInterval = ServerConfig.milliseconds(config.resolveInterval)
+        interval = plan.interval
+        checkTimeout = plan.checkTimeout
+        resolveInterval = plan.resolveInterval
     }
 
     func start(checks: Bool, names: Bool) throws(UVError) {

@@ -10,22 +10,31 @@ import UVLoop
 /// a new connection. The member set changes only when names are resolved again; a snapshot is
 /// taken under a lock once per connection (never per message).
 public final class UpstreamPool: Sendable {
-    public let method: BalanceMethod
-    let rise: Int
-    let fall: Int
+    /// The balancing method of a `choose` that names none (a session names the one in effect
+    /// when it was accepted). A reload may change it.
+    public var method: BalanceMethod { BalanceMethod.allCases[Int(methodIndex.load(ordering: .relaxed))] }
+    private let methodIndex: Atomic<Int>
+    // The health settings: each a relaxed load where it is used (a connect's result, a check's,
+    // a choice), none per message. A reload changes them for every member at once (a member's
+    // consecutive counts go on, compared with the new thresholds).
+    var rise: Int { riseValue.load(ordering: .relaxed) }
+    var fall: Int { fallValue.load(ordering: .relaxed) }
     /// With active checks off, a down member gets one try after this many ms (nginx's
     /// fail_timeout): otherwise nothing would ever bring it back.
-    let retryDownAfter: UInt64
-    let checksEnabled: Bool
-    /// `--proxy-protocol-upstream`: the setting of members whose entry has none.
-    let proxyProtocol: ProxyProtocolSetting
+    var retryDownAfter: UInt64 { retryDownAfterValue.load(ordering: .relaxed) }
+    var checksEnabled: Bool { checksEnabledValue.load(ordering: .relaxed) }
+    private let riseValue: Atomic<Int>
+    private let fallValue: Atomic<Int>
+    private let retryDownAfterValue: Atomic<UInt64>
+    private let checksEnabledValue: Atomic<Bool>
     /// Some member's connections start with a PROXY header (which needs each client's address
     /// and the address it connected to, read at accept). Set again by each reload.
     private let headers: Atomic<Bool>
     var sendsProxyHeaders: Bool { headers.load(ordering: .relaxed) }
     private let members: Mutex<[UpstreamMember]>
-    /// The configured entries, as last resolved or reloaded (taken before `members`, never after).
-    private let entries: Mutex<[UpstreamSpec]>
+    /// The configured entries, as last resolved or reloaded, and `--proxy-protocol-upstream` (the
+    /// setting of members whose entry has none); taken before `members`, never after.
+    private let entries: Mutex<(specs: [UpstreamSpec], proxyProtocol: ProxyProtocolSetting)>
     /// Changes of the member set (a resolution or a reload that changed it).
     let version = Atomic<UInt64>(0)
     /// The rotation of `roundrobin` (and the tie-break of `leastconn`).
@@ -35,17 +44,18 @@ public final class UpstreamPool: Sendable {
     let logger: Logger
 
     public init(config: ServerConfig, logger: Logger) {
-        method = config.balance
-        rise = config.rise
-        fall = config.fall
-        checksEnabled = config.healthCheck == .tcp
-        retryDownAfter = max(1, ServerConfig.milliseconds(config.healthCheckInterval))
+        methodIndex = Atomic(BalanceMethod.allCases.firstIndex(of: config.balance)!)
+        riseValue = Atomic(config.rise)
+        fallValue = Atomic(config.fall)
+        checksEnabledValue = Atomic(config.healthCheck == .tcp)
+        retryDownAfterValue = Atomic(UpstreamPool.retryDownAfter(config))
         self.logger = logger
-        proxyProtocol = config.proxyProtocolUpstream
         headers = Atomic(UpstreamPool.anyHeaders(config.upstreams, default: config.proxyProtocolUpstream))
         members = Mutex(UpstreamPool.members(for: config.upstreams, keeping: [], proxyProtocol: config.proxyProtocolUpstream))
-        entries = Mutex(config.upstreams)
+        entries = Mutex((config.upstreams, config.proxyProtocolUpstream))
     }
+
+    static func retryDownAfter(_ config: ServerConfig) -> UInt64 { max(1, ServerConfig.milliseconds(config.healthCheckInterval)) }
 
     /// The members now, in configuration order.
     public var current: [UpstreamMember] { members.withLock { $0 } }
@@ -72,31 +82,41 @@ public final class UpstreamPool: Sendable {
     }
 
     /// The configured entries now, with the addresses they last resolved to.
-    var currentEntries: [UpstreamSpec] { entries.withLock { $0 } }
+    var currentEntries: [UpstreamSpec] { entries.withLock { $0.specs } }
 
     /// Takes a new resolution of the entries, unless a reload replaced them since `previous` was
     /// read (the reload's entries win). Returns whether the member set changed.
     @discardableResult
     func resolved(_ next: [UpstreamSpec], from previous: [UpstreamSpec]) -> Bool {
         entries.withLock { current in
-            guard current == previous else { return false }
-            current = next
-            return update(next)
+            guard current.specs == previous else { return false }
+            current.specs = next
+            return replaceMembers(next, proxyProtocol: current.proxyProtocol)
         }
     }
 
     /// A reload's entries (resolved by its parsing): members that remain (same address, entry,
     /// weight, role and header) keep their health and counts, as haproxy's server-state-file
     /// keeps them; new ones start up; the connections of members that leave go on. Returns
-    /// whether the member set changed.
+    /// whether the member set changed. `config` (nil: only the entries change) brings the
+    /// default PROXY setting (`--proxy-protocol-upstream`: a member whose header changes is a new
+    /// member), the balancing method and the health settings.
     @discardableResult
-    func reload(_ specs: [UpstreamSpec]) -> Bool {
-        entries.withLock { current in
-            current = specs
+    func reload(_ specs: [UpstreamSpec], config: ServerConfig? = nil) -> Bool {
+        if let config {
+            methodIndex.store(BalanceMethod.allCases.firstIndex(of: config.balance)!, ordering: .relaxed)
+            riseValue.store(config.rise, ordering: .relaxed)
+            fallValue.store(config.fall, ordering: .relaxed)
+            checksEnabledValue.store(config.healthCheck == .tcp, ordering: .relaxed)
+            retryDownAfterValue.store(UpstreamPool.retryDownAfter(config), ordering: .relaxed)
+        }
+        return entries.withLock { current in
+            current.specs = specs
+            if let config { current.proxyProtocol = config.proxyProtocolUpstream }
             // Before the members change: a connection accepted from now on reads the addresses
             // its header will need. (One accepted just before, connecting after, sends LOCAL.)
-            headers.store(UpstreamPool.anyHeaders(specs, default: proxyProtocol), ordering: .relaxed)
-            return update(specs)
+            headers.store(UpstreamPool.anyHeaders(specs, default: current.proxyProtocol), ordering: .relaxed)
+            return replaceMembers(specs, proxyProtocol: current.proxyProtocol)
         }
     }
 
@@ -109,6 +129,11 @@ public final class UpstreamPool: Sendable {
     /// whether the set changed.
     @discardableResult
     func update(_ specs: [UpstreamSpec]) -> Bool {
+        replaceMembers(specs, proxyProtocol: entries.withLock { $0.proxyProtocol })
+    }
+
+    /// `update` with the default PROXY setting given (called with `entries` locked).
+    private func replaceMembers(_ specs: [UpstreamSpec], proxyProtocol: ProxyProtocolSetting) -> Bool {
         let changed = members.withLock { current in
             let next = UpstreamPool.members(for: specs, keeping: current, proxyProtocol: proxyProtocol)
             // The same members in another order (a resolver rotating its answers) is no change.
@@ -125,9 +150,12 @@ public final class UpstreamPool: Sendable {
     /// The member for a new connection, or nil when every member was tried already.
     /// - `clientKey`: a hash of the client's IP address (the `hash` method's input).
     /// - `tried`: members this connection tried already; a retry never picks one again.
+    /// - `method`: the session's (nil: the pool's `method`).
     /// Tiers: the primaries that are up; else the backups that are up; else every member
     /// (all are down: try them anyway, as nginx does, rather than refuse everyone).
-    func choose(clientKey: UInt64, tried: [ObjectIdentifier], now: UInt64, random: inout SplitMix64) -> UpstreamMember? {
+    func choose(method: BalanceMethod? = nil, clientKey: UInt64, tried: [ObjectIdentifier], now: UInt64,
+                random: inout SplitMix64) -> UpstreamMember? {
+        let method = method ?? self.method
         let members = current
         for tier in 0..<3 {
             let eligible: (UpstreamMember) -> Bool = { member in
@@ -138,7 +166,7 @@ public final class UpstreamPool: Sendable {
                 default: return true
                 }
             }
-            if let member = pick(from: members, eligible, clientKey: clientKey, random: &random) {
+            if let member = pick(from: members, eligible, method: method, clientKey: clientKey, random: &random) {
                 member.selected.add(1, ordering: .relaxed)
                 return member
             }
@@ -152,8 +180,8 @@ public final class UpstreamPool: Sendable {
         return !checksEnabled && now &- member.downSince.load(ordering: .relaxed) >= retryDownAfter
     }
 
-    private func pick(from members: [UpstreamMember], _ eligible: (UpstreamMember) -> Bool, clientKey: UInt64,
-                      random: inout SplitMix64) -> UpstreamMember? {
+    private func pick(from members: [UpstreamMember], _ eligible: (UpstreamMember) -> Bool, method: BalanceMethod,
+                      clientKey: UInt64, random: inout SplitMix64) -> UpstreamMember? {
         var totalWeight = 0
         var count = 0
         for member in members where eligible(member) {
