@@ -102,6 +102,8 @@ check "failures panel: write timeouts" '<td>write timeouts</td><td>[0-9]+</td>'
 check "failures panel: linger timeouts" '<td>linger timeouts</td><td>[0-9]+</td>'
 check "failures panel: stalled evictions" '<td>stalled evictions</td><td>[0-9]+</td>'
 check "failures panel: drain cut / completed" '<td>drain cut / completed</td><td>[0-9]+ / [0-9]+</td>'
+check "failures panel: reloads refused" '<td>reloads refused</td><td>0</td>'
+check "failures panel: upgrades failed" '<td>upgrades failed</td><td>0</td>'
 check "failures panel: no upstream" '<td>no upstream \(client closed\)</td><td>0</td>'
 check "no Upstreams table in echo mode (hidden)" 'id="upstreamsCard" hidden'
 if [ -n "${SCREENSHOT:-}" ]; then

@@ -96,7 +96,7 @@ function timeline(canvas, events) {
 }
 // The failure counters of /stats totals, one row each (the drain's cut is a failure; what
 // completed during a drain is shown beside it).
-function failureCounts(t) {
+function failureCounts(t, s) {
   const accept = t.accept_errors ?? {};
   const drain = t.drain_connections ?? {};
   const sum = o => Object.values(o).reduce((a, b) => a + b, 0);
@@ -115,6 +115,8 @@ function failureCounts(t) {
       detail: Object.entries(t.proxy_protocol_errors ?? {}).filter(([, n]) => n > 0) },
     { key: "drain_cut", label: "drain cut / completed", value: drain.cut ?? 0,
       text: `${drain.cut ?? 0} / ${drain.completed ?? 0}` },
+    { key: "reload_failures", label: "reloads refused", value: s.config?.reload_failures ?? 0 },
+    { key: "upgrade_failures", label: "upgrades failed", value: s.upgrades?.failed ?? 0 },
   ];
 }
 function escapeHTML(text) {
@@ -198,7 +200,7 @@ function render(s) {
     `<tr><td>buffer waits</td><td>${s.totals.buffer_waits}</td></tr>` +
     `<tr><td>buffers in use (all pools)</td><td>${s.totals.buffers_in_use}</td></tr>`;
   renderUpstreams(s.upstreams ?? []);
-  const failures = failureCounts(s.totals);
+  const failures = failureCounts(s.totals, s);
   const dt = previous ? Math.max(0.001, now - previous.time) : 0;
   let moving = 0;
   document.getElementById("failures").innerHTML =

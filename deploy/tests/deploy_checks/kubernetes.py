@@ -58,6 +58,7 @@ def check_kubernetes(binary, variables):
     check("the container runs --config on the ConfigMap's file, mounted read-only",
           path is not None and len(mounts) == 1 and mounts[0].get("readOnly") is True
           and path == mounts[0]["mountPath"].rstrip("/") + "/fastalloc-server.yaml", f"args {args}, mounts {mounts}")
+    check("--watch-config: a ConfigMap change reloads the server", "--watch-config" in args, f"args {args}")
     check("no FASTALLOC_* variable in the pod overrides the file", not container.get("env") and not container.get("envFrom"))
     upstream = free_listener()
     with tempfile.TemporaryDirectory() as work:

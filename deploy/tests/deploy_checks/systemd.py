@@ -48,6 +48,8 @@ def check_systemd(binary, variables):
     for key, value in [("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"), ("PrivateTmp", "yes"),
                        ("KillSignal", "SIGTERM")]:
         check(f"{key}={value}", one(key) == value, one(key))
+    check("Type=notify with NotifyAccess=all (an upgrade's new process says MAINPID=)",
+          one("Type") == "notify" and one("NotifyAccess") == "all", f"Type={one('Type')} NotifyAccess={one('NotifyAccess')}")
     check("CapabilityBoundingSet= empty", "CapabilityBoundingSet" in unit and one("CapabilityBoundingSet") == "")
     check("RestrictAddressFamilies set", bool(one("RestrictAddressFamilies")))
     env_path = os.path.join(DEPLOY, "systemd/fastalloc-server.env")
