@@ -34,6 +34,7 @@ import UVLoop
         #expect(try readyz(probe) == 200)
 
         var generations: [pid_t] = [first.pid]
+        defer { killLeftovers(generations.dropFirst()) }  // only if the test failed half-way
         var streams: [[LongStream]] = []
         for upgrade in 1...3 {
             // Long streams on the process that serves now; they must outlive its drain's start.
@@ -121,6 +122,7 @@ import UVLoop
             #expect(metrics.contains("fastalloc_upgrades_total{result=\"failed\"} \(number + 1)"), "\(what)")
             #expect(metrics.contains("fastalloc_draining 0"), "\(what)")
         }
+        defer { killLeftovers(readyLines(old.errors)) }
         // Mended, the upgrade goes through.
         try good.write(toFile: config, atomically: true, encoding: .utf8)
         kill(old.pid, SIGUSR2)
@@ -146,11 +148,57 @@ import UVLoop
         kill(old.pid, SIGUSR2)
         #expect(old.read(timeout: 20) { _ in readyLines(old.errors).count == 1 }, "stderr: \(old.errors)")
         guard let successor = readyLines(old.errors).first else { return }
+        defer { killLeftovers([successor]) }
         let message = notify.receive() ?? ""
         #expect(message.contains("MAINPID=\(successor)\n") && message.contains("READY=1"), "\(message)")
         #expect(old.waitForExit(timeout: 30) == 0)
         kill(successor, SIGTERM)
         #expect(waitForExit(successor, timeout: 30) == 0)
+    }
+
+    @Test func anUpgradeApplies_whatAReloadRefuses_workersUpAndDown() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let config = directory + "/server.yaml"
+        func write(workers: Int) throws {
+            try "mode: echo\nlisten: 127.0.0.1:0\nstats: 127.0.0.1:0\nworkers: \(workers)\nbuffer-size: \(workers * 8)KiB\n"
+                .write(toFile: config, atomically: true, encoding: .utf8)
+        }
+        try write(workers: 2)
+        let first = try ServerProcess(["--config", config])
+        let address = try first.waitUntilListening()
+        let stats = try statsAddress(first)
+        defer { killLeftovers(readyLines(first.errors)) }
+        let churn = Churn(address: address, threads: 2)
+        // A reload refuses the change and names the upgrade.
+        try write(workers: 1)
+        kill(first.pid, SIGHUP)
+        #expect(first.read(timeout: 10) { _ in first.errors.contains("--buffer-size, --workers cannot change while running") },
+                "stderr: \(first.errors)")
+        #expect(first.errors.contains("an upgrade (SIGUSR2) or a restart applies"), "stderr: \(first.errors)")
+        // An upgrade applies it: 2 listening sockets into 1 worker, then 1 into 3 (two bound beside it).
+        var serving = first.pid
+        for (step, workers) in [1, 3].enumerated() {
+            try write(workers: workers)
+            try churn.waitForMore(500)
+            kill(serving, SIGUSR2)
+            #expect(first.read(timeout: 20) { _ in readyLines(first.errors).count == step + 1 }, "stderr: \(first.errors)")
+            guard readyLines(first.errors).count == step + 1 else { break }
+            serving = readyLines(first.errors)[step]
+            let body = try get(stats, "/stats").body
+            #expect(body.components(separatedBy: "\"worker\":").count - 1 == workers, "\(workers) workers: \(body.prefix(300))")
+            #expect(body.contains("\"buffer_size_bytes\":\(workers * 8 * 1024)"), "\(body.prefix(300))")
+            try churn.waitForMore(500)
+        }
+        let (done, failures) = churn.stop()
+        #expect(failures.isEmpty, "\(failures.count) churn connections failed: \(failures.prefix(10))")
+        #expect(done >= 2000)
+        #expect(first.waitForExit(timeout: 30) == 0)
+        for pid in readyLines(first.errors) {
+            if pid != serving { #expect(waitForExit(pid, timeout: 30) == 0) }
+        }
+        kill(serving, SIGTERM)
+        #expect(waitForExit(serving, timeout: 30) == 0)
     }
 
     @Test func handOverVariable_roundTrips_andRejectsWhatItDidNotWrite() throws {
@@ -220,6 +268,16 @@ func waitForExit(_ pid: pid_t, timeout: Double) -> Int32? {
         usleep(10_000)
     }
     return nil
+}
+
+/// Ends (SIGKILL) and reaps processes a failed test left running.
+func killLeftovers<S: Sequence>(_ pids: S) where S.Element == pid_t {
+    for pid in pids where kill(pid, 0) == 0 {
+        var status: Int32 = 0
+        if waitpid(pid, &status, WNOHANG) == pid { continue }  // had ended
+        kill(pid, SIGKILL)
+        _ = waitForExit(pid, timeout: 5)
+    }
 }
 
 /// prctl(PR_SET_CHILD_SUBREAPER, 1): orphaned descendants become this process's children. (prctl
