@@ -27,6 +27,11 @@ processes still alive and their RSS: old processes should have left.
 
     Benchmarks/reload-churn.py [--rounds 1] [--seconds 20] [--interval 2] [--window 0.5]
         [--rate 3000] [--concurrency 64] [--long 4] [--workers 1] [--only fastalloc,haproxy,...]
+        [--json FILE]
+
+--only haproxy-no-x adds haproxy reloaded with -sf alone (no -x: the new process binds its own
+listening socket, the old one closes its own), the case haproxy's management guide says may
+reset a connection that was in the old socket's queue.
 """
 import argparse
 import json
@@ -48,7 +53,7 @@ CHURN = os.path.join(PEERS, "churn")
 SERVER = os.path.join(ROOT, ".build/release/fastalloc-server")
 ECHO_PORTS = (18110, 18111)  # upstream set A, set B
 ECHO_STATS = (18112, 18113)  # their stats endpoints
-PORTS = {"fastalloc": 18120, "fastalloc-upgrade": 18121, "haproxy": 18122, "nginx": 18123}
+PORTS = {"fastalloc": 18120, "fastalloc-upgrade": 18121, "haproxy": 18122, "nginx": 18123, "haproxy-no-x": 18124}
 KINDS = ("refused", "reset", "timeout", "wrong", "eof", "other")
 NGINX_STREAM = "/usr/lib/nginx/modules/ngx_stream_module.so"
 
@@ -232,6 +237,7 @@ class FastAllocUpgrade(FastAlloc):
         seen = len(self.log_text())
         os.kill(old, signal.SIGUSR2)
         deadline = time.time() + timeout
+        listening_since = time.time()
         while time.time() < deadline:
             text = self.log_text()[seen:]
             lowered = text.lower()
@@ -244,6 +250,10 @@ class FastAllocUpgrade(FastAlloc):
                     self.pids.append(pid)
                     wait_port(self.port, self.process if alive(old) else _Alive(pid))
                     return pid
+            if "listening on" in text and time.time() > listening_since + 0.5 and alive(old):
+                return old  # no new PID but a new start line: an upgrade in place (exec in the same process)
+            if "listening on" not in text:
+                listening_since = time.time()
             time.sleep(0.02)
         return None
 
@@ -322,6 +332,18 @@ listen relay
         for p in reversed(self.started):
             end_pid(p.pid, p)
         self.logfile.close()
+
+
+class HAProxyWithoutX(HAProxy):
+    """For comparison (not run unless asked): the reload without -x, so the new process binds
+    listening sockets of its own (SO_REUSEPORT) and the old one closes its own."""
+    name = "haproxy 2.6 (-sf only, no -x)"
+
+    def reload(self, index):
+        self.write_atomically(self.path, self.config(index))
+        old = self.started[-1]
+        self.started.append(subprocess.Popen(["haproxy", "-f", self.path, "-db", "-sf", str(old.pid)],
+                                             stdout=self.logfile, stderr=subprocess.STDOUT))
 
 
 class Nginx(Target):
@@ -554,7 +576,9 @@ def main():
     parser.add_argument("--timeout-ms", type=int, default=2000, help="a short exchange not done by then is a timeout")
     parser.add_argument("--workers", type=int, default=1, help="workers (fastalloc, nginx) or threads (haproxy) per relay")
     parser.add_argument("--grace", type=float, default=2, help="seconds after the churn before counting processes left")
-    parser.add_argument("--only", default="fastalloc,fastalloc-upgrade,haproxy,nginx")
+    parser.add_argument("--only", default="fastalloc,fastalloc-upgrade,haproxy,nginx",
+                        help="a comma list of fastalloc, fastalloc-upgrade, haproxy, nginx and haproxy-no-x (the reload "
+                             "without -x, for comparison; not run by default)")
     parser.add_argument("--no-build", action="store_true", help="use the built binaries as they are")
     parser.add_argument("--json", help="also write every run's figures to this file")
     args = parser.parse_args()
@@ -569,10 +593,12 @@ def main():
         subprocess.run(["swift", "build", "-c", "release", "--product", "fastalloc-server"], cwd=ROOT, check=True,
                        stdout=subprocess.DEVNULL)
     directory = tempfile.mkdtemp(prefix="fastalloc-reload-churn-")
-    kinds = {"fastalloc": FastAlloc, "fastalloc-upgrade": FastAllocUpgrade, "haproxy": HAProxy, "nginx": Nginx}
+    kinds = {"fastalloc": FastAlloc, "fastalloc-upgrade": FastAllocUpgrade, "haproxy": HAProxy, "nginx": Nginx,
+             "haproxy-no-x": HAProxyWithoutX}
     unavailable = {}
-    if "haproxy" in chosen and not shutil.which("haproxy"):
-        unavailable[HAProxy.name] = "haproxy is not installed"
+    for name in ("haproxy", "haproxy-no-x"):
+        if name in chosen and not shutil.which("haproxy"):
+            unavailable[kinds[name].name] = "haproxy is not installed"
     if "nginx" in chosen and not (shutil.which("nginx") and os.path.exists(NGINX_STREAM)):
         unavailable[Nginx.name] = "needs nginx with its stream module (nginx-light, libnginx-mod-stream)"
     chosen = [n for n in chosen if kinds[n].name not in unavailable]
