@@ -23,7 +23,9 @@ Each target also runs once per round without reloads (the baseline, cut at the s
 A reload window is the --window seconds after each reload signal (the 100 ms slices that overlap
 it, by when the exchange's connect() was called); "outside" is every other slice. After the churn
 ends (and the long streams close) the script waits --grace seconds and counts the target's
-processes still alive and their RSS: old processes should have left.
+processes still alive and their RSS: old processes should have left. The most processes alive
+at once during the run (sampled before each reload) shows the old ones that the long streams
+keep alive meanwhile.
 
     Benchmarks/reload-churn.py [--rounds 1] [--seconds 20] [--interval 2] [--window 0.5]
         [--rate 3000] [--concurrency 64] [--long 4] [--workers 1] [--only fastalloc,haproxy,...]
@@ -453,6 +455,7 @@ def run_once(target, args, reloading):
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         begin = time.monotonic()
         snapshots = [accepted()]
+        peak = (0, 0.0)
         at, index = args.interval, 0
         while at < args.seconds - 0.25:
             schedule.append(begin + at)
@@ -462,6 +465,8 @@ def run_once(target, args, reloading):
             if delay > 0:
                 time.sleep(delay)
             snapshots.append(accepted())
+            running = target.processes()  # just before the reload: the most there have been
+            peak = max(peak, (len(running), sum(rss_kib(pid) for pid in running) / 1024))
             if reloading:
                 index = 1 - index
                 reload_times.append(time.monotonic())
@@ -507,6 +512,7 @@ def run_once(target, args, reloading):
         "streams_broken": [s["broken"] for s in streams if s["broken"]],
         "stream_stall_ms": max((s["max_stall_ms"] for s in streams), default=0),
         "processes_left": len(left), "steady": target.steady, "rss_mib": rss,
+        "peak_processes": peak[0], "peak_rss_mib": peak[1],
     }
 
 
@@ -515,7 +521,8 @@ def describe(r):
     return (f"{r['exchanges_per_s']:,.0f} exchanges/s, failed {r['failed']} ({kinds}; {r['failed_in_windows']} in windows), "
             f"connect p99 {r['connect_p99_out']} / {r['connect_p99_in']} µs (outside / in windows), exchange p99 "
             f"{r['exchange_p99_out']} / {r['exchange_p99_in']} µs, streams intact {r['streams_intact']}/{r['streams']} "
-            f"(longest stall {r['stream_stall_ms']:.0f} ms), {r['processes_left']} processes left, {r['rss_mib']:.1f} MiB, "
+            f"(longest stall {r['stream_stall_ms']:.0f} ms), up to {r['peak_processes']} processes ({r['peak_rss_mib']:.1f} MiB) "
+            f"during the run, {r['processes_left']} left after it, {r['rss_mib']:.1f} MiB, "
             f"reloads {r['reloads_confirmed']}/{r['reloads']} confirmed, intervals routed to the set in effect "
             f"{r['routed_right'][0]}/{r['routed_right'][1]}")
 
@@ -537,8 +544,9 @@ def table(results, unavailable, args):
           f"per relay. Failures are summed over the rounds, the other figures are medians.\n")
     print("| target | reloads | intervals routed to the set in effect | exchanges/s | failed (refused / reset / timeout / wrong / eof / other) | failed in reload windows "
           "| connect p99 outside / in windows, µs | connect max, µs | exchange p99 outside / in windows, µs "
-          "| long streams intact | longest stream stall, ms | processes left (at rest) / RSS MiB |")
-    print("|---|---|---|---:|---|---:|---:|---:|---:|---|---:|---|")
+          "| long streams intact | longest stream stall, ms | most processes during the run / their RSS MiB "
+          "| processes left (at rest) / RSS MiB |")
+    print("|---|---|---|---:|---|---:|---:|---:|---:|---|---:|---|---|")
     for name in [n for n in results if results[n]]:
         for reloading in (False, True):
             runs = [r for r in results[name] if r["reloading"] == reloading]
@@ -558,10 +566,11 @@ def table(results, unavailable, args):
                   f"| {sum(r['streams_intact'] for r in runs)}/{sum(r['streams'] for r in runs)}"
                   f"{' (' + ', '.join(broken) + ')' if broken else ''} "
                   f"| {median(r['stream_stall_ms'] for r in runs):.0f} "
+                  f"| {max(r['peak_processes'] for r in runs)} / {median(r['peak_rss_mib'] for r in runs):.1f} "
                   f"| {max(r['processes_left'] for r in runs)} ({runs[0]['steady']}) / "
                   f"{median(r['rss_mib'] for r in runs):.1f} |")
     for name, why in unavailable.items():
-        print(f"| {name} | not available: {why} | | | | | | | | | | |")
+        print(f"| {name} | not available: {why} | | | | | | | | | | | |")
 
 
 def main():
