@@ -64,7 +64,7 @@ let package = Package(
         ]),
         // The binary upgrade (SIGUSR2): the listening sockets handed to a new process by
         // inheritance, its "ready" over a pipe, and systemd's notify socket (MAINPID).
-        .target(name: "Upgrade", dependencies: ["UVLoop"], swiftSettings: [.strictMemorySafety()]),
+        .target(name: "Upgrade", dependencies: ["UVLoop", "CLibUV"], swiftSettings: [.strictMemorySafety()]),
         .executableTarget(name: "fastalloc-server", dependencies: [
             "ServerCore", "StatsEndpoint", "UVLoop", "FastAlloc", "Options", "ConfigYAML", "Upgrade", .product(name: "Logging", package: "swift-log"),
         ]),

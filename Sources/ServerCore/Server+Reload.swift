@@ -95,7 +95,7 @@ extension Server {
     public static let reloadableOptions: Set<String> = [
         "upstream", "balance", "connect-retries",
         "health-check", "health-check-interval", "rise", "fall", "resolve-interval",
-        "idle-timeout", "connect-timeout", "write-timeout", "linger-timeout", "drain-timeout",
+        "idle-timeout", "connect-timeout", "write-timeout", "linger-timeout", "drain-timeout", "upgrade-timeout",
         "max-connections-per-client",
         "log-level", "access-log", "access-log-format",
         "proxy-protocol-upstream", "accept-proxy", "trusted-proxies", "proxy-protocol-timeout",

@@ -34,9 +34,13 @@ extension Server {
     /// Inherited listeners (`init(inherited:)`) start accepting, on every worker; until this
     /// call the kernel queues their connections. A process taking over calls it once everything
     /// else has started: then nothing it accepted is cut if a later step fails. Any thread.
-    public func startAccepting() {
+    ///
+    /// Returns once every worker has acted: the failures (a listener that could not listen, a
+    /// worker stopped first), empty when every one accepts.
+    public func startAccepting() -> [String] {
         shared.acceptRequested.store(true, ordering: .releasing)
         for worker in workers { worker.wake.send() }
+        return workers.enumerated().compactMap { index, worker in worker.accepting.wait().map { "worker \(index): \($0)" } }
     }
 
     /// Records that this process took its listeners from the one it replaced.

@@ -44,6 +44,8 @@ public final class Server: Sendable {
         let thread: ThreadHandle
         let wake: AsyncWake
         let counters: WorkerCounters
+        /// Set by the worker once it has started accepting (`startAccepting()`): nil, or why not.
+        let accepting: OneShot<String?>
     }
 
     /// Validates the configuration, starts the workers and returns once every one listens.
@@ -85,6 +87,7 @@ public final class Server: Sendable {
         for index in 0..<config.workers {
             let counters = WorkerCounters()
             let ready = OneShot<Result<(AsyncWake, SocketAddress, [Int32]), UVError>>()
+            let accepting = OneShot<String?>()
             let shared = self.shared
             let bindAddress = address
             let adopted = inherited.indices.filter { $0 % config.workers == index }.map { inherited[$0] }
@@ -98,7 +101,7 @@ public final class Server: Sendable {
                     return
                 }
                 do {
-                    wake = try worker.start(address: bindAddress, adopting: adopted, acceptNow: !acceptLater)
+                    wake = try worker.start(address: bindAddress, adopting: adopted, acceptNow: !acceptLater, acceptReport: accepting)
                 } catch {
                     // start() closed what it had opened; run the loop so the close callbacks
                     // free those handles (each holds its loop until then).
@@ -114,7 +117,7 @@ public final class Server: Sendable {
             }
             switch ready.wait() {
             case .success(let (wake, bound, workerDescriptors)):
-                handles.append(WorkerHandle(thread: thread, wake: wake, counters: counters))
+                handles.append(WorkerHandle(thread: thread, wake: wake, counters: counters, accepting: accepting))
                 descriptors += workerDescriptors
                 address = bound
             case .failure(let error):

@@ -86,6 +86,7 @@ extension ServerConfig {
     static let idleTimeoutRule = DurationRule(zeroAllowed: true, maximum: maxTimeout, text: "a time from 0 to 7d (0: none), like 60s")
     static let connectTimeoutRule = DurationRule(zeroAllowed: false, maximum: maxConnectTimeout, text: "a time > 0, at most 1h, like 5s")
     static let drainTimeoutRule = DurationRule(zeroAllowed: true, maximum: maxTimeout, text: "a time from 0 to 7d (0: close at once), like 10s")
+    static let upgradeTimeoutRule = DurationRule(zeroAllowed: false, maximum: maxConnectTimeout, text: "a time > 0, at most 1h, like 30s")
     static let writeTimeoutRule = DurationRule(zeroAllowed: true, maximum: maxTimeout, text: "a time from 0 to 7d (0: none), like 30s")
     static let proxyProtocolTimeoutRule = DurationRule(zeroAllowed: false, maximum: maxConnectTimeout,
                                                        text: "a time > 0, at most 1h, like 3s")

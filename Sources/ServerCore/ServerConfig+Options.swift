@@ -105,6 +105,9 @@ extension ServerConfig {
         .duration("drain-timeout", environment: variable("drain-timeout"), \.drainTimeout, rule: drainTimeoutRule,
                   help: "On SIGTERM/SIGINT, how long established connections may go on (both ways) before what is left is "
                       + "reset on both sides, 0 to 7d."),
+        .duration("upgrade-timeout", environment: variable("upgrade-timeout"), \.upgradeTimeout, rule: upgradeTimeoutRule,
+                  help: "On SIGUSR2 (a binary upgrade), how long the new process may take to start and say it is ready before "
+                      + "it is killed and this one keeps serving, > 0 to 1h."),
         .duration("write-timeout", environment: variable("write-timeout"), \.writeTimeout, rule: writeTimeoutRule,
                   help: "Reset a connection whose queued writes make no progress for this long (a reader that stopped "
                       + "reading; counted), 0 (never) to 7d."),

@@ -68,6 +68,8 @@ public struct ServerConfig: Sendable {
     public var connectTimeout: Double = 5
     /// Seconds established connections may go on after SIGTERM/SIGINT; then the rest are reset.
     public var drainTimeout: Double = 10
+    /// How long an upgrade's new process may take to say it is ready (seconds).
+    public var upgradeTimeout: Double = 30
     /// Seconds a write queued to a connection may make no progress before the connection is
     /// reset and counted (a reader that stopped reading holds buffers only this long; 0: never).
     public var writeTimeout: Double = 30

@@ -14,24 +14,32 @@ extension Worker {
         }
     }
 
-    /// Inherited listeners waiting for `Server.startAccepting()` start accepting.
+    /// Listeners waiting for `Server.startAccepting()` start accepting; the result is reported.
     private func startAccepting() {
+        var failures: [String] = []
         for listener in listeners {
             do {
                 try listener.startAccepting()
             } catch {
-                // The socket is not ours to accept on after all: the other workers' go on.
-                logger.error("cannot accept on an inherited listener: \(error); closing this worker's copy")
+                failures.append("\(error)")
                 listener.close()
                 listeners.removeAll { $0 === listener }
             }
         }
+        report(accepting: failures.isEmpty ? nil : failures.joined(separator: "; "))
+    }
+
+    /// Tells `Server.startAccepting()` (once) whether this worker accepts.
+    func report(accepting failure: String?) {
+        acceptReport?.set(failure)
+        acceptReport = nil
     }
 
     /// Stops accepting; every connection goes on, both ways, until it ends by itself; when the
     /// drain timeout passes, whatever is left is reset on both sides.
     private func beginDrain() {
         guard shutdownPhase == .serving else { return }
+        report(accepting: "the server began to drain first")
         refreshSettings()  // a reload's drain timeout, even if no accept or sweep took it yet
         shutdownPhase = .draining
         closeListeners()
@@ -62,6 +70,7 @@ extension Worker {
     }
 
     private func stopNow() {
+        report(accepting: "the server stopped first")
         shutdownPhase = .stopping
         closeListeners()
         closeHeaderReaders()

@@ -1,6 +1,7 @@
 import Logging
 import PacketBuffers
 import Synchronization
+import Threads
 import UVLoop
 
 /// One worker: a thread, its own libuv loop, its own listener on the shared address
@@ -47,6 +48,8 @@ final class Worker: TCPListenerDelegate {
     /// an upgrade handed it (`Server.init(inherited:)`; a worker may get several when the old
     /// process had more workers).
     var listeners: [TCPListener] = []
+    /// Where `startAccepting()` reports (once): nil, or why this worker does not accept.
+    var acceptReport: OneShot<String?>?
     private(set) var sessions: [Session] = []
     /// Ended sessions and closed streams kept for the next connections: after the worker's peak
     /// number of connections, accepting, connecting upstream and closing allocate nothing.
@@ -120,7 +123,9 @@ final class Worker: TCPListenerDelegate {
 
     /// Binds and listens (on the worker's thread); returns the handle other threads wake it with.
     /// On failure everything it opened is closing: run the loop once more to finish that.
-    func start(address: SocketAddress, adopting inherited: [Int32] = [], acceptNow: Bool = true) throws(UVError) -> AsyncWake {
+    func start(address: SocketAddress, adopting inherited: [Int32] = [], acceptNow: Bool = true,
+               acceptReport: OneShot<String?>? = nil) throws(UVError) -> AsyncWake {
+        self.acceptReport = acceptReport
         do {
             return try open(address: address, adopting: inherited, acceptNow: acceptNow)
         } catch {

@@ -52,7 +52,7 @@ public struct ProcessFigures: Sendable, Hashable {
     }
 
     static func readFile(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY)
+        let fd = open(path, O_RDONLY | O_CLOEXEC)  // never inherited by an upgrade's new process
         guard fd >= 0 else { return nil }
         defer { Glibc.close(fd) }
         var bytes: [UInt8] = []

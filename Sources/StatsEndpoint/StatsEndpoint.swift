@@ -26,8 +26,9 @@ public final class StatsEndpoint: Sendable {
     private let request = StatsWakeRequest()
 
     /// Listens on `address`, or accepts on `adopting`, a listening socket on that address handed
-    /// over by the process this one replaces (an upgrade).
-    public init(server: Server, address: SocketAddress, adopting: Int32? = nil, limits: StatsLimits = StatsLimits(),
+    /// over by the process this one replaces (an upgrade). With `acceptLater`, it accepts only
+    /// after `startAccepting()` (the socket is bound, or adopted, meanwhile).
+    public init(server: Server, address: SocketAddress, adopting: Int32? = nil, acceptLater: Bool = false, limits: StatsLimits = StatsLimits(),
                 logger: Logger = Logger(label: "fastalloc-stats")) throws(UVError) {
         let ready = OneShot<Result<(AsyncWake, SocketAddress, Int32?), UVError>>()
         let counters = counters
@@ -41,7 +42,7 @@ public final class StatsEndpoint: Sendable {
                 return
             }
             do {
-                let wake = try loop.start(address: address, adopting: adopting, request: request)
+                let wake = try loop.start(address: address, adopting: adopting, acceptNow: !acceptLater, request: request)
                 ready.set(.success((wake, loop.boundAddress ?? address, loop.descriptor)))
             } catch {
                 loop.run()  // let the handles it opened close
@@ -63,7 +64,7 @@ public final class StatsEndpoint: Sendable {
 
     /// Closes the listener and every stats connection, and joins the thread. Any thread.
     public func stop() {
-        request.listenerOnly.store(false, ordering: .releasing)
+        request.stop.store(true, ordering: .releasing)
         wake.send()
         thread.join()
     }
@@ -71,8 +72,16 @@ public final class StatsEndpoint: Sendable {
     /// Stops accepting (after an upgrade handed the socket over, the new process accepts on
     /// it); the connections open go on being answered until `stop()`. Any thread.
     public func closeListener() {
-        request.listenerOnly.store(true, ordering: .releasing)
+        request.closeListener.store(true, ordering: .releasing)
         wake.send()
+    }
+
+    /// An endpoint made with `acceptLater` starts accepting; returns nil, or why it cannot (a
+    /// port taken: libuv reports a bind's EADDRINUSE at listen). Any thread; once.
+    public func startAccepting() -> String? {
+        request.startAccepting.store(true, ordering: .releasing)
+        wake.send()
+        return request.accepting.wait()
     }
 
     /// The endpoint's own connections: open now, admitted, evicted and refused at the limit.
@@ -80,9 +89,13 @@ public final class StatsEndpoint: Sendable {
     public var connectionStatistics: StatsConnectionStatistics { counters.snapshot() }
 }
 
-/// What `StatsEndpoint` wakes its loop for: false, stop; true, only close the listener.
+/// What `StatsEndpoint` wakes its loop for (flags, so that requests close together are all seen).
 final class StatsWakeRequest: Sendable {
-    let listenerOnly = Atomic<Bool>(false)
+    let startAccepting = Atomic<Bool>(false)
+    let closeListener = Atomic<Bool>(false)
+    let stop = Atomic<Bool>(false)
+    /// The result of `startAccepting`: nil, or why not.
+    let accepting = OneShot<String?>()
 }
 
 /// The endpoint's loop and everything on it (its thread only).
@@ -113,22 +126,32 @@ final class StatsLoop: TCPListenerDelegate {
         loop = try EventLoop()
     }
 
-    func start(address: SocketAddress, adopting: Int32?, request: StatsWakeRequest) throws(UVError) -> AsyncWake {
+    func start(address: SocketAddress, adopting: Int32?, acceptNow: Bool, request: StatsWakeRequest) throws(UVError) -> AsyncWake {
         do {
             let listener: TCPListener
             if let adopting {
-                listener = try TCPListener(loop: loop, adopting: adopting, backlog: 128)
+                listener = try TCPListener(loop: loop, adopting: adopting, backlog: 128, acceptNow: acceptNow)
             } else {
-                listener = try TCPListener(loop: loop, address: address, backlog: 128)
+                listener = try TCPListener(loop: loop, address: address, backlog: 128, acceptNow: acceptNow)
             }
             listener.delegate = self
             self.listener = listener
             let wake = try AsyncWake(loop: loop) { [unowned self] _ in
-                if request.listenerOnly.load(ordering: .acquiring) {
+                if request.stop.load(ordering: .acquiring) {
+                    request.accepting.set("stopped")
+                    self.stop()
+                    return
+                }
+                if request.closeListener.load(ordering: .acquiring) {
                     self.listener?.close()
                     self.listener = nil
-                } else {
-                    self.stop()
+                } else if request.startAccepting.load(ordering: .acquiring) {
+                    do {
+                        try self.listener?.startAccepting()
+                        request.accepting.set(nil)
+                    } catch {
+                        request.accepting.set("\(error)")
+                    }
                 }
             }
             self.wake = wake

@@ -428,7 +428,8 @@ public final class TCPListener: Handle {
     public var descriptor: Int32? {
         guard !isClosing else { return nil }
         var fd: uv_os_fd_t = -1
-        // Safe: the handle is open (uv_fileno fails on a closed one); `fd` is read during the call.
+        // Safe: the handle is open (uv_fileno fails on a closed one); uv_fileno writes `fd`, a
+        // local, during the call.
         guard unsafe uv_fileno(rawHandle.assumingMemoryBound(to: uv_handle_t.self), &fd) == 0 else { return nil }
         return fd
     }

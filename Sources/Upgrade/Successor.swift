@@ -1,3 +1,4 @@
+import CLibUV
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -53,11 +54,12 @@ public final class Successor: Sendable {
     public static func start(executable: String, arguments: [String], environment: [String: String],
                              listeners: [Int32], stats: Int32?) -> Result<Successor, HandOverError> {
         var pipeEnds: [Int32] = [-1, -1]
-        // Safe: pipe writes two descriptors into the two-element array.
-        guard unsafe pipe(&pipeEnds) == 0 else {
-            return .failure(HandOverError("pipe: \(systemError(errno))"))
+        // Safe: uv_pipe writes two descriptors into the two-element array; it makes them
+        // close-on-exec atomically (pipe2 O_CLOEXEC), so no other thread's exec can inherit them.
+        let piped = unsafe uv_pipe(&pipeEnds, 0, 0)
+        guard piped == 0 else {
+            return .failure(HandOverError("pipe: \(systemError(-piped))"))
         }
-        for end in pipeEnds { setCloseOnExec(end, true) }
         let handOver = HandOver(listeners: listeners, stats: stats, ready: pipeEnds[1], from: getpid())
         var childEnvironment = environment
         childEnvironment[HandOver.variable] = handOver.encoded
@@ -92,35 +94,46 @@ public final class Successor: Sendable {
         while true {
             let left = deadline - Successor.monotonicSeconds()
             if left <= 0 {
-                kill(pid, SIGKILL)
-                _ = reap(waiting: true)
-                return .failed(reason: "PID \(pid) did not say it was ready within \(Int(timeout)) s; killed it")
+                return abandon("did not say it was ready within \(timeout) s")
             }
             var poller = pollfd(fd: readyDescriptor, events: Int16(POLLIN), revents: 0)
             // Safe: one pollfd, a local.
             let polled = unsafe poll(&poller, 1, Int32(min(left * 1000, 1000)))
-            if polled < 0 && errno != EINTR { return .failed(reason: "poll: \(systemError(errno))") }
+            if polled < 0 && errno != EINTR { return abandon("poll: errno \(errno)") }
             guard polled > 0 else { continue }
             // Safe: read writes at most `chunk.count` bytes into the array.
             let count = unsafe read(readyDescriptor, &chunk, chunk.count)
             if count < 0 {
                 if errno == EINTR || errno == EAGAIN { continue }
-                return .failed(reason: "read: \(systemError(errno))")
+                return abandon("read: errno \(errno)")
             }
             if count == 0 {
                 // End of file without "ready": it failed. Its status says how (it may take a
                 // moment to exit after closing the pipe).
-                return .failed(reason: "PID \(pid) " + (reap(waiting: true) ?? "closed the hand-over pipe without saying it was ready"))
+                if let status = reap(waiting: true) { return .failed(reason: "PID \(pid) \(status)") }
+                return abandon("closed the hand-over pipe without saying it was ready")
             }
             received += chunk.prefix(count)
-            if received.last == UInt8(ascii: "\n") {
-                let line = String(decoding: received.dropLast(), as: UTF8.self)
+            if received.last == UInt8(ascii: "\n") || received.count > 64 {
+                let line = String(decoding: received.prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
                 if line == "ready \(pid)" { return .ready }
-                kill(pid, SIGKILL)
-                _ = reap(waiting: true)
-                return .failed(reason: "PID \(pid) said '\(line)', not 'ready \(pid)'; killed it")
+                return abandon("said '\(line)', not 'ready \(pid)'")
             }
         }
+    }
+
+    /// A successor that will not serve: killed (it may hold the sockets and must never take over
+    /// after the old process gave up on it) and reaped.
+    private func abandon(_ why: String) -> Outcome {
+        kill(pid, SIGKILL)
+        let status = reap(waiting: true).map { "; it \($0)" } ?? ""
+        return .failed(reason: "PID \(pid) \(why); killed it\(status)")
+    }
+
+    /// Asks a successor that has not said it is ready to stop (SIGTERM: it drains, and it has
+    /// accepted nothing yet). For an old process that is itself stopping meanwhile.
+    public func cancel() {
+        kill(pid, SIGTERM)
     }
 
     /// Waits for the successor's exit (bounded to 5 s) and describes it; nil if it is still running.
@@ -168,8 +181,9 @@ extension HandOver {
     }
 }
 
-/// posix_spawn of `executable`: no signal blocked in the new process, and the default action for
-/// the ones this one handles (exec resets handlers, not the mask).
+/// posix_spawn of `executable`: SIGHUP, SIGUSR1 and SIGUSR2 blocked in the new process (until it
+/// ignores them), the default action for the others this one handles (exec resets handlers, not
+/// the mask).
 private func spawn(_ pid: inout pid_t, _ executable: String, _ argv: [UnsafeMutablePointer<CChar>?],
                    _ envp: [UnsafeMutablePointer<CChar>?]) -> Int32 {
     var attributes = posix_spawnattr_t()
@@ -178,9 +192,12 @@ private func spawn(_ pid: inout pid_t, _ executable: String, _ argv: [UnsafeMuta
     // alive for the call.
     unsafe posix_spawnattr_init(&attributes)
     defer { unsafe posix_spawnattr_destroy(&attributes) }
-    var empty = sigset_t()
-    unsafe sigemptyset(&empty)
-    unsafe posix_spawnattr_setsigmask(&attributes, &empty)
+    // Blocked in the new process until it has set them up (it ignores them, then its watchers
+    // take them): a reload or reopen signal sent meanwhile must not end it (their default action).
+    var blocked = sigset_t()
+    unsafe sigemptyset(&blocked)
+    for number in [SIGHUP, SIGUSR1, SIGUSR2] { unsafe sigaddset(&blocked, number) }
+    unsafe posix_spawnattr_setsigmask(&attributes, &blocked)
     var defaults = sigset_t()
     unsafe sigemptyset(&defaults)
     for number in [SIGTERM, SIGINT, SIGPIPE] { unsafe sigaddset(&defaults, number) }
@@ -189,10 +206,11 @@ private func spawn(_ pid: inout pid_t, _ executable: String, _ argv: [UnsafeMuta
     return unsafe posix_spawn(&pid, executable, nil, &attributes, argv, envp)
 }
 
-/// The C library's message for an errno value.
+/// The C library's message for an errno value (on the control loop's thread only: strerror's
+/// buffer is shared; the waiting thread reports errno numbers).
 func systemError(_ code: Int32) -> String {
     // Safe: strerror returns a NUL-terminated message, copied here before another call can
-    // change it (only the control loop's thread calls this).
+    // change it (callers: the control loop's thread, one at a time).
     unsafe String(cString: strerror(code))
 }
 

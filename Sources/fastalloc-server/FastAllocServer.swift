@@ -51,7 +51,7 @@ struct FastAllocServer {
         upgrades: it starts the binary at its own path again, with the same arguments, hands it
         the listening sockets (never closed, so no connection is refused), and once the new
         process says it is ready, stops accepting and drains as on SIGTERM; if the new process
-        fails to start within 30 s, this one keeps serving. SIGUSR1 reopens the access log.
+        fails to start within --upgrade-timeout, this one keeps serving. SIGUSR1 reopens the access log.
         """
 
     static func main() {
@@ -173,7 +173,8 @@ struct FastAllocServer {
         var statsEndpoint: StatsEndpoint?
         if let statsAddress = config.stats {
             do {
-                statsEndpoint = try StatsEndpoint(server: server, address: statsAddress, adopting: adopted?.stats, logger: logger)
+                statsEndpoint = try StatsEndpoint(server: server, address: statsAddress, adopting: adopted?.stats,
+                                                  acceptLater: adopted != nil, logger: logger)
             } catch {
                 server.stop()
                 server.wait()
@@ -190,6 +191,7 @@ struct FastAllocServer {
             if signals == 1 && upgrade.handedOver {
                 logger.notice("signal \(number): already draining since the upgrade; a second signal exits at once")
             } else if signals == 1 {
+                upgrade.cancel()
                 logger.notice("signal \(number): draining (up to \(server.currentConfig.drainTimeout) s); a second signal exits at once")
                 server.drain()
             } else {
@@ -242,7 +244,19 @@ struct FastAllocServer {
         if let adopted {
             // Everything has started: accept now (nothing accepted before could have been cut by
             // a failed start). The old process may then close its copies and drain.
-            server.startAccepting()
+            // The stats port first: a port taken there fails here (libuv reports a bind's
+            // EADDRINUSE at listen), before a worker has taken any client.
+            var failures = statsEndpoint?.startAccepting().map { ["stats \(config.stats.map { "\($0)" } ?? ""): \($0)"] } ?? []
+            if failures.isEmpty { failures = server.startAccepting() }
+            if !failures.isEmpty {
+                // Not ready: the old process keeps serving (it sees this process exit). What the
+                // workers that did accept took meanwhile drains first.
+                logger.error("upgrade: cannot accept (\(failures.joined(separator: "; "))); exiting, PID \(adopted.handOver.from) keeps serving")
+                server.drain()
+                server.wait()
+                statsEndpoint?.stop()
+                Glibc.exit(1)
+            }
             server.markInherited()
             let told = adopted.handOver.signalReady()
             let statsText = adopted.stats != nil ? " and on its stats socket" : ""

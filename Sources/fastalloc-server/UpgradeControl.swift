@@ -14,9 +14,6 @@ import Glibc
 /// the new process), hand over the stats port, and drain as on SIGTERM. If it fails, we keep
 /// serving, and log and count why. One upgrade at a time; a draining process hands over nothing.
 final class UpgradeControl {
-    /// How long a new process may take to start listening and say so.
-    static let readyTimeout: Double = 30
-
     private let server: Server
     private let stats: StatsEndpoint?
     private let executable: String?
@@ -62,8 +59,9 @@ final class UpgradeControl {
             let statsText = stats?.descriptor != nil ? " and the stats socket" : ""
             logger.notice("upgrade: started \(executable) as PID \(successor.pid) with \(listeners.count) listening sockets\(statsText); serving until it is ready")
             let outcome = OneShot<Successor.Outcome>()
+            let timeout = server.currentConfig.upgradeTimeout  // --upgrade-timeout, as reloaded
             let waiter = ThreadHandle.start {
-                outcome.set(successor.waitUntilReady(timeout: UpgradeControl.readyTimeout))
+                outcome.set(successor.waitUntilReady(timeout: timeout))
                 wake.send()
             }
             pending = (successor, waiter, outcome)
@@ -80,6 +78,10 @@ final class UpgradeControl {
         case .ready:
             handedOver = true
             server.countUpgrade(handedOver: true)
+            // systemd follows the new process from now on. Said by this process too (the main
+            // one until now), before it drains: one with nothing to drain may exit at once, and
+            // systemd must not take that for the service's end.
+            SystemdNotify.send("MAINPID=\(successor.pid)", environment: environment)
             server.drain()  // first: /readyz says 503 from here on
             stats?.closeListener()
             logger.notice("upgrade: PID \(successor.pid) is ready; this process stops accepting and drains (up to \(server.currentConfig.drainTimeout) s)")
@@ -93,9 +95,19 @@ final class UpgradeControl {
         logger.error("upgrade failed, this process keeps serving: \(reason)")
     }
 
-    /// At exit (on the loop): an upgrade still starting is waited for (at most the timeout),
-    /// so that its thread is joined and the process it started is not left half told.
+    /// This process starts to drain (SIGTERM, SIGINT) while an upgrade is under way: the new
+    /// process is asked to stop too (it accepts nothing before it is ready; if it just became
+    /// ready, it drains what it took). A stop means the service stops, not that it moves.
+    func cancel() {
+        guard let (successor, _, _) = pending else { return }
+        logger.notice("upgrade: stopping the new process, PID \(successor.pid), as this one stops")
+        successor.cancel()
+    }
+
+    /// At exit (on the loop): an upgrade still under way is cancelled, and its waiting thread
+    /// joined (it returns when the new process has exited or at its timeout).
     func close() {
+        cancel()
         if let (_, waiter, _) = pending { waiter.join() }
         pending = nil
         wake?.close()
@@ -128,7 +140,7 @@ extension FastAllocServer {
             case .listening(let bound) where wanted.isServed(by: bound):
                 return true
             case .listening(let bound):
-                logger.warning("upgrade: the inherited \(what) socket is on \(bound), the configuration says \(wanted): listening on \(wanted) instead; \(bound) closes when PID \(handOver.from) has drained")
+                logger.warning("upgrade: the inherited \(what) socket is on \(bound), the configuration says \(wanted): listening on \(wanted) instead; \(bound) closes when PID \(handOver.from) starts to drain (connections queued on it then are reset, as in a restart)")
             case .unusable(let why):
                 logger.warning("upgrade: inherited \(what) socket unusable (\(why)); listening on \(wanted) instead")
             }

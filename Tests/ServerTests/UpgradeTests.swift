@@ -137,6 +137,36 @@ import UVLoop
         #expect(waitForExit(successor, timeout: 30) == 0)
     }
 
+    @Test func newProcessThatHangs_isKilledAtTheTimeout_andAStopDuringAnUpgradeStopsItToo() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let binary = directory + "/fastalloc-server"
+        try install(ServerProcess.executable, at: binary)
+        let old = try ServerProcess(["echo", "--listen", "127.0.0.1:0", "--stats", "off", "--workers", "1", "--upgrade-timeout", "1s"],
+                                    executable: binary)
+        let address = try old.waitUntilListening()
+        // A binary that never says it is ready (exec: the PID we kill is the sleeping process).
+        try installScript("#!/bin/sh\nexec sleep 60\n", at: binary)
+        kill(old.pid, SIGUSR2)
+        #expect(old.read(timeout: 20) { _ in old.errors.contains("upgrade failed") }, "stderr: \(old.errors)")
+        #expect(old.errors.contains("did not say it was ready within 1.0 s; killed it"), "stderr: \(old.errors)")
+        #expect(try roundTrip(address, 1000), "the old process still serves")
+        let hung = startedPIDs(old.errors)
+        #expect(hung.count == 1 && hung.allSatisfy { kill($0, 0) != 0 }, "the hung process was killed and reaped: \(hung)")
+
+        // An upgrade under way when the old process is told to stop: the new one is stopped too
+        // (systemctl stop means the service stops), and the old one does not wait for it.
+        kill(old.pid, SIGUSR2)
+        #expect(old.read(timeout: 20) { _ in startedPIDs(old.errors).count == 2 }, "stderr: \(old.errors)")
+        let started = EventLoop.hrtime()
+        kill(old.pid, SIGTERM)
+        #expect(old.waitForExit(timeout: 20) == 0, "stderr: \(old.errors)")
+        #expect(EventLoop.hrtime() - started < 900_000_000, "the stop waited for the upgrade's timeout")
+        #expect(old.errors.contains("upgrade: stopping the new process"), "stderr: \(old.errors)")
+        let second = startedPIDs(old.errors).last ?? 0
+        #expect(kill(second, 0) != 0, "PID \(second) still runs")
+    }
+
     @Test func systemdNotify_readyAtStart_thenTheNewMainPID() throws {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -238,6 +268,14 @@ func readyLines(_ log: String) -> [pid_t] {
         let rest = line[range.upperBound...]
         guard rest.contains(" is ready") else { return nil }
         return pid_t(rest.prefix { $0.isNumber })
+    }
+}
+
+/// The PIDs of the "upgrade: started ... as PID N" lines, in order.
+func startedPIDs(_ log: String) -> [pid_t] {
+    log.split(separator: "\n").compactMap { line in
+        guard line.contains("upgrade: started "), let range = line.range(of: " as PID ") else { return nil }
+        return pid_t(line[range.upperBound...].prefix { $0.isNumber })
     }
 }
 
