@@ -179,8 +179,16 @@ import UVLoop
         #expect(old.read(timeout: 20) { _ in readyLines(old.errors).count == 1 }, "stderr: \(old.errors)")
         guard let successor = readyLines(old.errors).first else { return }
         defer { killLeftovers([successor]) }
-        let message = notify.receive() ?? ""
-        #expect(message.contains("MAINPID=\(successor)\n") && message.contains("READY=1"), "\(message)")
+        // Both processes name the new main PID (the old one before it drains, the new one with
+        // READY=1), in either order: every datagram until READY=1 must name the new PID.
+        var messages: [String] = []
+        while messages.count < 3, let message = notify.receive() {
+            messages.append(message)
+            if message.contains("READY=1") { break }
+        }
+        let named = messages.flatMap { $0.split(separator: "\n").filter { $0.hasPrefix("MAINPID=") } }
+        #expect(messages.last?.contains("READY=1") == true, "\(messages)")
+        #expect(!named.isEmpty && named.allSatisfy { $0 == "MAINPID=\(successor)" }, "\(messages)")
         #expect(old.waitForExit(timeout: 30) == 0)
         kill(successor, SIGTERM)
         #expect(waitForExit(successor, timeout: 30) == 0)
