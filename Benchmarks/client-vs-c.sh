@@ -6,6 +6,8 @@
 # uv-echo both clients wait on the server and the comparison shows nothing.
 #
 #   Benchmarks/client-vs-c.sh [ROUNDS] [SECONDS]     (default 5 rounds of 5 s, 1 s warm-up)
+#   COMPARE=/path/to/another/fastalloc-load Benchmarks/client-vs-c.sh    (adds that build's column)
+# Ratios: of the medians, and in brackets the median of each round's own ratio.
 set -euo pipefail
 cd "$(dirname "$0")"
 rounds=${1:-5}
@@ -36,31 +38,59 @@ swift_client() {  # connections size depth field(1: msg/s, 2: MB/s)
         | python3 -c "import json,sys; r=json.load(sys.stdin); print(r['messages_per_second'] if $4 == 1 else r['megabytes_per_second'])"
 }
 
+# The clients of a round, in the order they run: rotated each round, so that none always runs
+# first (on a cooler, or hotter, machine).
+clients=(c swift)
+[[ -n "${COMPARE:-}" ]] && clients+=(compare)
+
+one() {  # client connections size depth field
+    case $1 in
+        c) c_client "$2" "$3" "$4" "$5" ;;
+        swift) swift_client "$2" "$3" "$4" "$5" ;;
+        compare) load=$COMPARE swift_client "$2" "$3" "$4" "$5" ;;
+    esac
+}
+
 run() {  # name connections size depth field(1: msg/s, 2: MB/s)
     local name=$1 connections=$2 size=$3 depth=$4 field=$5
-    local c_results=() swift_results=()
+    local -A results=()
+    local n=${#clients[@]}
     for round in $(seq "$rounds"); do
-        # Alternate which client goes first, so neither always runs on a cooler (or hotter) machine.
-        if (( round % 2 )); then
-            c=$(c_client "$connections" "$size" "$depth" "$field")
-            s=$(swift_client "$connections" "$size" "$depth" "$field")
-        else
-            s=$(swift_client "$connections" "$size" "$depth" "$field")
-            c=$(c_client "$connections" "$size" "$depth" "$field")
-        fi
-        c_results+=("$c")
-        swift_results+=("$s")
-        echo "  round $round: C epoll client $c, fastalloc-load $s" >&2
+        local line="  round $round:"
+        for k in $(seq 0 $((n - 1))); do
+            local client=${clients[$(((round + k) % n))]}
+            local figure
+            figure=$(one "$client" "$connections" "$size" "$depth" "$field")
+            results[$client]+="$figure "
+            line+=" $client $figure"
+        done
+        echo "$line" >&2
     done
-    local cm sm
-    cm=$(printf '%s\n' "${c_results[@]}" | median)
-    sm=$(printf '%s\n' "${swift_results[@]}" | median)
-    python3 -c "print(f'| $name | {float($cm):,.0f} | {float($sm):,.0f} | {float($sm)/float($cm)*100:.0f} % |')"
+    local row="| $name"
+    local cm
+    cm=$(printf '%s\n' ${results[c]} | median)
+    for client in "${clients[@]}"; do
+        local m
+        m=$(printf '%s\n' ${results[$client]} | median)
+        row+=$(python3 -c "print(f' | {float($m):,.0f}')")
+    done
+    for client in "${clients[@]:1}"; do
+        # The median of the round's own ratios too: on a noisy machine it moves less.
+        local paired
+        paired=$(paste <(printf '%s\n' ${results[$client]}) <(printf '%s\n' ${results[c]}) | awk '{print $1 / $2}' | median)
+        row+=$(python3 -c "print(f' | {float($(printf '%s\n' ${results[$client]} | median))/float($cm)*100:.0f} % ({float($paired)*100:.0f} %)')")
+    done
+    echo "$row |"
 }
 
 echo "machine: $(nproc) cores, $(uname -srm); server: peers/uv-echo-tuned, 1 worker; $rounds rounds of ${seconds}s, medians"
 echo
-echo "| workload | C epoll client | fastalloc-load --threads 1 | fastalloc-load / C |"
-echo "|---|---:|---:|---:|"
+if [[ -n "${COMPARE:-}" ]]; then
+    echo "| workload | C epoll client | fastalloc-load --threads 1 | $COMPARE | fastalloc-load / C (paired) | $COMPARE / C (paired) |"
+    echo "|---|---:|---:|---:|---:|---:|"
+else
+    echo "| workload | C epoll client | fastalloc-load --threads 1 | fastalloc-load / C (paired) |"
+    echo "|---|---:|---:|---:|"
+fi
 run "64 connections x 64 B, depth 1 (msg/s)" 64 64 1 1
 run "16 connections x 16 KiB, depth 4 (MB/s, verified)" 16 16384 4 2
