@@ -7,6 +7,7 @@
 #
 #   Benchmarks/client-vs-c.sh [ROUNDS] [SECONDS]     (default 5 rounds of 5 s, 1 s warm-up)
 #   COMPARE=/path/to/another/fastalloc-load Benchmarks/client-vs-c.sh    (adds that build's column)
+#   LOAD=/path/to/fastalloc-load ...     (that build instead of building this tree's release one)
 # Ratios: of the medians, and in brackets the median of each round's own ratio.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -15,8 +16,10 @@ seconds=${2:-5}
 port=${PORT:-17701}
 
 make -s -C peers
-(cd .. && swift build -c release --product fastalloc-load >/dev/null)
-load=../.build/release/fastalloc-load
+if [[ -z "${LOAD:-}" ]]; then
+    (cd .. && swift build -c release --product fastalloc-load >/dev/null)
+fi
+load=${LOAD:-../.build/release/fastalloc-load}
 
 peers/uv-echo-tuned "$port" 1 2>/dev/null &
 server=$!
