@@ -21,7 +21,12 @@ if [[ -z "${LOAD:-}" ]]; then
 fi
 load=${LOAD:-../.build/release/fastalloc-load}
 
-peers/uv-echo-tuned "$port" 1 2>/dev/null &
+# PIN=1: the server on CPU 0, the clients on CPU 1. Not the default: on the 2-core machine
+# where it was tried, the figures were no steadier pinned, and 16 KiB ran slower.
+pin=${PIN:-0}
+server_cpu=() client_cpu=()
+if [[ $pin == 1 && $(nproc) -ge 2 ]]; then server_cpu=(taskset -c 0); client_cpu=(taskset -c 1); fi
+"${server_cpu[@]}" peers/uv-echo-tuned "$port" 1 2>/dev/null &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 50); do  # wait (bounded) until the server accepts
@@ -32,11 +37,11 @@ done
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 c_client() {  # connections size depth field(1: msg/s, 2: MB/s)
-    peers/epoll-client 127.0.0.1 "$port" "$1" "$2" "$3" "$seconds" 1 | awk -v f="$4" '{print $f}'
+    "${client_cpu[@]}" peers/epoll-client 127.0.0.1 "$port" "$1" "$2" "$3" "$seconds" 1 | awk -v f="$4" '{print $f}'
 }
 
 swift_client() {  # connections size depth field(1: msg/s, 2: MB/s)
-    $load --target 127.0.0.1:"$port" --connections "$1" --size "$2" --depth "$3" \
+    "${client_cpu[@]}" $load --target 127.0.0.1:"$port" --connections "$1" --size "$2" --depth "$3" \
             --duration "${seconds}s" --warmup 1s --threads 1 --json 2>/dev/null \
         | python3 -c "import json,sys; r=json.load(sys.stdin); print(r['messages_per_second'] if $4 == 1 else r['megabytes_per_second'])"
 }
@@ -86,7 +91,7 @@ run() {  # name connections size depth field(1: msg/s, 2: MB/s)
     echo "$row |"
 }
 
-echo "machine: $(nproc) cores, $(uname -srm); server: peers/uv-echo-tuned, 1 worker; $rounds rounds of ${seconds}s, medians"
+echo "machine: $(nproc) cores, $(uname -srm); server: peers/uv-echo-tuned, 1 worker; ${client_cpu[*]:+server on CPU 0, client on CPU 1; }$rounds rounds of ${seconds}s, medians"
 echo
 if [[ -n "${COMPARE:-}" ]]; then
     echo "| workload | C epoll client | fastalloc-load --threads 1 | $COMPARE | fastalloc-load / C (paired) | $COMPARE / C (paired) |"
