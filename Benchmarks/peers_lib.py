@@ -196,6 +196,9 @@ def servers(upstream_port, base_port, haproxy_dir, compare=None):
         result.append(Server("C libuv echo (malloc per read)", "echo", threads,
                              [os.path.join(PEERS, "uv-echo"), str(port), str(threads)], port))
         port += 1
+        result.append(Server("C libuv echo (tuned)", "echo", threads,
+                             [os.path.join(PEERS, "uv-echo-tuned"), str(port), str(threads)], port))
+        port += 1
         if os.path.exists(nio):
             result.append(Server("SwiftNIO echo", "echo", threads, [nio, str(port), str(threads)], port))
         port += 1

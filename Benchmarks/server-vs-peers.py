@@ -3,7 +3,9 @@
 
 Servers (each with 1 and 2 threads or workers where it has them):
   echo:  fastalloc-server echo; the C libuv echo server that mallocs per read (peers/uv-echo, the
-         baseline); a SwiftNIO echo server (peers/nio-echo, NIO's echo example's shape).
+         baseline); a tuned C libuv echo (peers/uv-echo-tuned: one 64 KiB buffer per connection,
+         uv_try_write first), the fastest echo we have; a SwiftNIO echo server (peers/nio-echo,
+         NIO's echo example's shape).
   relay: fastalloc-server relay; haproxy 2.6 in TCP mode (the baseline); nginx's stream proxy;
          socat (a process per connection, 1 only). All in front of peers/uv-echo, 1 worker.
   relay3: the relays in front of three peers/uv-echo (peers_relay3.py): fastalloc-server relay

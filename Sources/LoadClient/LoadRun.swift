@@ -46,21 +46,61 @@ final class PatternRing: @unchecked Sendable {
 /// Counters one worker thread publishes for the progress line, once a second.
 final class Published: Sendable {
     let messages = Atomic<Int>(0)
+    let warmupMessages = Atomic<Int>(0)
     let p99 = Atomic<UInt64>(0)
 }
 
+/// What a run has done so far, reported about once a second while it runs.
+public struct LoadProgress: Sendable, Equatable {
+    /// Seconds since the run began (warm-up included).
+    public var elapsed: Double
+    /// Whether the warm-up still lasts. Its messages do not count, and no latency is recorded
+    /// yet: `rate` is then the warm-up's own and `p99` is 0.
+    public var warmingUp: Bool
+    /// Messages per second: during the warm-up, its messages over its time so far; after it,
+    /// the measured messages over the measured time so far.
+    public var rate: Double
+    /// p99 latency of the measured messages so far, in nanoseconds (0 during the warm-up).
+    public var p99: UInt64
+
+    public init(elapsed: Double, warmingUp: Bool, rate: Double, p99: UInt64) {
+        self.elapsed = elapsed
+        self.warmingUp = warmingUp
+        self.rate = rate
+        self.p99 = p99
+    }
+
+    /// The progress line fastalloc-load prints: `3s  41230 msg/s  p99 812 µs`, and during the
+    /// warm-up `1s  warming up: 39875 msg/s` (whole seconds and messages, rounded).
+    public var line: String {
+        // Both finite and far below 2^63 (elapsed: at most the run; rate: messages over a
+        // positive time), but clamped anyway: Int(_:) traps beyond, and on NaN.
+        // Rounded: the loop's timer ticks a little before or after each whole second.
+        func whole(_ value: Double) -> Int { value.isNaN ? 0 : Int(min(max(value, 0), 1e18).rounded()) }
+        let seconds = whole(elapsed)
+        let perSecond = whole(rate)
+        if warmingUp { return "\(seconds)s  warming up: \(perSecond) msg/s" }
+        return "\(seconds)s  \(perSecond) msg/s  p99 \(p99 / 1000) µs"
+    }
+}
+
 /// Runs a load test and returns what it measured. Blocks until the run ends by itself (after
-/// warm-up + duration, or after the fixed message count). `progress`, if given, is called about
-/// once a second from a worker thread with (elapsed seconds, messages/s so far, p99 so far in ns).
-public func runLoad(_ config: LoadConfig, progress: (@Sendable (Double, Double, UInt64) -> Void)? = nil) throws(LoadConfigError) -> LoadReport {
+/// warm-up + duration, or after the fixed message count). `progress`, if given, is called from
+/// a worker thread every `progressInterval` seconds (default 1) with what the run has done so far.
+public func runLoad(_ config: LoadConfig, progressInterval: Double = 1,
+                    progress: (@Sendable (LoadProgress) -> Void)? = nil) throws(LoadConfigError) -> LoadReport {
     try config.validate()
+    guard progressInterval >= 0.001 && progressInterval <= 3600 else {
+        throw LoadConfigError(field: "progressInterval", value: "\(progressInterval)", expected: "0.001...3600 seconds")
+    }
     let ring = PatternRing(seed: config.seed, maxSize: config.size)
     let published = (0..<config.threads).map { _ in Published() }
     let results = ResultBox(count: config.threads)
     let startTime = EventLoop.hrtime()
     let threads = (0..<config.threads).map { index in
         let job = LoadWorkerJob(index: index, config: config, ring: ring, published: published, results: results,
-                                startTime: startTime, progress: progress)
+                                startTime: startTime, progressMilliseconds: UInt64(progressInterval * 1000),
+                                progress: progress)
         return ThreadHandle.start { job.run() }
     }
     for thread in threads { thread.join() }
@@ -132,16 +172,18 @@ final class LoadWorkerJob: @unchecked Sendable {
     let published: [Published]
     let results: ResultBox
     let startTime: UInt64
-    let progress: (@Sendable (Double, Double, UInt64) -> Void)?
+    let progressMilliseconds: UInt64
+    let progress: (@Sendable (LoadProgress) -> Void)?
 
     init(index: Int, config: LoadConfig, ring: PatternRing, published: [Published], results: ResultBox,
-         startTime: UInt64, progress: (@Sendable (Double, Double, UInt64) -> Void)?) {
+         startTime: UInt64, progressMilliseconds: UInt64, progress: (@Sendable (LoadProgress) -> Void)?) {
         self.index = index
         self.config = config
         self.ring = ring
         self.published = published
         self.results = results
         self.startTime = startTime
+        self.progressMilliseconds = progressMilliseconds
         self.progress = progress
     }
 

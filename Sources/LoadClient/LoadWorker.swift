@@ -69,6 +69,9 @@ final class LoadWorker {
         startTimers()
         if openConnections == 0 { stop() }
         loop.run()
+        // Every connection is closed now: break the worker <-> connection cycle (see
+        // `Connection.worker`).
+        connections.removeAll()
         result.windowStart = warmupEnd
         result.windowEnd = config.messagesPerConnection != nil ? max(lastCompletion, warmupEnd) : min(stoppedAt, endTime)
         return result
@@ -90,7 +93,7 @@ final class LoadWorker {
             }
             timers.append(connectTimer)
             let progressTimer = try Timer(loop: loop)
-            progressTimer.start(after: 1000, repeat: 1000) { [unowned self] _ in publish() }
+            progressTimer.start(after: job.progressMilliseconds, repeat: job.progressMilliseconds) { [unowned self] _ in publish() }
             timers.append(progressTimer)
             if interval > 0 {
                 // Paced to the microsecond: a 1 ms libuv timer would send up to a millisecond
@@ -132,14 +135,23 @@ final class LoadWorker {
     private func publish() {
         let published = job.published[job.index]
         published.messages.store(result.messages, ordering: .relaxed)
+        published.warmupMessages.store(result.warmupMessages, ordering: .relaxed)
         published.p99.store(result.histogram.totalCount > 0 ? result.histogram.valueAtPercentile(99) : 0, ordering: .relaxed)
         guard job.index == 0, let progress = job.progress else { return }
         let now = EventLoop.hrtime()
-        let elapsed = Double(now - job.startTime) / 1e9
-        let measured = now > warmupEnd ? Double(now - warmupEnd) / 1e9 : 0
+        let elapsed = Double(now &- job.startTime) / 1e9  // the clock is monotonic: now >= startTime
+        if now < warmupEnd {
+            // The warm-up's own rate: nothing is measured yet, and "0 msg/s  p99 0 µs" would
+            // read as a server that does not answer. (The other threads' counts are as they
+            // published them at their last tick, at most one interval old.)
+            let messages = job.published.reduce(0) { $0 + $1.warmupMessages.load(ordering: .relaxed) }
+            progress(LoadProgress(elapsed: elapsed, warmingUp: true, rate: elapsed > 0 ? Double(messages) / elapsed : 0, p99: 0))
+            return
+        }
+        let measured = Double(now - warmupEnd) / 1e9
         let messages = job.published.reduce(0) { $0 + $1.messages.load(ordering: .relaxed) }
         let p99 = job.published.reduce(UInt64(0)) { max($0, $1.p99.load(ordering: .relaxed)) }
-        progress(elapsed, measured > 0 ? Double(messages) / measured : 0, p99)
+        progress(LoadProgress(elapsed: elapsed, warmingUp: false, rate: measured > 0 ? Double(messages) / measured : 0, p99: p99))
     }
 
     /// Ends the run: closes every connection and timer; the loop then returns.
@@ -172,7 +184,14 @@ final class LoadWorker {
 /// One connection: sends the pattern, checks every echoed byte, times every message.
 final class Connection: TCPStreamDelegate {
     let index: Int
-    unowned let worker: LoadWorker
+    /// Strong, not `unowned`: an unowned reference costs an atomic retain and release at every
+    /// use, and `process` uses it per read (perf: about 2 % of the client's CPU at 64 B). The
+    /// cycle this makes is broken when the worker's loop returns (`LoadWorker.run`).
+    let worker: LoadWorker
+    /// The worker's, kept here for the per-message path.
+    let ring: PatternRing
+    let verifies: Bool
+    let closedLoop: Bool
     var stream: TCPStream?
     let depth: Int
     let size: Int
@@ -196,6 +215,9 @@ final class Connection: TCPStreamDelegate {
         size = worker.config.size
         limit = worker.config.messagesPerConnection ?? Int.max
         limitBytes = worker.config.bytesPerConnection ?? Int.max
+        ring = worker.ring
+        verifies = worker.config.verify
+        closedLoop = worker.interval == 0
         sendTimes = .allocate(capacity: depth)
         sendTimes.initialize(repeating: 0, count: depth)
     }
@@ -213,7 +235,7 @@ final class Connection: TCPStreamDelegate {
 
     func send(at time: UInt64) {
         sendTimes[sent % depth] = time
-        let window = worker.ring.window(connection: index, offset: sent &* size % PatternRing.period, count: size)
+        let window = ring.window(connection: index, offset: sent &* size % PatternRing.period, count: size)
         sent += 1
         do {
             _ = try stream!.write(unsafeBytes: window, token: 0)
@@ -238,7 +260,7 @@ final class Connection: TCPStreamDelegate {
             return
         }
         let now = EventLoop.hrtime()
-        if worker.interval == 0 {
+        if closedLoop {
             while canSend { send(at: now) }
         } else {
             sendDue(now: now)
@@ -280,7 +302,7 @@ final class Connection: TCPStreamDelegate {
             worker.noteMismatch(connection: index, offset: received + expected, count: bytes.count - expected)
             bytes = UnsafeRawBufferPointer(rebasing: bytes[0..<expected])  // Safe: expected < bytes.count
         }
-        if worker.config.verify { verify(bytes) }
+        if verifies { verify(bytes) }
         let before = received / size
         received += bytes.count
         let after = received / size
@@ -293,7 +315,7 @@ final class Connection: TCPStreamDelegate {
             close()
             return
         }
-        if worker.interval == 0 {
+        if closedLoop {
             while canSend { send(at: now) }
         } else if canSend {
             sendDue(now: now)
@@ -318,7 +340,7 @@ final class Connection: TCPStreamDelegate {
         while done < bytes.count {
             let count = min(size, bytes.count - done)
             let offset = received + done
-            let expected = worker.ring.window(connection: index, offset: offset % PatternRing.period, count: count)
+            let expected = ring.window(connection: index, offset: offset % PatternRing.period, count: count)
             // Safe: done + count <= bytes.count, and the pattern window holds `count` bytes.
             if memcmp(bytes.baseAddress! + done, expected.baseAddress!, count) != 0 {
                 var first = -1

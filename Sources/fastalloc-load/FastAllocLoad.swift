@@ -49,11 +49,8 @@ struct FastAllocLoad {
     static func run(_ config: LoadConfig) -> Int32 {
         signal(SIGPIPE, SIG_IGN)
         let terminal = isatty(STDERR_FILENO) == 1
-        let progress: @Sendable (Double, Double, UInt64) -> Void = { elapsed, rate, p99 in
-            // Both finite and far below 2^63 (elapsed: at most the run; rate: messages over a
-            // positive time), but clamped anyway: Int(_:) traps beyond.
-            let line = "\(Int(min(elapsed, 1e18)))s  \(Int(min(rate, 1e18))) msg/s  p99 \(p99 / 1000) µs"
-            writeStderr(terminal ? "\r\u{1B}[K" + line : line + "\n")
+        let progress: @Sendable (LoadProgress) -> Void = { progress in
+            writeStderr(terminal ? "\r\u{1B}[K" + progress.line : progress.line + "\n")
         }
         let report: LoadReport
         do {

@@ -1,4 +1,5 @@
 import LoadClient
+import Synchronization
 import TestSupport
 import Testing
 import UVLoop
@@ -104,6 +105,48 @@ import UVLoop
         // At least the duration was measured; the generous upper bound only says the run ended
         // by itself (a loaded CI machine under a sanitizer can be late by far more than 0.2 s).
         #expect(report.seconds > 0.3 && report.seconds < 3)
+    }
+
+    @Test func progressLine_duringWarmup_saysWarmingUp_withItsRate() {
+        #expect(LoadProgress(elapsed: 1.2, warmingUp: true, rate: 39_875.6, p99: 0).line == "1s  warming up: 39876 msg/s")
+        #expect(LoadProgress(elapsed: 2.998, warmingUp: false, rate: 41_230.2, p99: 812_345).line == "3s  41230 msg/s  p99 812 µs")
+        #expect(LoadProgress(elapsed: .nan, warmingUp: true, rate: .infinity, p99: 0).line == "0s  warming up: 1000000000000000000 msg/s")
+    }
+
+    /// The progress reports during the warm-up say so and give the warm-up's own rate (they
+    /// used to say "0 msg/s  p99 0 µs": nothing measured yet). Reported every 50 ms here.
+    @Test func progress_duringWarmup_reportsTheWarmupsOwnRate() throws {
+        let server = try TestEchoServer()
+        defer { server.stop() }
+        var config = LoadConfig(target: server.address)
+        config.connections = 2
+        config.warmup = 0.5
+        config.duration = 0.3
+        let seen = Mutex<[LoadProgress]>([])
+        let report = try runLoad(config, progressInterval: 0.05) { progress in seen.withLock { $0.append(progress) } }
+        let reports = seen.withLock { $0 }
+        #expect(report.succeeded, "\(report.summary())")
+        // Decided from the same clock reading as `elapsed`: warm-up exactly while it lasts.
+        for progress in reports {
+            #expect(progress.warmingUp == (progress.elapsed < config.warmup), "\(progress)")
+        }
+        let warm = reports.filter(\.warmingUp)
+        #expect(reports.contains { !$0.warmingUp }, "\(reports)")
+        for progress in warm {
+            #expect(progress.p99 == 0)
+            #expect(progress.line.contains("s  warming up: ") && !progress.line.contains("p99"), "\(progress.line)")
+        }
+        // The warm-up's own rate: its messages so far over its time so far, so no more than
+        // all its messages, and not 0 once messages flow.
+        let last = try #require(warm.last, "no report during the warm-up: \(reports)")
+        #expect(last.rate > 0, "\(last)")
+        #expect(last.rate * last.elapsed <= Double(report.warmupMessages) + 0.5, "\(last), \(report.warmupMessages) warm-up messages")
+    }
+
+    @Test func progressInterval_outOfRange_isRefused() throws {
+        let config = LoadConfig(target: SocketAddress(host: "127.0.0.1", port: 9))
+        #expect(throws: LoadConfigError.self) { try runLoad(config, progressInterval: 0) { _ in } }
+        #expect(throws: LoadConfigError.self) { try runLoad(config, progressInterval: .nan) { _ in } }
     }
 
     @Test func openLoop_neverSendsAheadOfSchedule() throws {

@@ -1,9 +1,12 @@
 import LoadClient
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The real `fastalloc-load` executable's command line, read through LoadConfig.table: --help
 /// lists every flag of the table, and a bad command line exits 64 naming the flag, the value and
-/// the rule, before any connection is tried.
+/// the rule, before any connection is tried; and its progress lines.
 @Suite struct LoadCommandLineTests {
     @Test func help_listsEveryFlagOfTheTable_andExits0() throws {
         let load = try ChildProcess("fastalloc-load", ["--help"])
@@ -15,6 +18,28 @@ import Testing
         }
         #expect(load.output.contains("  -h, --help\n"))
         #expect(load.errors.isEmpty)
+    }
+
+    /// During --warmup the progress lines (once a second, on stderr) say so and give the
+    /// warm-up's own rate; they used to print "0 msg/s  p99 0 µs".
+    @Test func progressDuringWarmup_saysWarmingUp_withItsRate() throws {
+        let server = try ChildProcess("fastalloc-server", ["echo", "--listen", "127.0.0.1:0", "--stats", "off", "--workers", "1"])
+        let address = try server.waitUntilListening()
+        let load = try ChildProcess("fastalloc-load", [
+            "--target", "\(address)", "--connections", "2", "--warmup", "2.5s", "--duration", "1.2s", "--json",
+        ])
+        #expect(load.waitForExit(timeout: 30) == 0, "stdout: \(load.output) stderr: \(load.errors)")
+        let lines = load.errors.split(separator: "\n").map(String.init)
+        let warm = lines.filter { $0.contains("warming up: ") }
+        // Ticks at 1 s and 2 s fall in the warm-up, the one at 3 s after it.
+        #expect(!warm.isEmpty, "stderr: \(load.errors)")
+        for line in warm {
+            let rate = line.split(separator: " ").dropLast().last.flatMap { Int($0) }
+            #expect(line.hasSuffix(" msg/s") && (rate ?? 0) > 0, "\(line)")
+        }
+        #expect(!lines.contains { $0.contains(" 0 msg/s  p99 0 µs") }, "stderr: \(load.errors)")
+        kill(server.pid, SIGTERM)
+        #expect(server.waitForExit() == 0, "stderr: \(server.errors)")
     }
 
     @Test(arguments: [
