@@ -128,5 +128,5 @@ load: setup
 	$(SWIFT) build -c release --product fastalloc-load
 
 clean:
-	rm -f Benchmarks/peers/uv-echo Benchmarks/peers/epoll-client Benchmarks/peers/libmalloc-count.so
+	rm -f Benchmarks/peers/uv-echo Benchmarks/peers/uv-echo-tuned Benchmarks/peers/churn Benchmarks/peers/conn-rate Benchmarks/peers/epoll-client Benchmarks/peers/libmalloc-count.so
 	rm -rf .build .build-release .build-tsan .build-asan .build-static Benchmarks/.build Fuzz/.build
