@@ -111,18 +111,18 @@ class Server:
         self.name, self.kind, self.threads, self.command, self.port, self.config = name, kind, threads, command, port, config
 
 
-def haproxy_config(path, threads, port, upstreams, balance=None):
-    """Writes haproxy's TCP-mode config (a `listen` on 127.0.0.1:port in front of upstreams,
-    HOST:PORT each) to path; returns path."""
+def haproxy_config_text(threads, port, upstreams, balance=None, stats_socket=None):
+    """haproxy's TCP-mode config: a `listen` on 127.0.0.1:port in front of upstreams (HOST:PORT
+    each); with stats_socket, a stats socket that hands its listeners to a reload's -x."""
     if len(upstreams) == 1:
         servers = f"    server upstream {upstreams[0]}\n"
     else:
         servers = "".join(f"    server upstream{i + 1} {upstream}\n" for i, upstream in enumerate(upstreams))
-    with open(path, "w") as out:
-        out.write(f"""global
+    stats = f"    stats socket {stats_socket} mode 600 level admin expose-fd listeners\n" if stats_socket else ""
+    return (f"""global
     nbthread {threads}
     maxconn 9000
-defaults
+{stats}defaults
     mode tcp
     timeout connect 5s
     timeout client 60s
@@ -130,6 +130,12 @@ defaults
 listen relay
     bind 127.0.0.1:{port}
 """ + (f"    balance {balance}\n" if balance else "") + servers)
+
+
+def haproxy_config(path, threads, port, upstreams, balance=None):
+    """Writes haproxy_config_text(...) to path; returns path."""
+    with open(path, "w") as out:
+        out.write(haproxy_config_text(threads, port, upstreams, balance))
     return path
 
 

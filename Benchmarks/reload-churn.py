@@ -49,7 +49,7 @@ import tempfile
 import time
 import urllib.request
 
-from peers_lib import PEERS, ROOT, wait_port
+from peers_lib import PEERS, ROOT, haproxy_config_text, wait_port
 
 CHURN = os.path.join(PEERS, "churn")
 SERVER = os.path.join(ROOT, ".build/release/fastalloc-server")
@@ -289,19 +289,7 @@ class HAProxy(Target):
     name = "haproxy 2.6 (-sf, -x)"
 
     def config(self, index):
-        return f"""global
-    nbthread {self.workers}
-    maxconn 9000
-    stats socket {self.socket} mode 600 level admin expose-fd listeners
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-listen relay
-    bind 127.0.0.1:{self.port}
-    server echo {self.upstream(index)}
-"""
+        return haproxy_config_text(self.workers, self.port, [self.upstream(index)], stats_socket=self.socket)
 
     def start(self, index):
         self.socket = os.path.join(self.directory, "stats.sock")
