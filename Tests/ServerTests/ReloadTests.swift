@@ -24,69 +24,14 @@ import UVLoop
         let a = try startServer()
         let b = try startServer()
         let relay = try startServer(.relay, upstream: a.address)
-        let stop = Atomic<Bool>(false)
-        let group = DispatchGroup()
-        let churnDone = Atomic<Int>(0)
-        let churnFailures = Mutex<[String]>([])
-        /// A thread of its own per loop (a busy global queue may not start a blocking task soon).
-        func spawn(_ body: @escaping @Sendable () -> Void) {
-            group.enter()
-            Thread {
-                body()
-                group.leave()
-            }.start()
-        }
-        spawn {
-            var index = 0
-            while !stop.load(ordering: .relaxed) {
-                index += 1
-                let message = pattern(200, seed: index)  // not patternStream: that makes 64 KiB per call
-                do {
-                    let client = try TestSocket(connectingTo: relay.address)
-                    try client.sendAll(message)
-                    let echo = try client.receive(exactly: 200)
-                    client.close()
-                    if echo != message { churnFailures.withLock { $0.append("exchange \(index): wrong bytes") } }
-                    churnDone.add(1, ordering: .relaxed)
-                } catch {
-                    churnFailures.withLock { $0.append("exchange \(index): \(error)") }
-                }
-            }
-        }
-        let streams = try (0..<4).map { _ in try TestSocket(connectingTo: relay.address) }
-        let streamBytes = Mutex<[Int]>([0, 0, 0, 0])
-        let streamFailures = Mutex<[String]>([])
-        for (number, stream) in streams.enumerated() {
-            spawn {
-                var seed = 1000 * number
-                while !stop.load(ordering: .relaxed) {
-                    seed += 1
-                    let chunk = pattern(4096, seed: seed)
-                    do {
-                        try stream.sendAll(chunk)
-                        guard try stream.receive(exactly: chunk.count) == chunk else {
-                            streamFailures.withLock { $0.append("stream \(number): wrong bytes") }
-                            return
-                        }
-                        streamBytes.withLock { $0[number] += chunk.count }
-                        // Paced, 4 KiB every 10 ms: a long stream is a steady flow, not a CPU hog
-                        // (unpaced, four of them starved the churn and the suites running beside
-                        // them under ThreadSanitizer).
-                        usleep(10_000)
-                    } catch {
-                        streamFailures.withLock { $0.append("stream \(number): \(error)") }
-                        return
-                    }
-                }
-            }
-        }
+        let churn = Churn(address: relay.address, threads: 1)
+        let streams = try (0..<4).map { try LongStream(address: relay.address, seed: $0) }
         // Every stream moving before the first reload, and again after the last.
-        #expect(eventually(timeout: 10) { streamBytes.withLock { $0 }.allSatisfy { $0 > 0 } })
+        for stream in streams { try stream.waitForMore(4096) }
         for round in 0..<10 {
             let target = round % 2 == 0 ? b : a
             var next = relay.currentConfig
             next.upstream = target.address
-            let churnBefore = churnDone.load(ordering: .relaxed)
             #expect(try relay.reload(next) == .applied(["upstream"]), "round \(round)")
             #expect(relay.statistics().upstreams.map(\.address) == ["\(target.address)"], "round \(round): the pool is the new set")
             let before = target.statistics().connectionsAccepted
@@ -98,11 +43,9 @@ import UVLoop
             }
             #expect(target.statistics().connectionsAccepted >= before + 5, "round \(round): new connections go to the new set")
             // Let the churn run across each reload.
-            #expect(eventually(timeout: 10) { churnDone.load(ordering: .relaxed) >= churnBefore + 20 })
+            try churn.waitForMore(20)
         }
-        let afterReloads = streamBytes.withLock { $0 }
-        #expect(eventually(timeout: 10) { zip(streamBytes.withLock { $0 }, afterReloads).allSatisfy { $0 > $1 } },
-                "the long streams go on after 10 reloads")
+        for stream in streams { try stream.waitForMore(4096) }  // the long streams go on after 10 reloads
         // A change a reload cannot make: refused whole, named, counted; nothing changes.
         var workers = relay.currentConfig
         workers.workers = 3
@@ -117,12 +60,11 @@ import UVLoop
         #expect(relay.statistics().upstreams.map(\.address) == ["\(a.address)"], "the last applied set stays")
         let reloads = relay.statistics().reloads
         #expect(reloads.reloads == 10 && reloads.failures == 2 && reloads.generation == 11)
-        stop.store(true, ordering: .relaxed)
-        group.wait()
-        #expect(churnFailures.withLock { $0 }.isEmpty, "\(churnFailures.withLock { $0.prefix(5) })")
-        #expect(streamFailures.withLock { $0 }.isEmpty)
-        #expect(churnDone.load(ordering: .relaxed) >= 200)
-        for stream in streams { stream.close() }
+        let (done, failures) = churn.stop()
+        #expect(failures.isEmpty, "\(failures.prefix(5))")
+        #expect(done >= 200)
+        // Each stream ends cleanly after its last byte came back.
+        for (number, stream) in streams.enumerated() { #expect(stream.finish(), "stream \(number): \(stream.failure ?? "")") }
         finish(relay)
         finish(a)
         finish(b)
