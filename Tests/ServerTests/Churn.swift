@@ -6,6 +6,12 @@ import UVLoop
 // The load that reload and upgrade tests keep running: a churn of short exchanges and long
 // verified streams (ReloadTests, UpgradeTests).
 
+/// Exchanges to let the churn complete around each step. Under the sanitizers (`make test-tsan`,
+/// `test-asan` set FASTALLOC_SANITIZER) fewer: there the upgrade suite's churn runs about 130 a
+/// second beside three instrumented server processes, and at 1,000 a step it starved a suite
+/// running beside it (DrainTests' 8 MiB stream outlived its 60 s drain timeout in CI).
+let churnStep = ProcessInfo.processInfo.environment["FASTALLOC_SANITIZER"] != nil ? 150 : 1000
+
 /// Short connections one after another on `threads` threads, each a 200-byte exchange checked
 /// byte for byte; every failure (refused, reset, wrong bytes, early end) is kept.
 final class Churn: @unchecked Sendable {

@@ -39,7 +39,7 @@ import UVLoop
         for upgrade in 1...3 {
             // Long streams on the process that serves now; they must outlive its drain's start.
             streams.append(try (0..<2).map { try LongStream(address: address, seed: 100 * upgrade + $0) })
-            try churn.waitForMore(1000)
+            try churn.waitForMore(churnStep)
             kill(generations.last!, SIGUSR2)
             let ready = first.read(timeout: 20) { _ in readyLines(first.errors).count == upgrade }
             #expect(ready, "upgrade \(upgrade) never became ready; stderr: \(first.errors)")
@@ -50,16 +50,16 @@ import UVLoop
                 let inherited = try get(stats, "/stats")
                 #expect(inherited.body.contains("\"inherited\":true"), "the stats port moved to the new process: \(inherited.body)")
             }
-            try churn.waitForMore(1000)
+            try churn.waitForMore(churnStep)
         }
         probe.close()
-        try churn.waitForMore(1000)
+        try churn.waitForMore(churnStep)
         // Every old process is still draining: its streams go on.
         for pid in generations.dropLast() { #expect(kill(pid, 0) == 0, "PID \(pid) ended before its streams did") }
         for group in streams { for stream in group { try stream.waitForMore(8 * 4096) } }
         let (done, failures) = churn.stop()
         #expect(failures.isEmpty, "\(failures.count) churn connections failed: \(failures.prefix(10))")
-        #expect(done >= 7000, "churn exchanges: \(done)")
+        #expect(done >= 7 * churnStep, "churn exchanges: \(done)")
         let seconds = Double(EventLoop.hrtime() - churnStart) / 1e9
         print("upgrade churn: \(done) exchanges in \(String(format: "%.1f", seconds)) s (\(Int(Double(done) / seconds))/s), 3 upgrades, 0 failed")
 
@@ -218,7 +218,7 @@ import UVLoop
         var serving = first.pid
         for (step, workers) in [1, 3].enumerated() {
             try write(workers: workers)
-            try churn.waitForMore(500)
+            try churn.waitForMore(churnStep / 2)
             kill(serving, SIGUSR2)
             #expect(first.read(timeout: 20) { _ in readyLines(first.errors).count == step + 1 }, "stderr: \(first.errors)")
             guard readyLines(first.errors).count == step + 1 else { break }
@@ -226,11 +226,11 @@ import UVLoop
             let body = try get(stats, "/stats").body
             #expect(body.components(separatedBy: "\"worker\":").count - 1 == workers, "\(workers) workers: \(body.prefix(300))")
             #expect(body.contains("\"buffer_size_bytes\":\(workers * 8 * 1024)"), "\(body.prefix(300))")
-            try churn.waitForMore(500)
+            try churn.waitForMore(churnStep / 2)
         }
         let (done, failures) = churn.stop()
         #expect(failures.isEmpty, "\(failures.count) churn connections failed: \(failures.prefix(10))")
-        #expect(done >= 2000)
+        #expect(done >= 2 * churnStep)
         #expect(first.waitForExit(timeout: 30) == 0)
         for pid in readyLines(first.errors) {
             if pid != serving { #expect(waitForExit(pid, timeout: 30) == 0) }
