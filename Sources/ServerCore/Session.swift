@@ -7,7 +7,11 @@ import UVLoop
 /// Sessions are reused: when one ends, the worker keeps it (and its closed streams) for a later
 /// connection, so that accepting allocates nothing once the worker has seen its peak.
 final class Session {
-    unowned(unsafe) let worker: Worker  // Safe: a worker outlives its sessions (it ends after the last one).
+    /// Strong, and a `let`: the data path reads `session.worker` per message, and a `let` of a
+    /// live object costs no retain there (an `unowned(unsafe)` one cost a retain and a release
+    /// per read). The cycle with the worker's session lists is broken when the worker's loop
+    /// ends (`Worker.releaseSessions()`).
+    let worker: Worker
     private(set) var client: SessionConnection!
     /// Kept across reuses (relay mode).
     private(set) var upstream: SessionConnection?
@@ -51,6 +55,13 @@ final class Session {
         // Safe: the area is this session's own; a write from it is never pending when a session
         // goes (the worker keeps sessions until every stream of its loop has closed).
         headerArea?.deallocate()
+    }
+
+    /// Drops the session's connections (each holds the session strongly): once the worker's
+    /// loop has ended, so that the objects can go.
+    func dissolve() {
+        client = nil
+        upstream = nil
     }
 
     @inline(__always)

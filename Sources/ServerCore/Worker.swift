@@ -63,8 +63,11 @@ final class Worker: TCPListenerDelegate {
 
     // Buffer waits (Worker+Buffers.swift).
     /// Reads waiting for a buffer, first come, first served: `bufferWaiters[waitersHead...]`.
-    var bufferWaiters: [SessionConnection] = []
-    var waitersHead = 0
+    // Unchecked exclusivity (both): read after every buffer release (`bufferReleased`, per
+    // message), on the worker's thread only, and never accessed across a call that could
+    // touch them again (`wakeBufferWaiters` copies each entry out before it acts on it).
+    @exclusivity(unchecked) var bufferWaiters: [SessionConnection] = []
+    @exclusivity(unchecked) var waitersHead = 0
     /// Buffers released by other workers (overflow) do not wake this one: while reads wait,
     /// this timer looks again every few milliseconds.
     var bufferWaitTimer: Timer?
@@ -176,10 +179,20 @@ final class Worker: TCPListenerDelegate {
     /// Runs the loop until the worker has drained or been stopped and every handle is closed.
     func run() {
         loop.run()
+        releaseSessions()
         // Buffers other threads released to this worker: take them home before the pool goes.
         buffers.drainReturns()
         // The thread ends: no later thread may take the owner's lock-free path into this pool.
         buffers.retire()
+    }
+
+    /// The loop has ended, so every stream has closed: break the reference cycles of the
+    /// sessions (worker -> session -> worker, session <-> its connections) so that they go.
+    func releaseSessions() {
+        for session in sessions { session.dissolve() }
+        for session in freeSessions { session.dissolve() }
+        sessions.removeAll()
+        freeSessions.removeAll()
     }
 
     /// Every session has ended: close the worker's own handles so the loop returns.

@@ -83,6 +83,17 @@ public class Handle {
     // Safe: the handle memory is live (type invariant); libuv only changes its flags.
     public func unref() { unsafe uv_unref(uvHandle) }
 
+    /// Runs `body` with the `Handle` whose `data` a libuv callback received, without retaining
+    /// it: for the per-message callbacks (a retain and a release are two atomic operations).
+    @inline(__always)
+    static func with<T: Handle, R>(_ handle: UnsafeMutableRawPointer, as type: T.Type, _ body: (T) -> R) -> R {
+        // Safe: as `from`; and libuv's reference (retainForCallbacks) is given back only in the
+        // close callback, which never runs inside another callback of the same handle (uv_close
+        // defers it to the loop's closing phase), so the object outlives `body`.
+        let data = unsafe handle.assumingMemoryBound(to: uv_handle_t.self).pointee.data!
+        return unsafe Unmanaged<T>.fromOpaque(data)._withUnsafeGuaranteedRef(body)
+    }
+
     /// The `Handle` whose `data` a libuv callback received.
     @inline(__always)
     static func from<T: Handle>(_ handle: UnsafeMutableRawPointer, as type: T.Type) -> T {

@@ -54,7 +54,10 @@ struct _WriteRequest {
 @safe
 public final class TCPStream: Handle {
     /// Strong, so the owner lives while the stream does; dropped when the stream closes.
-    public var delegate: (any TCPStreamDelegate)?
+    /// Unchecked exclusivity: read in every read callback (a dynamic check there costs a
+    /// runtime call and a thread-local lookup per message); the stream belongs to its loop's
+    /// thread, and nothing holds an access to this property across a call.
+    @exclusivity(unchecked) public var delegate: (any TCPStreamDelegate)?
 
     /// The connect and shutdown requests, made on first use and kept with the stream (at most
     /// one of each is pending at a time), so a reused stream allocates nothing.
@@ -127,16 +130,18 @@ public final class TCPStream: Handle {
         let status = unsafe uv_read_start(stream, { handle, suggested, buffer in
             // Safe: libuv passes back this stream (`Handle.from`) and a uv_buf_t to fill in; the
             // delegate lends the memory until the read callback hands it back.
-            let stream = unsafe Handle.from(UnsafeMutableRawPointer(handle!), as: TCPStream.self)
-            let memory = unsafe stream.delegate?.readBuffer(for: stream, suggestedSize: Int(suggested))
-                ?? UnsafeMutableRawBufferPointer(start: nil, count: 0)
+            let memory = unsafe Handle.with(UnsafeMutableRawPointer(handle!), as: TCPStream.self) { stream in
+                unsafe stream.delegate?.readBuffer(for: stream, suggestedSize: Int(suggested))
+                    ?? UnsafeMutableRawBufferPointer(start: nil, count: 0)
+            }
             unsafe buffer!.pointee = uv_buf_init(memory.baseAddress?.assumingMemoryBound(to: CChar.self), UInt32(memory.count))
         }, { handle, count, buffer in
-            let stream = unsafe Handle.from(UnsafeMutableRawPointer(handle!), as: TCPStream.self)
             // Safe: `buffer` is what the alloc callback above filled in for this read, or {NULL, 0}
             // (libuv's end of stream after a hang-up); either makes a valid buffer pointer.
             let memory = unsafe UnsafeMutableRawBufferPointer(start: buffer!.pointee.base, count: Int(buffer!.pointee.len))
-            unsafe stream.delegate?.stream(stream, didRead: count, into: memory)
+            unsafe Handle.with(UnsafeMutableRawPointer(handle!), as: TCPStream.self) { stream in
+                unsafe stream.delegate?.stream(stream, didRead: count, into: memory)
+            }
         })
         try UVError.check(status, "uv_read_start")
     }
