@@ -246,7 +246,7 @@ final class Connection: TCPStreamDelegate {
 
     // MARK: TCPStreamDelegate
 
-    func stream(_ stream: TCPStream, didConnect status: Int32) {
+    override func stream(_ stream: TCPStream, didConnect status: Int32) {
         guard !closed else { return }
         guard status >= 0 else {
             worker.fail(self, connect: true, UVError(status, "connect \(worker.config.target)"))
@@ -268,11 +268,11 @@ final class Connection: TCPStreamDelegate {
         }
     }
 
-    func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer {
+    override func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer {
         worker.readBuffer
     }
 
-    func stream(_ stream: TCPStream, didRead count: Int, into buffer: UnsafeMutableRawBufferPointer) {
+    override func stream(_ stream: TCPStream, didRead count: Int, into buffer: UnsafeMutableRawBufferPointer) {
         if count > 0 {
             // Safe: libuv reports `count` <= the buffer's length bytes read into it.
             process(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
@@ -285,11 +285,11 @@ final class Connection: TCPStreamDelegate {
         }
     }
 
-    func stream(_ stream: TCPStream, didFinishWrite token: UInt, status: Int32) {
+    override func stream(_ stream: TCPStream, didFinishWrite token: UInt, status: Int32) {
         if status < 0 && !closed { worker.fail(self, connect: false, UVError(status, "write")) }
     }
 
-    func streamDidClose(_ stream: TCPStream) {
+    override func streamDidClose(_ stream: TCPStream) {
         self.stream = nil
         worker.connectionClosed()
     }

@@ -54,11 +54,11 @@ final class ProxyHeaderReader: TCPStreamDelegate {
 
     // MARK: libuv
 
-    func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer {
+    override func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer {
         UnsafeMutableRawBufferPointer(start: nil, count: 0)  // libuv reads nothing: UV_ENOBUFS, readable
     }
 
-    func stream(_ stream: TCPStream, didRead count: Int, into buffer: UnsafeMutableRawBufferPointer) {
+    override func stream(_ stream: TCPStream, didRead count: Int, into buffer: UnsafeMutableRawBufferPointer) {
         guard !finished else { return }
         if count == Int(UVError.noBufferSpace) {
             readAvailable()
@@ -67,7 +67,7 @@ final class ProxyHeaderReader: TCPStreamDelegate {
         }
     }
 
-    func streamDidClose(_ stream: TCPStream) {
+    override func streamDidClose(_ stream: TCPStream) {
         worker.headerReaderClosed(self)
     }
 

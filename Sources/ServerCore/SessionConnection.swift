@@ -53,7 +53,7 @@ final class SessionConnection: TCPStreamDelegate {
 
     // MARK: Reading
 
-    func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer {
+    override func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer {
         if session.machine[side].input == .discarding {
             // A lingering close drops what it reads: into the worker's scratch memory, so that
             // it can see its peer's end even when the pools are empty.
@@ -71,7 +71,7 @@ final class SessionConnection: TCPStreamDelegate {
         return buffer.unsafeLend()
     }
 
-    func stream(_ stream: TCPStream, didRead count: Int, into memory: UnsafeMutableRawBufferPointer) {
+    override func stream(_ stream: TCPStream, didRead count: Int, into memory: UnsafeMutableRawBufferPointer) {
         if memory.baseAddress != nil && memory.baseAddress == worker.scratch.baseAddress {
             // Lingering: the bytes are dropped; the scratch memory is not a pool buffer.
             if count > 0 {
@@ -197,7 +197,7 @@ final class SessionConnection: TCPStreamDelegate {
         }
     }
 
-    func stream(_ stream: TCPStream, didFinishWrite token: UInt, status: Int32) {
+    override func stream(_ stream: TCPStream, didFinishWrite token: UInt, status: Int32) {
         if token == SessionConnection.headerToken {
             // The rest of a PROXY header the socket did not take at once (a new connection's
             // empty send buffer takes it all, so this is rare): no buffer to give back.
@@ -230,16 +230,16 @@ final class SessionConnection: TCPStreamDelegate {
 
     // MARK: Connecting and ending
 
-    func stream(_ stream: TCPStream, didConnect status: Int32) {
+    override func stream(_ stream: TCPStream, didConnect status: Int32) {
         session.upstreamDidConnect(status: status)
     }
 
-    func stream(_ stream: TCPStream, didShutdown status: Int32) {
+    override func stream(_ stream: TCPStream, didShutdown status: Int32) {
         session.perform(session.machine.shutdownCompleted(on: side, failed: status < 0 && status != UVError.cancelled,
                                                           now: session.worker.loop.nowMilliseconds))
     }
 
-    func streamDidClose(_ stream: TCPStream) {
+    override func streamDidClose(_ stream: TCPStream) {
         session.perform(session.machine.closed(side))
     }
 }

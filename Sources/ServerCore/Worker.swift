@@ -425,13 +425,13 @@ final class StreamRecycler: TCPStreamDelegate {
 
     init(worker: Worker) { self.worker = worker }
 
-    func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer {
+    override func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer {
         UnsafeMutableRawBufferPointer(start: nil, count: 0)  // never read: it is closing
     }
 
-    func stream(_ stream: TCPStream, didRead count: Int, into buffer: UnsafeMutableRawBufferPointer) {}
+    override func stream(_ stream: TCPStream, didRead count: Int, into buffer: UnsafeMutableRawBufferPointer) {}
 
-    func streamDidClose(_ stream: TCPStream) {
+    override func streamDidClose(_ stream: TCPStream) {
         worker.freeStreams.append(stream)
     }
 }

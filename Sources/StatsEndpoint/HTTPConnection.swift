@@ -31,6 +31,7 @@ final class HTTPConnection: TCPStreamDelegate {
         self.stream = stream
         self.serial = serial
         self.handler = handler
+        super.init()
         stream.delegate = self
     }
 
@@ -49,11 +50,11 @@ final class HTTPConnection: TCPStreamDelegate {
         state == .open && pending.isEmpty ? handler.idleSince : nil
     }
 
-    func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer {
+    override func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer {
         readMemory
     }
 
-    func stream(_ stream: TCPStream, didRead count: Int, into buffer: UnsafeMutableRawBufferPointer) {
+    override func stream(_ stream: TCPStream, didRead count: Int, into buffer: UnsafeMutableRawBufferPointer) {
         guard count > 0 else {
             if count == Int(UVError.endOfFile) && (state != .open || !pending.isEmpty) {
                 // The client finished sending (a half-close): answers already queued still go
@@ -106,7 +107,7 @@ final class HTTPConnection: TCPStreamDelegate {
         }
     }
 
-    func stream(_ stream: TCPStream, didFinishWrite token: UInt, status: Int32) {
+    override func stream(_ stream: TCPStream, didFinishWrite token: UInt, status: Int32) {
         pending.removeValue(forKey: token)?.deallocate()
         if status < 0 { close() }
     }
@@ -118,7 +119,7 @@ final class HTTPConnection: TCPStreamDelegate {
         do { try stream.shutdown() } catch { close() }
     }
 
-    func stream(_ stream: TCPStream, didShutdown status: Int32) {
+    override func stream(_ stream: TCPStream, didShutdown status: Int32) {
         close()
     }
 
@@ -130,7 +131,7 @@ final class HTTPConnection: TCPStreamDelegate {
         endpoint.connectionIsClosing(self)
     }
 
-    func streamDidClose(_ stream: TCPStream) {
+    override func streamDidClose(_ stream: TCPStream) {
         endpoint.connectionDidClose(self)
     }
 }

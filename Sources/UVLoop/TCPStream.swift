@@ -4,32 +4,34 @@ import FastAlloc
 import Glibc
 #endif
 
-/// What a `TCPStream` tells its owner. All calls come on the loop's thread.
-public protocol TCPStreamDelegate: AnyObject {
+/// What a `TCPStream` tells its owner: subclass it and override what you need. All calls come
+/// on the loop's thread.
+///
+/// A class, not a protocol: the stream calls its delegate twice per read without retaining it
+/// (`Unmanaged`, see `TCPStream.delegate`), and only a class reference can be held that way. A
+/// protocol existential loaded from the stream's property cost a retain and a release per call.
+open class TCPStreamDelegate {
+    public init() {}
+
     /// The memory the next read goes into (libuv's `alloc_cb`). Return an empty buffer to read
-    /// nothing now: libuv then reports `UV_ENOBUFS` to `didRead`.
-    func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer
+    /// nothing now: libuv then reports `UV_ENOBUFS` to `didRead`. The default lends nothing.
+    open func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer {
+        unsafe UnsafeMutableRawBufferPointer(start: nil, count: 0)  // Safe: empty, points nowhere.
+    }
     /// A read finished (libuv's `read_cb`): `count > 0` bytes arrived at the start of `buffer`;
     /// `count == 0` nothing did; `count < 0` is a libuv error code (`UVError.endOfFile` at the
     /// end of the stream). On every path `buffer` is the one `readBuffer` gave, back to its owner,
     /// or an empty one (nil base address) that nobody lent: libuv reports the end of a stream it
     /// saw in a hang-up after a partial read (`UVError.endOfFile`) without asking for memory.
-    func stream(_ stream: TCPStream, didRead count: Int, into buffer: UnsafeMutableRawBufferPointer)
+    open func stream(_ stream: TCPStream, didRead count: Int, into buffer: UnsafeMutableRawBufferPointer) {}
     /// A queued write finished (or failed, with a negative status).
-    func stream(_ stream: TCPStream, didFinishWrite token: UInt, status: Int32)
+    open func stream(_ stream: TCPStream, didFinishWrite token: UInt, status: Int32) {}
     /// `connect(to:)` finished: 0, or a negative libuv status.
-    func stream(_ stream: TCPStream, didConnect status: Int32)
+    open func stream(_ stream: TCPStream, didConnect status: Int32) {}
     /// `shutdown()` finished.
-    func stream(_ stream: TCPStream, didShutdown status: Int32)
+    open func stream(_ stream: TCPStream, didShutdown status: Int32) {}
     /// The handle is closed; its memory is gone.
-    func streamDidClose(_ stream: TCPStream)
-}
-
-extension TCPStreamDelegate {
-    public func stream(_ stream: TCPStream, didFinishWrite token: UInt, status: Int32) {}
-    public func stream(_ stream: TCPStream, didConnect status: Int32) {}
-    public func stream(_ stream: TCPStream, didShutdown status: Int32) {}
-    public func streamDidClose(_ stream: TCPStream) {}
+    open func streamDidClose(_ stream: TCPStream) {}
 }
 
 /// A pooled write request: `req` must stay the first field, so that the request libuv hands to
@@ -54,10 +56,41 @@ struct _WriteRequest {
 @safe
 public final class TCPStream: Handle {
     /// Strong, so the owner lives while the stream does; dropped when the stream closes.
-    /// Unchecked exclusivity: read in every read callback (a dynamic check there costs a
-    /// runtime call and a thread-local lookup per message); the stream belongs to its loop's
-    /// thread, and nothing holds an access to this property across a call.
-    @exclusivity(unchecked) public var delegate: (any TCPStreamDelegate)?
+    ///
+    /// Callbacks reach it through `delegateReference`, unretained (`callDelegate`). A delegate
+    /// replaced while one of its own calls runs (a PROXY header reader handing the stream to
+    /// its session) is kept in `retiredDelegates` until that call has returned, so the
+    /// reference a running call uses stays valid.
+    ///
+    /// Unchecked exclusivity (these four): touched in every read callback, where a dynamic
+    /// check costs a runtime call and a thread-local lookup. Safe (every `unsafe` on them): the
+    /// stream belongs to its loop's thread, and no access to them spans a call.
+    @exclusivity(unchecked) public var delegate: TCPStreamDelegate? {
+        willSet {
+            if unsafe callbackDepth > 0, let current = unsafe delegate { unsafe retiredDelegates.append(current) }
+        }
+        didSet {
+            unsafe delegateReference = unsafe delegate.map { unsafe Unmanaged.passUnretained($0) }
+        }
+    }
+    @exclusivity(unchecked) private var delegateReference: Unmanaged<TCPStreamDelegate>?
+    @exclusivity(unchecked) private var retiredDelegates: [TCPStreamDelegate] = []
+    @exclusivity(unchecked) private var callbackDepth = 0
+
+    /// Calls the delegate (`otherwise` when there is none) without retaining it.
+    @inline(__always)
+    func callDelegate<R>(otherwise: R, _ body: (TCPStreamDelegate) -> R) -> R {
+        guard let reference = unsafe delegateReference else { return otherwise }
+        unsafe callbackDepth += 1
+        // Safe: `delegate` holds the object strongly, and if the call replaces it, the willSet
+        // above keeps the old one in `retiredDelegates` until the outermost call has returned.
+        let result = unsafe reference._withUnsafeGuaranteedRef(body)
+        unsafe callbackDepth -= 1
+        if unsafe callbackDepth == 0 && !retiredDelegates.isEmpty {
+            unsafe retiredDelegates.removeAll(keepingCapacity: true)
+        }
+        return result
+    }
 
     /// The connect and shutdown requests, made on first use and kept with the stream (at most
     /// one of each is pending at a time), so a reused stream allocates nothing.
@@ -101,8 +134,8 @@ public final class TCPStream: Handle {
     }
 
     override func didClose() {
-        let delegate = self.delegate
-        self.delegate = nil
+        let delegate = unsafe self.delegate
+        unsafe self.delegate = nil
         delegate?.streamDidClose(self)
     }
 
@@ -117,7 +150,7 @@ public final class TCPStream: Handle {
                 // Safe: libuv calls this once per request with the stream it was made for, before
                 // that stream's close callback; the request memory belongs to the stream.
                 let stream = unsafe Handle.from(UnsafeMutableRawPointer(request!.pointee.handle!), as: TCPStream.self)
-                stream.delegate?.stream(stream, didConnect: status)
+                stream.callDelegate(otherwise: ()) { $0.stream(stream, didConnect: status) }
             })
         }
         if status < 0 {
@@ -131,8 +164,9 @@ public final class TCPStream: Handle {
             // Safe: libuv passes back this stream (`Handle.from`) and a uv_buf_t to fill in; the
             // delegate lends the memory until the read callback hands it back.
             let memory = unsafe Handle.with(UnsafeMutableRawPointer(handle!), as: TCPStream.self) { stream in
-                unsafe stream.delegate?.readBuffer(for: stream, suggestedSize: Int(suggested))
-                    ?? UnsafeMutableRawBufferPointer(start: nil, count: 0)
+                unsafe stream.callDelegate(otherwise: UnsafeMutableRawBufferPointer(start: nil, count: 0)) {
+                    unsafe $0.readBuffer(for: stream, suggestedSize: Int(suggested))
+                }
             }
             unsafe buffer!.pointee = uv_buf_init(memory.baseAddress?.assumingMemoryBound(to: CChar.self), UInt32(memory.count))
         }, { handle, count, buffer in
@@ -140,7 +174,7 @@ public final class TCPStream: Handle {
             // (libuv's end of stream after a hang-up); either makes a valid buffer pointer.
             let memory = unsafe UnsafeMutableRawBufferPointer(start: buffer!.pointee.base, count: Int(buffer!.pointee.len))
             unsafe Handle.with(UnsafeMutableRawPointer(handle!), as: TCPStream.self) { stream in
-                unsafe stream.delegate?.stream(stream, didRead: count, into: memory)
+                stream.callDelegate(otherwise: ()) { unsafe $0.stream(stream, didRead: count, into: memory) }
             }
         })
         try UVError.check(status, "uv_read_start")
@@ -217,7 +251,7 @@ public final class TCPStream: Handle {
             let stream = unsafe Handle.from(UnsafeMutableRawPointer(req!.pointee.handle!), as: TCPStream.self)
             let token = unsafe record.pointee.token
             unsafe stream.loop.writeRequests.unsafeRelease(record)
-            stream.delegate?.stream(stream, didFinishWrite: token, status: status)
+            stream.callDelegate(otherwise: ()) { $0.stream(stream, didFinishWrite: token, status: status) }
         })
         if status < 0 {
             // Safe: libuv did not take the request, so no callback will release it.
@@ -240,7 +274,7 @@ public final class TCPStream: Handle {
             // Safe: called once per request, with the stream it was made for, before that
             // stream's close callback; the request memory belongs to the stream.
             let stream = unsafe Handle.from(UnsafeMutableRawPointer(request!.pointee.handle!), as: TCPStream.self)
-            stream.delegate?.stream(stream, didShutdown: status)
+            stream.callDelegate(otherwise: ()) { $0.stream(stream, didShutdown: status) }
         })
         if status < 0 {
             throw UVError(status, "uv_shutdown")

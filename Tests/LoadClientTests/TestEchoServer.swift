@@ -113,11 +113,11 @@ private final class Session: TCPStreamDelegate {
         for memory in pending.values { memory.deallocate() }
     }
 
-    func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer {
+    override func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer {
         readMemory
     }
 
-    func stream(_ stream: TCPStream, didRead count: Int, into buffer: UnsafeMutableRawBufferPointer) {
+    override func stream(_ stream: TCPStream, didRead count: Int, into buffer: UnsafeMutableRawBufferPointer) {
         guard count > 0 else {
             if count < 0 { stream.close() }
             return
@@ -170,11 +170,11 @@ private final class Session: TCPStreamDelegate {
         }
     }
 
-    func stream(_ stream: TCPStream, didFinishWrite token: UInt, status: Int32) {
+    override func stream(_ stream: TCPStream, didFinishWrite token: UInt, status: Int32) {
         pending.removeValue(forKey: token)?.deallocate()
     }
 
-    func streamDidClose(_ stream: TCPStream) {
+    override func streamDidClose(_ stream: TCPStream) {
         acceptor.sessions.removeValue(forKey: ObjectIdentifier(stream))
     }
 }

@@ -161,6 +161,33 @@ import Glibc
         #expect(recorder.closed)
     }
 
+    /// The stream calls its delegate without retaining it; a delegate that gives the stream to
+    /// another during its own read callback, and that nothing else holds, must live until that
+    /// call returns, then go. (Under AddressSanitizer a use after free here is reported.)
+    @Test func delegateReplacedDuringItsOwnRead_livesUntilTheCallReturns_thenGoes() throws {
+        let loop = try EventLoop()
+        let peer = try BlockingPeer()
+        let stream = try TCPStream(loop: loop)
+        let next = WriteRecorder()
+        stream.delegate = next
+        let socket = try Self.connect(stream, next, to: peer, on: loop)
+        defer { close(socket) }
+        let life = HandOff.Life()
+        stream.delegate = HandOff(next: next, life: life)  // held by the stream alone
+        try stream.startReading()
+        _ = "ping".withCString { Glibc.write(socket, $0, 4) }
+        while !life.handedOff { loop.runOnce() }
+        #expect(!life.deinitializedDuringTheCall)
+        #expect(life.deinitialized)  // gone once the call returned
+        #expect(life.bytesSeen == 4)
+        _ = "pong".withCString { Glibc.write(socket, $0, 4) }
+        while next.received.count < 4 && next.readError == nil { loop.runOnce() }
+        #expect(next.received == Array("pong".utf8))  // the new delegate reads from now on
+        stream.close()
+        loop.run()
+        #expect(next.closed)
+    }
+
     @Test func reopen_ofAStreamThatIsNotClosed_traps() async {
         let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             let loop = try! EventLoop()
@@ -222,21 +249,52 @@ final class WriteRecorder: TCPStreamDelegate {
     let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 16)
     deinit { memory.deallocate() }
 
-    func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer { memory }
-    func stream(_ stream: TCPStream, didRead count: Int, into buffer: UnsafeMutableRawBufferPointer) {
+    override func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer { memory }
+    override func stream(_ stream: TCPStream, didRead count: Int, into buffer: UnsafeMutableRawBufferPointer) {
         if count > 0 {
             received += buffer[0..<count]
         } else if count < 0 {
             readError = count
         }
     }
-    func stream(_ stream: TCPStream, didConnect status: Int32) { connectStatus = status }
-    func stream(_ stream: TCPStream, didFinishWrite token: UInt, status: Int32) {
+    override func stream(_ stream: TCPStream, didConnect status: Int32) { connectStatus = status }
+    override func stream(_ stream: TCPStream, didFinishWrite token: UInt, status: Int32) {
         if closed { completionsAfterClose += 1 }
         completions.append((token, status))
         onWrite?(token, status)
     }
-    func streamDidClose(_ stream: TCPStream) { closed = true }
+    override func streamDidClose(_ stream: TCPStream) { closed = true }
+}
+
+/// On its first read, gives the stream to `next`, then reads and writes its own state.
+final class HandOff: TCPStreamDelegate {
+    final class Life {
+        var handedOff = false
+        var deinitialized = false
+        var deinitializedDuringTheCall = false
+        var bytesSeen = 0
+    }
+    let next: WriteRecorder
+    let life: Life
+    let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 16)
+
+    init(next: WriteRecorder, life: Life) {
+        self.next = next
+        self.life = life
+    }
+
+    deinit {
+        memory.deallocate()
+        life.deinitialized = true
+    }
+
+    override func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer { memory }
+    override func stream(_ stream: TCPStream, didRead count: Int, into buffer: UnsafeMutableRawBufferPointer) {
+        stream.delegate = next  // the stream's reference to this object goes here
+        life.deinitializedDuringTheCall = life.deinitialized
+        life.bytesSeen = max(count, 0)
+        life.handedOff = true
+    }
 }
 
 /// Hands the listener one given stream to accept into.

@@ -163,8 +163,8 @@ final class Recorder: TCPStreamDelegate, TCPListenerDelegate {
     }
     func listener(_ listener: TCPListener, acceptFailed error: UVError) {}
 
-    func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer { memory }
-    func stream(_ stream: TCPStream, didRead count: Int, into buffer: UnsafeMutableRawBufferPointer) {
+    override func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer { memory }
+    override func stream(_ stream: TCPStream, didRead count: Int, into buffer: UnsafeMutableRawBufferPointer) {
         if count > 0 {
             bytes += buffer[0..<count]
         } else if count == Int(UVError.endOfFile) {
@@ -172,8 +172,8 @@ final class Recorder: TCPStreamDelegate, TCPListenerDelegate {
             onEnd?(stream)
         }
     }
-    func stream(_ stream: TCPStream, didConnect status: Int32) {
+    override func stream(_ stream: TCPStream, didConnect status: Int32) {
         if status == 0 { onConnect?(stream) }
     }
-    func stream(_ stream: TCPStream, didShutdown status: Int32) { shutdownStatus = status }
+    override func stream(_ stream: TCPStream, didShutdown status: Int32) { shutdownStatus = status }
 }

@@ -221,8 +221,9 @@ private final class Probe: TCPStreamDelegate {
             header = .allocate(byteCount: ProxyHeader.maximumEncodedLength, alignment: 8)
             headerLength = ProxyHeader.encodeLocal(member.proxyProtocol == .v1 ? .v1 : .v2, into: header)
         }
-        stream.delegate = self
         closed = true
+        super.init()
+        stream.delegate = self
     }
 
     deinit {
@@ -259,13 +260,13 @@ private final class Probe: TCPStreamDelegate {
         if !closed { stream.close() }
     }
 
-    func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer {
+    override func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer {
         UnsafeMutableRawBufferPointer(start: nil, count: 0)  // a check reads nothing
     }
 
-    func stream(_ stream: TCPStream, didRead count: Int, into buffer: UnsafeMutableRawBufferPointer) {}
+    override func stream(_ stream: TCPStream, didRead count: Int, into buffer: UnsafeMutableRawBufferPointer) {}
 
-    func stream(_ stream: TCPStream, didConnect status: Int32) {
+    override func stream(_ stream: TCPStream, didConnect status: Int32) {
         // A connect cancelled by the close of a timed-out check comes here too: not in flight.
         if status == 0 && headerLength > 0 && inFlight {
             // Into a new connection's empty send buffer: all of it goes at once (a rest that
@@ -275,7 +276,7 @@ private final class Probe: TCPStreamDelegate {
         finish(passed: status == 0, now: monitor.loop.nowMilliseconds)
     }
 
-    func streamDidClose(_ stream: TCPStream) {
+    override func streamDidClose(_ stream: TCPStream) {
         closed = true  // TCPStream has dropped its delegate; begin() sets it again
     }
 }
