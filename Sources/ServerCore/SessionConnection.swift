@@ -42,6 +42,14 @@ final class SessionConnection: TCPStreamDelegate {
         self.side = side
     }
 
+    /// Runs `body` with this connection's stream, unretained (the relay's data path). Sound
+    /// because an open stream is held by libuv until its close callback, which never runs
+    /// inside another callback of the loop, whatever `attach` does to `stream` meanwhile.
+    @inline(__always)
+    func withStream<R>(_ body: (TCPStream) -> R) -> R {
+        Unmanaged.passUnretained(stream.unsafelyUnwrapped)._withUnsafeGuaranteedRef(body)
+    }
+
     /// Starts a new connection on this (new or reused) object.
     func attach(_ stream: TCPStream) {
         self.stream = stream
@@ -65,10 +73,13 @@ final class SessionConnection: TCPStreamDelegate {
             declinedForShare = true
             return UnsafeMutableRawBufferPointer(start: nil, count: 0)  // libuv reports UV_ENOBUFS
         }
-        guard let buffer = worker.buffers.take() else {
-            return UnsafeMutableRawBufferPointer(start: nil, count: 0)  // libuv reports UV_ENOBUFS
+        // The pool unretained: a retain and a release around the take otherwise, on every read.
+        // Sound: the worker holds its pool (a `let`) and outlives its sessions.
+        let lent: UnsafeMutableRawBufferPointer? = Unmanaged.passUnretained(worker.buffers)._withUnsafeGuaranteedRef { pool in
+            guard let buffer = pool.take() else { return nil }
+            return buffer.unsafeLend()
         }
-        return buffer.unsafeLend()
+        return lent ?? UnsafeMutableRawBufferPointer(start: nil, count: 0)  // none: libuv reports UV_ENOBUFS
     }
 
     override func stream(_ stream: TCPStream, didRead count: Int, into memory: UnsafeMutableRawBufferPointer) {
@@ -97,8 +108,7 @@ final class SessionConnection: TCPStreamDelegate {
                 if target == side {
                     send(base, count: count, on: stream)  // echo: back where it came from
                 } else {
-                    let other = session.connection(target)
-                    other.send(base, count: count, on: other.stream)
+                    session.withConnection(target) { other in other.withStream { other.send(base, count: count, on: $0) } }
                 }
             } else {
                 // Safe: nothing else holds the buffer this read was lent.
