@@ -260,11 +260,11 @@ class ConnectWorkload:
 
 PING_PONG = "fastalloc-load, closed loop, one message in flight per connection"
 CONNECT = ConnectWorkload(16, 64, note=(
-    "Client: peers/conn-rate (C, one thread, every byte checked), not fastalloc-load. On 2 cores that client "
-    "and the upstream share the machine with the server, and every server but socat reaches about the same "
-    "rate (~13-14k connections/s), so the figure that separates them is the server's CPU per connection "
-    "(with its children: nginx's workers, socat's forks) over every connection of the run, warm-up included; "
-    "it has a ratio of its own (lower is better)."))
+    "Client: peers/conn-rate (C, one thread, every byte checked), not fastalloc-load. On 2 cores that one "
+    "client thread (and a relay's upstream) shares the machine with the server, so most servers reach about "
+    "the same rate (~13-14k connections/s with 1 thread; see the client's CPU column) and the figure that "
+    "separates them is the server's CPU per connection (with its children: nginx's workers, socat's forks), "
+    "over every connection of the run, warm-up included; it has a ratio of its own (lower is better)."))
 THROUGHPUT = [
     Workload("64 x 64 B, depth 1", 64, 64, 1, "msgs", key="64", kinds=("echo", "relay", "relay3")),
     Workload("16 x 16 KiB, depth 4", 16, 16384, 4, "mbps", key="16k", kinds=("echo", "relay", "relay3")),
@@ -274,7 +274,9 @@ TABLE_WORKLOADS = [
              pin="shared", key="shared"),
     Workload("1 x 64 B ping-pong, pinned split (server and upstream on CPU 0, client on CPU 1)", 1, 64, 1, "latency",
              pin="split", key="split"),
-    Workload("1 x 64 B, depth 1", 1, 64, 1, "msgs", key="1", kinds=("relay",), note=PING_PONG + ", not pinned."),
+    Workload("1 x 64 B, depth 1", 1, 64, 1, "msgs", key="1", kinds=("relay",), note=PING_PONG + (
+        ", not pinned: on 2 cores the scheduler puts the client beside the server or not, so the rounds "
+        "are bimodal (the pinned rows show both cases); compare the medians with care.")),
     THROUGHPUT[0],
     Workload("100 x 64 B, depth 1", 100, 64, 1, "msgs", key="100", kinds=("relay",), note=PING_PONG + "."),
     Workload("5000 x 64 B, depth 1", 5000, 64, 1, "msgs", key="5000", kinds=("relay",), quick=False, note=(
