@@ -230,25 +230,63 @@ def servers(upstream_port, base_port, haproxy_dir, compare=None):
 
 class Workload:
     """One fastalloc-load run. figure: what the table ranks by ("latency", "msgs" or "mbps");
-    pin: None, "shared" (server, upstream and client on CPU 0) or "split" (the client on CPU 1)."""
+    pin: None, "shared" (server, upstream and client on CPU 0) or "split" (the client on CPU 1).
+    key: its short name for server-vs-peers.py --workloads; kinds: the kinds of servers whose
+    table has it; quick: whether --quick runs it; note: a line printed under its table's title."""
 
-    def __init__(self, name, connections, size, depth, figure, pin=None, rate=None):
+    def __init__(self, name, connections, size, depth, figure, pin=None, rate=None, key=None,
+                 kinds=("echo", "relay"), quick=True, note=None):
         self.name, self.connections, self.size, self.depth = name, connections, size, depth
         self.figure, self.pin, self.rate = figure, pin, rate
+        self.key, self.kinds, self.quick, self.note = key, kinds, quick, note
 
     @property
     def warmup(self):  # connecting thousands of sockets takes part of the warm-up
         return 1.0 + self.connections / 2500
 
 
-TABLE_WORKLOADS = [
-    Workload("1 x 64 B ping-pong, pinned shared (server, upstream and client on CPU 0)", 1, 64, 1, "latency", pin="shared"),
-    Workload("1 x 64 B ping-pong, pinned split (server and upstream on CPU 0, client on CPU 1)", 1, 64, 1, "latency",
-             pin="split"),
-    Workload("64 x 64 B, depth 1", 64, 64, 1, "msgs"),
-    Workload("16 x 16 KiB, depth 4", 16, 16384, 4, "mbps"),
+CONN_RATE = os.path.join(PEERS, "conn-rate")
+
+
+class ConnectWorkload:
+    """New connections from peers/conn-rate: `connections` at a time, each one `size`-byte round trip."""
+    figure, pin, rate, depth, warmup, quick = "conns", None, None, 1, 1.0, True
+
+    def __init__(self, connections, size, key="conn", kinds=("echo", "relay", "relay3"), note=None):
+        self.connections, self.size, self.key, self.kinds, self.note = connections, size, key, kinds, note
+        self.name = (f"New connections: {connections} at a time, each a connect, one {size} B round trip and a close "
+                     f"(p50/p99: connect() to the echo's first byte)")
+
+
+PING_PONG = "fastalloc-load, closed loop, one message in flight per connection"
+CONNECT = ConnectWorkload(16, 64, note=(
+    "Client: peers/conn-rate (C, one thread, every byte checked), not fastalloc-load. On 2 cores that one "
+    "client thread (and a relay's upstream) shares the machine with the server, so most servers reach about "
+    "the same rate (~13-14k connections/s with 1 thread; see the client's CPU column) and the figure that "
+    "separates them is the server's CPU per connection (with its children: nginx's workers, socat's forks), "
+    "over every connection of the run, warm-up included; it has a ratio of its own (lower is better)."))
+THROUGHPUT = [
+    Workload("64 x 64 B, depth 1", 64, 64, 1, "msgs", key="64", kinds=("echo", "relay", "relay3")),
+    Workload("16 x 16 KiB, depth 4", 16, 16384, 4, "mbps", key="16k", kinds=("echo", "relay", "relay3")),
 ]
-WORKLOADS = TABLE_WORKLOADS[2:]  # the throughput pair, also used by buffer-size.py and scrape-overhead.py
+TABLE_WORKLOADS = [
+    Workload("1 x 64 B ping-pong, pinned shared (server, upstream and client on CPU 0)", 1, 64, 1, "latency",
+             pin="shared", key="shared"),
+    Workload("1 x 64 B ping-pong, pinned split (server and upstream on CPU 0, client on CPU 1)", 1, 64, 1, "latency",
+             pin="split", key="split"),
+    Workload("1 x 64 B, depth 1", 1, 64, 1, "msgs", key="1", kinds=("relay",), note=PING_PONG + (
+        ", not pinned: on 2 cores the scheduler puts the client beside the server or not, so the rounds "
+        "are bimodal (the pinned rows show both cases); compare the medians with care.")),
+    THROUGHPUT[0],
+    Workload("100 x 64 B, depth 1", 100, 64, 1, "msgs", key="100", kinds=("relay",), note=PING_PONG + "."),
+    Workload("5000 x 64 B, depth 1", 5000, 64, 1, "msgs", key="5000", kinds=("relay",), quick=False, note=(
+        PING_PONG + "; 5,000 client descriptors, 10,000 in a relay, 5,000 in the upstream, each process under "
+        "its limit of 20,000; haproxy's maxconn and nginx's worker_connections are set above that. socat (a "
+        "process per connection) is left out. Not run by --quick.")),
+    THROUGHPUT[1],
+    CONNECT,
+]
+WORKLOADS = THROUGHPUT  # the throughput pair, also used by buffer-size.py and scrape-overhead.py
 SWEEP_SIZES = [64, 1024, 16384, 262144, 1048576]
 SWEEP_CONNECTIONS = [1, 10, 100, 1000, 5000, 10000]
 SWEEP_RATES = [5000, 10000, 20000, 40000, 60000, 80000, 100000, 120000, 150000, 200000]
@@ -321,6 +359,31 @@ def run_one(server, workload, seconds, upstream=None):
     }
 
 
+def run_connections(server, workload, seconds, upstream=None):
+    """Starts the server, runs peers/conn-rate against it once (a ConnectWorkload), stops it;
+    returns the figures (msgs: connections per second; cpu_per_msg_us: server CPU per connection)."""
+    client = [CONN_RATE, "127.0.0.1", str(server.port), str(workload.connections), str(workload.size),
+              str(seconds), str(workload.warmup)]
+    out, figures = measure(server, client, seconds + workload.warmup + 60, upstream)
+    fields = out.stdout.split()
+    if out.returncode != 0 or len(fields) != 7:
+        raise RuntimeError(f"conn-rate failed against {server.name} ({server.threads} thread(s)): status "
+                           f"{out.returncode}: {out.stdout.strip()} {out.stderr.strip()[:400]}")
+    rate, p50, p99, mismatched, failures, _, every = float(fields[0]), float(fields[1]), float(fields[2]), \
+        int(fields[3]), int(fields[4]), int(fields[5]), int(fields[6])
+    cpu = figures.pop("cpu_seconds")
+    return {"msgs": rate, "mbps": rate * workload.size * 2 / 1e6, "p50_us": p50, "p99_us": p99,
+            "cpu_per_msg_us": cpu / every * 1e6 if every else 0, "cpu_per_gb": 0, "mismatched": mismatched,
+            "failures": failures, **figures}
+
+
+def run_workload(server, workload, seconds, upstream=None):
+    """run_connections for a ConnectWorkload, run_one for the others."""
+    if workload.figure == "conns":
+        return run_connections(server, workload, seconds, upstream)
+    return run_one(server, workload, seconds, upstream)
+
+
 def iperf3_ceiling(seconds, port=17590):
     """One iperf3 TCP stream over loopback: the byte rate this machine's loopback can carry."""
     if not shutil.which("iperf3"):
@@ -342,7 +405,7 @@ def log(text):
 
 
 def describe(result):
-    unit = "connections/s" if "failures" in result else "msg/s"  # peers_relay3.run_connections's
+    unit = "connections/s" if "failures" in result else "msg/s"  # run_connections's
     return (f"{result['msgs']:,.0f} {unit}, {result['mbps']:,.1f} MB/s, p99 {result['p99_us']:,.0f} us, "
             f"server CPU {result['cpu']:.2f}, client {result['client_cpu']:.2f}, upstream {result['upstream_cpu']:.2f}, "
             f"peak RSS {result['peak_rss_mib']:.1f} MiB")

@@ -15,28 +15,14 @@ import os
 import shutil
 import subprocess
 
-from peers_lib import (PEERS, ROOT, WORKLOADS, Server, haproxy_config, measure, nginx_command, nginx_config,
+from peers_lib import (PEERS, ROOT, TABLE_WORKLOADS, Server, haproxy_config, nginx_command, nginx_config,
                        nginx_stream, wait_port)
 from peers_report import print_table
 
 RELAY3_BASELINE = "haproxy 2.6 (TCP mode), balance roundrobin"
 UPSTREAM_PORTS = [17551, 17552, 17553]
 BASE_PORT = 17560
-CONN_RATE = os.path.join(PEERS, "conn-rate")
-
-
-class ConnectWorkload:
-    """New connections from peers/conn-rate: `connections` at a time, each one `size`-byte round trip."""
-    figure, pin, rate, depth, warmup = "conns", None, None, 1, 1.0
-
-    def __init__(self, connections, size):
-        self.connections, self.size = connections, size
-        self.name = (f"New connections: {connections} at a time, each a connect, one {size} B round trip and a close "
-                     f"(p50/p99: connect() to the echo's first byte)")
-
-
-CONNECT = ConnectWorkload(16, 64)
-RELAY3_WORKLOADS = WORKLOADS + [CONNECT]
+RELAY3_WORKLOADS = [w for w in TABLE_WORKLOADS if "relay3" in w.kinds]
 
 
 def start_upstreams():
@@ -85,31 +71,12 @@ def servers3(config_dir):
     return result
 
 
-def run_connections(server, workload, seconds, upstreams):
-    """Starts the server, runs peers/conn-rate against it once, stops it; returns the figures
-    (msgs: connections per second; cpu_per_msg_us: server CPU per connection)."""
-    client = [CONN_RATE, "127.0.0.1", str(server.port), str(workload.connections), str(workload.size),
-              str(seconds), str(workload.warmup)]
-    out, figures = measure(server, client, seconds + workload.warmup + 60, upstreams)
-    fields = out.stdout.split()
-    if out.returncode != 0 or len(fields) != 7:
-        raise RuntimeError(f"conn-rate failed against {server.name} ({server.threads} thread(s)): status "
-                           f"{out.returncode}: {out.stdout.strip()} {out.stderr.strip()[:400]}")
-    rate, p50, p99, mismatched, failures, _, every = float(fields[0]), float(fields[1]), float(fields[2]), \
-        int(fields[3]), int(fields[4]), int(fields[5]), int(fields[6])
-    cpu = figures.pop("cpu_seconds")
-    return {"msgs": rate, "mbps": rate * workload.size * 2 / 1e6, "p50_us": p50, "p99_us": p99,
-            "cpu_per_msg_us": cpu / every * 1e6 if every else 0, "cpu_per_gb": 0, "mismatched": mismatched,
-            "failures": failures, **figures}
-
-
 def print_relay3(chosen, results, rounds, baseline=RELAY3_BASELINE):
     print()
     print(f"Three upstreams (peers/uv-echo, 1 thread each, ports {UPSTREAM_PORTS[0]}-{UPSTREAM_PORTS[-1]}); ratios "
           f"against {baseline} with as many threads. Upstream CPU is the three upstreams' together. "
           f"fastalloc-server runs its default active check (a connect to each upstream every 2 s), "
-          f"haproxy and nginx none. The connection rows' client is peers/conn-rate (C, one thread, every "
-          f"byte checked), not fastalloc-load.")
+          f"haproxy and nginx none.")
     for workload in RELAY3_WORKLOADS:
         print_table(chosen, results, workload, rounds, groups=(("relay3", baseline),),
                     title=f"Three upstreams: {workload.name}")

@@ -7,41 +7,58 @@ from peers_lib import ECHO_BASELINE, LATENCY_GOAL_US, RELAY_BASELINE, RELAY_MAX_
 
 def print_table(chosen, results, workload, rounds, baselines=(ECHO_BASELINE, RELAY_BASELINE), groups=None, title=None):
     """One workload's table; the ratios are against baselines (the echo's, the relay's), or with
-    groups, [(kind, baseline)], the servers of those kinds against those baselines."""
+    groups, [(kind, baseline)], the servers of those kinds against those baselines. Nothing is
+    printed for a workload without figures (not chosen, or not run by those kinds)."""
+    echo_baseline, relay_baseline = baselines
+    groups = groups or (("echo", echo_baseline), ("relay", relay_baseline))
+    kinds = [kind for kind, _ in groups]
+    if not any(results.get((s.name, s.threads, workload.name)) for s in chosen if s.kind in kinds):
+        return
     print()
     print(f"### {title or workload.name}")
     print()
+    if workload.note:
+        print(workload.note)
+        print()
+    conns = workload.figure == "conns"
     if workload.figure == "latency":
         print("| server | msg/s | p50 (µs) | p99 (µs) | server CPU (cores) | client CPU | upstream CPU | peak RSS (MiB) |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
     else:
         unit, per = {"msgs": ("msg/s", "server CPU µs per message"), "mbps": ("MB/s", "server CPU s per GB"),
                      "conns": ("connections/s", "server CPU µs per connection")}[workload.figure]
-        latency = "p50 / p99 (µs)" if workload.figure == "conns" else "p99 (µs)"
-        print(f"| server | threads | {unit} | vs baseline | {latency} | server CPU (cores) | {per} | client CPU | upstream CPU "
-              f"| peak RSS (MiB) |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    echo_baseline, relay_baseline = baselines
-    for kind, baseline in groups or (("echo", echo_baseline), ("relay", relay_baseline)):
+        latency = "p50 / p99 (µs)" if conns else "p99 (µs)"
+        # For new connections the CPU per connection has a ratio of its own (lower is better):
+        # the client, not the server, limits the rate.
+        per_ratio = " | CPU per connection vs baseline" if conns else ""
+        print(f"| server | threads | {unit} | vs baseline | {latency} | server CPU (cores) | {per}{per_ratio} | client CPU "
+              f"| upstream CPU | peak RSS (MiB) |")
+        print("|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if conns else "") + "---:|---:|---:|")
+    for kind, baseline in groups:
         for server in chosen:
             runs = results.get((server.name, server.threads, workload.name))
             if server.kind != kind or not runs:
                 continue
-            def med(field):
-                return statistics.median(r[field] for r in runs)
+            def med(field, of=runs):
+                return statistics.median(r[field] for r in of)
             if workload.figure == "latency":
                 p99 = [r["p99_us"] for r in runs]
                 print(f"| {server.name} | {med('msgs'):,.0f} | {med('p50_us'):,.1f} | {med('p99_us'):,.1f} "
                       f"[{min(p99):,.1f}-{max(p99):,.1f}] | {med('cpu'):.2f} | {med('client_cpu'):.2f} "
                       f"| {med('upstream_cpu'):.2f} | {med('peak_rss_mib'):.1f} |")
                 continue
-            field = "msgs" if workload.figure == "conns" else workload.figure
+            field = "msgs" if conns else workload.figure
             values = [r[field] for r in runs]
             base = results.get((baseline, server.threads, workload.name))
-            ratio = statistics.median(values) / statistics.median(r[field] for r in base) if base else float("nan")
+            ratio = med(field) / med(field, base) if base else float("nan")
             cost = f"{med('cpu_per_msg_us'):.2f}" if field == "msgs" else f"{med('cpu_per_gb'):.2f}"
-            p99 = f"{med('p50_us'):,.0f} / {med('p99_us'):,.0f}" if workload.figure == "conns" else f"{med('p99_us'):,.0f}"
-            print(f"| {server.name} | {server.threads} | {statistics.median(values):,.0f} [{min(values):,.0f}-{max(values):,.0f}] "
+            if conns:
+                costs = [r["cpu_per_msg_us"] for r in runs]
+                cost = f"{med('cpu_per_msg_us'):.1f} [{min(costs):.1f}-{max(costs):.1f}]"
+                cost_ratio = med("cpu_per_msg_us") / med("cpu_per_msg_us", base) if base else float("nan")
+                cost += f" | {cost_ratio:.2f}x"
+            p99 = f"{med('p50_us'):,.0f} / {med('p99_us'):,.0f}" if conns else f"{med('p99_us'):,.0f}"
+            print(f"| {server.name} | {server.threads} | {med(field):,.0f} [{min(values):,.0f}-{max(values):,.0f}] "
                   f"| {ratio:.2f}x | {p99} | {med('cpu'):.2f} | {cost} | {med('client_cpu'):.2f} "
                   f"| {med('upstream_cpu'):.2f} | {med('peak_rss_mib'):.1f} |")
 

@@ -11,17 +11,24 @@ Servers (each with 1 and 2 threads or workers where it has them):
   relay3: the relays in front of three peers/uv-echo (peers_relay3.py): fastalloc-server relay
          with --balance roundrobin and random (its default); haproxy, balance roundrobin (the
          baseline); nginx's stream proxy, an upstream block (round robin). Rows: 64 x 64 B,
-         16 x 16 KiB and new connections per second (peers/conn-rate); no sweeps.
+         16 x 16 KiB and new connections per second; no sweeps.
 Client: fastalloc-load (checks every byte; latency from an HdrHistogram; open loop with --rate).
-Workloads (the table): 1 x 64 B ping-pong pinned with taskset (server and upstream on CPU 0, the
-client on CPU 0 as well, "shared", or on CPU 1, "split"); 64 x 64 B ping-pong; 16 x 16 KiB at
-depth 4. Sweeps (1-thread configurations, 1 round each): message size 64 B to 1 MiB, connections
+Workloads (the table; --workloads picks them by the key in brackets): 1 x 64 B ping-pong pinned
+with taskset (server and upstream on CPU 0, the client on CPU 0 as well, [shared], or on CPU 1,
+[split]); 64 x 64 B ping-pong [64]; 16 x 16 KiB at depth 4 [16k]; new connections [conn] (peers/
+conn-rate, a C client: 16 at a time, each a connect, one 64 B round trip and a close; connections
+per second and the server's CPU per connection); relays only: 1, 100 and 5,000 connections of
+64 B ping-pong, not pinned [1, 100, 5000] (socat not at 5,000; --quick leaves 5,000 out unless
+--workloads names it). Sweeps (1-thread configurations, 1 round each): message size 64 B to 1 MiB, connections
 1 to 10,000, and an open-loop --rate sweep that finds the highest rate whose p99 stays <= 1 ms.
 Every row gives the CPU of the server (with its children), of the upstream and of the client, and
 the server's peak RSS (VmHWM, with its children), so a run limited by the client shows as such.
 
     Benchmarks/server-vs-peers.py [--rounds 3] [--seconds 5] [--only echo,relay,relay3] [--no-sweeps]
-                                  [--plots DIR] [--json FILE] [--quick]
+                                  [--workloads shared,split,1,64,100,5000,16k,conn] [--plots DIR]
+                                  [--json FILE] [--quick]
+e.g. the relays' connection counts and rate only:
+    Benchmarks/server-vs-peers.py --only relay --no-sweeps --rounds 5 --workloads 1,100,5000,conn
 The measuring (servers, workloads, runs, sweeps) is in peers_lib.py, the tables and plots in
 peers_report.py, the three-upstream relays in peers_relay3.py, all beside this script.
 """
@@ -36,9 +43,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peers_lib import (ECHO_BASELINE, PEERS, RELAY_BASELINE, TABLE_WORKLOADS, WORKLOADS, build, describe,  # noqa: E402
-                       iperf3_ceiling, log, run_one, servers, stop, sweeps, wait_port)
-from peers_relay3 import RELAY3_WORKLOADS, print_relay3, run_connections, servers3, start_upstreams  # noqa: E402
+from peers_lib import (ECHO_BASELINE, PEERS, RELAY_BASELINE, TABLE_WORKLOADS, build, describe,  # noqa: E402
+                       iperf3_ceiling, log, run_workload, servers, stop, sweeps, wait_port)
+from peers_relay3 import print_relay3, servers3, start_upstreams  # noqa: E402
 from peers_report import plot, print_sweeps, print_table  # noqa: E402
 KINDS = ("echo", "relay", "relay3")
 
@@ -50,12 +57,27 @@ def kinds(text):
     return chosen
 
 
-def workloads_for(server):
-    """The workloads a server runs: the three-upstream relays theirs; the others the table's (the
-    pinned ones with 1 thread only: pinned to one CPU, a second thread has nowhere to run)."""
-    if server.kind == "relay3":
-        return RELAY3_WORKLOADS
-    return [w for w in TABLE_WORKLOADS if not w.pin or server.threads == 1]
+WORKLOAD_KEYS = [w.key for w in TABLE_WORKLOADS]
+ALIASES = {"pinned": ["shared", "split"]}
+# socat forks a process per connection: 5,000 of them at once is not a relay's row any more.
+SOCAT_MAX_CONNECTIONS = 100
+
+
+def workload_keys(text):
+    chosen = []
+    for key in text.split(","):
+        if key not in WORKLOAD_KEYS and key not in ALIASES:
+            raise argparse.ArgumentTypeError(f"a comma-separated list of {', '.join(WORKLOAD_KEYS + list(ALIASES))}")
+        chosen += ALIASES.get(key, [key])
+    return chosen
+
+
+def workloads_for(server, selected):
+    """The workloads (of `selected`) a server runs: those of its kind (the pinned ones with 1
+    thread only: pinned to one CPU, a second thread has nowhere to run); socat, a process per
+    connection, not the 5,000-connection row."""
+    return [w for w in selected if server.kind in w.kinds and (not w.pin or server.threads == 1)
+            and not (server.name.startswith("socat") and w.connections > SOCAT_MAX_CONNECTIONS)]
 
 
 def main():
@@ -66,6 +88,10 @@ def main():
     parser.add_argument("--only", type=kinds, metavar="KINDS",
                         help="only these kinds of rows, comma-separated: echo, relay (one upstream), relay3 "
                              "(three upstreams)")
+    parser.add_argument("--workloads", type=workload_keys, metavar="KEYS",
+                        help="only these table rows, comma-separated: shared and split (1 x 64 B pinned; "
+                             "pinned: both), 1, 64, 100 and 5000 (that many connections x 64 B, depth 1), 16k "
+                             "(16 x 16 KiB, depth 4), conn (new connections, peers/conn-rate)")
     parser.add_argument("--no-sweeps", action="store_true")
     parser.add_argument("--plots", metavar="DIR", help="write the sweeps' plots (PNG, needs matplotlib) to DIR")
     parser.add_argument("--json", metavar="FILE", help="write every figure to FILE")
@@ -80,6 +106,8 @@ def main():
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.seconds, args.sweep_seconds = 1, 1, 1
+    # --quick leaves out the 5,000-connection row unless --workloads names it.
+    selected = [w for w in TABLE_WORKLOADS if (w.key in args.workloads if args.workloads else not args.quick or w.quick)]
 
     build()
     nio_dir = os.path.join(PEERS, "nio-echo")
@@ -116,14 +144,11 @@ def main():
             if ceiling:
                 ceilings.append(ceiling)
                 log(f"  round {round_number}: iperf3 loopback ceiling {ceiling:,.0f} MB/s")
-            for workload in TABLE_WORKLOADS + RELAY3_WORKLOADS[len(WORKLOADS):]:
+            for workload in selected:
                 for server in chosen:
-                    if workload not in workloads_for(server):
+                    if workload not in workloads_for(server, selected):
                         continue
-                    if server.kind == "relay3" and workload.figure == "conns":
-                        result = run_connections(server, workload, args.seconds, upstreams3)
-                    else:
-                        result = run_one(server, workload, args.seconds, upstreams3 if server.kind == "relay3" else upstream)
+                    result = run_workload(server, workload, args.seconds, upstreams3 if server.kind == "relay3" else upstream)
                     results.setdefault((server.name, server.threads, workload.name), []).append(result)
                     log(f"  round {round_number}: {server.name}, {server.threads} thread(s), {workload.name}: {describe(result)}")
         swept = [s for s in chosen if s.kind != "relay3"]
@@ -134,7 +159,7 @@ def main():
             stop(process)
         shutil.rmtree(config_dir, ignore_errors=True)
 
-    expected = sum(len(workloads_for(s)) for s in chosen)
+    expected = sum(len(workloads_for(s, selected)) for s in chosen)
     empty = [key for key, runs in results.items() if not runs or any(r["msgs"] <= 0 for r in runs)]
     if empty or len(results) != expected:
         log(f"FAILED: {expected - len(results) + len(empty)} configuration(s) without figures: {empty}")
@@ -147,9 +172,9 @@ def main():
         print(f"loopback ceiling (iperf3, one TCP stream): {statistics.median(ceilings):,.0f} MB/s "
               f"[{min(ceilings):,.0f}-{max(ceilings):,.0f}]")
     if any(s.kind in ("echo", "relay") for s in chosen):
-        for workload in TABLE_WORKLOADS:
+        for workload in selected:
             print_table(chosen, results, workload, args.rounds, baselines)
-    if any(s.kind == "relay3" for s in chosen):
+    if any(s.kind == "relay3" for s in chosen) and any("relay3" in w.kinds for w in selected):
         print_relay3(chosen, results, args.rounds)
     if found:
         print_sweeps(found)
