@@ -19,15 +19,16 @@ final class Session {
     /// thread touches it, and no access to it overlaps another (each event is one call, and
     /// `perform` runs after it returns), so the dynamic checks would only cost time per message.
     @exclusivity(unchecked) var machine: SessionStateMachine
-    /// Index in the worker's session list (for O(1) removal).
-    var slot = 0
+    /// Index in the worker's session list (for O(1) removal). This and the other per-connection
+    /// fields marked so: unchecked exclusivity, for the reason given at `Worker.sessions`.
+    @exclusivity(unchecked) var slot = 0
     /// The session was open when the worker began to drain (for the drain's count).
-    var inDrain = false
+    @exclusivity(unchecked) var inDrain = false
     /// Relay: the upstream this session is connected or connecting to (counted in its active
     /// connections until the session ends or moves on), and every upstream it tried, so that a
     /// retry picks another. Kept with the session: no allocation per connection.
-    var member: UpstreamMember?
-    var tried: [ObjectIdentifier] = []
+    @exclusivity(unchecked) var member: UpstreamMember?
+    @exclusivity(unchecked) var tried: [ObjectIdentifier] = []
     /// When the current upstream connect began (`EventLoop.hrtime()`, ns).
     var connectStartedAt: UInt64 = 0
     /// The client's IP address, hashed (the `hash` balancer's key).
@@ -39,7 +40,7 @@ final class Session {
     var balance = BalanceMethod.random
     /// The client's address, accept time and per-client count, for the access log and
     /// `--max-connections-per-client` (Worker+AccessLog.swift).
-    var peer = SessionPeer()
+    @exclusivity(unchecked) var peer = SessionPeer()
     /// Where the PROXY header for the upstream is written: made on first use, kept with the
     /// session (no allocation per connection, no pool buffer to wait for), freed with it.
     private var headerArea: UnsafeMutableRawBufferPointer?

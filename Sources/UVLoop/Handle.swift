@@ -20,9 +20,15 @@ public class Handle {
     /// The `uv_*_t` allocation; while open, its `data` field holds the retained `self`.
     let rawHandle: UnsafeMutableRawPointer
     public let loop: EventLoop
-    public private(set) var isClosing = false
+    public var isClosing: Bool { unsafe closing }
     /// The close callback has run: libuv holds nothing of this handle any more.
-    public private(set) var isClosed = false
+    public var isClosed: Bool { unsafe closed }
+    /// Unchecked exclusivity (both): read and written a few times per connection (accept,
+    /// reopen, close), where each dynamic check is a runtime call and a thread-local lookup.
+    /// Safe (every `unsafe` on them): a handle belongs to its loop's thread, and no access spans
+    /// a call.
+    @exclusivity(unchecked) private var closing = false
+    @exclusivity(unchecked) private var closed = false
 
     init(loop: EventLoop, type: uv_handle_type) {
         self.loop = loop
@@ -39,15 +45,15 @@ public class Handle {
 
     /// A reopen whose uv_*_init failed: the handle is as closed as before.
     func markClosedWithoutInit() {
-        isClosing = true
-        isClosed = true
+        unsafe closing = true
+        unsafe closed = true
     }
 
     /// For a closed handle that is initialised again (`TCPStream.reopen()`).
     func resetAfterClose() {
         precondition(isClosed, "only a closed handle can be reopened")
-        isClosing = false
-        isClosed = false
+        unsafe closing = false
+        unsafe closed = false
     }
 
     var uvHandle: UnsafeMutablePointer<uv_handle_t> {
@@ -65,13 +71,13 @@ public class Handle {
     /// Closes the handle; its close callback frees the C memory and drops libuv's reference.
     public func close() {
         guard !isClosing else { return }
-        isClosing = true
+        unsafe closing = true
         // Safe: the handle is initialised and not closing yet (just checked), as uv_close needs.
         unsafe uv_close(uvHandle, { handle in
             // Safe: `data` holds the reference taken by retainForCallbacks(), released exactly
             // here, in the one close callback libuv makes per handle.
             let object = unsafe Unmanaged<Handle>.fromOpaque(handle!.pointee.data).takeRetainedValue()
-            object.isClosed = true
+            unsafe object.closed = true
             object.didClose()
         })
     }

@@ -373,7 +373,9 @@ extension TCPListenerDelegate {
 
 /// A listening TCP socket.
 public final class TCPListener: Handle {
-    public var delegate: (any TCPListenerDelegate)?
+    /// Unchecked exclusivity: read several times per accepted connection; the listener belongs
+    /// to its loop's thread, and no access spans a call (each read copies the reference).
+    @exclusivity(unchecked) public var delegate: (any TCPListenerDelegate)?
 
     /// Binds `address` and listens. With `reusePort`, several listeners (one per worker loop)
     /// may bind the same address and the kernel spreads connections across them.
@@ -474,6 +476,7 @@ public final class TCPListener: Handle {
     }
 
     private func accept(status: Int32) {
+        let delegate = unsafe self.delegate  // one read, kept for the whole accept
         guard status >= 0 else {
             delegate?.listener(self, acceptFailed: UVError(status, "accept"))
             return
@@ -514,5 +517,5 @@ public final class TCPListener: Handle {
         }
     }
 
-    override func didClose() { delegate = nil }
+    override func didClose() { unsafe delegate = nil }
 }
