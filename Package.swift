@@ -74,7 +74,7 @@ let package = Package(
         // A tour of the pools, printed (`make demo`).
         .executableTarget(name: "fastalloc-demo", dependencies: ["FastAlloc", "PacketBuffers", "Threads"]),
         .target(name: "TestSupport", dependencies: ["Threads"], path: "Tests/TestSupport"),
-        .testTarget(name: "FastAllocTests", dependencies: ["FastAlloc", "TestSupport"]),
+        .testTarget(name: "FastAllocTests", dependencies: ["FastAlloc", "TestSupport", "Threads"]),
         .testTarget(name: "PacketBuffersTests", dependencies: ["PacketBuffers", "FastAlloc", "TestSupport"]),
         .testTarget(name: "LoadClientTests", dependencies: ["LoadClient", "UVLoop", "Options", "TestSupport"]),
         .testTarget(name: "OptionsTests", dependencies: ["Options", "ConfigYAML", "FastAlloc"]),

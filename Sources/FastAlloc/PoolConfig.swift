@@ -75,7 +75,8 @@ public typealias PoolConfigError = ConfigError
 /// ```
 ///
 /// Rules: `capacity > 0`; `alignment` a power of two and at least `Element`'s own alignment;
-/// `maxCapacity >= capacity`; a linear step > 0; an exponential factor > 1.
+/// `maxCapacity >= capacity`; a linear step > 0; an exponential factor > 1; `magazineSize` in
+/// 0...1024, and 0 with `.lowestFirst`.
 public struct PoolConfig<Element>: Sendable {
     /// Slots made when the pool is created.
     public var capacity: Int
@@ -98,6 +99,18 @@ public struct PoolConfig<Element>: Sendable {
     public var onAcquire: (@Sendable (inout Element) -> Void)?
     /// Runs on every value as it is released, after the type's `Poolable.onRelease`.
     public var onRelease: (@Sendable (inout Element) -> Void)?
+    /// `ThreadSafePool` only (the other pools ignore it): slots each thread may keep in its own
+    /// magazine, a private stack that serves acquires and absorbs releases without the lock,
+    /// refilled from and flushed to the shared pool half a magazine at a time under the lock.
+    /// 0 (the default) keeps no magazines: every acquire and release takes the lock.
+    ///
+    /// Bound: at most `magazineSize` free slots per thread that used the pool sit in magazines;
+    /// they are the pool's own slots (no extra memory), and while they sit there other threads
+    /// cannot have them, so a `tryAcquire` can find the shared pool empty while other threads
+    /// cache free slots. It then asks every thread to flush its magazine on its next use of the
+    /// pool (and fails, as exhaustion does); a thread that exits flushes its magazine. Not with
+    /// `order: .lowestFirst`, whose promise a magazine's cached slots would break.
+    public var magazineSize: Int
 
     /// Makes and validates a configuration; throws `PoolConfigError` naming the first broken rule.
     public init(
@@ -109,7 +122,8 @@ public struct PoolConfig<Element>: Sendable {
         name: String? = nil,
         initialize: (@Sendable () -> Element)? = nil,
         onAcquire: (@Sendable (inout Element) -> Void)? = nil,
-        onRelease: (@Sendable (inout Element) -> Void)? = nil
+        onRelease: (@Sendable (inout Element) -> Void)? = nil,
+        magazineSize: Int = 0
     ) throws(PoolConfigError) {
         self.capacity = capacity
         self.alignment = alignment ?? MemoryLayout<Element>.alignment
@@ -126,8 +140,12 @@ public struct PoolConfig<Element>: Sendable {
         self.initialize = initialize
         self.onAcquire = onAcquire
         self.onRelease = onRelease
+        self.magazineSize = magazineSize
         try validate()
     }
+
+    /// The largest `magazineSize`: 1024 slots per thread.
+    public static var maxMagazineSize: Int { 1024 }
 
     /// Checks every rule; throws `PoolConfigError` naming the first field that breaks one.
     /// Pools call this again, so a configuration changed after `init` is still checked.
@@ -161,6 +179,15 @@ public struct PoolConfig<Element>: Sendable {
         if maxCapacity > Int(Int32.max) {
             throw PoolConfigError(
                 field: "maxCapacity", value: "\(maxCapacity)", expected: "<= \(Int32.max)")
+        }
+        if magazineSize < 0 || magazineSize > PoolConfig.maxMagazineSize {
+            throw PoolConfigError(
+                field: "magazineSize", value: "\(magazineSize)", expected: "0...\(PoolConfig.maxMagazineSize)")
+        }
+        if magazineSize > 0 && order == .lowestFirst {
+            throw PoolConfigError(
+                field: "magazineSize", value: "\(magazineSize)",
+                expected: "0 with order .lowestFirst (a magazine hands out its cached slots, not the lowest free one)")
         }
     }
 }

@@ -22,7 +22,9 @@ public struct PoolStatistics: Sendable, Hashable {
     public var maxCapacity: Int
     /// Slots held by handles now.
     public var inUse: Int
-    /// The most slots ever in use at once.
+    /// The most slots ever in use at once. With magazines: the most ever taken out of the
+    /// shared pool at once, slots cached in magazines included (an upper bound of the slots
+    /// handles held at once).
     public var highWater: Int
     /// Successful acquisitions since the pool was made.
     public var acquisitions: UInt64
@@ -32,6 +34,18 @@ public struct PoolStatistics: Sendable, Hashable {
     public var failedAcquisitions: UInt64
     /// How many times the pool grew.
     public var growthEvents: Int
+    /// `ThreadSafePool` with magazines: acquisitions served from a thread's magazine, without
+    /// the lock (included in `acquisitions`).
+    public var magazineAcquisitions: UInt64 = 0
+    /// `ThreadSafePool` with magazines: releases a thread's magazine took, without the lock.
+    public var magazineReleases: UInt64 = 0
+    /// `ThreadSafePool` with magazines: free slots cached in threads' magazines now (free, so
+    /// not in `inUse`; other threads cannot have them until they are flushed).
+    public var cachedInMagazines: Int = 0
+    /// `ThreadSafePool` with magazines: threads that have a magazine of this pool now.
+    public var magazines: Int = 0
+    /// `ThreadSafePool` with magazines: times an exhausted acquire asked every magazine to flush.
+    public var magazineFlushRequests: UInt64 = 0
 
     /// Slots free now, without growing.
     public var available: Int { capacity - inUse }

@@ -21,6 +21,50 @@ extension _TypedCore {
         lock.unlock()
         if last { unsafe destroy(core) }
     }
+
+    /// Gives back a slot whose release hooks have run: into this thread's magazine when the
+    /// pool has magazines (no lock while it has room), else under the lock.
+    @inlinable @inline(__always)
+    static func sharedPut(_ slot: UnsafeMutableRawPointer, into core: UnsafeMutablePointer<_TypedCore<Element>>) {
+        // Safe: the caller owns the in-use slot, so the core (and its depot) is live.
+        if let depot = unsafe core.pointee.depot {
+            if unsafe _Depot.putCached(slot, depot) { return }
+            unsafe orphanAwarePut(slot, into: core, depot)
+            return
+        }
+        unsafe lockedPut(slot, into: core)
+    }
+
+    /// A magazine release that the fast path could not take: the slow path, or (the pool
+    /// object is gone, release builds) the slot goes to the core, and the last one back frees
+    /// everything.
+    @usableFromInline
+    static func orphanAwarePut(_ slot: UnsafeMutableRawPointer, into core: UnsafeMutablePointer<_TypedCore<Element>>,
+                               _ depot: UnsafeMutablePointer<_Depot>) {
+        // Safe: as in `sharedPut`; the registry lock, then the pool lock, decide who is last.
+        if unsafe _Depot.putSlow(slot, depot) { return }
+        unsafe putAll([slot], into: core)
+    }
+
+    /// Gives slots back to the core of a pool with magazines under the registry lock and the
+    /// pool lock, so that whoever brings back the last slot of a pool that is gone knows it:
+    /// slots cached in magazines do not count as out.
+    static func putAll(_ slots: [UnsafeMutableRawPointer], into core: UnsafeMutablePointer<_TypedCore<Element>>) {
+        // Safe: the caller owns the in-use slots, so the core and its depot are live until the
+        // decision below, taken under both locks; only the one who makes it zero destroys.
+        let depot = unsafe core.pointee.depot.unsafelyUnwrapped
+        let registry = _MagazineRegistry.shared
+        let lock = unsafe lock(of: core)
+        registry.lock.lock()
+        lock.lock()
+        for unsafe slot in unsafe slots { unsafe core.pointee.slots.pointee.put(slot) }
+        let last = unsafe core.pointee.slots.pointee.orphaned
+            && core.pointee.slots.pointee.inUse - _Depot.cached(depot) == 0
+        lock.unlock()
+        if last { unsafe _Depot.tearDown(depot) }
+        registry.lock.unlock()
+        if last { unsafe destroy(core) }
+    }
 }
 
 /// A growing pool shared by many threads behind one lock, which counts its own contention.
@@ -52,6 +96,10 @@ public final class ThreadSafePool<Element: Sendable>: @unchecked Sendable {
     }
 
     deinit {
+        if let depot = unsafe _shared.pointee.depot {
+            unsafe _retire(depot)
+            return
+        }
         // Safe: the core is live; it is destroyed here only with no slot out, under no lock.
         let lock = unsafe _TypedCore.lock(of: _shared)
         let slots = unsafe _shared.pointee.slots
@@ -67,6 +115,34 @@ public final class ThreadSafePool<Element: Sendable>: @unchecked Sendable {
             #endif
         }
         lock.unlock()
+        unsafe _TypedCore.destroy(_shared)
+    }
+
+    /// deinit with magazines: slots cached in magazines are free, not out.
+    private func _retire(_ depot: UnsafeMutablePointer<_Depot>) {
+        // Safe: the core is live; under the registry lock and the pool lock nobody refills,
+        // flushes or leaves; with no slot out nobody can use a magazine of this pool any more.
+        let registry = _MagazineRegistry.shared
+        let lock = unsafe _TypedCore.lock(of: _shared)
+        let slots = unsafe _shared.pointee.slots
+        registry.lock.lock()
+        lock.lock()
+        let out = unsafe slots.pointee.inUse - _Depot.cached(depot)
+        if out > 0 {
+            #if DEBUG
+            fatalError(unsafe "FastAlloc: ThreadSafePool '\(slots.pointee.name)' was destroyed while \(out) handle(s) still hold slots: a handle outlived its pool")
+            #else
+            // Magazines stop serving; the last slot back frees everything (`putAll`).
+            unsafe slots.pointee.orphaned = true
+            unsafe depot.pointee.generation.store(depot.pointee.generation.load(ordering: .relaxed) | 1, ordering: .relaxed)
+            lock.unlock()
+            registry.lock.unlock()
+            return
+            #endif
+        }
+        lock.unlock()
+        unsafe _Depot.tearDown(depot)
+        registry.lock.unlock()
         unsafe _TypedCore.destroy(_shared)
     }
 
@@ -109,7 +185,12 @@ public final class ThreadSafePool<Element: Sendable>: @unchecked Sendable {
 
     @inlinable @inline(__always)
     func _take() -> (slot: UnsafeMutableRawPointer, fresh: Bool)? {
-        // Safe: the core is live; its slot bookkeeping is touched under the lock only.
+        // Safe: the core is live; its slot bookkeeping is touched under the lock only; a
+        // magazine's slots are its thread's alone and all hold values (never fresh).
+        if let depot = unsafe _shared.pointee.depot {
+            if let slot = unsafe _Depot.takeCached(depot) { return unsafe (slot, false) }
+            return unsafe _Depot.takeSlow(depot)
+        }
         let lock = unsafe _TypedCore.lock(of: _shared)
         let slots = unsafe _shared.pointee.slots
         lock.lock()
@@ -161,8 +242,17 @@ public final class ThreadSafePool<Element: Sendable>: @unchecked Sendable {
         return batch
     }
 
-    /// A snapshot of the pool's counters (taken under the lock).
-    public var statistics: PoolStatistics { _withLock { $0.statistics } }
+    /// A snapshot of the pool's counters (taken under the lock). With magazines, what they
+    /// hold and served is summed in (under the registry lock too): exact whenever no acquire
+    /// or release is running, each figure within the operations running otherwise.
+    public var statistics: PoolStatistics {
+        guard let depot = unsafe _shared.pointee.depot else { return _withLock { $0.statistics } }
+        let registry = _MagazineRegistry.shared
+        registry.lock.lock()
+        defer { registry.lock.unlock() }
+        // Safe: the depot lives as long as the pool; both locks are held inside.
+        return _withLock { unsafe _Depot.statistics(depot, core: $0.statistics) }
+    }
 
     /// Every growth so far, oldest first.
     public var growthEvents: [GrowthEvent] { _withLock { $0.events } }
@@ -185,7 +275,8 @@ public final class ThreadSafePool<Element: Sendable>: @unchecked Sendable {
     @usableFromInline
     func _exhausted(wanted: Int = 1) -> Never {
         let stats = statistics
-        fatalError("FastAlloc: ThreadSafePool '\(stats.name)' is exhausted: \(stats.inUse) of \(stats.capacity) slots in use (maximum \(stats.maxCapacity)), \(wanted) wanted; use tryAcquire to handle exhaustion")
+        let cached = stats.cachedInMagazines > 0 ? " (\(stats.cachedInMagazines) more cached free in other threads' magazines, asked to flush)" : ""
+        fatalError("FastAlloc: ThreadSafePool '\(stats.name)' is exhausted: \(stats.inUse) of \(stats.capacity) slots in use\(cached) (maximum \(stats.maxCapacity)), \(wanted) wanted; use tryAcquire to handle exhaustion")
     }
 
     @usableFromInline
@@ -220,7 +311,7 @@ public struct SharedPoolHandle<Element: Sendable>: ~Copyable, PoolSlotHandle, @u
         // Safe: this handle owns the in-use slot at `_unsafePointer`; hooks run outside the lock on
         // the value only this handle can reach, then the slot goes back under the lock.
         unsafe _TypedCore.prepareRelease(_unsafePointer, of: _shared)
-        unsafe _TypedCore.lockedPut(UnsafeMutableRawPointer(_unsafePointer), into: _shared)
+        unsafe _TypedCore.sharedPut(UnsafeMutableRawPointer(_unsafePointer), into: _shared)
     }
 
     /// Returns the slot to its pool now, from any thread.
@@ -261,6 +352,18 @@ public struct SharedPoolBatch<Element: Sendable>: ~Copyable, @unchecked Sendable
             // Safe: batch slots are owned by the batch; their link word holds the next one.
             unsafe next = (slot + linkOffset).load(as: UnsafeMutableRawPointer?.self)
             unsafe _TypedCore.prepareRelease(slot.assumingMemoryBound(to: Element.self), of: core)
+        }
+        if unsafe core.pointee.depot != nil {
+            // With magazines, under the registry lock too (see `putAll`): a rare, bulk path.
+            var all: [UnsafeMutableRawPointer] = unsafe []
+            unsafe all.reserveCapacity(count)
+            unsafe next = _head
+            while let slot = unsafe next {
+                unsafe next = (slot + linkOffset).load(as: UnsafeMutableRawPointer?.self)
+                unsafe all.append(slot)
+            }
+            unsafe _TypedCore.putAll(all, into: core)
+            return
         }
         let lock = unsafe _TypedCore.lock(of: core)
         lock.lock()

@@ -1,5 +1,6 @@
 import FastAlloc
 import TestSupport
+import Threads
 import Testing
 
 /// Each trap, in its own child process, and the message it prints. Debug-only checks are
@@ -75,6 +76,28 @@ import Testing
             pool.unsafeRelease(pointer + 1)  // inside the slab, not at a slot's start
         }
         expectMessage(result, "pool 'mine': released")
+    }
+
+    @Test func handleOutlivingThreadSafePoolWithMagazines_traps_cachedSlotsNotCounted() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var pool: ThreadSafePool<Int>? = try! ThreadSafePool<Int>(config: PoolConfig(capacity: 8, name: "mags", magazineSize: 4))
+            pool!.acquire(0).release()
+            pool!.acquire(0).release()  // one slot cached in this thread's magazine: not out
+            let handle = pool!.acquire(1)
+            pool = nil
+            handle.release()
+        }
+        expectMessage(result, "ThreadSafePool 'mags' was destroyed while 1 handle(s) still hold slots: a handle outlived its pool")
+    }
+
+    @Test func threadSafeAcquire_whenExhausted_namesSlotsCachedInMagazines() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let pool = try! ThreadSafePool<Int>(config: PoolConfig(capacity: 2, name: "cached", magazineSize: 2))
+            let first = pool.acquire(0), second = pool.acquire(1)
+            first.release(); second.release()  // both cached in this thread's magazine
+            ThreadHandle.start { _ = pool.acquire(2) }.join()  // another thread: traps
+        }
+        expectMessage(result, "ThreadSafePool 'cached' is exhausted: 0 of 2 slots in use (2 more cached free in other threads' magazines, asked to flush)")
     }
 
     @Test func handleOutlivingPool_traps() async {

@@ -111,6 +111,25 @@ let benchmarks: @Sendable () -> Void = {
                   },
                   teardown: { reportContention("ThreadSafePool, \(threads) thread(s)", shared.lockStatistics) })
 
+        // The same pool with per-thread magazines of 32 slots: the pairs touch no lock.
+        let magazines = try! ThreadSafePool<Block>(config: PoolConfig(
+            capacity: 64, growth: .linear(64), initialize: { Block() }, magazineSize: 32))
+        Benchmark("ThreadSafePool magazines acquire+release 2KiB, \(threads) thread(s)",
+                  configuration: .init(thresholds: threads == 1 ? nil : [:]),
+                  closure: { benchmark in
+                      onThreads(threads, benchmark) { iterations in
+                          for _ in 0..<iterations {
+                              let handle = magazines.acquire()
+                              blackHole(handle.address)
+                          }
+                      }
+                  },
+                  teardown: {
+                      let stats = magazines.statistics
+                      report("ThreadSafePool magazines, \(threads) thread(s): \(stats.magazineAcquisitions) of \(stats.acquisitions) acquisitions served by magazines")
+                      reportContention("ThreadSafePool magazines, \(threads) thread(s)", magazines.lockStatistics)
+                  })
+
         let pthreadPool = PthreadPool(capacity: 64, bytes: blockBytes)
         Benchmark("pthread_mutex pool acquire+release 2KiB, \(threads) thread(s)",
                   configuration: .init(thresholds: [:])) { benchmark in

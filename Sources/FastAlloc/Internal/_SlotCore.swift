@@ -169,6 +169,25 @@ package struct _SlotCore {
         unsafe spare = slot
     }
 
+    /// Takes a free slot that held a value before (LIFO order only), or nil: never a fresh slot,
+    /// never growth. Magazines refill with these, so every slot a magazine holds has a value.
+    @inlinable @inline(__always)
+    package mutating func takeReused() -> UnsafeMutableRawPointer? {
+        // Safe: `spare` and the free list hold free slots of this core only (type invariant).
+        if let slot = unsafe spare {
+            unsafe spare = nil
+            unsafe noteAcquired(slot)
+            return unsafe slot
+        }
+        if let slot = unsafe freeHead {
+            // Safe: as in `take()`.
+            unsafe freeHead = (slot + linkOffset).load(as: UnsafeMutableRawPointer?.self)
+            unsafe noteAcquired(slot)
+            return unsafe slot
+        }
+        return nil
+    }
+
     /// The bitmap, the bump region and growth: everything but a LIFO free-list hit.
     @usableFromInline
     package mutating func takeSlow() -> (slot: UnsafeMutableRawPointer, fresh: Bool)? {

@@ -20,6 +20,8 @@ struct _TypedCore<Element> {
     @usableFromInline let hooks: _Hooks<Element>
     /// The lock of a `ThreadSafePool`; nil for unsynchronised pools.
     @usableFromInline let lock: _ContentionLock?
+    /// The magazines of a `ThreadSafePool` with `magazineSize > 0`; nil otherwise.
+    @usableFromInline let depot: UnsafeMutablePointer<_Depot>?
 
     /// Allocates and initialises a header and its slots for a validated configuration.
     static func make(_ config: PoolConfig<Element>, locked: Bool) -> UnsafeMutablePointer<_TypedCore<Element>> {
@@ -30,7 +32,10 @@ struct _TypedCore<Element> {
             capacity: config.capacity, maxCapacity: config.maxCapacity, growth: config.growth,
             order: config.order, name: config.name))
         let core = UnsafeMutablePointer<_TypedCore<Element>>.allocate(capacity: 1)
-        unsafe core.initialize(to: _TypedCore(slots: slots, hooks: _Hooks(config), lock: locked ? _ContentionLock() : nil))
+        let lock = locked ? _ContentionLock() : nil
+        let depot = unsafe locked && config.magazineSize > 0
+            ? _Depot.make(magazineSize: config.magazineSize, slots: slots, lock: lock!) : nil
+        unsafe core.initialize(to: _TypedCore(slots: slots, hooks: _Hooks(config), lock: lock, depot: depot))
         return unsafe core
     }
 
@@ -87,7 +92,7 @@ struct _TypedCore<Element> {
     }
 
     /// Destroys the core: deinitialises every retained value and frees all storage. Only when
-    /// no slot is in use.
+    /// no slot is in use (a core with magazines: after `_Depot.tearDown`).
     @usableFromInline
     static func destroy(_ core: UnsafeMutablePointer<_TypedCore<Element>>) {
         // Safe: free slots that were used hold initialised Elements (the value invariant); fresh

@@ -1,0 +1,443 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Synchronization
+
+// Per-thread magazines for `ThreadSafePool` (`PoolConfig.magazineSize > 0`), after jemalloc's
+// tcache and haproxy's per-thread pool caches.
+//
+// Who owns what:
+// - A *magazine* (`_Magazine`) holds up to `magazineSize` free slots of one pool for one thread.
+//   Its slots, `count` and `seen` are touched by that thread only (the fast paths), except when
+//   the thread can no longer use it: at its exit (the key destructor, on the thread itself) and
+//   when the pool's core is torn down (nobody can use the pool any more: no pool, no handle).
+//   Its counters are atomics with that one writer, so statistics readers load them anywhere.
+// - A thread's *rack* (`_Rack`) maps a depot's index to that thread's magazine. The rack hangs
+//   off one process-wide pthread key, whose destructor flushes every magazine when the thread
+//   exits.
+// - A pool's *depot* (`_Depot`) lists its magazines. The lists, the racks' tables and the
+//   depots' indices change under one process-wide registry lock (`_MagazineRegistry.lock`);
+//   a depot's slots move between the shared core and a magazine under the pool's own lock.
+//   Lock order: the registry lock, then a pool's lock.
+//
+// Exact statistics: the shared core counts a slot in a magazine as taken. Each magazine
+// publishes how many it holds and how many acquisitions and releases it served; a reader sums
+// them under the registry lock and the pool's lock (which stop refills, flushes, threads
+// leaving and teardown), so the figures are exact whenever no acquire or release is running.
+
+/// One thread's cache of free slots of one pool.
+///
+/// `@safe`: a record; its slot storage is reached only through the owner's fast paths, marked.
+@safe @usableFromInline
+package struct _Magazine: ~Copyable {
+    /// Slots held now (owner thread only).
+    @usableFromInline package var count = 0
+    /// The depot's generation this magazine last agreed with (owner thread only); when the
+    /// depot's moves on, the magazine flushes everything before it serves again.
+    @usableFromInline package var seen: UInt
+    @usableFromInline package let capacity: Int
+    /// `capacity` slot addresses; the first `count` are held.
+    @usableFromInline package let slots: UnsafeMutablePointer<UnsafeMutableRawPointer>
+    @usableFromInline package let depot: UnsafeMutablePointer<_Depot>
+    /// The owner's rack (to clear its entry when the depot goes first).
+    package let rack: UnsafeMutablePointer<_Rack>
+
+    // Published by the owner thread (single writer, relaxed), read by statistics.
+    @usableFromInline package let held = Atomic<Int>(0)
+    @usableFromInline package let hits = Atomic<UInt64>(0)
+    @usableFromInline package let absorbed = Atomic<UInt64>(0)
+    /// Slots moved in from the shared core (refills) and out to it (flushes): under the pool lock.
+    package var refilled: UInt64 = 0
+    package var flushed: UInt64 = 0
+
+    // The depot's list (registry lock).
+    package var next: UnsafeMutablePointer<_Magazine>?
+    package var previous: UnsafeMutablePointer<_Magazine>?
+
+    init(depot: UnsafeMutablePointer<_Depot>, rack: UnsafeMutablePointer<_Rack>, capacity: Int, seen: UInt) {
+        // Safe: a new array of `capacity` addresses, none initialised until stored.
+        unsafe self.depot = depot
+        unsafe self.rack = rack
+        self.capacity = capacity
+        self.seen = seen
+        unsafe slots = .allocate(capacity: capacity)
+    }
+}
+
+/// A thread's table from depot index to its magazine of that depot.
+@safe @usableFromInline
+package struct _Rack {
+    @usableFromInline package var entries: UnsafeMutablePointer<UnsafeMutablePointer<_Magazine>?>
+    @usableFromInline package var capacity: Int
+}
+
+/// A `ThreadSafePool`'s side of the magazines: its index in every rack, the generation that
+/// asks magazines to flush, and its list of magazines.
+@safe @usableFromInline
+package struct _Depot: ~Copyable {
+    @usableFromInline package let index: Int
+    @usableFromInline package let key: pthread_key_t
+    @usableFromInline package let magazineSize: Int
+    /// Slots moved per refill or flush: half a magazine.
+    package let batch: Int
+    package let slots: UnsafeMutablePointer<_SlotCore>
+    package let lock: _ContentionLock
+    /// Bumped by 2 (under the pool lock) to ask every magazine to flush at its next use; bit 0
+    /// set when the pool object died with slots out (release builds): magazines stop serving.
+    @usableFromInline package let generation = Atomic<UInt>(0)
+
+    // Registry lock:
+    package var first: UnsafeMutablePointer<_Magazine>?
+    package var magazines = 0
+    /// Counters of magazines gone (their threads exited).
+    package var retiredHits: UInt64 = 0
+    package var retiredAbsorbed: UInt64 = 0
+    // Pool lock:
+    package var refilled: UInt64 = 0
+    package var flushed: UInt64 = 0
+    package var flushRequests: UInt64 = 0
+}
+
+/// The process-wide part: the pthread key with the thread-exit destructor, the registry lock,
+/// and the depot indices.
+final class _MagazineRegistry: @unchecked Sendable {
+    // @unchecked Sendable: `nextIndex` and `freeIndices` are touched under `lock` only.
+    static let shared = _MagazineRegistry()
+
+    let lock = _ContentionLock()
+    let key: pthread_key_t
+    private var nextIndex = 0
+    private var freeIndices: [Int] = []
+
+    private init() {
+        var key = pthread_key_t()
+        // The destructor runs on an exiting thread that set a rack: it flushes and frees it.
+        let created = unsafe pthread_key_create(&key) { rack in
+            // Safe: the key's only values are racks made by `rack(creating:)`.
+            guard let rack = unsafe rack else { return }
+            unsafe _MagazineRegistry.shared.threadExited(rack.assumingMemoryBound(to: _Rack.self))
+        }
+        precondition(created == 0, "FastAlloc: pthread_key_create failed (\(created)): too many keys in this process")
+        self.key = key
+    }
+
+    /// A new depot index (registry lock held).
+    func takeIndex() -> Int {
+        if let index = freeIndices.popLast() { return index }
+        nextIndex += 1
+        return nextIndex - 1
+    }
+
+    /// Gives a depot's index back (registry lock held).
+    func freeIndex(_ index: Int) { freeIndices.append(index) }
+
+    /// The calling thread's rack, made if it has none (registry lock held).
+    func rack(creating: Bool) -> UnsafeMutablePointer<_Rack>? {
+        // Safe: the key's values are racks made here, owned by their thread.
+        if let existing = unsafe pthread_getspecific(key) {
+            return unsafe existing.assumingMemoryBound(to: _Rack.self)
+        }
+        guard creating else { return nil }
+        let rack = UnsafeMutablePointer<_Rack>.allocate(capacity: 1)
+        let entries = UnsafeMutablePointer<UnsafeMutablePointer<_Magazine>?>.allocate(capacity: 8)
+        unsafe entries.initialize(repeating: nil, count: 8)
+        unsafe rack.initialize(to: _Rack(entries: entries, capacity: 8))
+        unsafe pthread_setspecific(key, rack)
+        return unsafe rack
+    }
+
+    /// Thread exit: every magazine of the thread goes back to its pool; the rack is freed.
+    func threadExited(_ rack: UnsafeMutablePointer<_Rack>) {
+        lock.lock()
+        // Safe: the rack is this exiting thread's; its entries are its live magazines (a depot
+        // torn down first cleared its entry under this lock).
+        let capacity = unsafe rack.pointee.capacity
+        for position in 0..<capacity {
+            if let magazine = unsafe rack.pointee.entries[position] {
+                unsafe _Depot.retire(magazine)
+            }
+        }
+        unsafe rack.pointee.entries.deinitialize(count: rack.pointee.capacity)
+        unsafe rack.pointee.entries.deallocate()
+        unsafe rack.deinitialize(count: 1)
+        unsafe rack.deallocate()
+        lock.unlock()
+    }
+}
+
+extension _Depot {
+    /// A depot for a new pool whose core is `slots` under `lock`.
+    static func make(magazineSize: Int, slots: UnsafeMutablePointer<_SlotCore>, lock: _ContentionLock) -> UnsafeMutablePointer<_Depot> {
+        let registry = _MagazineRegistry.shared
+        registry.lock.lock()
+        let index = registry.takeIndex()
+        registry.lock.unlock()
+        let depot = UnsafeMutablePointer<_Depot>.allocate(capacity: 1)
+        // Safe: a new allocation for one value, initialised once here.
+        unsafe depot.initialize(to: _Depot(index: index, key: registry.key, magazineSize: magazineSize,
+                                           batch: max(1, magazineSize / 2), slots: slots, lock: lock))
+        return unsafe depot
+    }
+
+    /// The calling thread's magazine of this depot, if it has one: the fast paths' lookup.
+    @inlinable @inline(__always)
+    static func current(_ depot: UnsafeMutablePointer<_Depot>) -> UnsafeMutablePointer<_Magazine>? {
+        // Safe: the key's values are racks owned by their thread; an entry is this thread's
+        // magazine of the depot at that index, live while the depot is (teardown clears it).
+        guard let raw = unsafe pthread_getspecific(depot.pointee.key) else { return nil }
+        let rack = unsafe raw.assumingMemoryBound(to: _Rack.self)
+        let index = unsafe depot.pointee.index
+        guard unsafe index < rack.pointee.capacity else { return nil }
+        return unsafe rack.pointee.entries[index]
+    }
+
+    /// Takes a cached slot without any lock, or nil (empty, none yet, or asked to flush).
+    @inlinable @inline(__always)
+    static func takeCached(_ depot: UnsafeMutablePointer<_Depot>) -> UnsafeMutableRawPointer? {
+        // Safe: the magazine is this thread's (see `current`); its first `count` slots are held.
+        guard let magazine = unsafe current(depot) else { return nil }
+        let count = unsafe magazine.pointee.count
+        guard unsafe count > 0 && magazine.pointee.seen == depot.pointee.generation.load(ordering: .relaxed) else { return nil }
+        let slot = unsafe magazine.pointee.slots[count &- 1]
+        unsafe magazine.pointee.count = count &- 1
+        unsafe magazine.pointee.held.store(count &- 1, ordering: .relaxed)
+        unsafe _ContentionLock.add(1, to: magazine.pointee.hits)
+        return unsafe slot
+    }
+
+    /// Caches a released slot without any lock; false when the slow path must take it.
+    @inlinable @inline(__always)
+    static func putCached(_ slot: UnsafeMutableRawPointer, _ depot: UnsafeMutablePointer<_Depot>) -> Bool {
+        // Safe: as in `takeCached`; slot `count` is below capacity, so it is ours to write.
+        guard let magazine = unsafe current(depot) else { return false }
+        let count = unsafe magazine.pointee.count
+        guard unsafe count < magazine.pointee.capacity && magazine.pointee.seen == depot.pointee.generation.load(ordering: .relaxed) else { return false }
+        unsafe magazine.pointee.slots[count] = slot
+        unsafe magazine.pointee.count = count &+ 1
+        unsafe magazine.pointee.held.store(count &+ 1, ordering: .relaxed)
+        unsafe _ContentionLock.add(1, to: magazine.pointee.absorbed)
+        return true
+    }
+
+    /// The calling thread's magazine, registered if it has none yet.
+    static func ensureMagazine(_ depot: UnsafeMutablePointer<_Depot>) -> UnsafeMutablePointer<_Magazine> {
+        if let magazine = unsafe current(depot) { return unsafe magazine }
+        let registry = _MagazineRegistry.shared
+        registry.lock.lock()
+        defer { registry.lock.unlock() }
+        // Safe: under the registry lock: the rack's table and the depot's list are ours to change;
+        // the table is this thread's own.
+        let rack = unsafe registry.rack(creating: true)!
+        let index = unsafe depot.pointee.index
+        if unsafe index >= rack.pointee.capacity {
+            let capacity = unsafe max(index + 1, rack.pointee.capacity * 2)
+            let entries = UnsafeMutablePointer<UnsafeMutablePointer<_Magazine>?>.allocate(capacity: capacity)
+            unsafe entries.initialize(repeating: nil, count: capacity)
+            unsafe entries.update(from: rack.pointee.entries, count: rack.pointee.capacity)
+            unsafe rack.pointee.entries.deallocate()
+            unsafe rack.pointee.entries = entries
+            unsafe rack.pointee.capacity = capacity
+        }
+        // A cache line of its own: each thread writes its counters on every operation.
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: _roundUp(MemoryLayout<_Magazine>.size, to: 64), alignment: 64)
+        let magazine = unsafe raw.bindMemory(to: _Magazine.self, capacity: 1)
+        unsafe magazine.initialize(to: _Magazine(depot: depot, rack: rack, capacity: depot.pointee.magazineSize,
+                                                 seen: depot.pointee.generation.load(ordering: .relaxed) & ~1))
+        unsafe magazine.pointee.next = depot.pointee.first
+        unsafe depot.pointee.first?.pointee.previous = magazine
+        unsafe depot.pointee.first = magazine
+        unsafe depot.pointee.magazines += 1
+        unsafe rack.pointee.entries[index] = magazine
+        return unsafe magazine
+    }
+
+    /// The acquire slow path: the magazine is empty, missing, or asked to flush. Refills half a
+    /// magazine of free slots under the lock and hands out one; with no free slot to refill
+    /// from (or just asked to flush), takes one from the shared core as a pool without
+    /// magazines does (fresh, or by growing). Nil when the pool is exhausted: then every
+    /// magazine is asked to flush.
+    @usableFromInline
+    static func takeSlow(_ depot: UnsafeMutablePointer<_Depot>) -> (slot: UnsafeMutableRawPointer, fresh: Bool)? {
+        // Safe: the magazine is this thread's; slots move under the pool lock, which serialises
+        // the shared core; `takeReused` hands out free slots that held a value.
+        let magazine = unsafe ensureMagazine(depot)
+        let lock = unsafe depot.pointee.lock
+        let core = unsafe depot.pointee.slots
+        lock.lock()
+        let generation = unsafe depot.pointee.generation.load(ordering: .relaxed)
+        // Asked to flush: everything goes back, and this call takes one slot without refilling,
+        // so that the thread that asked can have the rest.
+        let asked = unsafe magazine.pointee.seen != generation
+        if asked {
+            unsafe flush(magazine, keeping: 0)
+            unsafe magazine.pointee.seen = generation & ~1
+        }
+        if unsafe !asked && magazine.pointee.count == 0 {
+            var moved = 0
+            while unsafe moved < depot.pointee.batch, let slot = unsafe core.pointee.takeReused() {
+                unsafe magazine.pointee.slots[moved] = slot
+                moved += 1
+            }
+            unsafe magazine.pointee.refilled &+= UInt64(moved)
+            unsafe depot.pointee.refilled &+= UInt64(moved)
+            unsafe magazine.pointee.count = moved
+        }
+        if unsafe magazine.pointee.count > 0 {
+            let count = unsafe magazine.pointee.count - 1
+            let slot = unsafe magazine.pointee.slots[count]
+            unsafe magazine.pointee.count = count
+            unsafe magazine.pointee.held.store(count, ordering: .relaxed)
+            unsafe _ContentionLock.add(1, to: magazine.pointee.hits)
+            lock.unlock()
+            return unsafe (slot, false)
+        }
+        unsafe magazine.pointee.held.store(0, ordering: .relaxed)
+        let taken = unsafe core.pointee.take()
+        if unsafe taken == nil {
+            // Other threads may cache free slots: ask them all to give them back.
+            unsafe depot.pointee.generation.store(generation &+ 2, ordering: .relaxed)
+            unsafe depot.pointee.flushRequests &+= 1
+        }
+        lock.unlock()
+        return unsafe taken
+    }
+
+    /// The release slow path: the magazine is full, missing, or asked to flush. Flushes half a
+    /// magazine (the oldest slots) to the shared core under the lock, then caches the slot.
+    /// Returns false when the pool object is gone (release builds, handles outlived it): the
+    /// caller then gives the slot to the core itself.
+    @usableFromInline
+    static func putSlow(_ slot: UnsafeMutableRawPointer, _ depot: UnsafeMutablePointer<_Depot>) -> Bool {
+        // Safe: as in `takeSlow`.
+        let magazine = unsafe ensureMagazine(depot)
+        let lock = unsafe depot.pointee.lock
+        lock.lock()
+        let generation = unsafe depot.pointee.generation.load(ordering: .relaxed)
+        if unsafe magazine.pointee.seen != generation {
+            unsafe flush(magazine, keeping: 0)
+            unsafe magazine.pointee.seen = generation & ~1
+        }
+        if generation & 1 != 0 {
+            lock.unlock()
+            return false
+        }
+        if unsafe magazine.pointee.count == magazine.pointee.capacity {
+            unsafe flush(magazine, keeping: magazine.pointee.capacity - depot.pointee.batch)
+        }
+        let count = unsafe magazine.pointee.count
+        unsafe magazine.pointee.slots[count] = slot
+        unsafe magazine.pointee.count = count + 1
+        unsafe magazine.pointee.held.store(count + 1, ordering: .relaxed)
+        unsafe _ContentionLock.add(1, to: magazine.pointee.absorbed)
+        lock.unlock()
+        return true
+    }
+
+    /// Gives all but the newest `keeping` slots back to the shared core (pool lock held, on the
+    /// owner thread or where nobody else can use the magazine).
+    static func flush(_ magazine: UnsafeMutablePointer<_Magazine>, keeping: Int) {
+        // Safe: the pool lock serialises the core; the magazine's first `count` slots are held
+        // and are this caller's to move (see the call sites).
+        let count = unsafe magazine.pointee.count
+        let leaving = max(0, count - keeping)
+        guard leaving > 0 else { return }
+        let core = unsafe magazine.pointee.depot.pointee.slots
+        for position in 0..<leaving { unsafe core.pointee.put(magazine.pointee.slots[position]) }
+        // The newest stay, moved down to the bottom.
+        for position in leaving..<count { unsafe magazine.pointee.slots[position - leaving] = magazine.pointee.slots[position] }
+        unsafe magazine.pointee.count = count - leaving
+        unsafe magazine.pointee.held.store(count - leaving, ordering: .relaxed)
+        unsafe magazine.pointee.flushed &+= UInt64(leaving)
+        unsafe magazine.pointee.depot.pointee.flushed &+= UInt64(leaving)
+    }
+
+    /// A magazine's thread exited: its slots go back, its counters to the depot, its record away
+    /// (registry lock held).
+    static func retire(_ magazine: UnsafeMutablePointer<_Magazine>) {
+        // Safe: under the registry lock, so the depot is live (teardown clears entries first);
+        // the exiting thread is the magazine's owner.
+        let depot = unsafe magazine.pointee.depot
+        unsafe depot.pointee.lock.lock()
+        unsafe flush(magazine, keeping: 0)
+        unsafe depot.pointee.retiredHits &+= magazine.pointee.hits.load(ordering: .relaxed)
+        unsafe depot.pointee.retiredAbsorbed &+= magazine.pointee.absorbed.load(ordering: .relaxed)
+        unsafe depot.pointee.lock.unlock()
+        unsafe unlink(magazine)
+    }
+
+    /// Removes a magazine from its depot's list and its rack, and frees it (registry lock held).
+    static func unlink(_ magazine: UnsafeMutablePointer<_Magazine>) {
+        // Safe: registry lock held: the list, the rack entry and the record are ours to change.
+        let depot = unsafe magazine.pointee.depot
+        if let previous = unsafe magazine.pointee.previous {
+            unsafe previous.pointee.next = magazine.pointee.next
+        } else {
+            unsafe depot.pointee.first = magazine.pointee.next
+        }
+        unsafe magazine.pointee.next?.pointee.previous = magazine.pointee.previous
+        unsafe depot.pointee.magazines -= 1
+        unsafe magazine.pointee.rack.pointee.entries[depot.pointee.index] = nil
+        unsafe magazine.pointee.slots.deallocate()
+        unsafe magazine.deinitialize(count: 1)
+        unsafe UnsafeMutableRawPointer(magazine).deallocate()
+    }
+
+    /// Slots all magazines hold now (registry lock held).
+    static func cached(_ depot: UnsafeMutablePointer<_Depot>) -> Int {
+        var total = 0
+        // Safe: registry lock held: the list is stable; `held` is an atomic.
+        var next = unsafe depot.pointee.first
+        while let magazine = unsafe next {
+            total += unsafe magazine.pointee.held.load(ordering: .relaxed)
+            unsafe next = magazine.pointee.next
+        }
+        return total
+    }
+
+    /// Applies the magazines to the shared core's figures (registry lock and pool lock held).
+    static func statistics(_ depot: UnsafeMutablePointer<_Depot>, core: PoolStatistics) -> PoolStatistics {
+        // Safe: both locks held: the list is stable and refills/flushes are not running.
+        var hits = unsafe depot.pointee.retiredHits
+        var absorbed = unsafe depot.pointee.retiredAbsorbed
+        var next = unsafe depot.pointee.first
+        while let magazine = unsafe next {
+            hits &+= unsafe magazine.pointee.hits.load(ordering: .relaxed)
+            absorbed &+= unsafe magazine.pointee.absorbed.load(ordering: .relaxed)
+            unsafe next = magazine.pointee.next
+        }
+        let cached = unsafe cached(depot)
+        var stats = core
+        stats.inUse = core.inUse - cached
+        stats.acquisitions = unsafe core.acquisitions &- depot.pointee.refilled &+ hits
+        stats.releases = stats.acquisitions &- UInt64(stats.inUse)
+        stats.magazineAcquisitions = hits
+        stats.magazineReleases = absorbed
+        stats.cachedInMagazines = cached
+        stats.magazines = unsafe depot.pointee.magazines
+        stats.magazineFlushRequests = unsafe depot.pointee.flushRequests
+        return stats
+    }
+
+    /// The pool is gone and no slot is out (registry lock held): every magazine is emptied into
+    /// the core and freed, the index goes back, and the depot is freed. Nobody can use a
+    /// magazine of this depot any more (no pool, no handle), so this thread may.
+    @unsafe
+    static func tearDown(_ depot: UnsafeMutablePointer<_Depot>) {
+        // Safe: see above; each magazine is unlinked (its rack entry cleared) and freed once.
+        unsafe depot.pointee.lock.lock()
+        var next = unsafe depot.pointee.first
+        while let magazine = unsafe next {
+            unsafe flush(magazine, keeping: 0)
+            unsafe next = magazine.pointee.next
+        }
+        unsafe depot.pointee.lock.unlock()
+        while let magazine = unsafe depot.pointee.first { unsafe unlink(magazine) }
+        _MagazineRegistry.shared.freeIndex(unsafe depot.pointee.index)
+        unsafe depot.deinitialize(count: 1)
+        unsafe depot.deallocate()
+    }
+}
