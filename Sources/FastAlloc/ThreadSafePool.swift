@@ -160,10 +160,13 @@ public final class ThreadSafePool<Element: Sendable>: @unchecked Sendable {
     @inlinable @inline(__always)  // the hot path: measured, inlining matters (Benchmarks/)
     public func tryAcquire(_ value: consuming Element) -> SharedPoolHandle<Element>? {
         // Safe: the core is live (type comment); the slot just taken goes to the new handle.
-        guard let taken = unsafe _take() else { return nil }
+        // `self` is not used after this load: a caller that reached the pool through another
+        // object then need not retain it around the call (a retain is an atomic write to the
+        // pool object's reference count, a cache line every thread would share).
         let core = unsafe _shared
+        guard let taken = unsafe ThreadSafePool._take(core) else { return nil }
         // Outside the lock: the slot is now owned by this caller alone.
-        return unsafe SharedPoolHandle(shared: _shared, pointer: _TypedCore.place(value, in: taken.slot, fresh: taken.fresh, of: core))
+        return unsafe SharedPoolHandle(shared: core, pointer: _TypedCore.place(value, in: taken.slot, fresh: taken.fresh, of: core))
     }
 
     /// Hands out a retained value (reset by the hooks) or a new one from `initialize`.
@@ -179,20 +182,20 @@ public final class ThreadSafePool<Element: Sendable>: @unchecked Sendable {
         // Safe: as in `tryAcquire(_:)`; `reuse` needs the initializer checked here first.
         let core = unsafe _shared
         if unsafe core.pointee.hooks.initialize == nil { _noInitializer() }
-        guard let taken = unsafe _take() else { return nil }
-        return unsafe SharedPoolHandle(shared: _shared, pointer: _TypedCore.reuse(taken.slot, fresh: taken.fresh, of: core))
+        guard let taken = unsafe ThreadSafePool._take(core) else { return nil }
+        return unsafe SharedPoolHandle(shared: core, pointer: _TypedCore.reuse(taken.slot, fresh: taken.fresh, of: core))
     }
 
     @inlinable @inline(__always)
-    func _take() -> (slot: UnsafeMutableRawPointer, fresh: Bool)? {
+    static func _take(_ core: UnsafeMutablePointer<_TypedCore<Element>>) -> (slot: UnsafeMutableRawPointer, fresh: Bool)? {
         // Safe: the core is live; its slot bookkeeping is touched under the lock only; a
         // magazine's slots are its thread's alone and all hold values (never fresh).
-        if let depot = unsafe _shared.pointee.depot {
+        if let depot = unsafe core.pointee.depot {
             if let slot = unsafe _Depot.takeCached(depot) { return unsafe (slot, false) }
             return unsafe _Depot.takeSlow(depot)
         }
-        let lock = unsafe _TypedCore.lock(of: _shared)
-        let slots = unsafe _shared.pointee.slots
+        let lock = unsafe _TypedCore.lock(of: core)
+        let slots = unsafe core.pointee.slots
         lock.lock()
         let taken = unsafe slots.pointee.take()
         lock.unlock()
