@@ -26,7 +26,8 @@ let package = Package(
         // The pool library: standard library, Synchronization and the platform C library only.
         // Both it and PacketBuffers build with strict memory safety checking (SE-0458, which
         // needs tools 6.2): every unsafe operation is marked `unsafe`, with its invariant.
-        .target(name: "FastAlloc", swiftSettings: [.strictMemorySafety()]),
+        .target(name: "FastAlloc", dependencies: ["CFastAllocShims"], swiftSettings: [.strictMemorySafety()]),
+        .target(name: "CFastAllocShims"),
         // Fixed-size byte buffers for the server: a local pool per worker, a shared overflow pool.
         .target(name: "PacketBuffers", dependencies: ["FastAlloc", "CPacketBuffersShims"], swiftSettings: [.strictMemorySafety()]),
         // A thread identity that costs no call: one thread-local byte's address.

@@ -6,6 +6,7 @@ import Musl
 import Darwin
 #endif
 import Synchronization
+import CFastAllocShims
 
 // Per-thread magazines for `ThreadSafePool` (`PoolConfig.magazineSize > 0`), after jemalloc's
 // tcache and haproxy's per-thread pool caches.
@@ -18,7 +19,8 @@ import Synchronization
 //   Its counters are atomics with that one writer, so statistics readers load them anywhere.
 // - A thread's *rack* (`_Rack`) maps a depot's index to that thread's magazine. The rack hangs
 //   off one process-wide pthread key, whose destructor flushes every magazine when the thread
-//   exits.
+//   exits. In front of it, a thread-local one-entry cache (CFastAllocShims: the depot id used
+//   last, its magazine, the rack) makes the common lookup two loads and a compare.
 // - A pool's *depot* (`_Depot`) lists its magazines. The lists, the racks' tables and the
 //   depots' indices change under one process-wide registry lock (`_MagazineRegistry.lock`);
 //   a depot's slots move between the shared core and a magazine under the pool's own lock.
@@ -80,7 +82,9 @@ package struct _Rack {
 @safe @usableFromInline
 package struct _Depot: ~Copyable {
     @usableFromInline package let index: Int
-    @usableFromInline package let key: pthread_key_t
+    /// Unique for the life of the process (never reused, unlike `index` and the address), so a
+    /// thread's cached lookup of a depot that is gone never matches another one.
+    @usableFromInline package let id: UInt64
     @usableFromInline package let magazineSize: Int
     /// Slots moved per refill or flush: half a magazine.
     package let batch: Int
@@ -111,6 +115,7 @@ final class _MagazineRegistry: @unchecked Sendable {
     let lock = _ContentionLock()
     let key: pthread_key_t
     private var nextIndex = 0
+    private var nextID: UInt64 = 1
     private var freeIndices: [Int] = []
 
     private init() {
@@ -132,13 +137,20 @@ final class _MagazineRegistry: @unchecked Sendable {
         return nextIndex - 1
     }
 
+    /// A new depot id, never given before (registry lock held).
+    func takeID() -> UInt64 {
+        nextID += 1
+        return nextID - 1
+    }
+
     /// Gives a depot's index back (registry lock held).
     func freeIndex(_ index: Int) { freeIndices.append(index) }
 
     /// The calling thread's rack, made if it has none (registry lock held).
     func rack(creating: Bool) -> UnsafeMutablePointer<_Rack>? {
-        // Safe: the key's values are racks made here, owned by their thread.
-        if let existing = unsafe pthread_getspecific(key) {
+        // Safe: the cache is this thread's; its rack is one made here, owned by this thread.
+        let cache = unsafe fastalloc_magazine_cache_get()!
+        if let existing = unsafe cache.pointee.rack {
             return unsafe existing.assumingMemoryBound(to: _Rack.self)
         }
         guard creating else { return nil }
@@ -146,12 +158,19 @@ final class _MagazineRegistry: @unchecked Sendable {
         let entries = UnsafeMutablePointer<UnsafeMutablePointer<_Magazine>?>.allocate(capacity: 8)
         unsafe entries.initialize(repeating: nil, count: 8)
         unsafe rack.initialize(to: _Rack(entries: entries, capacity: 8))
-        unsafe pthread_setspecific(key, rack)
+        unsafe pthread_setspecific(key, rack)  // for the destructor at thread exit
+        unsafe cache.pointee.rack = UnsafeMutableRawPointer(rack)
         return unsafe rack
     }
 
     /// Thread exit: every magazine of the thread goes back to its pool; the rack is freed.
     func threadExited(_ rack: UnsafeMutablePointer<_Rack>) {
+        // Safe: the exiting thread's own cache; a later use of a pool on this thread (another
+        // destructor) starts afresh with a new rack.
+        let cache = unsafe fastalloc_magazine_cache_get()!
+        unsafe cache.pointee.depot = 0
+        unsafe cache.pointee.magazine = nil
+        unsafe cache.pointee.rack = nil
         lock.lock()
         // Safe: the rack is this exiting thread's; its entries are its live magazines (a depot
         // torn down first cleared its entry under this lock).
@@ -175,10 +194,11 @@ extension _Depot {
         let registry = _MagazineRegistry.shared
         registry.lock.lock()
         let index = registry.takeIndex()
+        let id = registry.takeID()
         registry.lock.unlock()
         let depot = UnsafeMutablePointer<_Depot>.allocate(capacity: 1)
         // Safe: a new allocation for one value, initialised once here.
-        unsafe depot.initialize(to: _Depot(index: index, key: registry.key, magazineSize: magazineSize,
+        unsafe depot.initialize(to: _Depot(index: index, id: id, magazineSize: magazineSize,
                                            batch: max(1, magazineSize / 2), slots: slots, lock: lock))
         return unsafe depot
     }
@@ -186,13 +206,30 @@ extension _Depot {
     /// The calling thread's magazine of this depot, if it has one: the fast paths' lookup.
     @inlinable @inline(__always)
     static func current(_ depot: UnsafeMutablePointer<_Depot>) -> UnsafeMutablePointer<_Magazine>? {
-        // Safe: the key's values are racks owned by their thread; an entry is this thread's
-        // magazine of the depot at that index, live while the depot is (teardown clears it).
-        guard let raw = unsafe pthread_getspecific(depot.pointee.key) else { return nil }
+        // Safe: the cache is this thread's; its magazine is this thread's magazine of the depot
+        // with that id, live while the depot is (ids are never reused).
+        let cache = unsafe fastalloc_magazine_cache_get().unsafelyUnwrapped
+        if unsafe cache.pointee.depot == depot.pointee.id {
+            return unsafe cache.pointee.magazine.unsafelyUnwrapped.assumingMemoryBound(to: _Magazine.self)
+        }
+        return unsafe currentFromRack(depot)
+    }
+
+    /// The lookup past the one-entry cache: this thread's rack, by the depot's index. Caches
+    /// what it finds.
+    @usableFromInline
+    static func currentFromRack(_ depot: UnsafeMutablePointer<_Depot>) -> UnsafeMutablePointer<_Magazine>? {
+        // Safe: the rack is this thread's; an entry is this thread's magazine of the depot at
+        // that index, live while the depot is (teardown clears it under the registry lock, and
+        // the owner does not use a depot that is being torn down).
+        let cache = unsafe fastalloc_magazine_cache_get()!
+        guard let raw = unsafe cache.pointee.rack else { return nil }
         let rack = unsafe raw.assumingMemoryBound(to: _Rack.self)
         let index = unsafe depot.pointee.index
-        guard unsafe index < rack.pointee.capacity else { return nil }
-        return unsafe rack.pointee.entries[index]
+        guard unsafe index < rack.pointee.capacity, let magazine = unsafe rack.pointee.entries[index] else { return nil }
+        unsafe cache.pointee.depot = depot.pointee.id
+        unsafe cache.pointee.magazine = UnsafeMutableRawPointer(magazine)
+        return unsafe magazine
     }
 
     /// Takes a cached slot without any lock, or nil (empty, none yet, or asked to flush).
@@ -252,6 +289,9 @@ extension _Depot {
         unsafe depot.pointee.first = magazine
         unsafe depot.pointee.magazines += 1
         unsafe rack.pointee.entries[index] = magazine
+        let cache = unsafe fastalloc_magazine_cache_get()!
+        unsafe cache.pointee.depot = depot.pointee.id
+        unsafe cache.pointee.magazine = UnsafeMutableRawPointer(magazine)
         return unsafe magazine
     }
 
