@@ -4,7 +4,7 @@ import CPacketBuffersShims
 ///
 /// Noncopyable: exactly one owner returns it, by `deinit` or `release()`. It goes home to the
 /// pool it came from wherever it is released: on its worker's thread straight to the local free
-/// list; on any other thread onto that pool's return stack, which the worker drains; overflow
+/// list; on any other thread onto that pool's return ring, which the worker drains; overflow
 /// buffers to the overflow pool, under its lock. It is `Sendable`, so it may travel, but it must
 /// not outlive its worker: once the worker's pool is retired (`WorkerBufferPool.retire()`), a
 /// release still goes home safely and is counted, but debug builds trap on it.
@@ -46,14 +46,17 @@ public struct PacketBuffer: ~Copyable, @unchecked Sendable {
     /// Sends the slot whose header is at `header` back to its home pool.
     @inlinable @inline(__always)
     static func _goHome(_ header: UnsafeMutableRawPointer) {
-        // Safe: the header of a held or lent buffer names the live `_Home` it was taken from.
-        let home = unsafe header.load(fromByteOffset: _Header.homeOffset, as: UnsafeMutablePointer<_Home>.self)
-        if unsafe home.pointee.isOverflow {
-            unsafe _Home.putOverflow(header, into: home)
-        } else if unsafe _Home.isOwnedByCurrentThread(home) {
-            unsafe _Home.putLocal(header, into: home)
+        // Safe: the header of a held or lent buffer names the live `_Home` it was taken from
+        // and that home's route.
+        // The route (a read-mostly line of its own) decides; the home is read only by the
+        // paths that need it.
+        let route = unsafe header.load(fromByteOffset: _Header.routeOffset, as: UnsafeMutablePointer<_Route>.self)
+        if unsafe route.pointee.isOverflow {
+            unsafe _Home.putOverflow(header, into: header.load(fromByteOffset: _Header.homeOffset, as: UnsafeMutablePointer<_Home>.self))
+        } else if unsafe _Home.isOwnedByCurrentThread(route) {
+            unsafe _Home.putLocal(header, into: header.load(fromByteOffset: _Header.homeOffset, as: UnsafeMutablePointer<_Home>.self))
         } else {
-            unsafe _Home.pushRemote(header, onto: home)
+            unsafe _Home.pushRemote(header, route: route)
         }
     }
 

@@ -122,7 +122,7 @@ public final class PacketBufferPools: @unchecked Sendable {
                 takes: home.pointee.takes.load(ordering: .relaxed),
                 overflowDraws: home.pointee.overflowDraws.load(ordering: .relaxed),
                 failedDraws: home.pointee.failedDraws.load(ordering: .relaxed),
-                remoteReturns: home.pointee.remoteReturns.load(ordering: .relaxed),
+                remoteReturns: _Home.remoteReturns(home),
                 pendingReturns: pending)
         }
         let home = unsafe overflow
@@ -234,7 +234,7 @@ public final class WorkerBufferPool {
     /// Why: a buffer released on the owner thread goes to the free list with no lock, and the
     /// owner is recognised by a thread-local address that a thread started after this one exits
     /// may get again. After `retire()` no thread is the owner: a buffer of this pool released
-    /// later, on any thread, goes onto the return stack (lock-free, safe from anywhere) and counts
+    /// later, on any thread, goes onto the return ring (lock-free, safe from anywhere) and counts
     /// as back in the statistics; its slot is not used again. Such a release is a bug (a buffer
     /// outlived its worker), so debug builds trap on it, and on `take()` after `retire()`.
     /// Overflow buffers are not affected: they go home to the overflow pool as always.
@@ -245,7 +245,7 @@ public final class WorkerBufferPool {
 
     /// Whether `retire()` was called. Any thread.
     public var isRetired: Bool {
-        unsafe home.pointee.owner.load(ordering: .relaxed) == _Home.retired
+        unsafe home.pointee.route.pointee.owner.load(ordering: .relaxed) == _Home.retired
     }
 }
 

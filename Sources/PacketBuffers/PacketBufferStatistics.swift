@@ -23,7 +23,7 @@ public struct WorkerBufferStatistics: Sendable, Hashable {
     public var overflowDraws: UInt64
     /// Takes that found no buffer, local or overflow (the server then applies backpressure).
     public var failedDraws: UInt64
-    /// Buffers other threads released into this pool's return stack.
+    /// Buffers other threads released into this pool's return ring.
     public var remoteReturns: UInt64
     /// Of those, the ones the worker has not taken back yet.
     public var pendingReturns: Int

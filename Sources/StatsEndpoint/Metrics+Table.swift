@@ -32,7 +32,7 @@ extension Metric {
                "Takes a pool could not serve: it was at its maximum with no buffer free (per worker: fastalloc_overflow_draw_failures_total).") { f in
             f.overflowPool("draw_failures", \.failedDraws)
         },
-        Metric(.counter, "fastalloc_buffers_remote_returns_total", "Buffers released on another thread into a local pool's return stack.") { f in
+        Metric(.counter, "fastalloc_buffers_remote_returns_total", "Buffers released on another thread into a local pool's return ring.") { f in
             f.localPools("remote_returns", \.remoteReturns)
         },
         Metric(.gauge, "fastalloc_buffers_pending_returns", "Buffers released on another thread that the pool's worker has not taken back yet.") { f in

@@ -85,7 +85,7 @@ func packetBufferTour() throws {
         + "overflow \(stats.overflow.inUse)/\(stats.overflow.capacity) after \(stats.overflow.growthEvents) growth events, "
         + "failed draws \(stats.workers[0].failedDraws)")
     let addresses = lent
-    // Released on another thread: local buffers go onto the worker's return stack.
+    // Released on another thread: local buffers go onto the worker's return ring.
     ThreadHandle.start {
         for address in addresses {
             PacketBuffer.unsafeReclaim(UnsafeMutableRawPointer(bitPattern: address)!).release()

@@ -7,12 +7,13 @@ import Glibc
 
 /// The layout of a buffer's slot: a 64-byte header, then the bytes (64-byte aligned).
 ///
-///     offset 0   link: the free list's (and the return stack's) next slot
+///     offset 0   link: the free list's next slot
 ///     offset 8   home: the `_Home` the buffer belongs to
 ///     offset 16  length: bytes in use
 ///     offset 24  capacity: bytes in the buffer
 ///     offset 32  state (debug builds): 0 free, 1 held by a handle, 2 lent to C
 ///     offset 40  magic (debug builds): marks a slot of a packet-buffer pool
+///     offset 48  route: the home's `_Route` (what a release on any thread reads to decide)
 ///     offset 64  the bytes
 ///
 /// Every field is read and written through these offsets on memory the current owner of the
@@ -25,11 +26,85 @@ package enum _Header {
     @usableFromInline package static let capacityOffset = 24
     @usableFromInline package static let stateOffset = 32
     @usableFromInline package static let magicOffset = 40
+    @usableFromInline package static let routeOffset = 48
     @usableFromInline package static let magic: UInt64 = 0xFA57_A110_C0DE_B0FF
 
     @usableFromInline package static let stateFree: UInt8 = 0
     @usableFromInline package static let stateHeld: UInt8 = 1
     @usableFromInline package static let stateLent: UInt8 = 2
+}
+
+/// What a release reads to send a buffer home, from any thread: whether the home is the
+/// overflow pool, its owner thread, and its return ring. On a cache line of its own that only
+/// `retire` ever writes, so releases on other threads read it from their own caches (in
+/// `_Home` it shared a line with the counters the owner writes on every take).
+///
+/// The return ring (local homes): a bounded multi-producer, single-consumer queue of slot
+/// addresses that threads other than the owner push released buffers onto and the owner
+/// drains. A push is one fetch-and-add on `tail` (its own cache line) and one store into the
+/// ring; the owner reads the addresses in order, contiguous, so a drain is not a chain of
+/// dependent cache misses through the buffers' headers as the linked stack it replaces was.
+///
+/// It never overflows: its capacity is at least the home's buffer count, and a buffer is in it
+/// at most once. Why a cell is empty when its next producer stores: if cell `i % capacity` still
+/// held index `i - capacity`, indices `i - capacity ... i` (capacity + 1 of them; the owner
+/// drains in order) would all be undrained, so two of them would be the same buffer, released
+/// twice without being drained in between, which cannot be. And the owner's clearing of a cell
+/// happens before the next store into it: it precedes, on the owner thread, the drain of that
+/// buffer's earlier index, which precedes its take and next release, whose fetch-and-add
+/// precedes (the tail's read-modify-write chain, acquiring and releasing) the producer's own.
+///
+/// Memory safety: `@safe`; every `unsafe` in it rests on this: made by `make` in one
+/// allocation (this record, then `tail` on the next cache line) plus the ring's, both freed by
+/// `free` from `_Home.destroy()`; `ring` holds `mask + 1` initialised atomics (local homes;
+/// nil for the overflow home).
+@safe @usableFromInline
+package struct _Route: ~Copyable {
+    @usableFromInline package let isOverflow: Bool
+    /// Local homes: the owner thread's identity (the address `fastalloc_current_thread()` gives
+    /// on it), or `_Home.retired` once the owner retired the home (`retire(_:)`). A thread that
+    /// starts after the owner exited may get the same address; retiring first makes sure no
+    /// thread ever matches again, so every later release takes the remote path.
+    /// An atomic only so that the retiring store and other threads' loads are not a data race:
+    /// a relaxed load is a plain load.
+    @usableFromInline package let owner: Atomic<UInt>
+    @usableFromInline package let ring: UnsafeMutablePointer<Atomic<UInt>>?
+    @usableFromInline package let mask: Int
+    /// Pushes so far (the next push's index), on the next cache line: only pushers write it.
+    @usableFromInline package let tail: UnsafeMutablePointer<Atomic<UInt>>
+
+    /// A new route in its own 128-byte, 64-aligned allocation, with a ring for `buffers`.
+    static func make(isOverflow: Bool, owner: UInt, buffers: Int) -> UnsafeMutablePointer<_Route> {
+        let base = UnsafeMutableRawPointer.allocate(byteCount: 128, alignment: 64)
+        // Safe: the allocation holds the record at 0 (it fits in 64 bytes) and the tail at 64;
+        // the ring's holds `capacity` cells, each initialised here.
+        let tail = unsafe (base + 64).initializeMemory(as: Atomic<UInt>.self, to: Atomic(0))
+        var ring: UnsafeMutablePointer<Atomic<UInt>>? = nil
+        var capacity = 1
+        if !isOverflow {
+            while capacity < buffers { capacity <<= 1 }
+            let cells = UnsafeMutableRawPointer.allocate(byteCount: capacity * 8, alignment: 64)
+            let typed = unsafe cells.bindMemory(to: Atomic<UInt>.self, capacity: capacity)
+            for index in 0..<capacity { unsafe (typed + index).initialize(to: Atomic(0)) }
+            unsafe ring = typed
+        }
+        let route = unsafe base.bindMemory(to: _Route.self, capacity: 1)
+        unsafe route.initialize(to: _Route(isOverflow: isOverflow, owner: Atomic(owner), ring: ring, mask: capacity - 1, tail: tail))
+        return unsafe route
+    }
+
+    /// Frees the route and its ring. `@unsafe`: every header naming it dangles afterwards.
+    @unsafe
+    static func free(_ route: UnsafeMutablePointer<_Route>) {
+        // Safe (on the caller's promise): allocated by `make`, freed once.
+        if let ring = unsafe route.pointee.ring {
+            unsafe ring.deinitialize(count: route.pointee.mask + 1)
+            unsafe UnsafeMutableRawPointer(ring).deallocate()
+        }
+        unsafe route.pointee.tail.deinitialize(count: 1)
+        unsafe route.deinitialize(count: 1)
+        unsafe UnsafeMutableRawPointer(route).deallocate()
+    }
 }
 
 /// Where a buffer goes home to: a worker's local pool or the shared overflow pool.
@@ -42,20 +117,15 @@ package enum _Header {
 /// Memory safety: `@safe`; every `unsafe` in it rests on this: a home lives at the address
 /// `PacketBufferPools` allocated for it until the pools' deinit destroys it, with no buffer of
 /// it out; `slots` is touched by the owner thread only (local) or under `lock` (overflow); a
-/// buffer's slot, header included, belongs to whoever holds the buffer (handle, C, or a return
-/// stack). The static functions take a home's address, so their callers mark them; `destroy()`
+/// buffer's slot, header included, belongs to whoever holds the buffer (handle, C, or the return
+/// ring). The static functions take a home's address, so their callers mark them; `destroy()`
 /// is `@unsafe`.
 @safe @usableFromInline
 package struct _Home: ~Copyable {
     @usableFromInline package let slots: UnsafeMutablePointer<_SlotCore>
     @usableFromInline package let isOverflow: Bool
-    /// Local homes: the owner thread's identity (the address `fastalloc_current_thread()` gives
-    /// on it), or `_Home.retired` once the owner retired the home (`retire(_:)`). A thread that
-    /// starts after the owner exited may get the same address; retiring first makes sure no
-    /// thread ever matches again, so every later release takes the remote path.
-    /// An atomic only so that the retiring store and other threads' loads are not a data race:
-    /// a relaxed load is a plain load, as the `let` it replaced was (release's hot path).
-    @usableFromInline package let owner: Atomic<UInt>
+    /// What releases on any thread read: the owner, the return ring (see `_Route`).
+    @usableFromInline package let route: UnsafeMutablePointer<_Route>
     /// Overflow home: the lock around `slots`.
     @usableFromInline package let lock: _ContentionLock?
     package let worker: Int
@@ -72,12 +142,8 @@ package struct _Home: ~Copyable {
     /// Takes that found no buffer anywhere (local homes) or no buffer at the maximum (overflow).
     @usableFromInline package let failedDraws = Atomic<UInt64>(0)
 
-    // Cross-thread returns (local homes): a stack others push onto and the owner empties.
-    /// The first slot of the return stack, or 0.
-    @usableFromInline package let returnHead = Atomic<UInt>(0)
-    /// Buffers pushed by other threads (read-modify-write by the pushers: the slow path).
-    @usableFromInline package let remoteReturns = Atomic<UInt64>(0)
-    /// Buffers the owner took back from the return stack.
+    // Cross-thread returns (local homes): the owner's side of the return ring.
+    /// Buffers the owner took back from the return ring: the index of the next cell it reads.
     @usableFromInline package let drainedReturns = Atomic<UInt64>(0)
 
     // Overflow growth: a bounded list of the latest events, behind its own (cold) lock.
@@ -91,7 +157,7 @@ package struct _Home: ~Copyable {
         unsafe slots = _Home.makeSlots(config, capacity: config.localBuffers, growth: .none,
                                 maximum: config.localBuffers, name: "worker-\(worker)")
         isOverflow = false
-        owner = unsafe Atomic(UInt(bitPattern: fastalloc_current_thread()))
+        unsafe route = _Route.make(isOverflow: false, owner: UInt(bitPattern: fastalloc_current_thread()), buffers: config.localBuffers)
         lock = nil
         self.worker = worker
         bufferSize = config.bufferSize
@@ -109,7 +175,7 @@ package struct _Home: ~Copyable {
         unsafe slots = _Home.makeSlots(config, capacity: config.overflowInitial, growth: config.overflowGrowth,
                                 maximum: config.overflowMax, name: "overflow")
         isOverflow = true
-        owner = unsafe Atomic(UInt(bitPattern: fastalloc_current_thread()))  // unused: overflow homes are locked
+        unsafe route = _Route.make(isOverflow: true, owner: _Home.retired, buffers: 0)  // overflow homes are locked
         lock = _ContentionLock()
         worker = -1
         bufferSize = config.bufferSize
@@ -143,6 +209,7 @@ package struct _Home: ~Copyable {
         unsafe slots.deallocate()
         unsafe lock?.destroy()
         unsafe eventsLock?.destroy()
+        unsafe _Route.free(route)
         if let recentEvents = unsafe recentEvents {
             unsafe recentEvents.deinitialize(count: 1)
             unsafe recentEvents.deallocate()
@@ -177,6 +244,7 @@ package struct _Home: ~Copyable {
         // Safe: `slot` was just taken from `home`'s slots, so its 64-byte header is ours to write.
         if fresh {
             unsafe slot.storeBytes(of: home, toByteOffset: _Header.homeOffset, as: UnsafeMutablePointer<_Home>.self)
+            unsafe slot.storeBytes(of: home.pointee.route, toByteOffset: _Header.routeOffset, as: UnsafeMutablePointer<_Route>.self)
             unsafe slot.storeBytes(of: home.pointee.bufferSize, toByteOffset: _Header.capacityOffset, as: Int.self)
         }
         unsafe slot.storeBytes(of: 0, toByteOffset: _Header.lengthOffset, as: Int.self)
@@ -221,87 +289,91 @@ package struct _Home: ~Copyable {
         unsafe UInt(bitPattern: fastalloc_current_thread())
     }
 
-    /// Whether the calling thread owns `home` (a local home that is not retired): one plain load
-    /// and a compare with the thread pointer's offset, on every release.
+    /// Whether the calling thread owns the home of `route` (a local home that is not retired):
+    /// one plain load and a compare with the thread pointer's offset, on every release.
     @inlinable @inline(__always)
-    package static func isOwnedByCurrentThread(_ home: UnsafeMutablePointer<_Home>) -> Bool {
+    package static func isOwnedByCurrentThread(_ route: UnsafeMutablePointer<_Route>) -> Bool {
         // Relaxed is enough: only the owner itself ever stores (when it retires), and a thread
         // that could match the owner's address after that starts after the owner exited, which
         // orders the store before it (thread exit, stack reuse and pthread_create synchronise).
-        // Safe: the home is live while a buffer of it is out; the thread's address is compared only.
-        unsafe home.pointee.owner.load(ordering: .relaxed) == UInt(bitPattern: fastalloc_current_thread())
+        // Safe: the route is live while a buffer of its home is out; the thread's address is compared only.
+        unsafe route.pointee.owner.load(ordering: .relaxed) == UInt(bitPattern: fastalloc_current_thread())
     }
 
     /// Retires a local home, on its owner thread, as that thread's last act with the pool: takes
     /// back what other threads returned, then gives up the owner's identity. From then on no
     /// thread is the owner, so a buffer of this home released anywhere (the same thread included)
-    /// goes onto the return stack, which nobody drains any more: still counted as back (statistics
+    /// goes onto the return ring, which nobody drains any more: still counted as back (statistics
     /// and the pools' deinit subtract pending returns), its slot never used again. Debug builds
     /// trap on such a release instead (`pushRemote`): a buffer outlived its worker. Calling it
     /// again does nothing.
     package static func retire(_ home: UnsafeMutablePointer<_Home>) {
         // Safe: the home is live while its worker pool exists; addresses are compared only.
-        let owner = unsafe home.pointee.owner.load(ordering: .relaxed)
+        let owner = unsafe home.pointee.route.pointee.owner.load(ordering: .relaxed)
         if owner == retired { return }
         let onOwner = unsafe owner == UInt(bitPattern: fastalloc_current_thread())
         precondition(onOwner, unsafe "WorkerBufferPool.retire(): worker \(home.pointee.worker)'s pool belongs to another thread: retire it on the thread that made it")
         _ = unsafe drainReturns(home)
-        unsafe home.pointee.owner.store(retired, ordering: .releasing)
+        unsafe home.pointee.route.pointee.owner.store(retired, ordering: .releasing)
     }
 
-    /// Pushes a buffer onto its local home's return stack, from any thread but the owner's (or
-    /// from any thread once the home is retired).
-    /// A Treiber-stack push: one compare-and-swap, retried while other pushers win. Safe from
-    /// ABA because nobody pops single slots: the owner takes the whole stack with one exchange.
+    /// Pushes a buffer onto its local home's return ring, from any thread but the owner's (or
+    /// from any thread once the home is retired): one fetch-and-add and one store (`_Route`).
     @usableFromInline
-    package static func pushRemote(_ slot: UnsafeMutableRawPointer, onto home: UnsafeMutablePointer<_Home>) {
-        // Safe: the home is live while a buffer of it is out.
+    package static func pushRemote(_ slot: UnsafeMutableRawPointer, route: UnsafeMutablePointer<_Route>) {
+        // Safe: the route is live while a buffer of its home is out; the cell at the index the
+        // fetch-and-add gave is empty and ours to fill (see `_Route`); a local home has a ring.
         #if DEBUG
-        if unsafe home.pointee.owner.load(ordering: .relaxed) == retired {
+        if unsafe route.pointee.owner.load(ordering: .relaxed) == retired {
+            let home = unsafe slot.load(fromByteOffset: _Header.homeOffset, as: UnsafeMutablePointer<_Home>.self)
             fatalError(unsafe "PacketBuffer released after worker \(home.pointee.worker)'s pool was retired: the buffer outlived its worker thread (release every buffer before WorkerBufferPool.retire())")
         }
         #endif
-        var head = unsafe home.pointee.returnHead.load(ordering: .relaxed)
-        while true {
-            // Safe: the slot is ours until the exchange below publishes it; its link word is free.
-            unsafe slot.storeBytes(of: head, as: UInt.self)
-            let (exchanged, current) = unsafe home.pointee.returnHead.weakCompareExchange(
-                expected: head, desired: UInt(bitPattern: slot), successOrdering: .releasing, failureOrdering: .relaxed)
-            if exchanged { break }
-            head = current
-        }
-        unsafe home.pointee.remoteReturns.add(1, ordering: .relaxed)
+        let index = unsafe route.pointee.tail.pointee.wrappingAdd(1, ordering: .acquiringAndReleasing).oldValue
+        let cell = unsafe route.pointee.ring.unsafelyUnwrapped + (Int(truncatingIfNeeded: index) & route.pointee.mask)
+        unsafe cell.pointee.store(UInt(bitPattern: slot), ordering: .releasing)
     }
 
-    /// Buffers pushed onto the return stack and not drained yet, from any thread. Drained is
+    /// Buffers pushed onto the return ring so far, from any thread.
+    package static func remoteReturns(_ home: UnsafeMutablePointer<_Home>) -> UInt64 {
+        // Safe: the home and its route are live; an atomic, so any thread may load it.
+        UInt64(unsafe home.pointee.route.pointee.tail.pointee.load(ordering: .acquiring))
+    }
+
+    /// Buffers pushed onto the return ring and not drained yet, from any thread. Drained is
     /// loaded first: both counters only grow and drained never passes pushed, so a later load of
     /// pushed is at least the drained figure read before it (the result is never negative).
     package static func pendingReturns(_ home: UnsafeMutablePointer<_Home>) -> Int {
         // Safe: the home is live; atomics, so any thread may load them.
         let drained = unsafe home.pointee.drainedReturns.load(ordering: .acquiring)
-        let pushed = unsafe home.pointee.remoteReturns.load(ordering: .acquiring)
+        let pushed = unsafe remoteReturns(home)
         return pushed >= drained ? Int(pushed - drained) : 0
     }
 
-    /// Takes back everything other threads returned; owner thread only. Returns how many.
+    /// Takes back everything other threads returned, in order; owner thread only. Returns how
+    /// many. Stops at the first cell whose pusher has its index but has not stored yet (the
+    /// next drain takes it).
     @usableFromInline
     package static func drainReturns(_ home: UnsafeMutablePointer<_Home>) -> Int {
-        // Safe: the owner thread calls this on its live home (see the loop for the slots).
-        guard unsafe home.pointee.returnHead.load(ordering: .relaxed) != 0 else { return 0 }
-        var next = unsafe home.pointee.returnHead.exchange(0, ordering: .acquiring)
-        var count = 0
-        while next != 0 {
-            // Safe: the acquiring exchange made the pushers' link writes visible; each slot on
-            // the stack is one of this home's, owned by nobody until put back here.
-            let slot = unsafe UnsafeMutableRawPointer(bitPattern: next)!
-            next = unsafe slot.load(as: UInt.self)
-            unsafe home.pointee.slots.pointee.put(slot)
-            count += 1
+        // Safe: the owner thread calls this on its live local home; each address read with
+        // acquiring ordering is a slot of this home that its pusher gave up, owned by nobody
+        // until put back here; clearing the cell hands it to its next pusher (see `_Route`).
+        guard let ring = unsafe home.pointee.route.pointee.ring else { return 0 }
+        let mask = unsafe home.pointee.route.pointee.mask
+        let start = unsafe home.pointee.drainedReturns.load(ordering: .relaxed)
+        var next = start
+        while true {
+            let cell = unsafe ring + (Int(truncatingIfNeeded: next) & mask)
+            let address = unsafe cell.pointee.load(ordering: .acquiring)
+            if address == 0 { break }
+            unsafe cell.pointee.store(0, ordering: .relaxed)
+            unsafe home.pointee.slots.pointee.put(UnsafeMutableRawPointer(bitPattern: address)!)
+            next &+= 1
         }
-        unsafe home.pointee.drainedReturns.store(
-            home.pointee.drainedReturns.load(ordering: .relaxed) &+ UInt64(count), ordering: .relaxed)
+        guard next != start else { return 0 }
+        unsafe home.pointee.drainedReturns.store(next, ordering: .relaxed)
         unsafe home.pointee.inUse.store(home.pointee.slots.pointee.inUse, ordering: .relaxed)
-        return count
+        return Int(next &- start)
     }
 
     // MARK: The overflow home (any thread, under its lock)
