@@ -76,7 +76,7 @@ let package = Package(
         .executableTarget(name: "fastalloc-demo", dependencies: ["FastAlloc", "PacketBuffers", "Threads"]),
         .target(name: "TestSupport", dependencies: ["Threads"], path: "Tests/TestSupport"),
         .testTarget(name: "FastAllocTests", dependencies: ["FastAlloc", "TestSupport", "Threads"]),
-        .testTarget(name: "PacketBuffersTests", dependencies: ["PacketBuffers", "FastAlloc", "TestSupport"]),
+        .testTarget(name: "PacketBuffersTests", dependencies: ["PacketBuffers", "FastAlloc", "TestSupport", "Threads"]),
         .testTarget(name: "LoadClientTests", dependencies: ["LoadClient", "UVLoop", "Options", "TestSupport"]),
         .testTarget(name: "OptionsTests", dependencies: ["Options", "ConfigYAML", "FastAlloc"]),
         .testTarget(name: "ThreadsTests", dependencies: ["Threads", "TestSupport"]),
