@@ -76,6 +76,17 @@ import Glibc
             let pool = try ThreadSafePool<Tracked>(config: PoolConfig(
                 capacity: 8, growth: .linear(8), maxCapacity: 128, magazineSize: 16))
             let handoff = Handoff()
+            let reading = Atomic<Bool>(true)
+            let badSnapshots = Atomic<Int>(0)
+            let reader = ThreadHandle.start {  // statistics read while everything runs
+                while reading.load(ordering: .relaxed) {
+                    let stats = pool.statistics
+                    if stats.inUse < 0 || stats.inUse > stats.capacity || stats.magazineAcquisitions > stats.acquisitions
+                        || stats.cachedInMagazines > 16 * (threads + 1) {
+                        badSnapshots.add(1, ordering: .relaxed)
+                    }
+                }
+            }
             onThreadsTogether(threads) { thread in
                 for i in 0..<iterations {
                     if var handle = pool.tryAcquire(tracker.make()) {
@@ -86,8 +97,11 @@ import Glibc
                     if i % 5 == 0 { handoff.takeAndRelease() }
                 }
             }
+            reading.store(false, ordering: .relaxed)
+            reader.join()
             handoff.drain()
             let stats = pool.statistics
+            #expect(badSnapshots.load(ordering: .relaxed) == 0, "every snapshot taken meanwhile was within bounds")
             #expect(failures.load(ordering: .relaxed) == 0, "nobody else wrote a slot we held")
             #expect(stats.inUse == 0)
             #expect(stats.acquisitions == stats.releases)

@@ -36,11 +36,16 @@ import CFastAllocShims
 /// `@safe`: a record; its slot storage is reached only through the owner's fast paths, marked.
 @safe @usableFromInline
 package struct _Magazine: ~Copyable {
-    /// Slots held now (owner thread only).
-    @usableFromInline package var count = 0
-    /// The depot's generation this magazine last agreed with (owner thread only); when the
-    /// depot's moves on, the magazine flushes everything before it serves again.
-    @usableFromInline package var seen: UInt
+    // Every field that changes is an atomic with one writer at a time, loaded and stored
+    // relaxed (plain moves on x86-64): the record itself is never formally modified, so its
+    // owner's fast path and a statistics reader or a registration on another thread (which
+    // touch different fields) are not conflicting accesses to one struct.
+    /// Slots held now. Written by the owner thread (or, with the thread gone or the pool gone,
+    /// by whoever empties the magazine under the locks); read by statistics.
+    @usableFromInline package let count = Atomic<Int>(0)
+    /// The depot's generation this magazine last agreed with (owner thread); when the depot's
+    /// moves on, the magazine flushes everything before it serves again.
+    @usableFromInline package let seen: Atomic<UInt>
     @usableFromInline package let capacity: Int
     /// `capacity` slot addresses; the first `count` are held.
     @usableFromInline package let slots: UnsafeMutablePointer<UnsafeMutableRawPointer>
@@ -48,24 +53,20 @@ package struct _Magazine: ~Copyable {
     /// The owner's rack (to clear its entry when the depot goes first).
     package let rack: UnsafeMutablePointer<_Rack>
 
-    // Published by the owner thread (single writer, relaxed), read by statistics.
-    @usableFromInline package let held = Atomic<Int>(0)
+    // Published by the owner thread (single writer), read by statistics.
     @usableFromInline package let hits = Atomic<UInt64>(0)
     @usableFromInline package let absorbed = Atomic<UInt64>(0)
-    /// Slots moved in from the shared core (refills) and out to it (flushes): under the pool lock.
-    package var refilled: UInt64 = 0
-    package var flushed: UInt64 = 0
 
     // The depot's list (registry lock).
-    package var next: UnsafeMutablePointer<_Magazine>?
-    package var previous: UnsafeMutablePointer<_Magazine>?
+    package let next = unsafe Atomic<UnsafeMutablePointer<_Magazine>?>(nil)
+    package let previous = unsafe Atomic<UnsafeMutablePointer<_Magazine>?>(nil)
 
     init(depot: UnsafeMutablePointer<_Depot>, rack: UnsafeMutablePointer<_Rack>, capacity: Int, seen: UInt) {
         // Safe: a new array of `capacity` addresses, none initialised until stored.
         unsafe self.depot = depot
         unsafe self.rack = rack
         self.capacity = capacity
-        self.seen = seen
+        self.seen = Atomic(seen)
         unsafe slots = .allocate(capacity: capacity)
     }
 }
@@ -78,7 +79,7 @@ package struct _Rack {
 }
 
 /// A `ThreadSafePool`'s side of the magazines: its index in every rack, the generation that
-/// asks magazines to flush, and its list of magazines.
+/// asks magazines to flush, and its list of magazines. Never formally modified (see `_Magazine`).
 @safe @usableFromInline
 package struct _Depot: ~Copyable {
     @usableFromInline package let index: Int
@@ -94,16 +95,15 @@ package struct _Depot: ~Copyable {
     /// set when the pool object died with slots out (release builds): magazines stop serving.
     @usableFromInline package let generation = Atomic<UInt>(0)
 
-    // Registry lock:
-    package var first: UnsafeMutablePointer<_Magazine>?
-    package var magazines = 0
+    // Changed under the registry lock (atomics for the reason given in `_Magazine`):
+    package let first = unsafe Atomic<UnsafeMutablePointer<_Magazine>?>(nil)
+    package let magazines = Atomic<Int>(0)
     /// Counters of magazines gone (their threads exited).
-    package var retiredHits: UInt64 = 0
-    package var retiredAbsorbed: UInt64 = 0
-    // Pool lock:
-    package var refilled: UInt64 = 0
-    package var flushed: UInt64 = 0
-    package var flushRequests: UInt64 = 0
+    package let retiredHits = Atomic<UInt64>(0)
+    package let retiredAbsorbed = Atomic<UInt64>(0)
+    // Changed under the pool lock:
+    package let refilled = Atomic<UInt64>(0)
+    package let flushRequests = Atomic<UInt64>(0)
 }
 
 /// The process-wide part: the pthread key with the thread-exit destructor, the registry lock,
@@ -237,11 +237,10 @@ extension _Depot {
     static func takeCached(_ depot: UnsafeMutablePointer<_Depot>) -> UnsafeMutableRawPointer? {
         // Safe: the magazine is this thread's (see `current`); its first `count` slots are held.
         guard let magazine = unsafe current(depot) else { return nil }
-        let count = unsafe magazine.pointee.count
-        guard unsafe count > 0 && magazine.pointee.seen == depot.pointee.generation.load(ordering: .relaxed) else { return nil }
+        let count = unsafe magazine.pointee.count.load(ordering: .relaxed)
+        guard unsafe count > 0 && magazine.pointee.seen.load(ordering: .relaxed) == depot.pointee.generation.load(ordering: .relaxed) else { return nil }
         let slot = unsafe magazine.pointee.slots[count &- 1]
-        unsafe magazine.pointee.count = count &- 1
-        unsafe magazine.pointee.held.store(count &- 1, ordering: .relaxed)
+        unsafe magazine.pointee.count.store(count &- 1, ordering: .relaxed)
         unsafe _ContentionLock.add(1, to: magazine.pointee.hits)
         return unsafe slot
     }
@@ -251,11 +250,10 @@ extension _Depot {
     static func putCached(_ slot: UnsafeMutableRawPointer, _ depot: UnsafeMutablePointer<_Depot>) -> Bool {
         // Safe: as in `takeCached`; slot `count` is below capacity, so it is ours to write.
         guard let magazine = unsafe current(depot) else { return false }
-        let count = unsafe magazine.pointee.count
-        guard unsafe count < magazine.pointee.capacity && magazine.pointee.seen == depot.pointee.generation.load(ordering: .relaxed) else { return false }
+        let count = unsafe magazine.pointee.count.load(ordering: .relaxed)
+        guard unsafe count < magazine.pointee.capacity && magazine.pointee.seen.load(ordering: .relaxed) == depot.pointee.generation.load(ordering: .relaxed) else { return false }
         unsafe magazine.pointee.slots[count] = slot
-        unsafe magazine.pointee.count = count &+ 1
-        unsafe magazine.pointee.held.store(count &+ 1, ordering: .relaxed)
+        unsafe magazine.pointee.count.store(count &+ 1, ordering: .relaxed)
         unsafe _ContentionLock.add(1, to: magazine.pointee.absorbed)
         return true
     }
@@ -284,15 +282,26 @@ extension _Depot {
         let magazine = unsafe raw.bindMemory(to: _Magazine.self, capacity: 1)
         unsafe magazine.initialize(to: _Magazine(depot: depot, rack: rack, capacity: depot.pointee.magazineSize,
                                                  seen: depot.pointee.generation.load(ordering: .relaxed) & ~1))
-        unsafe magazine.pointee.next = depot.pointee.first
-        unsafe depot.pointee.first?.pointee.previous = magazine
-        unsafe depot.pointee.first = magazine
-        unsafe depot.pointee.magazines += 1
+        let first = unsafe depot.pointee.first.load(ordering: .relaxed)
+        unsafe magazine.pointee.next.store(first, ordering: .relaxed)
+        unsafe first?.pointee.previous.store(magazine, ordering: .relaxed)
+        unsafe depot.pointee.first.store(magazine, ordering: .relaxed)
+        unsafe depot.pointee.magazines.store(depot.pointee.magazines.load(ordering: .relaxed) + 1, ordering: .relaxed)
         unsafe rack.pointee.entries[index] = magazine
         let cache = unsafe fastalloc_magazine_cache_get()!
         unsafe cache.pointee.depot = depot.pointee.id
         unsafe cache.pointee.magazine = UnsafeMutableRawPointer(magazine)
         return unsafe magazine
+    }
+
+    /// Agrees with the depot's generation (pool lock held): asked to flush, everything goes back.
+    /// Returns whether it was asked.
+    static func catchUp(_ magazine: UnsafeMutablePointer<_Magazine>, generation: UInt) -> Bool {
+        // Safe: pool lock held; the magazine is the caller's (see `flush`).
+        guard unsafe magazine.pointee.seen.load(ordering: .relaxed) != generation else { return false }
+        unsafe flush(magazine, keeping: 0)
+        unsafe magazine.pointee.seen.store(generation & ~1, ordering: .relaxed)
+        return true
     }
 
     /// The acquire slow path: the magazine is empty, missing, or asked to flush. Refills half a
@@ -311,36 +320,27 @@ extension _Depot {
         let generation = unsafe depot.pointee.generation.load(ordering: .relaxed)
         // Asked to flush: everything goes back, and this call takes one slot without refilling,
         // so that the thread that asked can have the rest.
-        let asked = unsafe magazine.pointee.seen != generation
-        if asked {
-            unsafe flush(magazine, keeping: 0)
-            unsafe magazine.pointee.seen = generation & ~1
-        }
-        if unsafe !asked && magazine.pointee.count == 0 {
-            var moved = 0
-            while unsafe moved < depot.pointee.batch, let slot = unsafe core.pointee.takeReused() {
-                unsafe magazine.pointee.slots[moved] = slot
-                moved += 1
+        let asked = unsafe catchUp(magazine, generation: generation)
+        var count = unsafe magazine.pointee.count.load(ordering: .relaxed)
+        if !asked && count == 0 {
+            while unsafe count < depot.pointee.batch, let slot = unsafe core.pointee.takeReused() {
+                unsafe magazine.pointee.slots[count] = slot
+                count += 1
             }
-            unsafe magazine.pointee.refilled &+= UInt64(moved)
-            unsafe depot.pointee.refilled &+= UInt64(moved)
-            unsafe magazine.pointee.count = moved
+            unsafe _ContentionLock.add(UInt64(count), to: depot.pointee.refilled)
         }
-        if unsafe magazine.pointee.count > 0 {
-            let count = unsafe magazine.pointee.count - 1
-            let slot = unsafe magazine.pointee.slots[count]
-            unsafe magazine.pointee.count = count
-            unsafe magazine.pointee.held.store(count, ordering: .relaxed)
+        if count > 0 {
+            let slot = unsafe magazine.pointee.slots[count - 1]
+            unsafe magazine.pointee.count.store(count - 1, ordering: .relaxed)
             unsafe _ContentionLock.add(1, to: magazine.pointee.hits)
             lock.unlock()
             return unsafe (slot, false)
         }
-        unsafe magazine.pointee.held.store(0, ordering: .relaxed)
         let taken = unsafe core.pointee.take()
         if unsafe taken == nil {
             // Other threads may cache free slots: ask them all to give them back.
             unsafe depot.pointee.generation.store(generation &+ 2, ordering: .relaxed)
-            unsafe depot.pointee.flushRequests &+= 1
+            unsafe _ContentionLock.add(1, to: depot.pointee.flushRequests)
         }
         lock.unlock()
         return unsafe taken
@@ -357,21 +357,17 @@ extension _Depot {
         let lock = unsafe depot.pointee.lock
         lock.lock()
         let generation = unsafe depot.pointee.generation.load(ordering: .relaxed)
-        if unsafe magazine.pointee.seen != generation {
-            unsafe flush(magazine, keeping: 0)
-            unsafe magazine.pointee.seen = generation & ~1
-        }
+        _ = unsafe catchUp(magazine, generation: generation)
         if generation & 1 != 0 {
             lock.unlock()
             return false
         }
-        if unsafe magazine.pointee.count == magazine.pointee.capacity {
+        if unsafe magazine.pointee.count.load(ordering: .relaxed) == magazine.pointee.capacity {
             unsafe flush(magazine, keeping: magazine.pointee.capacity - depot.pointee.batch)
         }
-        let count = unsafe magazine.pointee.count
+        let count = unsafe magazine.pointee.count.load(ordering: .relaxed)
         unsafe magazine.pointee.slots[count] = slot
-        unsafe magazine.pointee.count = count + 1
-        unsafe magazine.pointee.held.store(count + 1, ordering: .relaxed)
+        unsafe magazine.pointee.count.store(count + 1, ordering: .relaxed)
         unsafe _ContentionLock.add(1, to: magazine.pointee.absorbed)
         lock.unlock()
         return true
@@ -382,17 +378,14 @@ extension _Depot {
     static func flush(_ magazine: UnsafeMutablePointer<_Magazine>, keeping: Int) {
         // Safe: the pool lock serialises the core; the magazine's first `count` slots are held
         // and are this caller's to move (see the call sites).
-        let count = unsafe magazine.pointee.count
+        let count = unsafe magazine.pointee.count.load(ordering: .relaxed)
         let leaving = max(0, count - keeping)
         guard leaving > 0 else { return }
         let core = unsafe magazine.pointee.depot.pointee.slots
         for position in 0..<leaving { unsafe core.pointee.put(magazine.pointee.slots[position]) }
         // The newest stay, moved down to the bottom.
         for position in leaving..<count { unsafe magazine.pointee.slots[position - leaving] = magazine.pointee.slots[position] }
-        unsafe magazine.pointee.count = count - leaving
-        unsafe magazine.pointee.held.store(count - leaving, ordering: .relaxed)
-        unsafe magazine.pointee.flushed &+= UInt64(leaving)
-        unsafe magazine.pointee.depot.pointee.flushed &+= UInt64(leaving)
+        unsafe magazine.pointee.count.store(count - leaving, ordering: .relaxed)
     }
 
     /// A magazine's thread exited: its slots go back, its counters to the depot, its record away
@@ -403,8 +396,8 @@ extension _Depot {
         let depot = unsafe magazine.pointee.depot
         unsafe depot.pointee.lock.lock()
         unsafe flush(magazine, keeping: 0)
-        unsafe depot.pointee.retiredHits &+= magazine.pointee.hits.load(ordering: .relaxed)
-        unsafe depot.pointee.retiredAbsorbed &+= magazine.pointee.absorbed.load(ordering: .relaxed)
+        unsafe _ContentionLock.add(magazine.pointee.hits.load(ordering: .relaxed), to: depot.pointee.retiredHits)
+        unsafe _ContentionLock.add(magazine.pointee.absorbed.load(ordering: .relaxed), to: depot.pointee.retiredAbsorbed)
         unsafe depot.pointee.lock.unlock()
         unsafe unlink(magazine)
     }
@@ -413,52 +406,62 @@ extension _Depot {
     static func unlink(_ magazine: UnsafeMutablePointer<_Magazine>) {
         // Safe: registry lock held: the list, the rack entry and the record are ours to change.
         let depot = unsafe magazine.pointee.depot
-        if let previous = unsafe magazine.pointee.previous {
-            unsafe previous.pointee.next = magazine.pointee.next
+        let next = unsafe magazine.pointee.next.load(ordering: .relaxed)
+        let previous = unsafe magazine.pointee.previous.load(ordering: .relaxed)
+        if let previous = unsafe previous {
+            unsafe previous.pointee.next.store(next, ordering: .relaxed)
         } else {
-            unsafe depot.pointee.first = magazine.pointee.next
+            unsafe depot.pointee.first.store(next, ordering: .relaxed)
         }
-        unsafe magazine.pointee.next?.pointee.previous = magazine.pointee.previous
-        unsafe depot.pointee.magazines -= 1
+        unsafe next?.pointee.previous.store(previous, ordering: .relaxed)
+        unsafe depot.pointee.magazines.store(depot.pointee.magazines.load(ordering: .relaxed) - 1, ordering: .relaxed)
         unsafe magazine.pointee.rack.pointee.entries[depot.pointee.index] = nil
         unsafe magazine.pointee.slots.deallocate()
         unsafe magazine.deinitialize(count: 1)
         unsafe UnsafeMutableRawPointer(magazine).deallocate()
     }
 
+    /// Calls `body` on every magazine of the depot (registry lock held: the list is stable).
+    static func forEach(_ depot: UnsafeMutablePointer<_Depot>, _ body: (UnsafeMutablePointer<_Magazine>) -> Void) {
+        // Safe: registry lock held: every magazine on the list is live; `next` is read before
+        // `body` runs, so `body` may free the magazine.
+        var next = unsafe depot.pointee.first.load(ordering: .relaxed)
+        while let magazine = unsafe next {
+            unsafe next = magazine.pointee.next.load(ordering: .relaxed)
+            unsafe body(magazine)
+        }
+    }
+
     /// Slots all magazines hold now (registry lock held).
     static func cached(_ depot: UnsafeMutablePointer<_Depot>) -> Int {
         var total = 0
-        // Safe: registry lock held: the list is stable; `held` is an atomic.
-        var next = unsafe depot.pointee.first
-        while let magazine = unsafe next {
-            total += unsafe magazine.pointee.held.load(ordering: .relaxed)
-            unsafe next = magazine.pointee.next
-        }
+        // Safe: see `forEach`; `count` is an atomic.
+        unsafe forEach(depot) { total += unsafe $0.pointee.count.load(ordering: .relaxed) }
         return total
     }
 
     /// Applies the magazines to the shared core's figures (registry lock and pool lock held).
     static func statistics(_ depot: UnsafeMutablePointer<_Depot>, core: PoolStatistics) -> PoolStatistics {
         // Safe: both locks held: the list is stable and refills/flushes are not running.
-        var hits = unsafe depot.pointee.retiredHits
-        var absorbed = unsafe depot.pointee.retiredAbsorbed
-        var next = unsafe depot.pointee.first
-        while let magazine = unsafe next {
+        var hits = unsafe depot.pointee.retiredHits.load(ordering: .relaxed)
+        var absorbed = unsafe depot.pointee.retiredAbsorbed.load(ordering: .relaxed)
+        unsafe forEach(depot) { magazine in
             hits &+= unsafe magazine.pointee.hits.load(ordering: .relaxed)
             absorbed &+= unsafe magazine.pointee.absorbed.load(ordering: .relaxed)
-            unsafe next = magazine.pointee.next
         }
         let cached = unsafe cached(depot)
         var stats = core
-        stats.inUse = core.inUse - cached
-        stats.acquisitions = unsafe core.acquisitions &- depot.pointee.refilled &+ hits
+        // While acquires and releases run, a slot can be counted in two magazines (read one, then
+        // the slot goes from it to a handle to another thread's magazine, read later): never
+        // report less than nothing.
+        stats.inUse = max(0, core.inUse - cached)
+        stats.acquisitions = unsafe core.acquisitions &- depot.pointee.refilled.load(ordering: .relaxed) &+ hits
         stats.releases = stats.acquisitions &- UInt64(stats.inUse)
         stats.magazineAcquisitions = hits
         stats.magazineReleases = absorbed
         stats.cachedInMagazines = cached
-        stats.magazines = unsafe depot.pointee.magazines
-        stats.magazineFlushRequests = unsafe depot.pointee.flushRequests
+        stats.magazines = unsafe depot.pointee.magazines.load(ordering: .relaxed)
+        stats.magazineFlushRequests = unsafe depot.pointee.flushRequests.load(ordering: .relaxed)
         return stats
     }
 
@@ -469,13 +472,9 @@ extension _Depot {
     static func tearDown(_ depot: UnsafeMutablePointer<_Depot>) {
         // Safe: see above; each magazine is unlinked (its rack entry cleared) and freed once.
         unsafe depot.pointee.lock.lock()
-        var next = unsafe depot.pointee.first
-        while let magazine = unsafe next {
-            unsafe flush(magazine, keeping: 0)
-            unsafe next = magazine.pointee.next
-        }
+        unsafe forEach(depot) { unsafe flush($0, keeping: 0) }
         unsafe depot.pointee.lock.unlock()
-        while let magazine = unsafe depot.pointee.first { unsafe unlink(magazine) }
+        unsafe forEach(depot) { unsafe unlink($0) }
         _MagazineRegistry.shared.freeIndex(unsafe depot.pointee.index)
         unsafe depot.deinitialize(count: 1)
         unsafe depot.deallocate()
