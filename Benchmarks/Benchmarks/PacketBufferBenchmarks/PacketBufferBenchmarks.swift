@@ -1,6 +1,7 @@
 // Packet buffers (64 KiB, the default size) beside malloc+free of 64 KiB, in one run:
 // a worker's local take+release, the overflow pool's take+release uncontended and with two
-// threads contending, and a release on another thread than the owner's.
+// threads contending, and a release on another thread than the owner's, beside the same
+// hand-off through the same ring with no pool (what the cross-thread row pays for its harness).
 //
 //     cd Benchmarks && swift package benchmark --target PacketBufferBenchmarks
 import Benchmark
@@ -55,6 +56,27 @@ let benchmarks: @Sendable () -> Void = {
                       let share = lock.acquisitions == 0 ? 0 : Double(lock.contended) / Double(lock.acquisitions)
                       report("PacketBuffers overflow, \(threads) thread(s): lock acquisitions \(lock.acquisitions), contended \(lock.contended) (\(String(format3(share * 100)))%), wait \(lock.waitNanoseconds / 1_000_000) ms")
                   })
+    }
+
+    // The harness of the next row alone: the owner pushes a counter through the same ring to
+    // another thread, which pops it. Time per value on the owner, with the other thread running
+    // alongside; subtract it from the next row to see what the pool's cross-thread return costs.
+    Benchmark("Ring hand-off only (no pool): push on owner + pop on another thread",
+              configuration: .init(scalingFactor: .kilo, thresholds: [:])) { benchmark in
+        let ring = Ring(capacity: 128)
+        let iterations = benchmark.scaledIterations.count
+        let popper = Helpers(count: 1) {
+            for _ in 0..<iterations {
+                blackHole(ring.pop())
+            }
+        }
+        benchmark.startMeasurement()
+        popper.start()
+        for value in 0..<iterations {
+            ring.push(UInt(value))
+        }
+        popper.join()
+        benchmark.stopMeasurement()
     }
 
     // The owner takes buffers and hands their addresses through a ring to another thread, which
