@@ -7,8 +7,19 @@
 // retained value (`acquire()`): no 2 KiB copy, just as malloc hands out memory without
 // initialising it.
 //
+// The shared-pool rows (ThreadSafePool, a pthread_mutex pool, a Synchronization.Mutex pool,
+// malloc+free) run the loop on 1, 2 and 4 threads at once; time is wall time over one thread's
+// pairs. This machine has 2 cores: at 4 threads the OS time-slices them.
+//
+// The "Single pair:" rows are not averages: they time every single acquire+release with
+// CLOCK_MONOTONIC on 1, 2 and 4 threads (ThreadSafePool, the Mutex pool, malloc+free, and an
+// empty timed region, the clock's own cost, to subtract), and give p50, p99 and p99.9; how and
+// why is in SinglePairLatency.swift. Their all-samples percentiles are printed to stderr, one
+// "Single pair | ..." line per row, before the tables.
+//
 //     cd Benchmarks && swift package benchmark            # all
 //     swift package benchmark --filter 'FixedPool.*'      # some
+//     swift package benchmark --target PoolBenchmarks --filter 'Single pair.*'
 import Benchmark
 import BenchmarkSupport
 import FastAlloc
@@ -94,9 +105,9 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
-    // MARK: Shared pools: one and two threads, against a pthread- and a Mutex-guarded pool
+    // MARK: Shared pools: one, two and four threads, against a pthread- and a Mutex-guarded pool
 
-    for threads in [1, 2] {
+    for threads in [1, 2, 4] {
         let shared = try! ThreadSafePool<Block>(config: PoolConfig(
             capacity: 64, growth: .linear(64), initialize: { Block() }))
         Benchmark("ThreadSafePool acquire+release 2KiB, \(threads) thread(s)",
@@ -163,6 +174,62 @@ let benchmarks: @Sendable () -> Void = {
                 }
             }
         }
+    }
+
+    // MARK: Single pairs: the latency of one acquire+release (see SinglePairLatency.swift)
+
+    for threads in [1, 2, 4] {
+        let clock = SinglePairRow("clock only (empty timed region)", threads: threads)
+        Benchmark("Single pair: clock only (empty timed region), \(threads) thread(s)",
+                  configuration: SinglePairRow.configuration,
+                  closure: { benchmark in
+                      clock.run(benchmark) { histogram, control in timePairs(histogram, control) {} }
+                  },
+                  teardown: { clock.summarise() })
+
+        let shared = try! ThreadSafePool<Block>(config: PoolConfig(
+            capacity: 64, growth: .linear(64), initialize: { Block() }))
+        let sharedRow = SinglePairRow("ThreadSafePool acquire+release 2KiB", threads: threads)
+        Benchmark("Single pair: ThreadSafePool acquire+release 2KiB, \(threads) thread(s)",
+                  configuration: SinglePairRow.configuration,
+                  closure: { benchmark in
+                      sharedRow.run(benchmark) { histogram, control in
+                          timePairs(histogram, control) {
+                              let handle = shared.acquire()
+                              blackHole(handle.address)
+                          }
+                      }
+                  },
+                  teardown: { sharedRow.summarise() })
+
+        let mutexPool = MutexPool(capacity: 64, bytes: blockBytes)
+        let mutexRow = SinglePairRow("Synchronization.Mutex pool acquire+release 2KiB", threads: threads)
+        Benchmark("Single pair: Synchronization.Mutex pool acquire+release 2KiB, \(threads) thread(s)",
+                  configuration: SinglePairRow.configuration,
+                  closure: { benchmark in
+                      mutexRow.run(benchmark) { histogram, control in
+                          timePairs(histogram, control) {
+                              let pointer = mutexPool.acquire()
+                              blackHole(pointer)
+                              mutexPool.release(pointer)
+                          }
+                      }
+                  },
+                  teardown: { mutexRow.summarise() })
+
+        let mallocRow = SinglePairRow("malloc+free 2KiB", threads: threads)
+        Benchmark("Single pair: malloc+free 2KiB, \(threads) thread(s)",
+                  configuration: SinglePairRow.configuration,
+                  closure: { benchmark in
+                      mallocRow.run(benchmark) { histogram, control in
+                          timePairs(histogram, control) {
+                              let pointer = malloc(blockBytes)
+                              blackHole(pointer)
+                              free(pointer)
+                          }
+                      }
+                  },
+                  teardown: { mallocRow.summarise() })
     }
 }
 
