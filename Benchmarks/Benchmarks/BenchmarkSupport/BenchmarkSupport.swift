@@ -82,7 +82,7 @@ final class ThreadTeam: @unchecked Sendable {
             let iterations = self.iterations
             pthread_mutex_unlock(mutex)
             arrived.add(1, ordering: .releasing)
-            while started.load(ordering: .acquiring) != seen {}  // spin: the start is imminent
+            waitUntil { self.started.load(ordering: .acquiring) == seen }  // the start is imminent
             work(index, iterations)
             finished.add(1, ordering: .releasing)
         }
@@ -98,7 +98,7 @@ final class ThreadTeam: @unchecked Sendable {
         round += 1
         pthread_cond_broadcast(wake)
         pthread_mutex_unlock(mutex)
-        while arrived.load(ordering: .acquiring) != helpers { sched_yield() }
+        waitUntil { self.arrived.load(ordering: .acquiring) == self.helpers }
     }
 
     func go() {
@@ -109,7 +109,19 @@ final class ThreadTeam: @unchecked Sendable {
     }
 
     func waitDone() {
-        while finished.load(ordering: .acquiring) != helpers {}
+        waitUntil { self.finished.load(ordering: .acquiring) == self.helpers }
+    }
+
+    /// Spins on `condition` briefly, then yields the CPU between looks: with more threads than
+    /// cores (the 4-thread rows on 2 cores), a pure spin would keep a working thread off its core
+    /// for a whole time slice.
+    @inline(__always)
+    private func waitUntil(_ condition: () -> Bool) {
+        var looks = 0
+        while !condition() {
+            looks += 1
+            if looks > 256 { sched_yield() }
+        }
     }
 }
 

@@ -202,6 +202,21 @@ let benchmarks: @Sendable () -> Void = {
                   },
                   teardown: { sharedRow.summarise() })
 
+        let magazines = try! ThreadSafePool<Block>(config: PoolConfig(
+            capacity: 64, growth: .linear(64), initialize: { Block() }, magazineSize: 32))
+        let magazineRow = SinglePairRow("ThreadSafePool magazines acquire+release 2KiB", threads: threads)
+        Benchmark("Single pair: ThreadSafePool magazines acquire+release 2KiB, \(threads) thread(s)",
+                  configuration: SinglePairRow.configuration,
+                  closure: { benchmark in
+                      magazineRow.run(benchmark) { histogram, control in
+                          timePairs(histogram, control) {
+                              let handle = magazines.acquire()
+                              blackHole(handle.address)
+                          }
+                      }
+                  },
+                  teardown: { magazineRow.summarise() })
+
         let mutexPool = MutexPool(capacity: 64, bytes: blockBytes)
         let mutexRow = SinglePairRow("Synchronization.Mutex pool acquire+release 2KiB", threads: threads)
         Benchmark("Single pair: Synchronization.Mutex pool acquire+release 2KiB, \(threads) thread(s)",
