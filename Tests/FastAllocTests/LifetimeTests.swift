@@ -114,6 +114,25 @@ import Testing
         survivor.release()
         #expect(tracker.live == 0)
     }
+
+    /// With magazines: the pool dies while this thread's magazine caches a slot and another
+    /// thread holds a handle and caches slots too. Magazines stop serving; the last handle back,
+    /// on the other thread, frees everything (cached values included).
+    @Test func threadSafePoolWithMagazinesDestroyedWithHandlesOut_lastHandleFreesEverything() throws {
+        let tracker = LifetimeTracker()
+        var pool: ThreadSafePool<Tracked>? = try ThreadSafePool<Tracked>(config: PoolConfig(capacity: 8, magazineSize: 4))
+        let mine = pool!.acquire(tracker.make())
+        let cached = pool!.acquire(tracker.make())
+        let box = TrackedHandleBox(pool!.acquire(tracker.make()))
+        cached.release()  // into this thread's magazine, its value kept for reuse
+        pool = nil
+        #expect(tracker.live == 3, "storage kept while handles are out")
+        mine.release()
+        #expect(tracker.live == 3, "one handle is still out")
+        onAnotherThread { box.release() }
+        #expect(tracker.live == 0, "the last handle freed the storage and every value")
+        #expect(tracker.doubleDestroys.load(ordering: .relaxed) == 0)
+    }
 }
 #endif
 

@@ -250,7 +250,8 @@ final class SlotBox: @unchecked Sendable {
     func release() { handle.take()?.release() }
 }
 
-final class TrackedHandleBox {
+final class TrackedHandleBox: @unchecked Sendable {
+    // @unchecked: used by one thread at a time (handed over by thread start and join).
     private var handle: SharedPoolHandle<Tracked>?
     init(_ handle: consuming SharedPoolHandle<Tracked>) { self.handle = consume handle }
     func release() { handle.take()?.release() }
