@@ -122,7 +122,7 @@ public final class PacketBufferPools: @unchecked Sendable {
                 takes: home.pointee.takes.load(ordering: .relaxed),
                 overflowDraws: home.pointee.overflowDraws.load(ordering: .relaxed),
                 failedDraws: home.pointee.failedDraws.load(ordering: .relaxed),
-                remoteReturns: home.pointee.remoteReturns.load(ordering: .relaxed),
+                remoteReturns: UInt64(home.pointee.remoteReturns.load(ordering: .relaxed)),
                 pendingReturns: pending)
         }
         let home = unsafe overflow

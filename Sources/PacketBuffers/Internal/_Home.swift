@@ -76,9 +76,9 @@ package struct _Home: ~Copyable {
     /// The first slot of the return stack, or 0.
     @usableFromInline package let returnHead = Atomic<UInt>(0)
     /// Buffers pushed by other threads (read-modify-write by the pushers: the slow path).
-    @usableFromInline package let remoteReturns = Atomic<UInt64>(0)
+    @usableFromInline package let remoteReturns = Atomic<UInt>(0)
     /// Buffers the owner took back from the return stack.
-    @usableFromInline package let drainedReturns = Atomic<UInt64>(0)
+    @usableFromInline package let drainedReturns = Atomic<UInt>(0)
 
     // Overflow growth: a bounded list of the latest events, behind its own (cold) lock.
     package let growthCount = Atomic<Int>(0)
@@ -261,46 +261,31 @@ package struct _Home: ~Copyable {
             fatalError(unsafe "PacketBuffer released after worker \(home.pointee.worker)'s pool was retired: the buffer outlived its worker thread (release every buffer before WorkerBufferPool.retire())")
         }
         #endif
-        var head = unsafe home.pointee.returnHead.load(ordering: .relaxed)
-        while true {
-            // Safe: the slot is ours until the exchange below publishes it; its link word is free.
-            unsafe slot.storeBytes(of: head, as: UInt.self)
-            let (exchanged, current) = unsafe home.pointee.returnHead.weakCompareExchange(
-                expected: head, desired: UInt(bitPattern: slot), successOrdering: .releasing, failureOrdering: .relaxed)
-            if exchanged { break }
-            head = current
-        }
-        unsafe home.pointee.remoteReturns.add(1, ordering: .relaxed)
+        // Safe: the slot is ours until the push publishes it (a chain of one; the link word
+        // is at offset 0 of the header).
+        unsafe _ReturnStack.push(first: slot, last: slot, count: 1, linkOffset: 0,
+                                 onto: home.pointee.returnHead, pushed: home.pointee.remoteReturns, steps: _HardwareSteps())
     }
 
-    /// Buffers pushed onto the return stack and not drained yet, from any thread. Drained is
-    /// loaded first: both counters only grow and drained never passes pushed, so a later load of
-    /// pushed is at least the drained figure read before it (the result is never negative).
+    /// Buffers pushed onto the return stack and not drained yet, from any thread (never
+    /// negative: `_ReturnStack.counts`).
     package static func pendingReturns(_ home: UnsafeMutablePointer<_Home>) -> Int {
         // Safe: the home is live; atomics, so any thread may load them.
-        let drained = unsafe home.pointee.drainedReturns.load(ordering: .acquiring)
-        let pushed = unsafe home.pointee.remoteReturns.load(ordering: .acquiring)
-        return pushed >= drained ? Int(pushed - drained) : 0
+        unsafe _ReturnStack.pending(pushed: home.pointee.remoteReturns, drained: home.pointee.drainedReturns, steps: _HardwareSteps())
     }
 
     /// Takes back everything other threads returned; owner thread only. Returns how many.
     @usableFromInline
     package static func drainReturns(_ home: UnsafeMutablePointer<_Home>) -> Int {
-        // Safe: the owner thread calls this on its live home (see the loop for the slots).
-        guard unsafe home.pointee.returnHead.load(ordering: .relaxed) != 0 else { return 0 }
-        var next = unsafe home.pointee.returnHead.exchange(0, ordering: .acquiring)
-        var count = 0
-        while next != 0 {
-            // Safe: the acquiring exchange made the pushers' link writes visible; each slot on
-            // the stack is one of this home's, owned by nobody until put back here.
-            let slot = unsafe UnsafeMutableRawPointer(bitPattern: next)!
-            next = unsafe slot.load(as: UInt.self)
-            unsafe home.pointee.slots.pointee.put(slot)
-            count += 1
+        // Safe: the owner thread calls this on its live home; each slot the drain hands over is
+        // one of this home's, received from the stack and owned by nobody until put back here.
+        let slots = unsafe home.pointee.slots
+        let count = unsafe _ReturnStack.drain(
+            home.pointee.returnHead, drained: home.pointee.drainedReturns, linkOffset: 0, steps: _HardwareSteps()
+        ) { slot in unsafe slots.pointee.put(slot) }
+        if count > 0 {
+            unsafe home.pointee.inUse.store(slots.pointee.inUse, ordering: .relaxed)
         }
-        unsafe home.pointee.drainedReturns.store(
-            home.pointee.drainedReturns.load(ordering: .relaxed) &+ UInt64(count), ordering: .relaxed)
-        unsafe home.pointee.inUse.store(home.pointee.slots.pointee.inUse, ordering: .relaxed)
         return count
     }
 
