@@ -75,6 +75,10 @@ let package = Package(
         // A tour of the pools, printed (`make demo`).
         .executableTarget(name: "fastalloc-demo", dependencies: ["FastAlloc", "PacketBuffers", "Threads"]),
         .target(name: "TestSupport", dependencies: ["Threads"], path: "Tests/TestSupport"),
+        // The interleaving checker: the model of `_AtomicSteps` and the scheduler that enumerates
+        // every interleaving of a few threads (docs/INTERLEAVINGS.md); and its scenarios.
+        .target(name: "Interleavings", dependencies: ["FastAlloc", "Threads"], path: "Tests/Interleavings"),
+        .testTarget(name: "InterleavingTests", dependencies: ["Interleavings", "FastAlloc"]),
         .testTarget(name: "FastAllocTests", dependencies: ["FastAlloc", "TestSupport", "Threads"]),
         .testTarget(name: "PacketBuffersTests", dependencies: ["PacketBuffers", "FastAlloc", "TestSupport", "Threads"]),
         .testTarget(name: "LoadClientTests", dependencies: ["LoadClient", "UVLoop", "Options", "TestSupport"]),

@@ -28,6 +28,10 @@ import Synchronization
 /// statistics readers load them without the lock).
 /// Copies share the lock; `destroy()` ends it.
 ///
+/// The algorithm (`lock(steps:contended:)`, `waitContended(steps:)`, `unlock(steps:)`) is
+/// written against `_AtomicSteps`: `lock()` and `unlock()` run it with the machine's atomics,
+/// the interleaving checker with its model (docs/INTERLEAVINGS.md).
+///
 /// Memory safety: `@safe` on the invariant that its allocation lives from `init` until
 /// `destroy()`, which is `@unsafe` and called once, by the lock's owner, after every use of
 /// every copy. Every `unsafe` below relies on that.
@@ -37,23 +41,23 @@ package struct _ContentionLock {
     /// atomics so that a statistics reader on another thread can load them without the lock.
     @usableFromInline
     package struct Counters: ~Copyable {
-        @usableFromInline package let acquisitions = Atomic<UInt64>(0)
-        @usableFromInline package let contended = Atomic<UInt64>(0)
-        @usableFromInline package let waitNanoseconds = Atomic<UInt64>(0)
+        @usableFromInline package let acquisitions = Atomic<UInt>(0)
+        @usableFromInline package let contended = Atomic<UInt>(0)
+        @usableFromInline package let waitNanoseconds = Atomic<UInt>(0)
         package init() {}
     }
 
     @usableFromInline package static let countersOffset = 64
-    /// true while held.
-    @usableFromInline package let held: UnsafeMutablePointer<Atomic<Bool>>
+    /// 1 while held, 0 while free.
+    @usableFromInline package let held: UnsafeMutablePointer<Atomic<UInt>>
     @usableFromInline package let counters: UnsafeMutablePointer<Counters>
 
     package init() {
         let base = UnsafeMutableRawPointer.allocate(
             byteCount: _ContentionLock.countersOffset + MemoryLayout<Counters>.size, alignment: 64)
         // Safe: the allocation holds the flag at offset 0 and Counters at offset 64, both aligned.
-        unsafe held = base.bindMemory(to: Atomic<Bool>.self, capacity: 1)
-        unsafe held.initialize(to: Atomic(false))
+        unsafe held = base.bindMemory(to: Atomic<UInt>.self, capacity: 1)
+        unsafe held.initialize(to: Atomic(0))
         unsafe counters = (base + _ContentionLock.countersOffset).initializeMemory(as: Counters.self, to: Counters())
     }
 
@@ -72,51 +76,66 @@ package struct _ContentionLock {
     /// Takes the lock, counting the acquisition and, if it had to wait, the wait.
     @inlinable @inline(__always)
     package func lock() {
-        // Safe: `held` points to a live Atomic until `destroy()` (type invariant).
-        if unsafe held.pointee.exchange(true, ordering: .acquiring) {
-            lockContended()
-        }
-        // Safe: the lock is held, so the counters have this one writer.
-        unsafe _ContentionLock.add(1, to: counters.pointee.acquisitions)
+        lock(steps: _HardwareSteps(), contended: { lockContended() })
     }
 
-    /// The slow path: spin on a plain load (no cache-line ping-pong) for a short while, then
-    /// yield the CPU between looks, until an exchange wins.
+    /// The slow path, out of line: see `waitContended(steps:)`.
     @usableFromInline
     package func lockContended() {
-        let start = _monotonicNanoseconds()
-        var looks = 0
-        // Safe: as in `lock()`.
-        repeat {
-            while unsafe held.pointee.load(ordering: .relaxed) {
-                looks += 1
-                if looks > 64 { sched_yield() }
-            }
-        } while unsafe held.pointee.exchange(true, ordering: .acquiring)
-        // Safe: the lock is held from here on, so the counters have this one writer.
-        unsafe _ContentionLock.add(1, to: counters.pointee.contended)
-        unsafe _ContentionLock.add(_monotonicNanoseconds() &- start, to: counters.pointee.waitNanoseconds)
+        waitContended(steps: _HardwareSteps())
     }
 
     @inlinable @inline(__always)
     package func unlock() {
-        // Safe: as in `lock()`.
-        unsafe held.pointee.store(false, ordering: .releasing)
+        unlock(steps: _HardwareSteps())
     }
 
-    /// A single-writer increment: a relaxed load and store, which cost plain moves on x86-64.
+    // MARK: The algorithm
+
+    /// Takes the lock: one acquiring exchange; if the lock was busy, `contended()` (which is
+    /// `waitContended(steps:)`, out of line in production) waits until an exchange wins. Then
+    /// counts the acquisition, as its holder.
     @inlinable @inline(__always)
-    package static func add(_ amount: UInt64, to counter: borrowing Atomic<UInt64>) {
-        counter.store(counter.load(ordering: .relaxed) &+ amount, ordering: .relaxed)
+    package func lock<Steps: _AtomicSteps>(steps: Steps, contended: () -> Void) {
+        // Safe: `held` points to a live Atomic until `destroy()` (type invariant).
+        if unsafe steps.exchange(held.pointee, with: 1, ordering: .acquiring) != 0 {
+            contended()
+        }
+        // Safe: the lock is held, so the counters have this one writer.
+        unsafe steps.addSingleWriter(1, to: counters.pointee.acquisitions)
+    }
+
+    /// The slow path: spin on a plain load (no cache-line ping-pong) for a short while, then
+    /// yield the CPU between looks (`_HardwareSteps.spinWhile`), until an exchange wins; then
+    /// count the contention and the wait.
+    package func waitContended<Steps: _AtomicSteps>(steps: Steps) {
+        let start = steps.nanoseconds()
+        var looks = 0
+        // Safe: as in `lock(steps:contended:)`.
+        repeat {
+            unsafe steps.spinWhile(held.pointee, equals: 1, looks: &looks)
+        } while unsafe steps.exchange(held.pointee, with: 1, ordering: .acquiring) != 0
+        // Safe: the lock is held from here on, so the counters have this one writer.
+        unsafe steps.addSingleWriter(1, to: counters.pointee.contended)
+        unsafe steps.addSingleWriter(UInt(truncatingIfNeeded: steps.nanoseconds() &- start), to: counters.pointee.waitNanoseconds)
+    }
+
+    /// Lets go: one releasing store, so the next holder sees every write made under the lock.
+    @inlinable @inline(__always)
+    package func unlock<Steps: _AtomicSteps>(steps: Steps) {
+        // Safe: as in `lock(steps:contended:)`.
+        unsafe steps.store(0, to: held.pointee, ordering: .releasing)
     }
 
     /// The counters, from any thread, without taking the lock (each figure is exact; the three
     /// may be a few operations apart from one another).
-    package var statistics: LockStatistics {
+    package var statistics: LockStatistics { statistics(steps: _HardwareSteps()) }
+
+    package func statistics<Steps: _AtomicSteps>(steps: Steps) -> LockStatistics {
         // Safe: the counters are live until `destroy()`; atomics, so any thread may load them.
         unsafe LockStatistics(
-            acquisitions: counters.pointee.acquisitions.load(ordering: .relaxed),
-            contended: counters.pointee.contended.load(ordering: .relaxed),
-            waitNanoseconds: counters.pointee.waitNanoseconds.load(ordering: .relaxed))
+            acquisitions: UInt64(steps.load(counters.pointee.acquisitions, ordering: .relaxed)),
+            contended: UInt64(steps.load(counters.pointee.contended, ordering: .relaxed)),
+            waitNanoseconds: UInt64(steps.load(counters.pointee.waitNanoseconds, ordering: .relaxed)))
     }
 }

@@ -241,7 +241,7 @@ extension _Depot {
         guard unsafe count > 0 && magazine.pointee.seen.load(ordering: .relaxed) == depot.pointee.generation.load(ordering: .relaxed) else { return nil }
         let slot = unsafe magazine.pointee.slots[count &- 1]
         unsafe magazine.pointee.count.store(count &- 1, ordering: .relaxed)
-        unsafe _ContentionLock.add(1, to: magazine.pointee.hits)
+        unsafe _singleWriterAdd(1, to: magazine.pointee.hits)
         return unsafe slot
     }
 
@@ -254,7 +254,7 @@ extension _Depot {
         guard unsafe count < magazine.pointee.capacity && magazine.pointee.seen.load(ordering: .relaxed) == depot.pointee.generation.load(ordering: .relaxed) else { return false }
         unsafe magazine.pointee.slots[count] = slot
         unsafe magazine.pointee.count.store(count &+ 1, ordering: .relaxed)
-        unsafe _ContentionLock.add(1, to: magazine.pointee.absorbed)
+        unsafe _singleWriterAdd(1, to: magazine.pointee.absorbed)
         return true
     }
 
@@ -327,12 +327,12 @@ extension _Depot {
                 unsafe magazine.pointee.slots[count] = slot
                 count += 1
             }
-            unsafe _ContentionLock.add(UInt64(count), to: depot.pointee.refilled)
+            unsafe _singleWriterAdd(UInt64(count), to: depot.pointee.refilled)
         }
         if count > 0 {
             let slot = unsafe magazine.pointee.slots[count - 1]
             unsafe magazine.pointee.count.store(count - 1, ordering: .relaxed)
-            unsafe _ContentionLock.add(1, to: magazine.pointee.hits)
+            unsafe _singleWriterAdd(1, to: magazine.pointee.hits)
             lock.unlock()
             return unsafe (slot, false)
         }
@@ -340,7 +340,7 @@ extension _Depot {
         if unsafe taken == nil {
             // Other threads may cache free slots: ask them all to give them back.
             unsafe depot.pointee.generation.store(generation &+ 2, ordering: .relaxed)
-            unsafe _ContentionLock.add(1, to: depot.pointee.flushRequests)
+            unsafe _singleWriterAdd(1, to: depot.pointee.flushRequests)
         }
         lock.unlock()
         return unsafe taken
@@ -368,7 +368,7 @@ extension _Depot {
         let count = unsafe magazine.pointee.count.load(ordering: .relaxed)
         unsafe magazine.pointee.slots[count] = slot
         unsafe magazine.pointee.count.store(count + 1, ordering: .relaxed)
-        unsafe _ContentionLock.add(1, to: magazine.pointee.absorbed)
+        unsafe _singleWriterAdd(1, to: magazine.pointee.absorbed)
         lock.unlock()
         return true
     }
@@ -396,8 +396,8 @@ extension _Depot {
         let depot = unsafe magazine.pointee.depot
         unsafe depot.pointee.lock.lock()
         unsafe flush(magazine, keeping: 0)
-        unsafe _ContentionLock.add(magazine.pointee.hits.load(ordering: .relaxed), to: depot.pointee.retiredHits)
-        unsafe _ContentionLock.add(magazine.pointee.absorbed.load(ordering: .relaxed), to: depot.pointee.retiredAbsorbed)
+        unsafe _singleWriterAdd(magazine.pointee.hits.load(ordering: .relaxed), to: depot.pointee.retiredHits)
+        unsafe _singleWriterAdd(magazine.pointee.absorbed.load(ordering: .relaxed), to: depot.pointee.retiredAbsorbed)
         unsafe depot.pointee.lock.unlock()
         unsafe unlink(magazine)
     }
@@ -479,4 +479,11 @@ extension _Depot {
         unsafe depot.deinitialize(count: 1)
         unsafe depot.deallocate()
     }
+}
+
+/// A single-writer increment of a published counter: a relaxed load and store (plain moves on
+/// x86-64, no read-modify-write). Only one thread at a time may call it on a given counter.
+@inlinable @inline(__always)
+package func _singleWriterAdd(_ amount: UInt64, to counter: borrowing Atomic<UInt64>) {
+    counter.store(counter.load(ordering: .relaxed) &+ amount, ordering: .relaxed)
 }

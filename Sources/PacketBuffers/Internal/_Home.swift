@@ -144,7 +144,7 @@ package struct _Home: ~Copyable {
 
     // Cross-thread returns (local homes): the owner's side of the return ring.
     /// Buffers the owner took back from the return ring: the index of the next cell it reads.
-    @usableFromInline package let drainedReturns = Atomic<UInt64>(0)
+    @usableFromInline package let drainedReturns = Atomic<UInt>(0)
 
     // Overflow growth: a bounded list of the latest events, behind its own (cold) lock.
     package let growthCount = Atomic<Int>(0)
@@ -329,9 +329,8 @@ package struct _Home: ~Copyable {
             fatalError(unsafe "PacketBuffer released after worker \(home.pointee.worker)'s pool was retired: the buffer outlived its worker thread (release every buffer before WorkerBufferPool.retire())")
         }
         #endif
-        let index = unsafe route.pointee.tail.pointee.wrappingAdd(1, ordering: .acquiringAndReleasing).oldValue
-        let cell = unsafe route.pointee.ring.unsafelyUnwrapped + (Int(truncatingIfNeeded: index) & route.pointee.mask)
-        unsafe cell.pointee.store(UInt(bitPattern: slot), ordering: .releasing)
+        unsafe _ReturnRing.push(slot, ring: route.pointee.ring.unsafelyUnwrapped, mask: route.pointee.mask,
+                                tail: route.pointee.tail.pointee, steps: _HardwareSteps())
     }
 
     /// Buffers pushed onto the return ring so far, from any thread.
@@ -340,40 +339,30 @@ package struct _Home: ~Copyable {
         UInt64(unsafe home.pointee.route.pointee.tail.pointee.load(ordering: .acquiring))
     }
 
-    /// Buffers pushed onto the return ring and not drained yet, from any thread. Drained is
-    /// loaded first: both counters only grow and drained never passes pushed, so a later load of
-    /// pushed is at least the drained figure read before it (the result is never negative).
+    /// Buffers pushed onto the return ring and not drained yet, from any thread (never negative:
+    /// see `_ReturnRing.counts`).
     package static func pendingReturns(_ home: UnsafeMutablePointer<_Home>) -> Int {
-        // Safe: the home is live; atomics, so any thread may load them.
-        let drained = unsafe home.pointee.drainedReturns.load(ordering: .acquiring)
-        let pushed = unsafe remoteReturns(home)
+        // Safe: the home and its route are live; atomics, so any thread may load them.
+        let (pushed, drained) = unsafe _ReturnRing.counts(
+            tail: home.pointee.route.pointee.tail.pointee, drained: home.pointee.drainedReturns, steps: _HardwareSteps())
         return pushed >= drained ? Int(pushed - drained) : 0
     }
 
     /// Takes back everything other threads returned, in order; owner thread only. Returns how
-    /// many. Stops at the first cell whose pusher has its index but has not stored yet (the
-    /// next drain takes it).
+    /// many (see `_ReturnRing.drain`).
     @usableFromInline
     package static func drainReturns(_ home: UnsafeMutablePointer<_Home>) -> Int {
-        // Safe: the owner thread calls this on its live local home; each address read with
-        // acquiring ordering is a slot of this home that its pusher gave up, owned by nobody
-        // until put back here; clearing the cell hands it to its next pusher (see `_Route`).
+        // Safe: the owner thread calls this on its live local home; each slot the drain hands
+        // over is one of this home's that its pusher gave up, owned by nobody until put back.
         guard let ring = unsafe home.pointee.route.pointee.ring else { return 0 }
-        let mask = unsafe home.pointee.route.pointee.mask
-        let start = unsafe home.pointee.drainedReturns.load(ordering: .relaxed)
-        var next = start
-        while true {
-            let cell = unsafe ring + (Int(truncatingIfNeeded: next) & mask)
-            let address = unsafe cell.pointee.load(ordering: .acquiring)
-            if address == 0 { break }
-            unsafe cell.pointee.store(0, ordering: .relaxed)
-            unsafe home.pointee.slots.pointee.put(UnsafeMutableRawPointer(bitPattern: address)!)
-            next &+= 1
+        let count = unsafe _ReturnRing.drain(ring: ring, mask: home.pointee.route.pointee.mask,
+                                             drained: home.pointee.drainedReturns, steps: _HardwareSteps()) { slot in
+            unsafe home.pointee.slots.pointee.put(slot)
         }
-        guard next != start else { return 0 }
-        unsafe home.pointee.drainedReturns.store(next, ordering: .relaxed)
-        unsafe home.pointee.inUse.store(home.pointee.slots.pointee.inUse, ordering: .relaxed)
-        return Int(next &- start)
+        if count > 0 {
+            unsafe home.pointee.inUse.store(home.pointee.slots.pointee.inUse, ordering: .relaxed)
+        }
+        return count
     }
 
     // MARK: The overflow home (any thread, under its lock)
