@@ -34,10 +34,11 @@ public struct PoolStatistics: Sendable, Hashable {
     public var failedAcquisitions: UInt64
     /// How many times the pool grew.
     public var growthEvents: Int
-    /// `ThreadSafePool` with magazines: acquisitions served from a thread's magazine, without
-    /// the lock (included in `acquisitions`).
+    /// `ThreadSafePool` with magazines: acquisitions served from a thread's magazine (included
+    /// in `acquisitions`): without the lock, but for the one a refill hands out under it.
     public var magazineAcquisitions: UInt64 = 0
-    /// `ThreadSafePool` with magazines: releases a thread's magazine took, without the lock.
+    /// `ThreadSafePool` with magazines: releases a thread's magazine took: without the lock,
+    /// but for those that first flushed a full magazine under it.
     public var magazineReleases: UInt64 = 0
     /// `ThreadSafePool` with magazines: free slots cached in threads' magazines now (free, so
     /// not in `inUse`; other threads cannot have them until they are flushed).

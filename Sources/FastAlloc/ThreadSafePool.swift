@@ -160,13 +160,12 @@ public final class ThreadSafePool<Element: Sendable>: @unchecked Sendable {
     @inlinable @inline(__always)  // the hot path: measured, inlining matters (Benchmarks/)
     public func tryAcquire(_ value: consuming Element) -> SharedPoolHandle<Element>? {
         // Safe: the core is live (type comment); the slot just taken goes to the new handle.
-        // `self` is not used after this load: a caller that reached the pool through another
-        // object then need not retain it around the call (a retain is an atomic write to the
-        // pool object's reference count, a cache line every thread would share).
+        // `self` is used again after the take (`_shared`), so the pool lives until the slot is
+        // counted out, even when the caller's reference to it is a temporary.
         let core = unsafe _shared
         guard let taken = unsafe ThreadSafePool._take(core) else { return nil }
         // Outside the lock: the slot is now owned by this caller alone.
-        return unsafe SharedPoolHandle(shared: core, pointer: _TypedCore.place(value, in: taken.slot, fresh: taken.fresh, of: core))
+        return unsafe SharedPoolHandle(shared: _shared, pointer: _TypedCore.place(value, in: taken.slot, fresh: taken.fresh, of: core))
     }
 
     /// Hands out a retained value (reset by the hooks) or a new one from `initialize`.
@@ -183,7 +182,7 @@ public final class ThreadSafePool<Element: Sendable>: @unchecked Sendable {
         let core = unsafe _shared
         if unsafe core.pointee.hooks.initialize == nil { _noInitializer() }
         guard let taken = unsafe ThreadSafePool._take(core) else { return nil }
-        return unsafe SharedPoolHandle(shared: core, pointer: _TypedCore.reuse(taken.slot, fresh: taken.fresh, of: core))
+        return unsafe SharedPoolHandle(shared: _shared, pointer: _TypedCore.reuse(taken.slot, fresh: taken.fresh, of: core))
     }
 
     @inlinable @inline(__always)
@@ -212,6 +211,10 @@ public final class ThreadSafePool<Element: Sendable>: @unchecked Sendable {
         lock.lock()
         guard unsafe core.pointee.slots.pointee.obtainable >= count else {
             unsafe core.pointee.slots.pointee.failedAcquisitions &+= 1
+            if let depot = unsafe core.pointee.depot {
+                // Magazines may cache free slots: ask them all to flush, as `tryAcquire` does.
+                unsafe _Depot.requestFlush(depot)
+            }
             lock.unlock()
             return nil
         }

@@ -54,10 +54,14 @@ public final class PacketBufferPools: @unchecked Sendable {
         //   put its buffer back yet (counted). The published `inUse` alone would not do: a
         //   release stores it inside the lock, before its unlock.
         // - local homes: their published `inUse` (an atomic, stored last by a release on the
-        //   owner thread; the plain count would be a data race) and their pending returns (a
-        //   push from another thread counts itself last). Both stores are relaxed, so this
-        //   relies on a store being the release's last touch, not on a formal happens-before
-        //   (that would take releasing stores on the data path).
+        //   owner thread; the plain count would be a data race), less the returns whose push is
+        //   complete: the filled cells of the return ring, loaded acquiring (a push's store of
+        //   its cell is its last touch, and releasing). A push that has taken its index but not
+        //   stored yet counts as out, so the ring is not freed under it. Nobody drains now (no
+        //   worker pool is left), so the cells between drained and tail stay put. The owner's
+        //   `inUse` store is relaxed: for it this relies on the store being the release's last
+        //   touch, not on a formal happens-before (that would take a releasing store on the
+        //   data path).
         // Deinit only: the data path is unchanged.
         let all = unsafe homes.pointee + [overflow]
         let overflowLock = unsafe overflow.pointee.lock.unsafelyUnwrapped
@@ -65,7 +69,7 @@ public final class PacketBufferPools: @unchecked Sendable {
         let overflowOut = unsafe overflow.pointee.slots.pointee.inUse
         overflowLock.unlock()
         let out = unsafe homes.pointee.reduce(overflowOut) { unsafe $0 + $1.pointee.inUse.load(ordering: .acquiring) }
-        let pending = unsafe all.reduce(0) { unsafe $0 + _Home.pendingReturns($1) }
+        let pending = unsafe all.reduce(0) { unsafe $0 + _Home.completedReturns($1) }
         if out - pending > 0 {
             #if DEBUG
             fatalError("PacketBufferPools destroyed while \(out - pending) buffer(s) are out")

@@ -240,8 +240,9 @@ extension _Depot {
         let count = unsafe magazine.pointee.count.load(ordering: .relaxed)
         guard unsafe count > 0 && magazine.pointee.seen.load(ordering: .relaxed) == depot.pointee.generation.load(ordering: .relaxed) else { return nil }
         let slot = unsafe magazine.pointee.slots[count &- 1]
-        unsafe magazine.pointee.count.store(count &- 1, ordering: .relaxed)
         unsafe _singleWriterAdd(1, to: magazine.pointee.hits)
+        // The count last, releasing (a plain store on x86-64): see `putCached`.
+        unsafe magazine.pointee.count.store(count &- 1, ordering: .releasing)
         return unsafe slot
     }
 
@@ -253,8 +254,14 @@ extension _Depot {
         let count = unsafe magazine.pointee.count.load(ordering: .relaxed)
         guard unsafe count < magazine.pointee.capacity && magazine.pointee.seen.load(ordering: .relaxed) == depot.pointee.generation.load(ordering: .relaxed) else { return false }
         unsafe magazine.pointee.slots[count] = slot
-        unsafe magazine.pointee.count.store(count &+ 1, ordering: .relaxed)
         unsafe _singleWriterAdd(1, to: magazine.pointee.absorbed)
+        // The count is this release's last touch of the magazine, stored releasing: a thread that
+        // loads it (acquiring) to decide the pool's last slot is back (`_retire`, `putAll`) and
+        // then frees the magazine sees the slot written and this thread done with it. (A release
+        // that races with the pool's death is a handle outliving its pool: debug builds trap on
+        // it, release builds keep the storage; this ordering keeps that path from freeing memory
+        // under a release still finishing.)
+        unsafe magazine.pointee.count.store(count &+ 1, ordering: .releasing)
         return true
     }
 
@@ -339,11 +346,17 @@ extension _Depot {
         let taken = unsafe core.pointee.take()
         if unsafe taken == nil {
             // Other threads may cache free slots: ask them all to give them back.
-            unsafe depot.pointee.generation.store(generation &+ 2, ordering: .relaxed)
-            unsafe _singleWriterAdd(1, to: depot.pointee.flushRequests)
+            unsafe requestFlush(depot)
         }
         lock.unlock()
         return unsafe taken
+    }
+
+    /// Asks every magazine to flush at its thread's next use (pool lock held).
+    static func requestFlush(_ depot: UnsafeMutablePointer<_Depot>) {
+        // Safe: pool lock held: the generation's and the counter's one writer.
+        unsafe depot.pointee.generation.store(depot.pointee.generation.load(ordering: .relaxed) &+ 2, ordering: .relaxed)
+        unsafe _singleWriterAdd(1, to: depot.pointee.flushRequests)
     }
 
     /// The release slow path: the magazine is full, missing, or asked to flush. Flushes half a
@@ -378,7 +391,7 @@ extension _Depot {
     static func flush(_ magazine: UnsafeMutablePointer<_Magazine>, keeping: Int) {
         // Safe: the pool lock serialises the core; the magazine's first `count` slots are held
         // and are this caller's to move (see the call sites).
-        let count = unsafe magazine.pointee.count.load(ordering: .relaxed)
+        let count = unsafe magazine.pointee.count.load(ordering: .acquiring)  // may be another thread's (see `putCached`)
         let leaving = max(0, count - keeping)
         guard leaving > 0 else { return }
         let core = unsafe magazine.pointee.depot.pointee.slots
@@ -436,7 +449,7 @@ extension _Depot {
     static func cached(_ depot: UnsafeMutablePointer<_Depot>) -> Int {
         var total = 0
         // Safe: see `forEach`; `count` is an atomic.
-        unsafe forEach(depot) { total += unsafe $0.pointee.count.load(ordering: .relaxed) }
+        unsafe forEach(depot) { total += unsafe $0.pointee.count.load(ordering: .acquiring) }
         return total
     }
 

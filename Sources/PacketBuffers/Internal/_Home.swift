@@ -348,6 +348,25 @@ package struct _Home: ~Copyable {
         return pushed >= drained ? Int(pushed - drained) : 0
     }
 
+    /// Returns in the ring whose push is complete (their cell filled), for the pools' deinit:
+    /// nobody drains then, so the cells from drained to tail do not move. Counts the cells, not
+    /// the tail: a push between its fetch-and-add and its store is not complete.
+    package static func completedReturns(_ home: UnsafeMutablePointer<_Home>) -> Int {
+        // Safe: the home and its route are live; `ring` holds `mask + 1` cells, and at most that
+        // many pushes are outstanding (see `_Route`).
+        guard let ring = unsafe home.pointee.route.pointee.ring else { return 0 }
+        let mask = unsafe home.pointee.route.pointee.mask
+        let drained = unsafe home.pointee.drainedReturns.load(ordering: .acquiring)
+        let tail = unsafe home.pointee.route.pointee.tail.pointee.load(ordering: .acquiring)
+        var complete = 0
+        var index = drained
+        while index != tail && complete <= mask {
+            if unsafe (ring + (Int(truncatingIfNeeded: index) & mask)).pointee.load(ordering: .acquiring) != 0 { complete += 1 }
+            index &+= 1
+        }
+        return complete
+    }
+
     /// Takes back everything other threads returned, in order; owner thread only. Returns how
     /// many (see `_ReturnRing.drain`).
     @usableFromInline
