@@ -23,7 +23,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
-        // The pool library: standard library, Synchronization and the platform C library only.
+        // The pool library: standard library, Synchronization, the platform C library and its own
+        // C thread-local (CFastAllocShims: a thread's magazine lookup) only.
         // Both it and PacketBuffers build with strict memory safety checking (SE-0458, which
         // needs tools 6.2): every unsafe operation is marked `unsafe`, with its invariant.
         .target(name: "FastAlloc", dependencies: ["CFastAllocShims"], swiftSettings: [.strictMemorySafety()]),
