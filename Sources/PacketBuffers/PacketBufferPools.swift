@@ -192,10 +192,10 @@ public final class WorkerBufferPool {
     @usableFromInline
     func takeFromOverflow() -> PacketBuffer? {
         guard let data = unsafe _Home.takeOverflow(overflow) else {
-            unsafe _Home.bump(home.pointee.failedDraws)
+            unsafe _singleWriterAdd(1, to: home.pointee.failedDraws)
             return nil
         }
-        unsafe _Home.bump(home.pointee.overflowDraws)
+        unsafe _singleWriterAdd(1, to: home.pointee.overflowDraws)
         return unsafe PacketBuffer(data: data)
     }
 

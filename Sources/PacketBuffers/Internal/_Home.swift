@@ -216,12 +216,6 @@ package struct _Home: ~Copyable {
         }
     }
 
-    /// A single-writer increment of a published counter.
-    @inlinable @inline(__always)
-    package static func bump(_ counter: borrowing Atomic<UInt64>) {
-        counter.store(counter.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
-    }
-
     /// Publishes `inUse` and `highWater` after the owner (or lock holder) changed them.
     /// After a take, publishes in-use, the high-water mark when this take raised it, and the
     /// take count (the slot core's own acquisition counter: no second counter to maintain).
@@ -401,7 +395,7 @@ package struct _Home: ~Copyable {
         if unsafe taken != nil {
             unsafe publish(home)
         } else {
-            unsafe bump(home.pointee.failedDraws)
+            unsafe _singleWriterAdd(1, to: home.pointee.failedDraws)
         }
         lock.unlock()
         guard let taken = unsafe taken else { return nil }
