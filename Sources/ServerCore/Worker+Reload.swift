@@ -22,7 +22,7 @@ extension Worker {
         let newPeriod = config.sweepIntervalMilliseconds
         guard newPeriod != period, let sweepTimer else { return }
         if let newPeriod {
-            sweepTimer.start(after: newPeriod, repeat: newPeriod) { [unowned self] _ in self.sweep() }
+            sweepTimer.start(after: newPeriod, repeat: newPeriod) { [unowned self] in self.sweep() }
         } else {
             sweepTimer.stop()
         }

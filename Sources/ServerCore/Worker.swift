@@ -86,8 +86,11 @@ final class Worker: TCPListenerDelegate {
     /// must see its peer's end even when the pools are empty).
     let scratch: UnsafeMutableRawBufferPointer
 
-    /// Runs the timeout sweep (restarted when a reload changes its period: Worker+Reload.swift).
-    var sweepTimer: Timer?
+    /// Runs the timeout sweep (restarted when a reload changes its period: Worker+Reload.swift),
+    /// after the poll that follows each expiry: a deadline is judged only once every event that
+    /// was ready has been handled, so a loop that stalled past it cannot time out a connect that
+    /// completed, or a client whose bytes arrived, in time.
+    var sweepTimer: PostPollTimer?
     /// What other threads wake this worker with (to enter the phase the server asked for).
     private var wake: AsyncWake?
 
@@ -159,11 +162,11 @@ final class Worker: TCPListenerDelegate {
         }
         let wake = try AsyncWake(loop: loop) { [unowned self] _ in self.enterRequestedPhase() }
         self.wake = wake
-        let sweepTimer = try Timer(loop: loop)
+        let sweepTimer = try PostPollTimer(loop: loop)
         if let interval = config.sweepIntervalMilliseconds {
             // Timeouts are checked by one sweep per worker, not a timer per connection: a
             // timeout fires within a quarter of its length (at most a second) late.
-            sweepTimer.start(after: interval, repeat: interval) { [unowned self] _ in self.sweep() }
+            sweepTimer.start(after: interval, repeat: interval) { [unowned self] in self.sweep() }
         }
         self.sweepTimer = sweepTimer
         bufferWaitTimer = try Timer(loop: loop)
@@ -204,7 +207,8 @@ final class Worker: TCPListenerDelegate {
     /// Every session has ended: close the worker's own handles so the loop returns.
     func finish() {
         closeListeners()
-        for timer in [sweepTimer, bufferWaitTimer, drainTimer] { timer?.close() }
+        sweepTimer?.close()
+        for timer in [bufferWaitTimer, drainTimer] { timer?.close() }
         sweepTimer = nil
         bufferWaitTimer = nil
         drainTimer = nil

@@ -144,6 +144,117 @@ public final class Timer: Handle {
     override func didClose() { body = nil }
 }
 
+/// Runs a closure once per loop iteration while started: an idle handle (`uv_idle_t`) before
+/// the poll, and while one is active the poll does not block; a check handle (`uv_check_t`)
+/// right after the poll has delivered every I/O event that was ready.
+final class PhaseHandle: Handle {
+    enum Phase { case idle, check }
+    let phase: Phase
+    private var body: ((PhaseHandle) -> Void)?
+
+    init(loop: EventLoop, phase: Phase) throws(UVError) {
+        self.phase = phase
+        super.init(loop: loop, type: phase == .idle ? UV_IDLE : UV_CHECK)
+        // Safe (all four): rawHandle holds uv_handle_size() bytes of the handle type chosen
+        // just above, allocated for it, and only that type's functions touch it.
+        let status = switch phase {
+        case .idle: unsafe uv_idle_init(loop.raw, rawHandle.assumingMemoryBound(to: uv_idle_t.self))
+        case .check: unsafe uv_check_init(loop.raw, rawHandle.assumingMemoryBound(to: uv_check_t.self))
+        }
+        if status < 0 {
+            throw UVError(status, phase == .idle ? "uv_idle_init" : "uv_check_init")
+        }
+        retainForCallbacks()
+    }
+
+    /// Starts (or replaces the body of) the handle: `body` runs every iteration until `stop()`.
+    func start(_ body: @escaping (PhaseHandle) -> Void) {
+        self.body = body
+        switch phase {
+        case .idle:
+            unsafe uv_idle_start(rawHandle.assumingMemoryBound(to: uv_idle_t.self), { idle in
+                // Safe: libuv passes back this handle, opened by this class (`Handle.from`).
+                let object = unsafe Handle.from(UnsafeMutableRawPointer(idle!), as: PhaseHandle.self)
+                object.body?(object)
+            })
+        case .check:
+            unsafe uv_check_start(rawHandle.assumingMemoryBound(to: uv_check_t.self), { check in
+                // Safe: libuv passes back this handle, opened by this class (`Handle.from`).
+                let object = unsafe Handle.from(UnsafeMutableRawPointer(check!), as: PhaseHandle.self)
+                object.body?(object)
+            })
+        }
+    }
+
+    /// Stopping a stopped or closed handle does nothing.
+    func stop() {
+        switch phase {
+        case .idle: unsafe uv_idle_stop(rawHandle.assumingMemoryBound(to: uv_idle_t.self))
+        case .check: unsafe uv_check_stop(rawHandle.assumingMemoryBound(to: uv_check_t.self))
+        }
+    }
+
+    override func didClose() { body = nil }
+}
+
+/// A `Timer` whose body runs after the poll that follows its expiry, not before it: by then the
+/// loop has handled every I/O event that was ready when the deadline came (nginx's order:
+/// events first, then expired timers). libuv runs timers before it polls, so a loop that
+/// stalled in a callback past a deadline (a slow or overloaded machine, a sanitizer, a
+/// debugger) would otherwise judge the deadline before seeing a connect that completed, or
+/// bytes that arrived, in time. For deadline sweeps, where that order decides a verdict.
+public final class PostPollTimer {
+    private let timer: Timer
+    /// Keeps the poll after an expiry from blocking (until the next timer, a whole period).
+    private let idle: PhaseHandle
+    /// Runs the body after that poll.
+    private let check: PhaseHandle
+
+    public init(loop: EventLoop) throws(UVError) {
+        timer = try Timer(loop: loop)
+        do {
+            idle = try PhaseHandle(loop: loop, phase: .idle)
+        } catch {
+            timer.close()
+            throw error
+        }
+        do {
+            check = try PhaseHandle(loop: loop, phase: .check)
+        } catch {
+            timer.close()
+            idle.close()
+            throw error
+        }
+    }
+
+    /// As `Timer.start`: `body` runs once per expiry, in the check phase right after the poll
+    /// that follows the timers' run that found it expired.
+    public func start(after milliseconds: UInt64, repeat: UInt64 = 0, _ body: @escaping () -> Void) {
+        idle.stop()
+        check.stop()
+        timer.start(after: milliseconds, repeat: `repeat`) { [idle, check] _ in
+            idle.start { _ in }
+            check.start { check in
+                idle.stop()
+                check.stop()
+                body()
+            }
+        }
+    }
+
+    public func stop() {
+        timer.stop()
+        idle.stop()
+        check.stop()
+    }
+
+    public func close() {
+        timer.close()
+        idle.close()
+        check.close()
+    }
+}
+
 /// Runs a closure at an instant on the `EventLoop.hrtime()` clock, to within microseconds:
 /// a Linux timerfd (CLOCK_MONOTONIC, the clock `uv_hrtime` reads) watched by a `uv_poll_t`.
 /// libuv's own timers count whole milliseconds, too coarse to pace an open-loop client whose

@@ -198,8 +198,14 @@ import UVLoop
         }
         var seen: [RawSocketAddress] = []
         var peers: [TestSocket] = []
-        for _ in 0..<count {
-            let side = try upstreamSees(upstream, bytes: 2)
+        for index in 0..<count {
+            let side: (source: RawSocketAddress?, data: [UInt8], peer: TestSocket)
+            do {
+                side = try upstreamSees(upstream, bytes: 2)
+            } catch {
+                Issue.record("upstream connection \(index): \(error); the server: \(server.statistics().summary)")
+                break
+            }
             if let source = side.source { seen.append(source) }
             #expect(side.data == Array("hi".utf8))
             peers.append(side.peer)

@@ -119,6 +119,94 @@ import Glibc
         #expect(clientSide.shutdownStatus == 0)
     }
 
+    /// libuv runs expired timers before it polls: a loop that stalls in a callback past a
+    /// deadline runs a plain timer before it sees a connect that completed meanwhile. A
+    /// `PostPollTimer` (the server's timeout sweep) runs after that poll and sees it.
+    @Test func postPollTimer_judgesADeadlineAfterTheEventsThatWereReady() throws {
+        let loop = try EventLoop()
+        let listener = try TCPListener(loop: loop, address: SocketAddress(host: "127.0.0.1", port: 0))
+        let server = Recorder()
+        listener.delegate = server
+        let client = try TCPStream(loop: loop)
+        let clientSide = Recorder()
+        client.delegate = clientSide
+        var connected = false
+        clientSide.onConnect = { _ in connected = true }
+        var connectError: UVError?
+        var plainSaw: Bool?
+        var postPollSaw: Bool?
+        let plain = try Timer(loop: loop)
+        let deadline = try PostPollTimer(loop: loop)
+        var handles: [Handle] = []
+        func closeAll() {
+            for stream in server.accepted { stream.close() }
+            for handle in handles { handle.close() }
+            deadline.close()
+        }
+        // Bounds the test if the post-poll timer never runs (its poll blocking for good).
+        var watchdogFired = false
+        let watchdog = try Timer(loop: loop)
+        watchdog.start(after: 30_000) { _ in
+            watchdogFired = true
+            closeAll()
+        }
+        // Stalls in an I/O callback (a PreciseTimer is a watched timerfd) that starts the connect:
+        // its completion can only be delivered by the next poll.
+        let stall = try PreciseTimer(loop: loop) { _ in
+            do throws(UVError) {
+                try client.connect(to: listener.localAddress)
+            } catch {
+                connectError = error
+            }
+            plain.start(after: 20) { _ in plainSaw = connected }
+            deadline.start(after: 20) {
+                postPollSaw = connected
+                closeAll()
+            }
+            // The kernel completes the loopback handshake long before the stall ends.
+            let end = EventLoop.hrtime() + 150_000_000
+            while EventLoop.hrtime() < end {}
+        }
+        handles = [client, listener, plain, watchdog, stall]
+        stall.arm(at: EventLoop.hrtime())
+        loop.run()
+        #expect(!watchdogFired, "the post-poll timer ran within 30 s")
+        #expect(connectError == nil)
+        #expect(plainSaw == false, "libuv's order: a plain timer is judged before the poll")
+        #expect(postPollSaw == true, "the post-poll timer saw the connect that completed in time")
+    }
+
+    /// The poll after an expiry does not block (an idle handle is active until the body ran): the
+    /// body runs at its deadline, not a whole period later when the next timer wakes the loop.
+    @Test func postPollTimer_onAnIdleLoop_runsAtItsDeadline_notAPeriodLate() throws {
+        let loop = try EventLoop()
+        let timer = try PostPollTimer(loop: loop)
+        let started = EventLoop.hrtime()
+        var ranAfter: UInt64?
+        timer.start(after: 5, repeat: 60_000) {
+            ranAfter = EventLoop.hrtime() - started
+            timer.close()
+        }
+        loop.run()
+        let elapsed = try #require(ranAfter)
+        #expect(elapsed < 30_000_000_000, "ran after \(elapsed / 1_000_000) ms: waited for the next period")
+    }
+
+    @Test func postPollTimer_stopped_neverRuns() throws {
+        let loop = try EventLoop()
+        let timer = try PostPollTimer(loop: loop)
+        var ran = false
+        timer.start(after: 1) { ran = true }
+        timer.stop()
+        let end = try Timer(loop: loop)
+        end.start(after: 30) { end in
+            end.close()
+            timer.close()
+        }
+        loop.run()
+        #expect(!ran)
+    }
+
     @Test func listeningOnATakenPort_failsWithEADDRINUSE() throws {
         let loop = try EventLoop()
         let first = try TCPListener(loop: loop, address: SocketAddress(host: "127.0.0.1", port: 0))
@@ -154,10 +242,13 @@ final class Recorder: TCPStreamDelegate, TCPListenerDelegate {
     var shutdownStatus: Int32?
     var onConnect: ((TCPStream) -> Void)?
     var onEnd: ((TCPStream) -> Void)?
+    /// The streams a listener accepted, to close at the end.
+    var accepted: [TCPStream] = []
     let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 16)
     deinit { memory.deallocate() }
 
     func listener(_ listener: TCPListener, didAccept stream: TCPStream) {
+        accepted.append(stream)
         stream.delegate = self
         try? stream.startReading()
     }

@@ -92,7 +92,9 @@ private final class MonitorState {
     let resolveInterval: UInt64
     /// The pool's member-set version when the probes were last pruned.
     var prunedAt: UInt64 = 0
-    var checkTimer: Timer?
+    /// Judges overdue checks after the poll (`PostPollTimer`): a check that connected in time
+    /// is not failed because the monitor's loop stalled.
+    var checkTimer: PostPollTimer?
     var resolveTimer: Timer?
     /// Checks under way, by member.
     var probes: [ObjectIdentifier: Probe] = [:]
@@ -108,11 +110,11 @@ private final class MonitorState {
 
     func start(checks: Bool, names: Bool) throws(UVError) {
         if checks {
-            let timer = try Timer(loop: loop)
+            let timer = try PostPollTimer(loop: loop)
             checkTimer = timer
             // The first round at once, so that an upstream down at start is found within
             // `fall` checks.
-            timer.start(after: 0, repeat: interval) { [unowned self] _ in self.checkAll() }
+            timer.start(after: 0, repeat: interval) { [unowned self] in self.checkAll() }
         }
         if names {
             let timer = try Timer(loop: loop)
