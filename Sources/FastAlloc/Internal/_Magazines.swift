@@ -42,7 +42,7 @@ package struct _Magazine: ~Copyable {
     // touch different fields) are not conflicting accesses to one struct.
     /// Slots held now. Written by the owner thread (or, with the thread gone or the pool gone,
     /// by whoever empties the magazine under the locks); read by statistics.
-    @usableFromInline package let count = Atomic<Int>(0)
+    @usableFromInline package let count = Atomic<UInt>(0)
     /// The depot's generation this magazine last agreed with (owner thread); when the depot's
     /// moves on, the magazine flushes everything before it serves again.
     @usableFromInline package let seen: Atomic<UInt>
@@ -50,24 +50,33 @@ package struct _Magazine: ~Copyable {
     /// `capacity` slot addresses; the first `count` are held.
     @usableFromInline package let slots: UnsafeMutablePointer<UnsafeMutableRawPointer>
     @usableFromInline package let depot: UnsafeMutablePointer<_Depot>
-    /// The owner's rack (to clear its entry when the depot goes first).
-    package let rack: UnsafeMutablePointer<_Rack>
+    /// The owner's rack (to clear its entry when the depot goes first); nil only for a
+    /// magazine of the interleaving checker's worlds, which is never unlinked.
+    package let rack: UnsafeMutablePointer<_Rack>?
 
     // Published by the owner thread (single writer), read by statistics.
-    @usableFromInline package let hits = Atomic<UInt64>(0)
-    @usableFromInline package let absorbed = Atomic<UInt64>(0)
+    @usableFromInline package let hits = Atomic<UInt>(0)
+    @usableFromInline package let absorbed = Atomic<UInt>(0)
 
     // The depot's list (registry lock).
     package let next = unsafe Atomic<UnsafeMutablePointer<_Magazine>?>(nil)
     package let previous = unsafe Atomic<UnsafeMutablePointer<_Magazine>?>(nil)
 
-    init(depot: UnsafeMutablePointer<_Depot>, rack: UnsafeMutablePointer<_Rack>, capacity: Int, seen: UInt) {
+    package init(depot: UnsafeMutablePointer<_Depot>, rack: UnsafeMutablePointer<_Rack>?, capacity: Int, seen: UInt) {
         // Safe: a new array of `capacity` addresses, none initialised until stored.
         unsafe self.depot = depot
         unsafe self.rack = rack
         self.capacity = capacity
         self.seen = Atomic(seen)
         unsafe slots = .allocate(capacity: capacity)
+    }
+
+    /// The word that holds the address of cached slot `position` (below `capacity`).
+    @inlinable @inline(__always)
+    package func entry(_ position: UInt) -> UnsafeMutableRawPointer {
+        // Safe: `position` is below `capacity` (every caller bounds it by `count` or
+        // `capacity`), so the word is inside the magazine's own array.
+        unsafe UnsafeMutableRawPointer(slots + Int(bitPattern: position))
     }
 }
 
@@ -89,7 +98,9 @@ package struct _Depot: ~Copyable {
     @usableFromInline package let magazineSize: Int
     /// Slots moved per refill or flush: half a magazine.
     package let batch: Int
-    package let slots: UnsafeMutablePointer<_SlotCore>
+    /// The shared core; nil only in the interleaving checker's worlds, which pass their own
+    /// `_MagazineSource` to the algorithms.
+    @usableFromInline package let slots: UnsafeMutablePointer<_SlotCore>?
     package let lock: _ContentionLock
     /// Bumped by 2 (under the pool lock) to ask every magazine to flush at its next use; bit 0
     /// set when the pool object died with slots out (release builds): magazines stop serving.
@@ -99,11 +110,65 @@ package struct _Depot: ~Copyable {
     package let first = unsafe Atomic<UnsafeMutablePointer<_Magazine>?>(nil)
     package let magazines = Atomic<Int>(0)
     /// Counters of magazines gone (their threads exited).
-    package let retiredHits = Atomic<UInt64>(0)
-    package let retiredAbsorbed = Atomic<UInt64>(0)
+    package let retiredHits = Atomic<UInt>(0)
+    package let retiredAbsorbed = Atomic<UInt>(0)
     // Changed under the pool lock:
-    package let refilled = Atomic<UInt64>(0)
-    package let flushRequests = Atomic<UInt64>(0)
+    package let refilled = Atomic<UInt>(0)
+    package let flushRequests = Atomic<UInt>(0)
+
+    /// A depot outside the registry, for the interleaving checker's worlds: no index in any
+    /// rack, no core (the algorithms take the world's `_MagazineSource`).
+    package init(forModelWith lock: _ContentionLock, magazineSize: Int) {
+        index = -1
+        id = 0
+        self.magazineSize = magazineSize
+        batch = max(1, magazineSize / 2)
+        slots = nil
+        self.lock = lock
+    }
+
+    init(index: Int, id: UInt64, magazineSize: Int, batch: Int, slots: UnsafeMutablePointer<_SlotCore>, lock: _ContentionLock) {
+        self.index = index
+        self.id = id
+        self.magazineSize = magazineSize
+        self.batch = batch
+        unsafe self.slots = slots
+        self.lock = lock
+    }
+}
+
+/// The shared free slots that magazines refill from and flush to, touched under the pool lock
+/// only: the pool's `_SlotCore` in production (`_CoreSource`), a model list in the
+/// interleaving checker.
+@usableFromInline
+package protocol _MagazineSource {
+    /// A free slot that held a value before (never a fresh one), or nil.
+    func takeReused() -> UnsafeMutableRawPointer?
+    /// A slot as a pool without magazines takes one (reused, fresh, or by growing); nil when
+    /// the pool is exhausted.
+    func take() -> (slot: UnsafeMutableRawPointer, fresh: Bool)?
+    /// A free slot back onto the shared list.
+    func put(_ slot: UnsafeMutableRawPointer)
+}
+
+/// A pool's own shared core as the magazines' source.
+@safe @usableFromInline
+package struct _CoreSource: _MagazineSource {
+    @usableFromInline let core: UnsafeMutablePointer<_SlotCore>
+
+    @inlinable @inline(__always)
+    init(_ depot: UnsafeMutablePointer<_Depot>) {
+        // Safe: a production depot always has its pool's core (nil only in model worlds).
+        unsafe core = depot.pointee.slots.unsafelyUnwrapped
+    }
+
+    // Safe (all three): called under the pool lock, which serialises the core.
+    @inlinable @inline(__always)
+    package func takeReused() -> UnsafeMutableRawPointer? { unsafe core.pointee.takeReused() }
+    @inlinable @inline(__always)
+    package func take() -> (slot: UnsafeMutableRawPointer, fresh: Bool)? { unsafe core.pointee.take() }
+    @inlinable @inline(__always)
+    package func put(_ slot: UnsafeMutableRawPointer) { unsafe core.pointee.put(slot) }
 }
 
 /// The process-wide part: the pthread key with the thread-exit destructor, the registry lock,
@@ -235,34 +300,17 @@ extension _Depot {
     /// Takes a cached slot without any lock, or nil (empty, none yet, or asked to flush).
     @inlinable @inline(__always)
     static func takeCached(_ depot: UnsafeMutablePointer<_Depot>) -> UnsafeMutableRawPointer? {
-        // Safe: the magazine is this thread's (see `current`); its first `count` slots are held.
+        // Safe: the magazine is this thread's (see `current`).
         guard let magazine = unsafe current(depot) else { return nil }
-        let count = unsafe magazine.pointee.count.load(ordering: .relaxed)
-        guard unsafe count > 0 && magazine.pointee.seen.load(ordering: .relaxed) == depot.pointee.generation.load(ordering: .relaxed) else { return nil }
-        let slot = unsafe magazine.pointee.slots[count &- 1]
-        unsafe _singleWriterAdd(1, to: magazine.pointee.hits)
-        // The count last, releasing (a plain store on x86-64): see `putCached`.
-        unsafe magazine.pointee.count.store(count &- 1, ordering: .releasing)
-        return unsafe slot
+        return unsafe _pop(magazine, of: depot, steps: _HardwareSteps())
     }
 
     /// Caches a released slot without any lock; false when the slow path must take it.
     @inlinable @inline(__always)
     static func putCached(_ slot: UnsafeMutableRawPointer, _ depot: UnsafeMutablePointer<_Depot>) -> Bool {
-        // Safe: as in `takeCached`; slot `count` is below capacity, so it is ours to write.
+        // Safe: as in `takeCached`.
         guard let magazine = unsafe current(depot) else { return false }
-        let count = unsafe magazine.pointee.count.load(ordering: .relaxed)
-        guard unsafe count < magazine.pointee.capacity && magazine.pointee.seen.load(ordering: .relaxed) == depot.pointee.generation.load(ordering: .relaxed) else { return false }
-        unsafe magazine.pointee.slots[count] = slot
-        unsafe _singleWriterAdd(1, to: magazine.pointee.absorbed)
-        // The count is this release's last touch of the magazine, stored releasing: a thread that
-        // loads it (acquiring) to decide the pool's last slot is back (`_retire`, `putAll`) and
-        // then frees the magazine sees the slot written and this thread done with it. (A release
-        // that races with the pool's death is a handle outliving its pool: debug builds trap on
-        // it, release builds keep the storage; this ordering keeps that path from freeing memory
-        // under a release still finishing.)
-        unsafe magazine.pointee.count.store(count &+ 1, ordering: .releasing)
-        return true
+        return unsafe _push(slot, magazine, of: depot, steps: _HardwareSteps())
     }
 
     /// The calling thread's magazine, registered if it has none yet.
@@ -301,104 +349,195 @@ extension _Depot {
         return unsafe magazine
     }
 
-    /// Agrees with the depot's generation (pool lock held): asked to flush, everything goes back.
-    /// Returns whether it was asked.
-    static func catchUp(_ magazine: UnsafeMutablePointer<_Magazine>, generation: UInt) -> Bool {
-        // Safe: pool lock held; the magazine is the caller's (see `flush`).
-        guard unsafe magazine.pointee.seen.load(ordering: .relaxed) != generation else { return false }
-        unsafe flush(magazine, keeping: 0)
-        unsafe magazine.pointee.seen.store(generation & ~1, ordering: .relaxed)
-        return true
-    }
-
-    /// The acquire slow path: the magazine is empty, missing, or asked to flush. Refills half a
-    /// magazine of free slots under the lock and hands out one; with no free slot to refill
-    /// from (or just asked to flush), takes one from the shared core as a pool without
-    /// magazines does (fresh, or by growing). Nil when the pool is exhausted: then every
-    /// magazine is asked to flush.
+    /// The acquire slow path: the magazine is empty, missing, or asked to flush (`_takeSlow`).
     @usableFromInline
     static func takeSlow(_ depot: UnsafeMutablePointer<_Depot>) -> (slot: UnsafeMutableRawPointer, fresh: Bool)? {
-        // Safe: the magazine is this thread's; slots move under the pool lock, which serialises
-        // the shared core; `takeReused` hands out free slots that held a value.
+        // Safe: the magazine is this thread's, made if it had none.
         let magazine = unsafe ensureMagazine(depot)
-        let lock = unsafe depot.pointee.lock
-        let core = unsafe depot.pointee.slots
-        lock.lock()
-        let generation = unsafe depot.pointee.generation.load(ordering: .relaxed)
-        // Asked to flush: everything goes back, and this call takes one slot without refilling,
-        // so that the thread that asked can have the rest.
-        let asked = unsafe catchUp(magazine, generation: generation)
-        var count = unsafe magazine.pointee.count.load(ordering: .relaxed)
-        if !asked && count == 0 {
-            while unsafe count < depot.pointee.batch, let slot = unsafe core.pointee.takeReused() {
-                unsafe magazine.pointee.slots[count] = slot
-                count += 1
-            }
-            unsafe _singleWriterAdd(UInt64(count), to: depot.pointee.refilled)
-        }
-        if count > 0 {
-            let slot = unsafe magazine.pointee.slots[count - 1]
-            unsafe magazine.pointee.count.store(count - 1, ordering: .relaxed)
-            unsafe _singleWriterAdd(1, to: magazine.pointee.hits)
-            lock.unlock()
-            return unsafe (slot, false)
-        }
-        let taken = unsafe core.pointee.take()
-        if unsafe taken == nil {
-            // Other threads may cache free slots: ask them all to give them back.
-            unsafe requestFlush(depot)
-        }
-        lock.unlock()
-        return unsafe taken
+        return unsafe _takeSlow(magazine, of: depot, from: _CoreSource(depot), steps: _HardwareSteps())
     }
 
     /// Asks every magazine to flush at its thread's next use (pool lock held).
     static func requestFlush(_ depot: UnsafeMutablePointer<_Depot>) {
-        // Safe: pool lock held: the generation's and the counter's one writer.
-        unsafe depot.pointee.generation.store(depot.pointee.generation.load(ordering: .relaxed) &+ 2, ordering: .relaxed)
-        unsafe _singleWriterAdd(1, to: depot.pointee.flushRequests)
+        unsafe _requestFlush(depot, steps: _HardwareSteps())
     }
 
-    /// The release slow path: the magazine is full, missing, or asked to flush. Flushes half a
-    /// magazine (the oldest slots) to the shared core under the lock, then caches the slot.
+    /// The release slow path: the magazine is full, missing, or asked to flush (`_putSlow`).
     /// Returns false when the pool object is gone (release builds, handles outlived it): the
     /// caller then gives the slot to the core itself.
     @usableFromInline
     static func putSlow(_ slot: UnsafeMutableRawPointer, _ depot: UnsafeMutablePointer<_Depot>) -> Bool {
         // Safe: as in `takeSlow`.
         let magazine = unsafe ensureMagazine(depot)
-        let lock = unsafe depot.pointee.lock
-        lock.lock()
-        let generation = unsafe depot.pointee.generation.load(ordering: .relaxed)
-        _ = unsafe catchUp(magazine, generation: generation)
-        if generation & 1 != 0 {
-            lock.unlock()
-            return false
-        }
-        if unsafe magazine.pointee.count.load(ordering: .relaxed) == magazine.pointee.capacity {
-            unsafe flush(magazine, keeping: magazine.pointee.capacity - depot.pointee.batch)
-        }
-        let count = unsafe magazine.pointee.count.load(ordering: .relaxed)
-        unsafe magazine.pointee.slots[count] = slot
-        unsafe magazine.pointee.count.store(count + 1, ordering: .relaxed)
-        unsafe _singleWriterAdd(1, to: magazine.pointee.absorbed)
-        lock.unlock()
-        return true
+        return unsafe _putSlow(slot, magazine, of: depot, to: _CoreSource(depot), steps: _HardwareSteps())
     }
 
     /// Gives all but the newest `keeping` slots back to the shared core (pool lock held, on the
     /// owner thread or where nobody else can use the magazine).
     static func flush(_ magazine: UnsafeMutablePointer<_Magazine>, keeping: Int) {
-        // Safe: the pool lock serialises the core; the magazine's first `count` slots are held
-        // and are this caller's to move (see the call sites).
-        let count = unsafe magazine.pointee.count.load(ordering: .acquiring)  // may be another thread's (see `putCached`)
-        let leaving = max(0, count - keeping)
-        guard leaving > 0 else { return }
-        let core = unsafe magazine.pointee.depot.pointee.slots
-        for position in 0..<leaving { unsafe core.pointee.put(magazine.pointee.slots[position]) }
-        // The newest stay, moved down to the bottom.
-        for position in leaving..<count { unsafe magazine.pointee.slots[position - leaving] = magazine.pointee.slots[position] }
-        unsafe magazine.pointee.count.store(count - leaving, ordering: .relaxed)
+        // Safe: the magazine's depot is live while it is (see the call sites).
+        let depot = unsafe magazine.pointee.depot
+        unsafe _flush(magazine, keeping: UInt(keeping), to: _CoreSource(depot), steps: _HardwareSteps())
+    }
+
+    // MARK: The algorithms, against `_AtomicSteps` (docs/INTERLEAVINGS.md)
+    //
+    // Production runs them with `_HardwareSteps` and the pool's core; the interleaving checker
+    // runs the same source with its model steps and a model free list. The magazine's entries
+    // (slot addresses) are plain words: the owner thread's, or, under the pool lock, those of a
+    // thread that has seen the owner's last `count` store (releasing on the fast paths, ordered
+    // by the lock on the slow ones).
+
+    /// The acquire fast path: pops the newest cached slot, or nil (empty, or the depot asked for
+    /// a flush since this magazine last agreed with it). No lock, no shared line written.
+    @inlinable @inline(__always)
+    package static func _pop<Steps: _AtomicSteps>(
+        _ magazine: UnsafeMutablePointer<_Magazine>, of depot: UnsafeMutablePointer<_Depot>, steps: Steps
+    ) -> UnsafeMutableRawPointer? {
+        // Safe: the caller's thread owns the magazine; its first `count` entries hold slots.
+        let count = unsafe steps.load(magazine.pointee.count, ordering: .relaxed)
+        guard unsafe count > 0
+                && steps.load(magazine.pointee.seen, ordering: .relaxed) == steps.load(depot.pointee.generation, ordering: .relaxed)
+        else { return nil }
+        let slot = unsafe steps.loadWord(at: magazine.pointee.entry(count &- 1))
+        unsafe steps.addSingleWriter(1, to: magazine.pointee.hits)
+        // The count last, releasing (a plain store on x86-64): see `_push`.
+        unsafe steps.store(count &- 1, to: magazine.pointee.count, ordering: .releasing)
+        return UnsafeMutableRawPointer(bitPattern: slot)
+    }
+
+    /// The release fast path: caches the slot; false when the slow path must take it (full, or
+    /// asked to flush).
+    @inlinable @inline(__always)
+    package static func _push<Steps: _AtomicSteps>(
+        _ slot: UnsafeMutableRawPointer, _ magazine: UnsafeMutablePointer<_Magazine>,
+        of depot: UnsafeMutablePointer<_Depot>, steps: Steps
+    ) -> Bool {
+        // Safe: as in `_pop`; entry `count` is below capacity, so it is ours to write.
+        let count = unsafe steps.load(magazine.pointee.count, ordering: .relaxed)
+        guard unsafe count < UInt(bitPattern: magazine.pointee.capacity)
+                && steps.load(magazine.pointee.seen, ordering: .relaxed) == steps.load(depot.pointee.generation, ordering: .relaxed)
+        else { return false }
+        unsafe steps.storeWord(UInt(bitPattern: slot), at: magazine.pointee.entry(count))
+        unsafe steps.addSingleWriter(1, to: magazine.pointee.absorbed)
+        // The count is this release's last touch of the magazine, stored releasing: a thread that
+        // loads it (acquiring) to decide the pool's last slot is back (`_retire`, `putAll`) and
+        // then flushes and frees the magazine sees the entry written and this thread done with
+        // it. (A release that races with the pool's death is a handle outliving its pool: debug
+        // builds trap on it, release builds keep the storage; this ordering keeps that path from
+        // freeing memory under a release still finishing.)
+        unsafe steps.store(count &+ 1, to: magazine.pointee.count, ordering: .releasing)
+        return true
+    }
+
+    /// The acquire slow path, under the pool lock. Asked to flush: everything goes back, and
+    /// this call takes one slot from the source without refilling, so that the thread that asked
+    /// can have the rest. Empty: refills half a magazine of reused slots (never fresh ones, so
+    /// every cached slot holds a value) and hands out the newest. With nothing to refill from,
+    /// takes a slot as a pool without magazines does; nil when the pool is exhausted, and then
+    /// every magazine is asked to flush.
+    package static func _takeSlow<Steps: _AtomicSteps, Source: _MagazineSource>(
+        _ magazine: UnsafeMutablePointer<_Magazine>, of depot: UnsafeMutablePointer<_Depot>,
+        from source: Source, steps: Steps
+    ) -> (slot: UnsafeMutableRawPointer, fresh: Bool)? {
+        // Safe: the caller's thread owns the magazine; the pool lock serialises the source and
+        // the depot's generation and counters.
+        let lock = unsafe depot.pointee.lock
+        lock.lock(steps: steps, contended: { lock.waitContended(steps: steps) })
+        let generation = unsafe steps.load(depot.pointee.generation, ordering: .relaxed)
+        let asked = unsafe _catchUp(magazine, generation: generation, to: source, steps: steps)
+        var count = unsafe steps.load(magazine.pointee.count, ordering: .relaxed)
+        if !asked && count == 0 {
+            let batch = unsafe UInt(bitPattern: depot.pointee.batch)
+            while count < batch, let slot = source.takeReused() {
+                unsafe steps.storeWord(UInt(bitPattern: slot), at: magazine.pointee.entry(count))
+                count += 1
+            }
+            unsafe steps.addSingleWriter(count, to: depot.pointee.refilled)
+        }
+        if count > 0, let slot = unsafe UnsafeMutableRawPointer(bitPattern: steps.loadWord(at: magazine.pointee.entry(count - 1))) {
+            unsafe steps.store(count - 1, to: magazine.pointee.count, ordering: .relaxed)
+            unsafe steps.addSingleWriter(1, to: magazine.pointee.hits)
+            lock.unlock(steps: steps)
+            return (slot, false)
+        }
+        let taken = source.take()
+        if taken == nil {
+            // Other threads may cache free slots: ask them all to give them back.
+            unsafe _requestFlush(depot, steps: steps)
+        }
+        lock.unlock(steps: steps)
+        return taken
+    }
+
+    /// The release slow path, under the pool lock: catches up with a flush request, flushes
+    /// the older half of a full magazine, then caches the slot. False when the pool object is
+    /// gone (the generation's bit 0): the slot is not taken.
+    package static func _putSlow<Steps: _AtomicSteps, Source: _MagazineSource>(
+        _ slot: UnsafeMutableRawPointer, _ magazine: UnsafeMutablePointer<_Magazine>,
+        of depot: UnsafeMutablePointer<_Depot>, to source: Source, steps: Steps
+    ) -> Bool {
+        // Safe: as in `_takeSlow`.
+        let lock = unsafe depot.pointee.lock
+        lock.lock(steps: steps, contended: { lock.waitContended(steps: steps) })
+        let generation = unsafe steps.load(depot.pointee.generation, ordering: .relaxed)
+        _ = unsafe _catchUp(magazine, generation: generation, to: source, steps: steps)
+        if generation & 1 != 0 {
+            lock.unlock(steps: steps)
+            return false
+        }
+        let capacity = unsafe UInt(bitPattern: magazine.pointee.capacity)
+        if unsafe steps.load(magazine.pointee.count, ordering: .relaxed) >= capacity {
+            unsafe _flush(magazine, keeping: capacity - UInt(bitPattern: depot.pointee.batch), to: source, steps: steps)
+        }
+        let count = unsafe steps.load(magazine.pointee.count, ordering: .relaxed)
+        unsafe steps.storeWord(UInt(bitPattern: slot), at: magazine.pointee.entry(count))
+        unsafe steps.store(count + 1, to: magazine.pointee.count, ordering: .relaxed)
+        unsafe steps.addSingleWriter(1, to: magazine.pointee.absorbed)
+        lock.unlock(steps: steps)
+        return true
+    }
+
+    /// Agrees with the depot's generation (pool lock held): asked to flush, everything goes
+    /// back. Returns whether it was asked.
+    package static func _catchUp<Steps: _AtomicSteps, Source: _MagazineSource>(
+        _ magazine: UnsafeMutablePointer<_Magazine>, generation: UInt, to source: Source, steps: Steps
+    ) -> Bool {
+        // Safe: pool lock held; the magazine is the caller's (see `_flush`).
+        guard unsafe steps.load(magazine.pointee.seen, ordering: .relaxed) != generation else { return false }
+        unsafe _flush(magazine, keeping: 0, to: source, steps: steps)
+        unsafe steps.store(generation & ~1, to: magazine.pointee.seen, ordering: .relaxed)
+        return true
+    }
+
+    /// Asks every magazine to flush at its thread's next use (pool lock held: the generation's
+    /// and the counter's one writer).
+    package static func _requestFlush<Steps: _AtomicSteps>(_ depot: UnsafeMutablePointer<_Depot>, steps: Steps) {
+        // Safe: the depot is live while its pool is.
+        unsafe steps.store(steps.load(depot.pointee.generation, ordering: .relaxed) &+ 2, to: depot.pointee.generation, ordering: .relaxed)
+        unsafe steps.addSingleWriter(1, to: depot.pointee.flushRequests)
+    }
+
+    /// Gives all but the newest `keeping` cached slots to `source`, oldest first, and moves the
+    /// newest down (pool lock held; on the owner thread, or where nobody else can use the
+    /// magazine: its thread exiting, the pool torn down).
+    package static func _flush<Steps: _AtomicSteps, Source: _MagazineSource>(
+        _ magazine: UnsafeMutablePointer<_Magazine>, keeping: UInt, to source: Source, steps: Steps
+    ) {
+        // Safe: the magazine's first `count` entries hold slots; the count is loaded acquiring
+        // because it may have been stored by the owner's lock-free `_push` (see there).
+        let count = unsafe steps.load(magazine.pointee.count, ordering: .acquiring)
+        guard count > keeping else { return }
+        let leaving = count - keeping
+        for position in 0..<leaving {
+            if let slot = unsafe UnsafeMutableRawPointer(bitPattern: steps.loadWord(at: magazine.pointee.entry(position))) {
+                source.put(slot)
+            }
+        }
+        for position in leaving..<count {
+            unsafe steps.storeWord(steps.loadWord(at: magazine.pointee.entry(position)), at: magazine.pointee.entry(position - leaving))
+        }
+        unsafe steps.store(keeping, to: magazine.pointee.count, ordering: .relaxed)
     }
 
     /// A magazine's thread exited: its slots go back, its counters to the depot, its record away
@@ -409,8 +548,8 @@ extension _Depot {
         let depot = unsafe magazine.pointee.depot
         unsafe depot.pointee.lock.lock()
         unsafe flush(magazine, keeping: 0)
-        unsafe _singleWriterAdd(magazine.pointee.hits.load(ordering: .relaxed), to: depot.pointee.retiredHits)
-        unsafe _singleWriterAdd(magazine.pointee.absorbed.load(ordering: .relaxed), to: depot.pointee.retiredAbsorbed)
+        unsafe _HardwareSteps().addSingleWriter(magazine.pointee.hits.load(ordering: .relaxed), to: depot.pointee.retiredHits)
+        unsafe _HardwareSteps().addSingleWriter(magazine.pointee.absorbed.load(ordering: .relaxed), to: depot.pointee.retiredAbsorbed)
         unsafe depot.pointee.lock.unlock()
         unsafe unlink(magazine)
     }
@@ -428,7 +567,7 @@ extension _Depot {
         }
         unsafe next?.pointee.previous.store(previous, ordering: .relaxed)
         unsafe depot.pointee.magazines.store(depot.pointee.magazines.load(ordering: .relaxed) - 1, ordering: .relaxed)
-        unsafe magazine.pointee.rack.pointee.entries[depot.pointee.index] = nil
+        unsafe magazine.pointee.rack.unsafelyUnwrapped.pointee.entries[depot.pointee.index] = nil  // production magazines have a rack
         unsafe magazine.pointee.slots.deallocate()
         unsafe magazine.deinitialize(count: 1)
         unsafe UnsafeMutableRawPointer(magazine).deallocate()
@@ -449,18 +588,18 @@ extension _Depot {
     static func cached(_ depot: UnsafeMutablePointer<_Depot>) -> Int {
         var total = 0
         // Safe: see `forEach`; `count` is an atomic.
-        unsafe forEach(depot) { total += unsafe $0.pointee.count.load(ordering: .acquiring) }
+        unsafe forEach(depot) { total += unsafe Int(bitPattern: $0.pointee.count.load(ordering: .acquiring)) }
         return total
     }
 
     /// Applies the magazines to the shared core's figures (registry lock and pool lock held).
     static func statistics(_ depot: UnsafeMutablePointer<_Depot>, core: PoolStatistics) -> PoolStatistics {
         // Safe: both locks held: the list is stable and refills/flushes are not running.
-        var hits = unsafe depot.pointee.retiredHits.load(ordering: .relaxed)
-        var absorbed = unsafe depot.pointee.retiredAbsorbed.load(ordering: .relaxed)
+        var hits = unsafe UInt64(depot.pointee.retiredHits.load(ordering: .relaxed))
+        var absorbed = unsafe UInt64(depot.pointee.retiredAbsorbed.load(ordering: .relaxed))
         unsafe forEach(depot) { magazine in
-            hits &+= unsafe magazine.pointee.hits.load(ordering: .relaxed)
-            absorbed &+= unsafe magazine.pointee.absorbed.load(ordering: .relaxed)
+            hits &+= unsafe UInt64(magazine.pointee.hits.load(ordering: .relaxed))
+            absorbed &+= unsafe UInt64(magazine.pointee.absorbed.load(ordering: .relaxed))
         }
         let cached = unsafe cached(depot)
         var stats = core
@@ -468,13 +607,13 @@ extension _Depot {
         // the slot goes from it to a handle to another thread's magazine, read later): never
         // report less than nothing.
         stats.inUse = max(0, core.inUse - cached)
-        stats.acquisitions = unsafe core.acquisitions &- depot.pointee.refilled.load(ordering: .relaxed) &+ hits
+        stats.acquisitions = unsafe core.acquisitions &- UInt64(depot.pointee.refilled.load(ordering: .relaxed)) &+ hits
         stats.releases = stats.acquisitions &- UInt64(stats.inUse)
         stats.magazineAcquisitions = hits
         stats.magazineReleases = absorbed
         stats.cachedInMagazines = cached
         stats.magazines = unsafe depot.pointee.magazines.load(ordering: .relaxed)
-        stats.magazineFlushRequests = unsafe depot.pointee.flushRequests.load(ordering: .relaxed)
+        stats.magazineFlushRequests = unsafe UInt64(depot.pointee.flushRequests.load(ordering: .relaxed))
         return stats
     }
 
