@@ -144,19 +144,20 @@ public final class Timer: Handle {
     override func didClose() { body = nil }
 }
 
-/// Runs a closure once per loop iteration while started: an idle handle (`uv_idle_t`) before
+/// Runs `body` once per loop iteration while started: an idle handle (`uv_idle_t`) before
 /// the poll, and while one is active the poll does not block; a check handle (`uv_check_t`)
 /// right after the poll has delivered every I/O event that was ready.
 final class PhaseHandle: Handle {
     enum Phase { case idle, check }
     let phase: Phase
-    private var body: ((PhaseHandle) -> Void)?
+    /// Set once by the owner; cleared at close (it may capture the owner).
+    var body: (() -> Void)?
 
     init(loop: EventLoop, phase: Phase) throws(UVError) {
         self.phase = phase
         super.init(loop: loop, type: phase == .idle ? UV_IDLE : UV_CHECK)
-        // Safe (all four): rawHandle holds uv_handle_size() bytes of the handle type chosen
-        // just above, allocated for it, and only that type's functions touch it.
+        // Safe (both): rawHandle holds uv_handle_size() bytes of the handle type chosen just
+        // above, allocated for it; only that type's functions touch it, here and below.
         let status = switch phase {
         case .idle: unsafe uv_idle_init(loop.raw, rawHandle.assumingMemoryBound(to: uv_idle_t.self))
         case .check: unsafe uv_check_init(loop.raw, rawHandle.assumingMemoryBound(to: uv_check_t.self))
@@ -167,21 +168,23 @@ final class PhaseHandle: Handle {
         retainForCallbacks()
     }
 
-    /// Starts (or replaces the body of) the handle: `body` runs every iteration until `stop()`.
-    func start(_ body: @escaping (PhaseHandle) -> Void) {
-        self.body = body
+    /// Starts running `body` every iteration (starting a started handle does nothing). Not on a
+    /// closing handle: unlike `uv_timer_start`, libuv's idle and check starts do not refuse one,
+    /// and would queue memory that the close callback is about to free.
+    func start() {
+        guard !isClosing else { return }
         switch phase {
         case .idle:
+            // Safe: an open uv_idle_t of this object (type invariant and the guard above).
             unsafe uv_idle_start(rawHandle.assumingMemoryBound(to: uv_idle_t.self), { idle in
                 // Safe: libuv passes back this handle, opened by this class (`Handle.from`).
-                let object = unsafe Handle.from(UnsafeMutableRawPointer(idle!), as: PhaseHandle.self)
-                object.body?(object)
+                unsafe Handle.from(UnsafeMutableRawPointer(idle!), as: PhaseHandle.self).body?()
             })
         case .check:
+            // Safe: as for the idle handle, a uv_check_t.
             unsafe uv_check_start(rawHandle.assumingMemoryBound(to: uv_check_t.self), { check in
                 // Safe: libuv passes back this handle, opened by this class (`Handle.from`).
-                let object = unsafe Handle.from(UnsafeMutableRawPointer(check!), as: PhaseHandle.self)
-                object.body?(object)
+                unsafe Handle.from(UnsafeMutableRawPointer(check!), as: PhaseHandle.self).body?()
             })
         }
     }
@@ -189,6 +192,7 @@ final class PhaseHandle: Handle {
     /// Stopping a stopped or closed handle does nothing.
     func stop() {
         switch phase {
+        // Safe (both): the handle's memory is live (type invariant); libuv only unlinks it.
         case .idle: unsafe uv_idle_stop(rawHandle.assumingMemoryBound(to: uv_idle_t.self))
         case .check: unsafe uv_check_stop(rawHandle.assumingMemoryBound(to: uv_check_t.self))
         }
@@ -203,12 +207,15 @@ final class PhaseHandle: Handle {
 /// stalled in a callback past a deadline (a slow or overloaded machine, a sanitizer, a
 /// debugger) would otherwise judge the deadline before seeing a connect that completed, or
 /// bytes that arrived, in time. For deadline sweeps, where that order decides a verdict.
+///
+/// Close it before the last reference goes (as every handle): its handles hold it weakly.
 public final class PostPollTimer {
     private let timer: Timer
     /// Keeps the poll after an expiry from blocking (until the next timer, a whole period).
     private let idle: PhaseHandle
     /// Runs the body after that poll.
     private let check: PhaseHandle
+    private var body: (() -> Void)?
 
     public init(loop: EventLoop) throws(UVError) {
         timer = try Timer(loop: loop)
@@ -225,23 +232,30 @@ public final class PostPollTimer {
             idle.close()
             throw error
         }
+        idle.body = {}
+        check.body = { [weak self] in self?.fire() }
     }
 
     /// As `Timer.start`: `body` runs once per expiry, in the check phase right after the poll
-    /// that follows the timers' run that found it expired.
+    /// that follows the timers' run that found it expired. A restart (from the body too) keeps
+    /// an expiry already waiting for its check phase: that run takes the new body.
     public func start(after milliseconds: UInt64, repeat: UInt64 = 0, _ body: @escaping () -> Void) {
-        idle.stop()
-        check.stop()
-        timer.start(after: milliseconds, repeat: `repeat`) { [idle, check] _ in
-            idle.start { _ in }
-            check.start { check in
-                idle.stop()
-                check.stop()
-                body()
-            }
-        }
+        self.body = body
+        timer.start(after: milliseconds, repeat: `repeat`) { [weak self] _ in self?.expired() }
     }
 
+    private func expired() {
+        idle.start()
+        check.start()
+    }
+
+    private func fire() {
+        idle.stop()
+        check.stop()
+        body?()
+    }
+
+    /// No further run, including one whose expiry is waiting for its check phase.
     public func stop() {
         timer.stop()
         idle.stop()
@@ -252,6 +266,7 @@ public final class PostPollTimer {
         timer.close()
         idle.close()
         check.close()
+        body = nil
     }
 }
 

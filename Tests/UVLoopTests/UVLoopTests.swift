@@ -163,9 +163,12 @@ import Glibc
                 postPollSaw = connected
                 closeAll()
             }
-            // The kernel completes the loopback handshake long before the stall ends.
-            let end = EventLoop.hrtime() + 150_000_000
-            while EventLoop.hrtime() < end {}
+            // The stall lasts past both deadlines and until the kernel has completed the
+            // handshake (the connection waits in the listener's accept queue), 10 s at most.
+            let start = EventLoop.hrtime()
+            var listening = pollfd(fd: listener.descriptor ?? -1, events: Int16(POLLIN), revents: 0)
+            while EventLoop.hrtime() - start < 50_000_000
+                    || (poll(&listening, 1, 0) == 0 && EventLoop.hrtime() - start < 10_000_000_000) {}
         }
         handles = [client, listener, plain, watchdog, stall]
         stall.arm(at: EventLoop.hrtime())
@@ -192,19 +195,40 @@ import Glibc
         #expect(elapsed < 30_000_000_000, "ran after \(elapsed / 1_000_000) ms: waited for the next period")
     }
 
-    @Test func postPollTimer_stopped_neverRuns() throws {
+    /// Stopped between its expiry and the check phase (by a timer due at the same time, which
+    /// libuv runs after it): the waiting run does not happen.
+    @Test func postPollTimer_stoppedAfterItsExpiry_doesNotRun() throws {
         let loop = try EventLoop()
         let timer = try PostPollTimer(loop: loop)
         var ran = false
-        timer.start(after: 1) { ran = true }
-        timer.stop()
+        timer.start(after: 5) { ran = true }
+        let stopper = try Timer(loop: loop)
+        stopper.start(after: 5) { _ in timer.stop() }  // started second: runs second
         let end = try Timer(loop: loop)
-        end.start(after: 30) { end in
+        end.start(after: 40) { end in
             end.close()
+            stopper.close()
             timer.close()
         }
         loop.run()
         #expect(!ran)
+    }
+
+    /// Restarted from inside its own body with another period and body (as a reload does with
+    /// the timeout sweep): the new body runs, at the new period.
+    @Test func postPollTimer_restartedFromItsBody_runsTheNewBody() throws {
+        let loop = try EventLoop()
+        let timer = try PostPollTimer(loop: loop)
+        var runs: [String] = []
+        timer.start(after: 1, repeat: 60_000) {
+            runs.append("first")
+            timer.start(after: 2, repeat: 2) {
+                runs.append("second")
+                if runs.count == 3 { timer.close() }
+            }
+        }
+        loop.run()
+        #expect(runs == ["first", "second", "second"])
     }
 
     @Test func listeningOnATakenPort_failsWithEADDRINUSE() throws {

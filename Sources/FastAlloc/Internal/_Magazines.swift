@@ -119,8 +119,10 @@ package struct _Depot: ~Copyable {
     /// A depot outside the registry, for the interleaving checker's worlds: no index in any
     /// rack, no core (the algorithms take the world's `_MagazineSource`).
     package init(forModelWith lock: _ContentionLock, magazineSize: Int) {
-        index = -1
-        id = 0
+        // Never a registered depot's: no rack has an entry this far (a lookup finds none), and
+        // no thread's cache holds this id (0 is the cache's "none").
+        index = .max
+        id = .max
         self.magazineSize = magazineSize
         batch = max(1, magazineSize / 2)
         slots = nil
@@ -403,6 +405,8 @@ extension _Depot {
         unsafe steps.addSingleWriter(1, to: magazine.pointee.hits)
         // The count last, releasing (a plain store on x86-64): see `_push`.
         unsafe steps.store(count &- 1, to: magazine.pointee.count, ordering: .releasing)
+        // A zero entry comes only from a model execution already abandoned (its steps return
+        // 0); in production the first `count` entries always hold slot addresses.
         return UnsafeMutableRawPointer(bitPattern: slot)
     }
 
@@ -455,6 +459,7 @@ extension _Depot {
             }
             unsafe steps.addSingleWriter(count, to: depot.pointee.refilled)
         }
+        // (The `let` fails only on a zero entry: an abandoned model execution, see `_pop`.)
         if count > 0, let slot = unsafe UnsafeMutableRawPointer(bitPattern: steps.loadWord(at: magazine.pointee.entry(count - 1))) {
             unsafe steps.store(count - 1, to: magazine.pointee.count, ordering: .relaxed)
             unsafe steps.addSingleWriter(1, to: magazine.pointee.hits)
@@ -530,6 +535,7 @@ extension _Depot {
         guard count > keeping else { return }
         let leaving = count - keeping
         for position in 0..<leaving {
+            // (Nil only on a zero entry: an abandoned model execution, see `_pop`.)
             if let slot = unsafe UnsafeMutableRawPointer(bitPattern: steps.loadWord(at: magazine.pointee.entry(position))) {
                 source.put(slot)
             }
