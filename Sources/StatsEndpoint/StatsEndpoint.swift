@@ -106,7 +106,9 @@ final class StatsLoop: TCPListenerDelegate {
     let counters: StatsConnectionCounters
     var logger: Logger
     private var listener: TCPListener?
-    private var sweepTimer: Timer?
+    /// Judges request deadlines after the poll (`PostPollTimer`): a request whose bytes came in
+    /// time is not timed out because the loop stalled.
+    private var sweepTimer: PostPollTimer?
     private var wake: AsyncWake?
     /// Connections not yet closing (each knows its index here).
     private var connections: [HTTPConnection] = []
@@ -155,9 +157,9 @@ final class StatsLoop: TCPListenerDelegate {
                 }
             }
             self.wake = wake
-            let timer = try Timer(loop: loop)
+            let timer = try PostPollTimer(loop: loop)
             let interval = UInt64(min(max(limits.idleTimeout * 1000 / 4, 10), 1000))
-            timer.start(after: interval, repeat: interval) { [unowned self] _ in self.sweep() }
+            timer.start(after: interval, repeat: interval) { [unowned self] in self.sweep() }
             sweepTimer = timer
             return wake
         } catch {
