@@ -67,6 +67,34 @@ struct PoolModel {
         releases += 1
     }
 
+    /// With magazines: the figures that stay exact (`inUse` excludes cached slots; acquisitions
+    /// and releases count those served by magazines), and bounds for the rest: a magazine's
+    /// refill takes slots from the shared pool without handing them out, so capacity, growth and
+    /// high water run ahead of the model's.
+    func verifyWithMagazines(_ stats: PoolStatistics) {
+        if stats.maxCapacity != maximum { fail("maxCapacity \(stats.maxCapacity), model \(maximum)") }
+        if stats.inUse != inUse { fail("inUse \(stats.inUse), model \(inUse)") }
+        if stats.acquisitions != acquisitions { fail("acquisitions \(stats.acquisitions), model \(acquisitions)") }
+        if stats.releases != releases { fail("releases \(stats.releases), model \(releases)") }
+        if stats.failedAcquisitions != failed { fail("failed \(stats.failedAcquisitions), model \(failed)") }
+        // Both grow along the same chain of capacities, the pool's from a high water that
+        // counts cached slots too, so never behind the model's.
+        if stats.capacity > maximum || stats.capacity < capacity || stats.growthEvents < growthEvents {
+            fail("capacity \(stats.capacity) (growth \(stats.growthEvents)), model \(capacity) (growth \(growthEvents)), maximum \(maximum)")
+        }
+        if stats.inUse + stats.cachedInMagazines > stats.capacity {
+            fail("in use \(stats.inUse) + cached \(stats.cachedInMagazines) > capacity \(stats.capacity)")
+        }
+        if stats.highWater < highWater || stats.highWater > stats.capacity {
+            fail("highWater \(stats.highWater), model \(highWater), capacity \(stats.capacity)")
+        }
+        if stats.magazineAcquisitions > stats.acquisitions { fail("magazine acquisitions \(stats.magazineAcquisitions) > \(stats.acquisitions)") }
+        let acquired = acquireHooks.load(ordering: .relaxed)
+        let released = releaseHooks.load(ordering: .relaxed)
+        if acquired != Int(acquisitions) { fail("onAcquire ran \(acquired) times for \(acquisitions)") }
+        if released != Int(releases) { fail("onRelease ran \(released) times for \(releases)") }
+    }
+
     func verify(_ stats: PoolStatistics) {
         if stats.capacity != capacity { fail("capacity \(stats.capacity), model \(capacity)") }
         if stats.maxCapacity != maximum { fail("maxCapacity \(stats.maxCapacity), model \(maximum)") }

@@ -13,7 +13,9 @@
 // or unowned memory.
 //
 // One file per driver: UnsynchronizedDriver (FixedPool, GrowingPool, ThreadLocalPool),
-// SharedDriver (ThreadSafePool, acquired and released on either thread), BufferDriver (packet
+// SharedDriver (ThreadSafePool, acquired and released on either thread, with magazines of 0 to
+// 8 by the shape byte; with magazines the model checks the figures that stay exact and bounds
+// the rest, and accepts a refusal only when every free slot is cached), BufferDriver (packet
 // buffers, released on either thread); Model.swift holds what they share, OtherThread.swift the
 // one long-lived thread the cross-thread operations run on (in one input of 16, see crosses;
 // the seeds named *-crossing are such inputs).
@@ -84,10 +86,12 @@ func makeDriver(_ input: inout ByteReader, crossing: Bool) -> Driver {
             overflowMax: 1 + Int(step % 4) + extra)
         return try! BufferDriver.shared.start(config: config, crossings: crossings)
     }
+    // ThreadSafePool, LIFO: magazines of 0 (none), 1, 2, 4 or 8, by the shape byte's high bits.
+    let magazineSize = kind == 4 && order == .lifo ? [0, 0, 1, 2, 4, 8][Int(shape >> 3) % 6] : 0
     let config = try! PoolConfig<Payload>(
         capacity: capacity, alignment: alignment, growth: growth, maxCapacity: maximum, order: order,
         name: "fuzz", onAcquire: { _ in acquireHooks.add(1, ordering: .relaxed) },
-        onRelease: { _ in releaseHooks.add(1, ordering: .relaxed) })
+        onRelease: { _ in releaseHooks.add(1, ordering: .relaxed) }, magazineSize: magazineSize)
     let model = PoolModel(capacity: capacity, maximum: maximum, growth: growth)
     let driver = UnsynchronizedDriver.shared
     switch kind {
@@ -100,7 +104,8 @@ func makeDriver(_ input: inout ByteReader, crossing: Bool) -> Driver {
     case 3:
         return driver.start(pool: try! ThreadLocalPool(config: config), model: model, alignment: alignment, lowestFirstSlab: nil)
     default:
-        return SharedDriver.shared.start(pool: try! ThreadSafePool(config: config), model: model, alignment: alignment, crossings: crossings)
+        return SharedDriver.shared.start(pool: try! ThreadSafePool(config: config), model: model, alignment: alignment,
+                                         crossings: crossings, magazines: magazineSize > 0)
     }
 }
 
