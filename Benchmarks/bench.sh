@@ -22,6 +22,8 @@ python=${PYTHON:-$( [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo pyt
     echo "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr);"
     echo "$(swift --version 2>/dev/null | head -1); a shared VM, so every comparison below is one run, side by side."
     echo
+    echo "Runs by hand, profiles and what was measured and rejected are in [ANALYSES.md](ANALYSES.md) (not rewritten here)."
+    echo
     echo "## Servers and relays side by side"
     echo
     if [ -n "$quick" ]; then
