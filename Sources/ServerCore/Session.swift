@@ -111,6 +111,10 @@ final class Session {
         } else {
             if let member { worker.shared.upstreams?.connected(member, nanoseconds: EventLoop.hrtime() &- connectStartedAt) }
             perform(machine.upstreamConnected(now: now))
+            // Reading was started with the connect (`Worker.connectUpstream`); where the machine
+            // does not read the upstream yet (its client's queue is full, or no buffer is free),
+            // it stops here, before any read.
+            if let upstream, machine[.upstream].isOpen, !machine[.upstream].reading { upstream.stream.stopReading() }
             // The header goes before any of the client's bytes: reading starts at the next loop
             // turn, and libuv writes a stream's queue in order.
             if machine.phase == .open, let member, member.proxyProtocol != .off { sendProxyHeader(member.proxyProtocol) }
@@ -193,7 +197,13 @@ final class Session {
         if !action.shutdown.isEmpty {
             for side in SessionSide.allCases where action.shutdown.contains(side) {
                 do {
-                    try connection(side).stream.shutdown()
+                    // With nothing queued to it, the FIN goes now (no libuv request, no callback).
+                    let stream: TCPStream = connection(side).stream
+                    if try stream.shutdownIfNothingQueued() {
+                        perform(machine.shutdownCompleted(on: side, failed: false, now: worker.loop.nowMilliseconds))
+                    } else {
+                        try stream.shutdown()
+                    }
                 } catch {
                     perform(machine.shutdownCompleted(on: side, failed: true, now: worker.loop.nowMilliseconds))
                 }

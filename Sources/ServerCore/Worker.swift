@@ -289,6 +289,12 @@ final class Worker: TCPListenerDelegate {
         session.use(member)
         do {
             try stream.connect(to: member.address)
+            // Reading starts with the connect, so libuv registers the socket once for both (an
+            // epoll ADD; then a MOD when the connect completes). Started after it, reading made
+            // an ADD that failed (the connect's registration was still there) and a MOD: one
+            // system call more per upstream connection. Nothing is read before the connect
+            // completes; `Session.upstreamDidConnect` stops it if the machine does not want it.
+            try? stream.startReading()
         } catch {
             // Refused at once (no route, bad address): as a failed connect.
             pool.connectFailed(member, UpstreamFailure(error), now: now)

@@ -96,6 +96,8 @@ public final class TCPStream: Handle {
     /// one of each is pending at a time), so a reused stream allocates nothing.
     private var connectRequest: UnsafeMutablePointer<uv_connect_t>?
     private var shutdownRequest: UnsafeMutablePointer<uv_shutdown_t>?
+    /// A connect is under way (`connect(to:)` until its callback): not yet a stream to shut down.
+    private var connecting = false
 
     // Safe (both): rawHandle was allocated for this uv_tcp_t, which begins with uv_stream_t's
     // fields (libuv's documented layout).
@@ -122,6 +124,7 @@ public final class TCPStream: Handle {
     /// its handle memory and its requests (a server keeps closed streams for its next accepts).
     public func reopen() throws(UVError) {
         resetAfterClose()
+        connecting = false
         // Safe: the handle is closed (checked above): libuv holds nothing of it, and its
         // memory may be initialised again.
         let status = unsafe uv_tcp_init(loop.raw, tcp)
@@ -150,15 +153,24 @@ public final class TCPStream: Handle {
                 // Safe: libuv calls this once per request with the stream it was made for, before
                 // that stream's close callback; the request memory belongs to the stream.
                 let stream = unsafe Handle.from(UnsafeMutableRawPointer(request!.pointee.handle!), as: TCPStream.self)
+                stream.connecting = false
                 stream.callDelegate(otherwise: ()) { $0.stream(stream, didConnect: status) }
             })
         }
         if status < 0 {
             throw UVError(status, "connect \(address)")
         }
+        connecting = true
     }
 
-    /// Starts reading: each read asks the delegate for memory, then reports what arrived.
+    /// Starts reading: each read asks the delegate for memory, then reports what arrived. On a
+    /// stream that is already reading it does nothing (libuv's `UV_EALREADY`), so an owner may
+    /// start reading early, with the connect (`Worker.connectUpstream`), and again where it
+    /// would have started.
+    ///
+    /// Allowed while a connect is pending: libuv registers the socket for both directions in one
+    /// epoll_ctl, and no read comes before the connect callback (libuv completes a pending
+    /// connect first, and an unconnected socket has nothing to read).
     public func startReading() throws(UVError) {
         let status = unsafe uv_read_start(stream, { handle, suggested, buffer in
             // Safe: libuv passes back this stream (`Handle.from`) and a uv_buf_t to fill in; the
@@ -177,6 +189,7 @@ public final class TCPStream: Handle {
                 stream.callDelegate(otherwise: ()) { unsafe $0.stream(stream, didRead: count, into: memory) }
             }
         })
+        if status == Int32(UV_EALREADY.rawValue) { return }
         try UVError.check(status, "uv_read_start")
     }
 
@@ -279,6 +292,29 @@ public final class TCPStream: Handle {
         if status < 0 {
             throw UVError(status, "uv_shutdown")
         }
+    }
+
+    /// Sends the FIN now (shutdown(2) of the write side) when nothing is queued for writing, and
+    /// returns true: no `stream(_:didShutdown:)` comes for it. With writes queued it does nothing
+    /// and returns false; `shutdown()` then sends the FIN after them.
+    ///
+    /// Why: libuv's `uv_shutdown` always waits for a writable event before it calls shutdown(2),
+    /// even with nothing queued, which costs a loop turn and two epoll_ctl (writable on, then off
+    /// again) per shut-down connection. With nothing queued every byte written is already in the
+    /// kernel, which sends the FIN after them, so the order on the wire is the same.
+    ///
+    /// The caller must not write to the stream afterwards (libuv does not know it is shut; a
+    /// write would fail with EPIPE) nor call `shutdown()`.
+    public func shutdownIfNothingQueued() throws(UVError) -> Bool {
+        guard !isClosing, !connecting, queuedWriteBytes == 0 else { return false }
+        var fd = uv_os_fd_t()
+        // Safe: the handle is open (not closing; uv_fileno fails on a closed one); `fd` is read
+        // during the call.
+        guard unsafe uv_fileno(uvHandle, &fd) == 0 else { return false }
+        if Glibc.shutdown(fd, Int32(SHUT_WR)) != 0 {
+            throw UVError(uv_translate_sys_error(errno), "shutdown")
+        }
+        return true
     }
 
     /// Closes with a reset instead of a FIN: SO_LINGER with a zero timeout, then `close()`. The

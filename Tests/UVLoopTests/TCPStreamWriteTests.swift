@@ -145,6 +145,95 @@ import Glibc
         try Self.exchange(stream, recorder, socket, on: loop)
     }
 
+    /// Reading started with the connect (as the relay does for its upstream connections): no
+    /// read comes before the connect callback, bytes are read after it, and starting again is
+    /// a no-op, not an error.
+    @Test func readingStartedWithTheConnect_readsOnlyAfterIt_andStartingAgainIsANoOp() throws {
+        let loop = try EventLoop()
+        let peer = try BlockingPeer()
+        let stream = try TCPStream(loop: loop)
+        let recorder = WriteRecorder()
+        stream.delegate = recorder
+        try stream.connect(to: SocketAddress(host: "127.0.0.1", port: peer.port))
+        try stream.startReading()
+        try stream.startReading()  // already reading: nothing happens
+        while recorder.connectStatus == nil { loop.runOnce() }
+        #expect(recorder.connectStatus == 0)
+        #expect(recorder.readsBeforeConnect == 0)
+        try stream.startReading()  // as the session does once connected
+        let socket = try peer.accept()
+        defer { close(socket) }
+        _ = "pong".withCString { Glibc.write(socket, $0, 4) }
+        while recorder.received.count < 4 && recorder.readError == nil { loop.runOnce() }
+        #expect(recorder.received == Array("pong".utf8))
+        #expect(recorder.readError == nil)
+        stream.close()
+        loop.run()
+        #expect(recorder.closed)
+    }
+
+    /// A refused connect with reading started reports the refusal to the connect callback
+    /// only: the hang-up is not read as an end of stream.
+    @Test func readingStartedWithARefusedConnect_reportsOnlyTheRefusal() throws {
+        let loop = try EventLoop()
+        let port: Int
+        do {
+            let closedPeer = try BlockingPeer()  // a port that was free a moment ago, now closed
+            port = closedPeer.port
+        }
+        let stream = try TCPStream(loop: loop)
+        let recorder = WriteRecorder()
+        stream.delegate = recorder
+        try stream.connect(to: SocketAddress(host: "127.0.0.1", port: port))
+        try stream.startReading()
+        while recorder.connectStatus == nil { loop.runOnce() }
+        #expect(recorder.connectStatus == Int32(-ECONNREFUSED))  // libuv's codes are -errno on Linux
+        stream.close()
+        loop.run()
+        #expect(recorder.readCalls == 0)
+        #expect(recorder.closed)
+    }
+
+    /// With nothing queued the FIN goes at once, after every byte written, and no shutdown
+    /// callback comes; while connecting, or with writes queued, it does nothing.
+    @Test func shutdownIfNothingQueued_sendsTheFINAfterEveryByte_andOnlyWithNothingQueued() throws {
+        let loop = try EventLoop()
+        let peer = try BlockingPeer(receiveBuffer: 4096)
+        let stream = try TCPStream(loop: loop)
+        let recorder = WriteRecorder()
+        stream.delegate = recorder
+        try stream.connect(to: SocketAddress(host: "127.0.0.1", port: peer.port))
+        #expect(try stream.shutdownIfNothingQueued() == false)  // not connected yet
+        while recorder.connectStatus == nil { loop.runOnce() }
+        try #require(recorder.connectStatus == 0)
+        let socket = try peer.accept()
+        defer { close(socket) }
+        // A missing FIN fails the read below after 30 s instead of hanging the run.
+        var patience = timeval(tv_sec: 30, tv_usec: 0)
+        setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &patience, socklen_t(MemoryLayout<timeval>.size))
+        let count = 16 << 20  // far more than the socket buffers hold: most of it queued
+        let bytes = Self.pattern(count)
+        defer { bytes.deallocate() }
+        let queued = try stream.write(unsafeBytes: UnsafeRawBufferPointer(bytes), token: 1)
+        #expect(queued > 0)
+        #expect(try stream.shutdownIfNothingQueued() == false)
+        let received = Latch<[UInt8]>()
+        let reader = ThreadHandle.start { received.set(BlockingPeer.read(socket, count: count + 1)) }
+        defer { reader.join() }
+        while recorder.completions.isEmpty { loop.runOnce() }
+        #expect(recorder.completions.first?.status == 0)
+        #expect(stream.queuedWriteBytes == 0)
+        #expect(try stream.shutdownIfNothingQueued() == true)
+        // The peer read every byte, then the end of stream (a read of count + 1 stops at count).
+        #expect(received.wait() == Array(bytes))
+        for _ in 0..<5 { loop.runOnce(wait: false) }
+        #expect(recorder.shutdowns.isEmpty)
+        stream.close()
+        loop.run()
+        #expect(recorder.shutdowns.isEmpty)
+        #expect(recorder.closed)
+    }
+
     /// Writes "ping" from `stream`, reads it on `socket`, answers "pong", reads that on `stream`,
     /// then closes the stream.
     static func exchange(_ stream: TCPStream, _ recorder: WriteRecorder, _ socket: Int32, on loop: EventLoop) throws {
@@ -246,18 +335,27 @@ final class WriteRecorder: TCPStreamDelegate {
     var received: [UInt8] = []
     var readError: Int?
     var onWrite: ((UInt, Int32) -> Void)?
+    var readCalls = 0
+    /// `readCalls` when the connect callback came.
+    var readsBeforeConnect: Int?
+    var shutdowns: [Int32] = []
     let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 16)
     deinit { memory.deallocate() }
 
     override func readBuffer(for stream: TCPStream, suggestedSize: Int) -> UnsafeMutableRawBufferPointer { memory }
     override func stream(_ stream: TCPStream, didRead count: Int, into buffer: UnsafeMutableRawBufferPointer) {
+        readCalls += 1
         if count > 0 {
             received += buffer[0..<count]
         } else if count < 0 {
             readError = count
         }
     }
-    override func stream(_ stream: TCPStream, didConnect status: Int32) { connectStatus = status }
+    override func stream(_ stream: TCPStream, didConnect status: Int32) {
+        connectStatus = status
+        readsBeforeConnect = readCalls
+    }
+    override func stream(_ stream: TCPStream, didShutdown status: Int32) { shutdowns.append(status) }
     override func stream(_ stream: TCPStream, didFinishWrite token: UInt, status: Int32) {
         if closed { completionsAfterClose += 1 }
         completions.append((token, status))
