@@ -49,7 +49,11 @@ final class Session {
         self.worker = worker
         machine = SessionStateMachine(mode: .echo, now: 0)
         client = SessionConnection(session: self, side: .client)
-        tried.reserveCapacity(ServerConfig.connectRetriesRange.upperBound + 1)
+        // Room for every try a session can make (the first connect and `connectRetries` more,
+        // fixed for the worker's life), made once per session object (sessions are reused): none
+        // in echo mode, 3 words by default in a relay. Reserving for the most retries the option
+        // allows (17 words) cost every idle connection about 200 bytes, echo included.
+        if worker.config.mode == .relay { tried.reserveCapacity(worker.config.connectRetries + 1) }
     }
 
     deinit {
