@@ -202,8 +202,10 @@ final class Session {
             for side in SessionSide.allCases where action.shutdown.contains(side) {
                 do {
                     // With nothing queued to it, the FIN goes now (no libuv request, no callback).
+                    // Only when no write of ours is outstanding either: libuv's queue is empty
+                    // before a finished write's callback has run, and that callback comes first.
                     let stream: TCPStream = connection(side).stream
-                    if try stream.shutdownIfNothingQueued() {
+                    if machine[side].queued == 0, try stream.shutdownIfNothingQueued() {
                         perform(machine.shutdownCompleted(on: side, failed: false, now: worker.loop.nowMilliseconds))
                     } else {
                         try stream.shutdown()
