@@ -49,10 +49,11 @@ final class Session {
         self.worker = worker
         machine = SessionStateMachine(mode: .echo, now: 0)
         client = SessionConnection(session: self, side: .client)
-        // Room for every try a session can make (the first connect and `connectRetries` more,
-        // fixed for the worker's life), made once per session object (sessions are reused): none
-        // in echo mode, 3 words by default in a relay. Reserving for the most retries the option
-        // allows (17 words) cost every idle connection about 200 bytes, echo included.
+        // Room for every try a session can make (the first connect and `connectRetries` more),
+        // made once per session object (sessions are reused): none in echo mode, 3 words by
+        // default in a relay. Reserving for the most retries the option allows (17 words) cost
+        // every idle connection about 200 bytes, echo included. A reload that raises
+        // --connect-retries makes a reused session grow it once, on its first retry past this.
         if worker.config.mode == .relay { tried.reserveCapacity(worker.config.connectRetries + 1) }
     }
 
@@ -115,9 +116,10 @@ final class Session {
         } else {
             if let member { worker.shared.upstreams?.connected(member, nanoseconds: EventLoop.hrtime() &- connectStartedAt) }
             perform(machine.upstreamConnected(now: now))
-            // Reading was started with the connect (`Worker.connectUpstream`); where the machine
-            // does not read the upstream yet (its client's queue is full, or no buffer is free),
-            // it stops here, before any read.
+            // Reading was started with the connect (`Worker.connectUpstream`). The machine reads
+            // a fresh upstream from its connect on (nothing is queued to the client yet, and no
+            // read has been refused a buffer); should that ever change, reading stops here,
+            // before any read.
             if let upstream, machine[.upstream].isOpen, !machine[.upstream].reading { upstream.stream.stopReading() }
             // The header goes before any of the client's bytes: reading starts at the next loop
             // turn, and libuv writes a stream's queue in order.
