@@ -453,15 +453,30 @@ import UVLoop
             "reload refused, nothing changed: --workers cannot change while running (an upgrade (SIGUSR2) or a restart applies it)") },
                 "stderr: \(server.errors)")
         func refusals() -> Int { server.errors.components(separatedBy: "--workers cannot change while running").count - 1 }
-        // Log level error: the reload's own notice is below it.
-        _ = try scratch.write("relay.yaml", file(second.address, logLevel: "error"))
+        // Log level error: the reload's own notice is below it. It also moves the upstream back
+        // to `first`, so that a new connection reaching `first` shows the file was read before it
+        // is written again (rewritten sooner, both signals could read the later content).
+        _ = try scratch.write("relay.yaml", file(first.address, logLevel: "error"))
         kill(server.pid, SIGHUP)
-        // A refused reload (an error line) after it shows the first was handled.
-        _ = try scratch.write("relay.yaml", file(second.address, workers: 3, logLevel: "error"))
+        var applied = false
+        for _ in 0..<40 where !applied {
+            let client = try TestSocket(connectingTo: address)
+            try client.sendAll(Array("ping".utf8))
+            if let far = try? first.accept(timeout: 0.25) {
+                applied = true
+                far.close()
+            } else if let far = try? second.accept(timeout: 5) {
+                far.close()  // not read yet: the old set
+            }
+            client.close()
+        }
+        #expect(applied, "the reload to log level error never reached first: \(server.errors)")
+        // A refused reload (an error line) still shows at level error.
+        _ = try scratch.write("relay.yaml", file(first.address, workers: 3, logLevel: "error"))
         kill(server.pid, SIGHUP)
         #expect(server.read(timeout: 10) { _ in refusals() == 2 }, "stderr: \(server.errors)")
         #expect(!server.errors.contains("reload: --log-level"), "at level error, no notice: \(server.errors)")
-        _ = try scratch.write("relay.yaml", file(second.address, logLevel: "info"))
+        _ = try scratch.write("relay.yaml", file(first.address, logLevel: "info"))
         kill(server.pid, SIGHUP)
         #expect(server.read(timeout: 10) { _ in
             server.errors.contains("reload: --log-level applied to new connections (configuration generation 4)")
@@ -470,7 +485,7 @@ import UVLoop
         kill(server.pid, SIGHUP)
         #expect(server.read(timeout: 10) { _ in server.errors.contains("reload failed, the running configuration stays: \(path):3: YAML syntax error") },
                 "stderr: \(server.errors)")
-        try exchange(via: second)  // still the second reload's set
+        try exchange(via: first)  // still the last good reload's set
         kill(server.pid, SIGTERM)
         #expect(server.waitForExit() == 0, "stderr: \(server.errors)")
     }
