@@ -199,19 +199,22 @@ import Glibc
         var description: String { "nodelay \(noDelay) keepalive \(keepAlive) idle \(idle) interval \(interval) probes \(probes)" }
     }
 
-    /// The settings of this process's socket whose peer is `peer` (the server's end of a test
-    /// connection), found through /proc/self/fd.
-    func settings(ofSocketWithPeer peer: sockaddr_in) -> Settings? {
+    /// The settings of this process's end of `client`'s connection (the server's socket), found
+    /// through /proc/self/fd by the whole address pair: its peer is `client`'s address and its
+    /// own address is `client`'s peer. (The peer alone is not enough: tests run in parallel in
+    /// this process, and Linux gives the same ephemeral port to connections to different
+    /// destinations, so another test's accepted socket can have the same peer.)
+    func settings(ofServerEndOf client: TestSocket) -> Settings? {
+        let peer = address(of: client.fd, getsockname)
+        let local = address(of: client.fd, getpeername)
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") else { return nil }
         for entry in entries {
-            guard let fd = Int32(entry) else { continue }
-            var address = sockaddr_in()
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            let found = withUnsafeMutablePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &length) == 0 }
-            }
-            guard found, address.sin_family == sa_family_t(AF_INET), address.sin_port == peer.sin_port,
-                  address.sin_addr.s_addr == peer.sin_addr.s_addr else { continue }
+            guard let fd = Int32(entry), fd != client.fd else { continue }
+            let itsPeer = address(of: fd, getpeername)
+            let itsLocal = address(of: fd, getsockname)
+            guard let itsPeer, let itsLocal, let peer, let local,
+                  itsPeer.sin_port == peer.sin_port, itsPeer.sin_addr.s_addr == peer.sin_addr.s_addr,
+                  itsLocal.sin_port == local.sin_port, itsLocal.sin_addr.s_addr == local.sin_addr.s_addr else { continue }
             func option(_ level: Int32, _ name: Int32) -> Int32 {
                 var value: Int32 = -1
                 var size = socklen_t(MemoryLayout<Int32>.size)
@@ -225,13 +228,14 @@ import Glibc
         return nil
     }
 
-    func localAddress(_ socket: TestSocket) -> sockaddr_in {
+    /// `fd`'s own (`getsockname`) or peer (`getpeername`) IPv4 address; nil for anything else.
+    func address(of fd: Int32, _ call: (Int32, UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) -> Int32) -> sockaddr_in? {
         var address = sockaddr_in()
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(socket.fd, $0, &length) }
+        let found = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { call(fd, $0, &length) == 0 }
         }
-        return address
+        return found && address.sin_family == sa_family_t(AF_INET) ? address : nil
     }
 
     /// `--tcp-keepalive 7`: probes after 7 s, every 10 s, 6 of them; no Nagle.
@@ -244,8 +248,8 @@ import Glibc
         let peer = try upstream.accept()
         try client.sendAll([1])
         #expect(try peer.receive(exactly: 1) == [1])  // both connections are ready
-        #expect(settings(ofSocketWithPeer: localAddress(client)) == expected, "the server's socket to the client")
-        #expect(settings(ofSocketWithPeer: localAddress(peer)) == expected, "the server's socket to the upstream")
+        #expect(settings(ofServerEndOf: client) == expected, "the server's socket to the client")
+        #expect(settings(ofServerEndOf: peer) == expected, "the server's socket to the upstream")
         client.close()
         peer.close()
         finish(server)
@@ -259,7 +263,7 @@ import Glibc
             for client in clients {
                 try client.sendAll([2])
                 #expect(try client.receive(exactly: 1) == [2])
-                #expect(settings(ofSocketWithPeer: localAddress(client)) == expected, "round \(round)")
+                #expect(settings(ofServerEndOf: client) == expected, "round \(round)")
             }
             for client in clients { client.close() }
             #expect(eventually(timeout: 10) { server.statistics().connectionsActive == 0 })
@@ -272,7 +276,7 @@ import Glibc
         let client = try TestSocket(connectingTo: server.address)
         try client.sendAll([1])
         #expect(try client.receive(exactly: 1) == [1])
-        let serverSide = settings(ofSocketWithPeer: localAddress(client))
+        let serverSide = settings(ofServerEndOf: client)
         #expect(serverSide?.keepAlive == false && serverSide?.noDelay == true, "\(String(describing: serverSide))")
         client.close()
         finish(server)
