@@ -15,15 +15,9 @@ final class Session {
     private(set) var client: SessionConnection!
     /// Kept across reuses (relay mode).
     private(set) var upstream: SessionConnection?
-    /// The decisions. Replaced for every connection. Unchecked exclusivity: only this worker's
-    /// thread touches it, and no access to it overlaps another (each event is one call, and
-    /// `perform` runs after it returns), so the dynamic checks would only cost time per message.
-    @exclusivity(unchecked) var machine: SessionStateMachine
-    /// Index in the worker's session list (for O(1) removal). This and the other per-connection
-    /// fields marked so: unchecked exclusivity, for the reason given at `Worker.sessions`.
-    @exclusivity(unchecked) var slot = 0
-    /// The session was open when the worker began to drain (for the drain's count).
-    @exclusivity(unchecked) var inDrain = false
+    // The fields below are declared words first, then the machine, then the flags, so that
+    // few bytes go to padding: stored properties are laid out in the order they are declared,
+    // and every idle connection holds a session (Benchmarks/ANALYSES.md, "Idle memory").
     /// Relay: the upstream this session is connected or connecting to (counted in its active
     /// connections until the session ends or moves on), and every upstream it tried, so that a
     /// retry picks another. Kept with the session: no allocation per connection.
@@ -31,19 +25,31 @@ final class Session {
     @exclusivity(unchecked) var tried: [ObjectIdentifier] = []
     /// When the current upstream connect began (`EventLoop.hrtime()`, ns).
     var connectStartedAt: UInt64 = 0
-    /// The client's IP address, hashed (the `hash` balancer's key).
-    var clientKey: UInt64 = 0
+    /// Index in the worker's session list (for O(1) removal). This and the other per-connection
+    /// fields marked so: unchecked exclusivity, for the reason given at `Worker.sessions`.
+    @exclusivity(unchecked) var slot = 0
     /// What this session took from the settings in effect when it was accepted, and keeps
     /// whatever a reload changes later: its deadlines and its balancing method (a retry picks
     /// with the same one). Plain values in the reused session: nothing allocated.
     var timeouts = SessionTimeouts()
-    var balance = BalanceMethod.random
-    /// The client's address, accept time and per-client count, for the access log and
-    /// `--max-connections-per-client` (Worker+AccessLog.swift).
+    /// Where the PROXY header for the upstream is written (`ProxyHeader.maximumEncodedLength`
+    /// bytes): made on first use, kept with the session (no allocation per connection, no pool
+    /// buffer to wait for), freed with it.
+    private var headerArea: UnsafeMutableRawPointer?
+    /// The client's address, accept time and per-client count, for the access log,
+    /// `--max-connections-per-client` (Worker+AccessLog.swift) and the `hash` balancer.
     @exclusivity(unchecked) var peer = SessionPeer()
-    /// Where the PROXY header for the upstream is written: made on first use, kept with the
-    /// session (no allocation per connection, no pool buffer to wait for), freed with it.
-    private var headerArea: UnsafeMutableRawBufferPointer?
+    /// The decisions. Replaced for every connection. Unchecked exclusivity: only this worker's
+    /// thread touches it, and no access to it overlaps another (each event is one call, and
+    /// `perform` runs after it returns), so the dynamic checks would only cost time per message.
+    @exclusivity(unchecked) var machine: SessionStateMachine
+    /// The session was open when the worker began to drain (for the drain's count).
+    @exclusivity(unchecked) var inDrain = false
+    var balance = BalanceMethod.random
+
+    /// The `hash` balancer's key: the client's IP address, hashed (0 for the other methods,
+    /// which do not read it). Made when an upstream is picked, not kept: a word less per session.
+    var clientKey: UInt64 { balance == .hash ? peer.address.hostHash : 0 }
 
     init(worker: Worker) {
         self.worker = worker
@@ -131,8 +137,10 @@ final class Session {
     /// and port, and the address it connected to.
     private func sendProxyHeader(_ setting: ProxyProtocolSetting) {
         guard let upstream else { return }
-        let area = headerArea ?? .allocate(byteCount: ProxyHeader.maximumEncodedLength, alignment: 8)
-        headerArea = area
+        let start = headerArea ?? .allocate(byteCount: ProxyHeader.maximumEncodedLength, alignment: 8)
+        headerArea = start
+        // Safe: `start` holds maximumEncodedLength bytes, this session's own until its deinit.
+        let area = UnsafeMutableRawBufferPointer(start: start, count: ProxyHeader.maximumEncodedLength)
         let version: ProxyProtocolVersion = setting == .v1 ? .v1 : .v2
         let count = ProxyHeader.encode(version, source: peer.address, destination: peer.local, into: area)
         // Safe: the area is the session's and is not written again before this connection ends

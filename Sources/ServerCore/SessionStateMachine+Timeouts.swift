@@ -1,9 +1,37 @@
 /// The limits a periodic check applies (milliseconds; 0: none).
+///
+/// Kept in 32 bits each, read as 64: every session holds a copy, and the options' bounds (7
+/// days, 604,800,000 ms; 1 hour for the connect) are far below UInt32's 49 days. A larger value
+/// is clamped there, never wrapped.
 struct SessionTimeouts: Sendable, Equatable {
-    var idle: UInt64 = 0
-    var connect: UInt64 = 0
-    var write: UInt64 = 0
-    var linger: UInt64 = 0
+    private var idleMilliseconds: UInt32
+    private var connectMilliseconds: UInt32
+    private var writeMilliseconds: UInt32
+    private var lingerMilliseconds: UInt32
+
+    init(idle: UInt64 = 0, connect: UInt64 = 0, write: UInt64 = 0, linger: UInt64 = 0) {
+        idleMilliseconds = UInt32(clamping: idle)
+        connectMilliseconds = UInt32(clamping: connect)
+        writeMilliseconds = UInt32(clamping: write)
+        lingerMilliseconds = UInt32(clamping: linger)
+    }
+
+    var idle: UInt64 {
+        get { UInt64(idleMilliseconds) }
+        set { idleMilliseconds = UInt32(clamping: newValue) }
+    }
+    var connect: UInt64 {
+        get { UInt64(connectMilliseconds) }
+        set { connectMilliseconds = UInt32(clamping: newValue) }
+    }
+    var write: UInt64 {
+        get { UInt64(writeMilliseconds) }
+        set { writeMilliseconds = UInt32(clamping: newValue) }
+    }
+    var linger: UInt64 {
+        get { UInt64(lingerMilliseconds) }
+        set { lingerMilliseconds = UInt32(clamping: newValue) }
+    }
 }
 
 extension SessionTimeouts {

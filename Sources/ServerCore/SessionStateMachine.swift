@@ -52,22 +52,25 @@ struct SessionStateMachine: Sendable {
         enum Output: Sendable, Equatable { case open, shuttingDown, shut }
         enum Socket: Sendable, Equatable { case absent, open, closing, closed }
 
+        // The one-byte fields first and together: stored properties are laid out in the order
+        // they are declared, so a flag between two words costs a word (an idle connection's
+        // memory; see Session's fields).
         var input: Input = .waiting
         var output: Output = .open
         var socket: Socket = .absent
         /// What the driver was last told: uv_read_start in effect.
         var reading = false
+        /// A read found no buffer; waiting in the worker's queue.
+        var waitingForBuffer = false
+        /// A read was refused a buffer because the pools are down to their reserve and this
+        /// session already holds some: reading waits until one of its own writes completes.
+        var heldBack = false
         /// Backpressure, as the source side holds it: this side stopped reading because the
         /// write queue of its target (the side its bytes are written to: itself in echo mode,
         /// the other side in a relay) reached its share; this is that queue's length then, and
         /// 0 while this side is not paused. Set by `writeQueued(to:)` on the target's queue;
         /// reading resumes when that queue is below both it and the low watermark.
         var targetQueueAtPause = 0
-        /// A read found no buffer; waiting in the worker's queue.
-        var waitingForBuffer = false
-        /// A read was refused a buffer because the pools are down to their reserve and this
-        /// session already holds some: reading waits until one of its own writes completes.
-        var heldBack = false
         /// Buffers queued for writing to this side.
         var queued = 0
         /// When this side's write queue last made progress (queued from empty, or written).
@@ -83,25 +86,28 @@ struct SessionStateMachine: Sendable {
     // The state. Written only by the machine itself (the SessionStateMachine*.swift files;
     // internal setters only because those are extensions in other files): the driver reads it,
     // and changes it only through the events.
-    let mode: Mode
+    //
+    // Declared in this order so the small fields share words (stored properties are laid out in
+    // declaration order; a session keeps its machine for as long as the connection is idle).
     var phase: Phase
+    let mode: Mode
+    /// The session was cut (reset at the drain deadline).
+    var wasCut = false
+    /// Relay: every upstream connect failed (or none was left to try): the client got no upstream.
+    var gaveUpConnecting = false
+    /// Why the session ended, and every cause it met (`noteEnd`, SessionStateMachine+EndReason.swift).
+    var endReason = SessionEndReason.unknown
+    var endCauses: SessionEndReasons = []
     var client = SideState()
     var upstream = SideState()
     /// When a byte was last read, or a queued write last completed.
     var lastActivity: UInt64
-    /// The session was cut (reset at the drain deadline).
-    var wasCut = false
     /// Relay: further upstream connects allowed after a failed one (`--connect-retries`).
     var connectRetriesLeft = 0
-    /// Relay: every upstream connect failed (or none was left to try): the client got no upstream.
-    var gaveUpConnecting = false
     /// When the session began (the accept) and, in a relay, when its upstream connected (nil:
     /// never), in the loop's milliseconds: the access log's duration and connect time.
     let startedAt: UInt64
     var connectedAt: UInt64?
-    /// Why the session ended, and every cause it met (`noteEnd`, SessionStateMachine+EndReason.swift).
-    var endReason = SessionEndReason.unknown
-    var endCauses: SessionEndReasons = []
 
     /// A session for a connection accepted at `now`: echo is open at once; relay connects
     /// its upstream first, and may try `connectRetries` more upstreams if that fails.

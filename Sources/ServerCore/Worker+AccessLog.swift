@@ -7,12 +7,13 @@ import Glibc
 /// address as `getpeername` gave it at accept (raw bytes), the wall clock then, and whether
 /// the address holds a count in the per-client table.
 struct SessionPeer {
+    /// Wall clock at accept, milliseconds since the Unix epoch (0 when the access log was off
+    /// then: the connection gets no line, even if a reload turns the log on before it ends).
+    /// First, so the flag at the end fills the last address's padding (52 bytes, not 57).
+    var acceptedAt: Int64 = 0
     var address = RawSocketAddress()
     /// The address the client connected to (read only when an upstream gets PROXY headers).
     var local = RawSocketAddress()
-    /// Wall clock at accept, milliseconds since the Unix epoch (0 when the access log was off
-    /// then: the connection gets no line, even if a reload turns the log on before it ends).
-    var acceptedAt: Int64 = 0
     var countedPerClient = false
 }
 

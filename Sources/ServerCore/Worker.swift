@@ -270,7 +270,6 @@ final class Worker: TCPListenerDelegate {
         session.peer = peer
         sessions.append(session)
         updateActive()
-        session.clientKey = config.balance == .hash ? peer.address.hostHash : 0
         session.open(clientStream: stream, upstreamStream: upstreamStream)
         // The session is connecting; its upstream is picked and the connect starts here.
         if let upstreamStream { connectUpstream(session, stream: upstreamStream) }

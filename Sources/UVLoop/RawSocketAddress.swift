@@ -10,13 +10,15 @@ public struct RawSocketAddress: Sendable, Hashable {
     /// `.none` when there is no address (no peer, or an unknown family).
     public enum Kind: UInt8, Sendable, Hashable { case none = 0, ipv4 = 4, ipv6 = 6 }
 
-    public private(set) var kind: Kind = .none
-    /// The port, in host byte order.
-    public private(set) var port: UInt16 = 0
+    // The words first: 19 bytes, where kind and port first took 24 (stored properties are laid
+    // out in declaration order). A session keeps two of these.
     /// The address bytes in network order, read as two words in memory order: an IPv4 address
     /// in the first 4 bytes of `high` (the rest zero), an IPv6 address in all 16.
     public private(set) var high: UInt64 = 0
     public private(set) var low: UInt64 = 0
+    /// The port, in host byte order.
+    public private(set) var port: UInt16 = 0
+    public private(set) var kind: Kind = .none
 
     /// No address.
     public init() {}
