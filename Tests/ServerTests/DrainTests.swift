@@ -105,8 +105,14 @@ final class RecordingEchoUpstream: @unchecked Sendable {
         socket.shutdownWrite()
     }
 
+    /// The drain's deadline for the 8 MiB streams: longer than any run of them. Under
+    /// ThreadSanitizer on a loaded 2-core CI machine the tests take 60-100 s, and with 60 s a
+    /// drain that began early was cut before the stream ended (CI on d4621e6: the client's send
+    /// failed with EPIPE). A stalled stream still fails, on the sockets' 30 s timeouts.
+    static let longDrain: Double = 600
+
     @Test func echo_eightMiBInFlightAtTheDrain_allArrive() throws {
-        let server = try startServer { $0.drainTimeout = 60 }
+        let server = try startServer { $0.drainTimeout = Self.longDrain }
         let socket = try TestSocket(connectingTo: server.address, timeout: 30)
         let stream = pattern(8 << 20, seed: 11)
         let echoed = Atomic<Int>(0)
@@ -142,7 +148,7 @@ final class RecordingEchoUpstream: @unchecked Sendable {
 
     @Test func relay_eightMiBInFlightAtTheDrain_upstreamGetsExactlyWhatWasSent() throws {
         let upstream = try RecordingEchoUpstream()
-        let server = try startServer(.relay, upstream: upstream.address) { $0.drainTimeout = 60 }
+        let server = try startServer(.relay, upstream: upstream.address) { $0.drainTimeout = Self.longDrain }
         let socket = try TestSocket(connectingTo: server.address, timeout: 30)
         let stream = pattern(8 << 20, seed: 5)
         let echoed = Atomic<Int>(0)
