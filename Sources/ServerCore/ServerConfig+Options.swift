@@ -116,7 +116,8 @@ extension ServerConfig {
                       + "closes) before it is closed, at most 7d."),
         .duration("tcp-keepalive", environment: variable("tcp-keepalive"), \.tcpKeepalive, rule: tcpKeepaliveRule,
                   help: "TCP keepalive on client and upstream sockets: seconds of silence before probes start (then every "
-                      + "10 s, 6 probes), 0 (off) to 32767s (Linux's most)."),
+                      + "10 s, 6 probes), 0 (off) to 32767s (Linux's most). Upstream sockets skip it when --idle-timeout "
+                      + "always ends a silent session first (60s against 60 + 6 x 10 s by default)."),
         .byteCount("high-watermark", environment: variable("high-watermark"), \.highWatermark, range: highWatermarkRange,
                    rule: "a byte count from 1 to 1GiB",
                    help: "Buffer memory a direction's write queue may hold before its source stops reading (counted in "

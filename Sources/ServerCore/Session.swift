@@ -194,7 +194,7 @@ final class Session {
             if action.stopReading.contains(.client) { client.stream.stopReading() }
             if action.stopReading.contains(.upstream) { upstream?.stream.stopReading() }
         }
-        if action.ready.contains(.upstream), let upstream { worker.connectionReady(upstream.stream) }
+        if action.ready.contains(.upstream), let upstream { worker.connectionReady(upstream.stream, idleTimeout: timeouts.idle) }
         if !action.startReading.isEmpty {
             for side in SessionSide.allCases where action.startReading.contains(side) {
                 do {

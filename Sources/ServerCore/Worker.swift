@@ -40,6 +40,8 @@ final class Worker: TCPListenerDelegate {
     /// TCP_NODELAY and keepalive: set on the listener (accepted clients inherit them) and on
     /// each upstream connection once it is connected.
     let socketOptions: TCPSocketOptions
+    /// `socketOptions` without keepalive: for an upstream connection where it is inert.
+    let noDelayOnly: TCPSocketOptions
     /// The `random` balancer's draws (this worker's own generator: no lock, no system call).
     var random: SplitMix64
     /// Takes back the streams a connect retry left behind, once they have closed.
@@ -121,6 +123,7 @@ final class Worker: TCPListenerDelegate {
         lowWatermarkBuffers = config.lowWatermarkBuffers
         reserveBuffers = Worker.reserve(reachable: buffers.reachable)
         socketOptions = TCPSocketOptions(noDelay: true, keepAliveSeconds: config.tcpKeepaliveSeconds)
+        noDelayOnly = TCPSocketOptions(noDelay: true)
         random = SplitMix64(seed: UInt64(index) &+ EventLoop.hrtime())
         scratch = .allocate(byteCount: 16 * 1024, alignment: 64)
     }
@@ -346,14 +349,28 @@ final class Worker: TCPListenerDelegate {
     }
 
     /// An upstream connection became usable: small writes go out at once; keepalive finds
-    /// vanished peers. (A client has both from the listener.) A failure is logged and the
+    /// vanished peers, unless the session's idle timeout always ends it first (see
+    /// `keepaliveIsInert`). (A client has both from the listener.) A failure is logged and the
     /// connection kept: it still relays, only with Nagle or without keepalive.
-    func connectionReady(_ stream: TCPStream) {
+    func connectionReady(_ stream: TCPStream, idleTimeout: UInt64) {
         do {
-            try stream.apply(socketOptions)
+            try stream.apply(Worker.keepaliveIsInert(socketOptions, idleTimeout: idleTimeout) ? noDelayOnly : socketOptions)
         } catch {
             logRateLimited(level: .warning, "socket options on an upstream connection: \(error)")
         }
+    }
+
+    /// Keepalive can do nothing for a session whose idle timeout ends it first: a relayed
+    /// session's two sockets fall silent together (every byte read on one is written to the
+    /// other), and the session is idle from then on, so with an idle timeout (plus the sweep's
+    /// lateness, at most a second) shorter than keepalive's time to find a dead peer (idle time,
+    /// then every probe: 60 + 6 x 10 s by default) the timeout always comes first. Its four
+    /// setsockopt calls per upstream connection are then skipped. With `--idle-timeout 0`, or
+    /// one longer than that, they are made. (Accepted sockets inherit keepalive from the
+    /// listener at no cost per connection, and keep it.)
+    static func keepaliveIsInert(_ options: TCPSocketOptions, idleTimeout: UInt64) -> Bool {
+        guard idleTimeout > 0, let detection = options.detectionMilliseconds else { return false }
+        return idleTimeout &+ 1000 < detection
     }
 
     func sessionDidEnd(_ session: Session) {

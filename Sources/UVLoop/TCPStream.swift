@@ -378,6 +378,14 @@ public struct TCPSocketOptions: Sendable, Equatable {
     }
 
     var isDefault: Bool { !noDelay && keepAliveSeconds == 0 }
+
+    /// The earliest keepalive can end a connection whose peer vanished, in milliseconds after
+    /// the socket fell silent: the idle time, then every probe unanswered. nil when it is off.
+    public var detectionMilliseconds: UInt64? {
+        guard keepAliveSeconds > 0 else { return nil }
+        let probing = UInt64(max(0, keepAliveInterval)) * UInt64(max(0, keepAliveProbes))
+        return (UInt64(keepAliveSeconds) + probing) * 1000
+    }
 }
 
 extension Handle {

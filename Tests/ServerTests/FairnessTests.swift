@@ -241,18 +241,45 @@ import Glibc
     /// `--tcp-keepalive 7`: probes after 7 s, every 10 s, 6 of them; no Nagle.
     let expected = Settings(noDelay: true, keepAlive: true, idle: 7, interval: 10, probes: 6)
 
-    @Test func relay_clientAndUpstreamSockets_getNoDelayAndKeepalive() throws {
+    /// The upstream socket gets keepalive only where it can act before the session's idle
+    /// timeout: `--tcp-keepalive 7` finds a dead peer after 7 + 6 x 10 = 67 s, so with
+    /// `--idle-timeout 60` (the default) the timeout always comes first and the upstream socket
+    /// gets TCP_NODELAY alone; with no idle timeout, or one of 66 s (plus a second of sweep
+    /// lateness, not before 67 s), it gets keepalive too. The client's socket inherits keepalive
+    /// from the listener in every case.
+    @Test(arguments: [(0.0, true), (60.0, false), (66.0, true)])
+    func relay_upstreamSocket_getsKeepaliveWhereTheIdleTimeoutDoesNotComeFirst(idleTimeout: Double, keepalive: Bool) throws {
         let upstream = try TestListener()
-        let server = try startServer(.relay, upstream: upstream.address) { $0.tcpKeepalive = 7 }
+        let server = try startServer(.relay, upstream: upstream.address) {
+            $0.tcpKeepalive = 7
+            $0.idleTimeout = idleTimeout
+        }
         let client = try TestSocket(connectingTo: server.address)
         let peer = try upstream.accept()
         try client.sendAll([1])
         #expect(try peer.receive(exactly: 1) == [1])  // both connections are ready
         #expect(settings(ofServerEndOf: client) == expected, "the server's socket to the client")
-        #expect(settings(ofServerEndOf: peer) == expected, "the server's socket to the upstream")
+        let upstreamSide = settings(ofServerEndOf: peer)
+        if keepalive {
+            #expect(upstreamSide == expected, "the server's socket to the upstream")
+        } else {
+            #expect(upstreamSide?.noDelay == true && upstreamSide?.keepAlive == false,
+                    "the server's socket to the upstream: \(String(describing: upstreamSide))")
+        }
         client.close()
         peer.close()
         finish(server)
+    }
+
+    /// The rule itself, at the defaults (keepalive after 60 s, then 6 probes 10 s apart: 120 s).
+    @Test func keepaliveIsInert_exactlyWhenTheIdleTimeoutEndsTheSessionFirst() {
+        let options = TCPSocketOptions(noDelay: true, keepAliveSeconds: 60)
+        #expect(options.detectionMilliseconds == 120_000)
+        #expect(Worker.keepaliveIsInert(options, idleTimeout: 60_000))
+        #expect(Worker.keepaliveIsInert(options, idleTimeout: 118_999))
+        #expect(!Worker.keepaliveIsInert(options, idleTimeout: 119_000), "a second of sweep lateness reaches 120 s")
+        #expect(!Worker.keepaliveIsInert(options, idleTimeout: 0), "no idle timeout: only keepalive finds the dead peer")
+        #expect(!Worker.keepaliveIsInert(TCPSocketOptions(noDelay: true), idleTimeout: 60_000), "keepalive off")
     }
 
     @Test func echo_acceptedSockets_inheritThem_everyOne() throws {
