@@ -16,22 +16,10 @@ struct SessionTimeouts: Sendable, Equatable {
         lingerMilliseconds = UInt32(clamping: linger)
     }
 
-    var idle: UInt64 {
-        get { UInt64(idleMilliseconds) }
-        set { idleMilliseconds = UInt32(clamping: newValue) }
-    }
-    var connect: UInt64 {
-        get { UInt64(connectMilliseconds) }
-        set { connectMilliseconds = UInt32(clamping: newValue) }
-    }
-    var write: UInt64 {
-        get { UInt64(writeMilliseconds) }
-        set { writeMilliseconds = UInt32(clamping: newValue) }
-    }
-    var linger: UInt64 {
-        get { UInt64(lingerMilliseconds) }
-        set { lingerMilliseconds = UInt32(clamping: newValue) }
-    }
+    var idle: UInt64 { UInt64(idleMilliseconds) }
+    var connect: UInt64 { UInt64(connectMilliseconds) }
+    var write: UInt64 { UInt64(writeMilliseconds) }
+    var linger: UInt64 { UInt64(lingerMilliseconds) }
 }
 
 extension SessionTimeouts {

@@ -290,8 +290,7 @@ import Testing
 
     @Test func idleTimeoutZero_neverCloses() {
         var machine = openEcho()
-        var none = timeouts
-        none.idle = 0
+        let none = SessionTimeouts(idle: 0, connect: timeouts.connect, write: timeouts.write, linger: timeouts.linger)
         #expect(machine.tick(now: .max, timeouts: none) { _ in 0 } == .none)
     }
 
